@@ -1,0 +1,258 @@
+//! Sets of sequence numbers as sorted, disjoint inclusive ranges.
+//!
+//! Each node states, per (workspace, author), the seqs it holds; the other side
+//! sends the difference. Holes are normal: a quarantined bundle leaves one
+//! until a clean copy arrives. Committed ranges are the sync checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DecodeError;
+
+/// Most ranges one set may carry on the wire (a set this fragmented means a
+/// badly damaged store; it is refused rather than allocated).
+pub const MAX_RANGES: usize = 4096;
+
+/// A set of `u64` as sorted, disjoint, non-adjacent inclusive ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SeqRangeSet(Vec<(u64, u64)>);
+
+impl SeqRangeSet {
+    /// The empty set.
+    pub fn new() -> Self {
+        SeqRangeSet(Vec::new())
+    }
+
+    /// `1..=n`, what an author with `n` bundles and no holes has.
+    pub fn up_to(n: u64) -> Self {
+        if n == 0 {
+            SeqRangeSet::new()
+        } else {
+            SeqRangeSet(vec![(1, n)])
+        }
+    }
+
+    /// Builds from arbitrary ranges, normalising them.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        let mut s = SeqRangeSet::new();
+        for (a, b) in ranges {
+            s.insert_range(a, b);
+        }
+        s
+    }
+
+    /// Whether the set has no members.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The ranges, sorted.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    /// How many seqs are in the set.
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|(a, b)| b - a + 1).sum()
+    }
+
+    /// The highest member.
+    pub fn max(&self) -> Option<u64> {
+        self.0.last().map(|r| r.1)
+    }
+
+    /// Membership.
+    pub fn contains(&self, x: u64) -> bool {
+        match self.0.binary_search_by(|&(a, b)| {
+            if b < x {
+                std::cmp::Ordering::Less
+            } else if a > x {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        }) {
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Adds one seq.
+    pub fn insert(&mut self, x: u64) {
+        self.insert_range(x, x);
+    }
+
+    /// Adds `a..=b` (ignored when `a > b`).
+    pub fn insert_range(&mut self, a: u64, b: u64) {
+        if a > b {
+            return;
+        }
+        // Fast path: appending at the end, the common case when committing in order.
+        if let Some(last) = self.0.last_mut() {
+            if a > last.1 {
+                if a == last.1 + 1 {
+                    last.1 = b;
+                } else {
+                    self.0.push((a, b));
+                }
+                return;
+            }
+        } else {
+            self.0.push((a, b));
+            return;
+        }
+        let mut out = Vec::with_capacity(self.0.len() + 1);
+        let (mut na, mut nb) = (a, b);
+        let mut placed = false;
+        for &(x, y) in &self.0 {
+            if y.saturating_add(1) < na {
+                out.push((x, y));
+            } else if nb.saturating_add(1) < x {
+                if !placed {
+                    out.push((na, nb));
+                    placed = true;
+                }
+                out.push((x, y));
+            } else {
+                na = na.min(x);
+                nb = nb.max(y);
+            }
+        }
+        if !placed {
+            out.push((na, nb));
+        }
+        out.sort_unstable();
+        self.0 = out;
+    }
+
+    /// Removes one seq (e.g. when a stored bundle is quarantined).
+    pub fn remove(&mut self, x: u64) {
+        let mut out = Vec::with_capacity(self.0.len() + 1);
+        for &(a, b) in &self.0 {
+            if x < a || x > b {
+                out.push((a, b));
+            } else {
+                if a < x {
+                    out.push((a, x - 1));
+                }
+                if x < b {
+                    out.push((x + 1, b));
+                }
+            }
+        }
+        self.0 = out;
+    }
+
+    /// Members of either set.
+    pub fn union(&self, other: &SeqRangeSet) -> SeqRangeSet {
+        let mut s = self.clone();
+        for &(a, b) in &other.0 {
+            s.insert_range(a, b);
+        }
+        s
+    }
+
+    /// Members of `self` not in `other`: what a peer holding `other` lacks.
+    pub fn difference(&self, other: &SeqRangeSet) -> SeqRangeSet {
+        let mut out = Vec::new();
+        let mut j = 0;
+        for &(a, b) in &self.0 {
+            let mut cur = a;
+            while j < other.0.len() && other.0[j].1 < cur {
+                j += 1;
+            }
+            let mut k = j;
+            while cur <= b {
+                if k >= other.0.len() || other.0[k].0 > b {
+                    out.push((cur, b));
+                    break;
+                }
+                let (oa, ob) = other.0[k];
+                if oa > cur {
+                    out.push((cur, oa - 1));
+                }
+                if ob >= b {
+                    break;
+                }
+                cur = ob + 1;
+                k += 1;
+            }
+        }
+        SeqRangeSet(out)
+    }
+
+    /// Members, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().flat_map(|&(a, b)| a..=b)
+    }
+
+    /// Checks a decoded set is normalised and within caps.
+    ///
+    /// # Errors
+    /// [`DecodeError::Invalid`] when not sorted/disjoint, empty-ranged, seq 0, or too fragmented.
+    pub fn check(&self) -> Result<(), DecodeError> {
+        if self.0.len() > MAX_RANGES {
+            return Err(DecodeError::Invalid("range set too fragmented"));
+        }
+        let mut prev: Option<u64> = None;
+        for &(a, b) in &self.0 {
+            if a == 0 || a > b {
+                return Err(DecodeError::Invalid(
+                    "range set has an empty range or seq 0",
+                ));
+            }
+            if let Some(p) = prev {
+                if a <= p.saturating_add(1) {
+                    return Err(DecodeError::Invalid("range set not sorted and disjoint"));
+                }
+            }
+            prev = Some(b);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn model(s: &SeqRangeSet) -> BTreeSet<u64> {
+        s.iter().collect()
+    }
+
+    fn arb_set() -> impl Strategy<Value = SeqRangeSet> {
+        prop::collection::vec((1u64..200, 0u64..20), 0..12)
+            .prop_map(|v| SeqRangeSet::from_ranges(v.into_iter().map(|(a, l)| (a, a + l))))
+    }
+
+    proptest! {
+        #[test]
+        fn algebra_matches_a_set_model(a in arb_set(), b in arb_set(), x in 1u64..230) {
+            prop_assert!(a.check().is_ok());
+            let (ma, mb) = (model(&a), model(&b));
+            prop_assert_eq!(model(&a.union(&b)), ma.union(&mb).copied().collect::<BTreeSet<_>>());
+            prop_assert_eq!(model(&a.difference(&b)), ma.difference(&mb).copied().collect::<BTreeSet<_>>());
+            prop_assert!(a.difference(&b).check().is_ok());
+            prop_assert_eq!(a.contains(x), ma.contains(&x));
+            prop_assert_eq!(a.count() as usize, ma.len());
+            let mut r = a.clone();
+            r.remove(x);
+            let mut mr = ma.clone();
+            mr.remove(&x);
+            prop_assert_eq!(model(&r), mr);
+            prop_assert!(r.check().is_ok());
+        }
+    }
+
+    #[test]
+    fn unnormalised_sets_are_refused() {
+        assert!(SeqRangeSet(vec![(3, 4), (1, 2)]).check().is_err());
+        assert!(
+            SeqRangeSet(vec![(1, 2), (3, 4)]).check().is_err(),
+            "adjacent ranges must be merged"
+        );
+        assert!(SeqRangeSet(vec![(0, 2)]).check().is_err());
+        assert!(SeqRangeSet(vec![(1, 2), (4, 4)]).check().is_ok());
+    }
+}
