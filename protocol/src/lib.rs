@@ -21,6 +21,7 @@
 //! | [`conflict`] | conflicts grouped by bundle, in words; resolution ops |
 //! | [`undo`] | undo/redo plans |
 //! | [`draft`] | assembling edits, jobs and imports into one bundle |
+//! | [`sync`] | the sans-IO sync engine and the read interface it needs |
 //!
 //! ```
 //! use troupe_protocol::{crypto::ActorKey, draft::{AuthorTip, Draft}, bundle::BundleKind,
@@ -54,6 +55,7 @@ pub mod op;
 pub mod path;
 pub mod ranges;
 pub mod register;
+pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod undo;

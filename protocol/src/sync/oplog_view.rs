@@ -1,0 +1,106 @@
+//! The narrow read interface the sync engine needs from storage.
+//!
+//! The engine decides what to send and what to ask for from these reads; it
+//! never writes. Writes come back to the driver as outputs (commit a batch,
+//! quarantine bytes, write a blob chunk), which the driver runs against the
+//! store and acknowledges. The store implements this on a read transaction;
+//! tests use an in-memory implementation.
+
+use std::collections::BTreeMap;
+
+use crate::ids::{ActorId, BlobHash, BundleHash, WorkspaceId};
+use crate::ranges::SeqRangeSet;
+
+/// How much of a blob this node holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobState {
+    /// Never seen.
+    Absent,
+    /// A partial receive: bytes `0..verified_len` (plain) are held and verified.
+    Partial {
+        /// Plain bytes held and verified so far.
+        verified_len: u64,
+        /// Total plain size, as named by the asset reference.
+        size: u64,
+    },
+    /// Complete and verified.
+    Complete {
+        /// Plain size.
+        size: u64,
+    },
+    /// Known, but its bytes were garbage collected (or deliberately not kept).
+    Unavailable,
+}
+
+/// A read that failed. Corruption is reported, never papered over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// A stored bundle did not verify against its indexed hash; the store
+    /// quarantines it, and the engine asks peers for a clean copy.
+    #[error("stored bundle {author:?}/{seq} in {workspace:?} is corrupt: {reason}")]
+    Corrupt {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author.
+        author: ActorId,
+        /// Seq.
+        seq: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// The store could not be read at all.
+    #[error("storage read failed: {0}")]
+    Storage(String),
+}
+
+/// Reads the engine needs. Every method answers from one consistent snapshot.
+pub trait OplogView {
+    /// The seq ranges held per author in `workspace` (only verified, applied
+    /// bundles: quarantined ones leave holes).
+    ///
+    /// # Errors
+    /// [`ViewError::Storage`].
+    fn ranges(&self, workspace: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ViewError>;
+
+    /// The raw bytes of a held bundle, verified against its indexed hash.
+    /// `Ok(None)` when not held.
+    ///
+    /// # Errors
+    /// [`ViewError::Corrupt`] when the bytes fail their hash.
+    fn bundle(
+        &self,
+        workspace: &WorkspaceId,
+        author: &ActorId,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, ViewError>;
+
+    /// The indexed hash of a held bundle (for chain checks and repair requests).
+    ///
+    /// # Errors
+    /// [`ViewError::Storage`].
+    fn bundle_hash(
+        &self,
+        workspace: &WorkspaceId,
+        author: &ActorId,
+        seq: u64,
+    ) -> Result<Option<BundleHash>, ViewError>;
+
+    /// How much of a blob is held.
+    ///
+    /// # Errors
+    /// [`ViewError::Storage`].
+    fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, ViewError>;
+
+    /// Plain bytes `offset..offset+len` of a complete blob, verified.
+    /// `Ok(None)` when not complete here.
+    ///
+    /// # Errors
+    /// [`ViewError::Corrupt`]-like storage errors.
+    fn blob_range(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, ViewError>;
+}
