@@ -45,8 +45,8 @@ pub struct ConflictGroup {
 pub fn group<'a>(
     conflicts: impl IntoIterator<Item = (&'a FieldPath, &'a [Head])>,
 ) -> Vec<ConflictGroup> {
-    let mut groups: BTreeMap<(String, EntityId, Vec<(ActorId, u64)>), Vec<FieldConflict>> =
-        BTreeMap::new();
+    type Key = (String, EntityId, Vec<(ActorId, u64)>);
+    let mut groups: BTreeMap<Key, Vec<FieldConflict>> = BTreeMap::new();
     for (path, heads) in conflicts {
         if heads.len() < 2 {
             continue;
@@ -114,9 +114,12 @@ impl ConflictGroup {
             Some(label) => format!("{} '{}'", type_label(&self.entity_type), label),
             None => format!("{} {}", type_label(&self.entity_type), self.entity_id),
         };
+        // Name people in the order they edited.
+        let mut heads: Vec<&Head> = self.fields.iter().flat_map(|f| f.heads.iter()).collect();
+        heads.sort_by_key(|h| (h.hlc, h.op));
         let mut who: Vec<String> = Vec::new();
-        for (a, _) in &self.bundles {
-            let n = names.actor(a);
+        for h in heads {
+            let n = names.actor(&h.op.author);
             if !who.contains(&n) {
                 who.push(n);
             }

@@ -18,7 +18,7 @@ pub(crate) mod context {
     pub const BUNDLE_SIGNATURE: &[u8] = b"troupe/bundle-signature/v1";
 }
 
-/// An ed25519 signature over a bundle's body hash.
+/// An ed25519 signature over a bundle's hash (blake3 of its body).
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature(#[serde(with = "sig_bytes")] pub [u8; 64]);
 

@@ -96,6 +96,13 @@ pub enum VerifyError {
         /// Claimed author.
         author: ActorId,
     },
+    /// This copy carries no signature and no later signed bundle of the same
+    /// author vouches for it; ask for a signed copy or the rest of the run.
+    #[error("bundle at seq {seq} is unsigned and nothing later in its run vouches for it")]
+    Unsigned {
+        /// The seq of the unauthenticated bundle.
+        seq: u64,
+    },
     /// `prev_hash` does not name the author's previous bundle, or `seq` is not the next number.
     #[error("chain broken at seq {seq}: {why}")]
     Chain {

@@ -69,3 +69,6 @@ pub use ids::{ActorId, BlobHash, BundleHash, EntityId, OpId, WorkspaceId};
 pub use op::Op;
 pub use path::FieldPath;
 pub use value::{AssetRef, Value};
+
+#[cfg(test)]
+mod tests;

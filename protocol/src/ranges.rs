@@ -62,18 +62,17 @@ impl SeqRangeSet {
 
     /// Membership.
     pub fn contains(&self, x: u64) -> bool {
-        match self.0.binary_search_by(|&(a, b)| {
-            if b < x {
-                std::cmp::Ordering::Less
-            } else if a > x {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        }) {
-            Ok(_) => true,
-            Err(_) => false,
-        }
+        self.0
+            .binary_search_by(|&(a, b)| {
+                if b < x {
+                    std::cmp::Ordering::Less
+                } else if a > x {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .is_ok()
     }
 
     /// Adds one seq.
@@ -200,10 +199,10 @@ impl SeqRangeSet {
                     "range set has an empty range or seq 0",
                 ));
             }
-            if let Some(p) = prev {
-                if a <= p.saturating_add(1) {
-                    return Err(DecodeError::Invalid("range set not sorted and disjoint"));
-                }
+            if let Some(p) = prev
+                && a <= p.saturating_add(1)
+            {
+                return Err(DecodeError::Invalid("range set not sorted and disjoint"));
             }
             prev = Some(b);
         }

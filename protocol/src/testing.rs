@@ -53,3 +53,116 @@ pub fn chain_with(seed: u8, n: u64, tag: &str) -> (WorkspaceId, Vec<Bundle>) {
     }
     (ws, out)
 }
+
+/// Proptest strategies for the data model.
+pub mod strategies {
+    use proptest::prelude::*;
+
+    use crate::bundle::{BundleBody, BundleKind};
+    use crate::hlc::Hlc;
+    use crate::ids::{ActorId, BlobHash, BundleHash, EntityId, OpId, WorkspaceId};
+    use crate::op::Op;
+    use crate::path::FieldPath;
+    use crate::value::{AssetRef, Value};
+
+    /// Short realistic names.
+    pub fn arb_name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9_]{0,10}"
+    }
+
+    /// Field paths over a small space, so generated ops collide on fields.
+    pub fn arb_path() -> impl Strategy<Value = FieldPath> {
+        (
+            prop::sample::select(vec!["contacts.person", "schedule.event", "cues.cue"]),
+            "[a-c][0-9]",
+            arb_name(),
+        )
+            .prop_map(|(t, id, f)| FieldPath::new(t, &id, &f).expect("valid by construction"))
+    }
+
+    /// Any valid value.
+    pub fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("not NaN", |f| !f.is_nan())
+                .prop_map(Value::Float),
+            ".{0,40}".prop_map(Value::Text),
+            prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+            ("[a-z]{1,8}\\.[a-z]{1,8}", "[A-Za-z0-9_-]{1,12}").prop_map(|(t, id)| Value::Entity {
+                entity_type: t,
+                id: EntityId::new(id).expect("valid by construction"),
+            }),
+            (
+                any::<[u8; 32]>(),
+                ".{0,20}",
+                any::<u64>(),
+                "[a-z]{1,5}/[a-z]{1,5}"
+            )
+                .prop_map(|(h, n, s, m)| {
+                    Value::Asset(AssetRef {
+                        hash: BlobHash(h),
+                        name: n,
+                        size: s,
+                        media_type: m,
+                    })
+                }),
+        ]
+    }
+
+    /// Any op id.
+    pub fn arb_op_id() -> impl Strategy<Value = OpId> {
+        (any::<[u8; 32]>(), 1u64..1000, 0u32..20).prop_map(|(a, seq, index)| OpId {
+            author: ActorId(a),
+            seq,
+            index,
+        })
+    }
+
+    /// Any valid op.
+    pub fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (arb_path(), arb_value(), prop::collection::vec(arb_op_id(), 0..3))
+                .prop_map(|(path, value, pred)| Op::Set { path, value, pred }),
+            1 => (arb_path(), prop::collection::vec(arb_op_id(), 0..3)).prop_map(|(p, pred)| Op::DeleteEntity {
+                entity_type: p.entity_type,
+                entity_id: p.entity_id,
+                pred
+            }),
+            1 => (any::<[u8; 32]>(), ".{0,30}").prop_map(|(h, reason)| Op::DeleteAsset { hash: BlobHash(h), reason }),
+        ]
+    }
+
+    /// A valid body for `workspace` by `author` (seq and prev consistent).
+    pub fn arb_body(workspace: WorkspaceId, author: ActorId) -> impl Strategy<Value = BundleBody> {
+        (
+            1u64..5,
+            any::<[u8; 32]>(),
+            any::<(u64, u32)>(),
+            prop_oneof![
+                Just(BundleKind::UserEdit),
+                Just(BundleKind::JobOutput),
+                Just(BundleKind::Import),
+                Just(BundleKind::MergeResolution),
+                any::<[u8; 32]>().prop_map(|h| BundleKind::Undo { of: BundleHash(h) }),
+                any::<[u8; 32]>().prop_map(|h| BundleKind::Redo { of: BundleHash(h) }),
+            ],
+            ".{0,40}",
+            prop::collection::vec(arb_op(), 1..8),
+        )
+            .prop_map(move |(seq, prev, (wall_ms, counter), kind, summary, ops)| {
+                BundleBody {
+                    workspace,
+                    author,
+                    seq,
+                    prev_hash: (seq > 1).then_some(BundleHash(prev)),
+                    hlc: Hlc { wall_ms, counter },
+                    kind,
+                    summary,
+                    ops,
+                }
+            })
+    }
+}
