@@ -118,3 +118,35 @@ impl Draft {
         .sign(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{key, test_workspace};
+
+    #[test]
+    fn a_large_job_is_one_bundle_with_an_advisory() {
+        let ws = test_workspace().workspace_id();
+        let mut d = Draft::new(ws, BundleKind::JobOutput, "call times");
+        for i in 0..1_001 {
+            let path = FieldPath::new("schedule.event", &format!("e{i}"), "call_time").unwrap();
+            d.set(path, Value::from("18:30"), vec![]);
+        }
+        assert_eq!(d.advisories(), vec![Advisory::LargeBundle { ops: 1_001 }]);
+        assert!(
+            d.advisories()[0]
+                .to_string()
+                .contains("1001 fields in one bundle")
+        );
+        let b = d
+            .sign(&key(1), &AuthorTip::default(), Hlc::default())
+            .unwrap();
+        assert_eq!(b.body().ops.len(), 1_001, "kept whole: one bundle");
+        let small = Draft::new(ws, BundleKind::UserEdit, "x");
+        assert!(small.advisories().is_empty());
+        assert_eq!(
+            small.sign(&key(1), &AuthorTip::default(), Hlc::default()),
+            Err(ModelError::Empty)
+        );
+    }
+}
