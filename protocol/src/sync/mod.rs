@@ -1,8 +1,38 @@
-//! The sans-IO sync engine. See [`oplog_view`] for what it reads from storage.
+//! The sans-IO sync engine for `/troupe/sync/1`.
 //!
-//! The engine itself arrives with the sync-engine work; this module currently
-//! holds the read interface the store implements for it.
+//! Goals: scoped (only members of a workspace see any of it), checkpointed
+//! (committed ranges are the resume point), verified (every received bundle
+//! passes [`crate::verify`] before the driver may commit it), deterministic
+//! (time and randomness are inputs). Non-goals: transport, discovery, storage
+//! and blob transfer (not yet implemented) live elsewhere or later.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`io`] | inputs, outputs, events |
+//! | [`message`] | the wire format |
+//! | [`limits`] | every cap and timer |
+//! | `handshake` | membership proofs |
+//! | `session` | per-peer state machine |
+//! | `transfer` | ranges, wants, batches, announces |
+//! | `repair` | fetching clean copies of corrupt bundles |
+//! | [`oplog_view`] | what the engine reads from storage |
 
+mod engine;
+mod handshake;
+pub mod io;
+pub mod limits;
+pub mod message;
 pub mod oplog_view;
+mod repair;
+mod rng;
+mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod transfer;
 
+#[cfg(test)]
+mod tests;
+
+pub use engine::{Engine, EngineConfig, SyncStats};
+pub use io::{Input, Millis, Output, PeerId, SyncEvent};
 pub use oplog_view::{BlobState, OplogView, ViewError};

@@ -1,0 +1,464 @@
+//! The engine: sessions, routing of inputs, timers. Transfers (ranges, wants,
+//! batches, announces, repair) are in [`super::transfer`].
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::handshake;
+use super::io::{Input, Millis, Output, PeerId, SyncEvent};
+use super::limits::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE, MAX_BAD_ITEMS};
+use super::message::{Message, WorkspaceRanges};
+use super::oplog_view::OplogView;
+use super::rng::SplitMix64;
+use super::session::{AwaitHello, Session, sub};
+use crate::ids::{ActorId, BundleHash, WorkspaceId};
+use crate::ranges::SeqRangeSet;
+use crate::workspace::WorkspaceSecret;
+
+/// How the engine starts.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's id (its actor id bytes), as the transport authenticates it.
+    pub local_peer: [u8; 32],
+    /// The workspaces this node is a member of.
+    pub workspaces: Vec<WorkspaceSecret>,
+    /// Seed for nonces and proof padding. Drivers seed from the OS generator;
+    /// the simulator from its run seed, so runs replay exactly.
+    pub rng_seed: u64,
+}
+
+/// Counters for tests, benchmarks and the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Frames handed to the driver.
+    pub frames_sent: u64,
+    /// Bytes in those frames.
+    pub bytes_sent: u64,
+    /// Bundles put into batches we sent.
+    pub bundles_sent: u64,
+    /// Bundles that arrived in batches.
+    pub bundles_received: u64,
+}
+
+pub(crate) struct Peer {
+    pub(crate) session: Option<Session>,
+    pub(crate) last_recv: Millis,
+    pub(crate) last_send: Millis,
+    pub(crate) bad: u32,
+}
+
+pub(crate) struct Repair {
+    pub(crate) hash: BundleHash,
+    pub(crate) tried: Vec<PeerId>,
+    pub(crate) asked: Option<PeerId>,
+}
+
+/// Batch ids with this bit are the engine's own (repairs); peers may not use them.
+pub(crate) const LOCAL_BATCH: u64 = 1 << 63;
+
+/// The sans-IO sync engine: one per node, serving every peer and workspace.
+///
+/// # Call order
+/// 1. Feed each event as an [`Input`] through [`Engine::handle_input`], with the
+///    current time and a read view of the store taken after the last commit.
+/// 2. After every input, drain [`Engine::poll_output`] to `None` and perform each
+///    output in order. [`Output::CommitBatch`] must run as one storage
+///    transaction and be answered with [`Input::BatchCommitted`] or
+///    [`Input::BatchRejected`] (the peer gets no more batches until then).
+///    After [`Output::Disconnect`], close the connection and report
+///    [`Input::PeerDown`].
+/// 3. Re-arm the timer from [`Engine::poll_timeout`]; when it fires, send
+///    [`Input::Timeout`].
+///
+/// The engine never reads a clock, spawns a thread or iterates a hash map, so a
+/// simulator driving it replays exactly.
+pub struct Engine {
+    pub(crate) local: PeerId,
+    pub(crate) secrets: BTreeMap<WorkspaceId, WorkspaceSecret>,
+    rng: SplitMix64,
+    pub(crate) now: Millis,
+    pub(crate) peers: BTreeMap<PeerId, Peer>,
+    pub(crate) out: VecDeque<Output>,
+    /// Seqs asked of some peer and not yet committed, so two peers are not asked for the same.
+    pub(crate) requested: BTreeMap<(WorkspaceId, ActorId), SeqRangeSet>,
+    /// Verified bundles handed to the driver and not yet acknowledged: their hashes
+    /// link the next batch's runs before the store has them.
+    pub(crate) uncommitted: BTreeMap<(WorkspaceId, ActorId, u64), BundleHash>,
+    /// Batches handed to the driver: (source, workspace, id) → (author, seq)s.
+    pub(crate) committing: BTreeMap<(PeerId, WorkspaceId, u64), Vec<(ActorId, u64)>>,
+    pub(crate) repairs: BTreeMap<(WorkspaceId, ActorId, u64), Repair>,
+    pub(crate) next_local_batch: u64,
+    pub(crate) stats: SyncStats,
+}
+
+impl Engine {
+    /// A fresh engine with no peers.
+    pub fn new(config: EngineConfig) -> Self {
+        Engine {
+            local: PeerId(config.local_peer),
+            secrets: config
+                .workspaces
+                .into_iter()
+                .map(|s| (s.workspace_id(), s))
+                .collect(),
+            rng: SplitMix64::new(config.rng_seed),
+            now: 0,
+            peers: BTreeMap::new(),
+            out: VecDeque::new(),
+            requested: BTreeMap::new(),
+            uncommitted: BTreeMap::new(),
+            committing: BTreeMap::new(),
+            repairs: BTreeMap::new(),
+            next_local_batch: LOCAL_BATCH,
+            stats: SyncStats::default(),
+        }
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> SyncStats {
+        self.stats
+    }
+
+    /// The next output to perform, in order; drain to `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When to send [`Input::Timeout`]: the earliest handshake deadline,
+    /// keepalive or idle limit. `None` with no peers.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.peers
+            .values()
+            .map(|p| {
+                let idle = p.last_recv.saturating_add(IDLE_TIMEOUT);
+                match &p.session {
+                    Some(Session::AwaitHello(s)) => s.deadline.min(idle),
+                    Some(Session::AwaitProofs(s)) => s.deadline.min(idle),
+                    _ => idle.min(p.last_send.saturating_add(KEEPALIVE)),
+                }
+            })
+            .min()
+    }
+
+    /// Handles one input at time `now`, reading the store through `view`.
+    /// Never panics on peer input: bad frames blame the peer.
+    pub fn handle_input(&mut self, now: Millis, input: Input, view: &impl OplogView) {
+        self.now = self.now.max(now);
+        match input {
+            Input::PeerUp { peer } => self.peer_up(peer),
+            Input::PeerDown { peer } => self.release(peer, view),
+            Input::Frame { peer, bytes } => self.frame(peer, &bytes, view),
+            Input::Timeout => self.timeout(view),
+            Input::BatchCommitted {
+                peer,
+                workspace,
+                batch_id,
+            } => self.batch_done(peer, workspace, batch_id, true),
+            Input::BatchRejected {
+                peer,
+                workspace,
+                batch_id,
+                ..
+            } => self.batch_done(peer, workspace, batch_id, false),
+            Input::LocalBundleCommitted {
+                workspace,
+                author,
+                seq,
+            } => {
+                let mut newly = BTreeMap::new();
+                newly.insert(author, SeqRangeSet::from_ranges([(seq, seq)]));
+                self.announce(workspace, &newly, None);
+            }
+            Input::RepairWanted {
+                workspace,
+                author,
+                seq,
+                hash,
+            } => self.repair_wanted(workspace, author, seq, hash),
+            Input::WorkspaceAdded(secret) => {
+                self.secrets.insert(secret.workspace_id(), secret);
+            }
+            Input::WorkspaceRemoved(ws) => self.workspace_removed(ws),
+        }
+    }
+
+    /// Queues `msg` for `peer`.
+    pub(crate) fn send(&mut self, peer: PeerId, msg: &Message) {
+        let bytes = msg.to_frame();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_send = self.now;
+        }
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += bytes.len() as u64;
+        self.out.push_back(Output::SendFrame { peer, bytes });
+    }
+
+    pub(crate) fn event(&mut self, e: SyncEvent) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    /// Counts a bad item against `peer`, disconnecting past the limit.
+    pub(crate) fn blame(&mut self, peer: PeerId, reason: String, view: &impl OplogView) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.bad += 1;
+        let over = p.bad >= MAX_BAD_ITEMS;
+        self.event(SyncEvent::PeerBlamed { peer, reason });
+        if over {
+            self.disconnect(peer, "too many bad items".into(), view);
+        }
+    }
+
+    /// Drops the session and tells the driver to close the connection.
+    pub(crate) fn disconnect(&mut self, peer: PeerId, reason: String, view: &impl OplogView) {
+        if self.peers.contains_key(&peer) {
+            self.out.push_back(Output::Disconnect { peer, reason });
+            self.release(peer, view);
+        }
+    }
+
+    fn peer_up(&mut self, peer: PeerId) {
+        let my_nonce = self.rng.bytes32();
+        let session = Session::AwaitHello(AwaitHello {
+            my_nonce,
+            deadline: self.now.saturating_add(HANDSHAKE_TIMEOUT),
+        });
+        self.peers.insert(
+            peer,
+            Peer {
+                session: Some(session),
+                last_recv: self.now,
+                last_send: self.now,
+                bad: 0,
+            },
+        );
+        self.send(peer, &Message::Hello { nonce: my_nonce });
+    }
+
+    /// Forgets `peer`: its outstanding wants go back to the pool and are asked
+    /// of other peers; its repair requests move on.
+    fn release(&mut self, peer: PeerId, view: &impl OplogView) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        let mut touched = Vec::new();
+        if let Some(Session::Active(a)) = p.session {
+            for (ws, sh) in a.shared {
+                for (author, set) in &sh.wanted {
+                    if let Some(r) = self.requested.get_mut(&(ws, *author)) {
+                        *r = r.difference(set);
+                    }
+                }
+                touched.push(ws);
+            }
+        }
+        let stuck: Vec<_> = self
+            .repairs
+            .iter()
+            .filter(|(_, r)| r.asked == Some(peer))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stuck {
+            self.try_repair(k);
+        }
+        for ws in touched {
+            self.request_missing(ws, view);
+        }
+    }
+
+    fn workspace_removed(&mut self, ws: WorkspaceId) {
+        self.secrets.remove(&ws);
+        for p in self.peers.values_mut() {
+            if let Some(Session::Active(a)) = &mut p.session {
+                a.shared.remove(&ws);
+            }
+        }
+        self.requested.retain(|(w, _), _| *w != ws);
+        self.repairs.retain(|(w, _, _), _| *w != ws);
+    }
+
+    fn timeout(&mut self, view: &impl OplogView) {
+        let now = self.now;
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.peers.get(&id) else {
+                continue;
+            };
+            let (deadline, active) = match &p.session {
+                Some(Session::AwaitHello(s)) => (Some(s.deadline), false),
+                Some(Session::AwaitProofs(s)) => (Some(s.deadline), false),
+                _ => (None, true),
+            };
+            if deadline.is_some_and(|d| now >= d) {
+                self.disconnect(id, "handshake timed out".into(), view);
+            } else if now >= p.last_recv.saturating_add(IDLE_TIMEOUT) {
+                self.disconnect(id, "peer silent".into(), view);
+            } else if active && now >= p.last_send.saturating_add(KEEPALIVE) {
+                self.send(id, &Message::Ping(now));
+            }
+        }
+    }
+
+    fn frame(&mut self, peer: PeerId, bytes: &[u8], view: &impl OplogView) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.last_recv = self.now;
+        let msg = match Message::from_frame(bytes) {
+            Ok(m) => m,
+            Err(e) => return self.blame(peer, format!("undecodable frame: {e}"), view),
+        };
+        let Some(session) = self.peers.get_mut(&peer).and_then(|p| p.session.take()) else {
+            return;
+        };
+        let next = match (session, msg) {
+            (Session::AwaitHello(s), Message::Hello { nonce }) => {
+                let s = s.hello(nonce);
+                let proofs = handshake::our_proofs(
+                    self.secrets.values(),
+                    &self.local,
+                    &peer,
+                    &s.my_nonce,
+                    &s.their_nonce,
+                    &mut self.rng,
+                );
+                self.send(peer, &Message::Proofs { proofs });
+                Session::AwaitProofs(s)
+            }
+            (Session::AwaitProofs(s), Message::Proofs { proofs }) => {
+                let shared = handshake::shared(
+                    self.secrets.values(),
+                    &proofs,
+                    &self.local,
+                    &peer,
+                    &s.my_nonce,
+                    &s.their_nonce,
+                );
+                let mut workspaces = Vec::new();
+                for ws in &shared {
+                    self.event(SyncEvent::PeerJoined {
+                        peer,
+                        workspace: *ws,
+                    });
+                    let authors = view
+                        .ranges(ws)
+                        .map(|r| r.into_iter().collect())
+                        .unwrap_or_default();
+                    workspaces.push(WorkspaceRanges {
+                        workspace: *ws,
+                        authors,
+                    });
+                }
+                // Always answered, so "no shared workspace" looks the same to everyone.
+                self.send(peer, &Message::Ranges { workspaces });
+                Session::Active(s.proven(shared))
+            }
+            (Session::Active(a), msg) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.session = Some(Session::Active(a));
+                }
+                return self.active(peer, msg, view);
+            }
+            (_, Message::Bye { reason }) => {
+                return self.disconnect(peer, format!("peer left: {reason}"), view);
+            }
+            (_, _) => {
+                self.event(SyncEvent::PeerBlamed {
+                    peer,
+                    reason: "message out of order in handshake".into(),
+                });
+                // Session already taken: nothing of this peer is kept.
+                self.out.push_back(Output::Disconnect {
+                    peer,
+                    reason: "handshake violated".into(),
+                });
+                self.peers.remove(&peer);
+                return;
+            }
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.session = Some(next);
+        }
+    }
+
+    fn active(&mut self, peer: PeerId, msg: Message, view: &impl OplogView) {
+        match msg {
+            Message::Ranges { workspaces } => self.on_ranges(peer, workspaces, view),
+            Message::Want {
+                workspace,
+                author,
+                ranges,
+            } => self.on_want(peer, workspace, author, ranges, view),
+            Message::Batch {
+                workspace,
+                batch_id,
+                data,
+            } => self.on_batch(peer, workspace, batch_id, &data, view),
+            Message::BatchAck {
+                workspace,
+                batch_id,
+            } => self.on_ack(peer, workspace, batch_id, view),
+            Message::Announce {
+                workspace,
+                author,
+                ranges,
+            } => self.on_announce(peer, workspace, author, ranges, view),
+            Message::RepairWant {
+                workspace,
+                author,
+                seq,
+                hash,
+            } => self.on_repair_want(peer, workspace, author, seq, hash, view),
+            Message::RepairReply {
+                workspace,
+                author,
+                seq,
+                bundle,
+            } => self.on_repair_reply(peer, workspace, author, seq, bundle, view),
+            Message::Ping(n) => self.send(peer, &Message::Pong(n)),
+            Message::Pong(_) => {}
+            Message::Bye { reason } => self.disconnect(peer, format!("peer left: {reason}"), view),
+            Message::Hello { .. } | Message::Proofs { .. } => {
+                self.blame(peer, "handshake message after handshake".into(), view);
+            }
+        }
+    }
+
+    /// The shared-workspace state with `peer`, if both proved `ws`.
+    pub(crate) fn shared_mut(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+    ) -> Option<&mut super::session::Shared> {
+        match self.peers.get_mut(&peer)?.session.as_mut()? {
+            Session::Active(a) => a.shared.get_mut(&ws),
+            _ => None,
+        }
+    }
+
+    /// Active peers sharing `ws`, ascending.
+    pub(crate) fn members(&self, ws: WorkspaceId) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| matches!(&p.session, Some(Session::Active(a)) if a.shared.contains_key(&ws)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Stops expecting `seqs` of `author` from `peer` (refused or not served).
+    pub(crate) fn forget_from(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        author: ActorId,
+        seqs: &SeqRangeSet,
+    ) {
+        if let Some(r) = self.requested.get_mut(&(ws, author)) {
+            *r = r.difference(seqs);
+        }
+        if let Some(sh) = self.shared_mut(peer, ws) {
+            sub(&mut sh.wanted, &author, seqs);
+            sub(&mut sh.theirs, &author, seqs);
+        }
+    }
+}

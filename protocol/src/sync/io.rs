@@ -1,0 +1,186 @@
+//! What goes into and comes out of the [`Engine`](super::Engine).
+//!
+//! Inputs are facts the driver observed (a peer connected, bytes arrived, a
+//! storage transaction finished, time passed); outputs are things the driver
+//! must do (send bytes, commit bundles, quarantine bytes, disconnect) and events
+//! to show. The engine never performs IO itself.
+
+use std::fmt;
+
+use crate::bundle::Bundle;
+use crate::ids::{ActorId, BundleHash, WorkspaceId};
+use crate::workspace::WorkspaceSecret;
+
+/// Milliseconds on the driver's monotonic clock. The engine only compares and
+/// adds them, so any epoch works.
+pub type Millis = u64;
+
+/// A transport-authenticated peer (the node's actor id bytes). The transport
+/// (noise) guarantees the other side holds this key; the handshake binds
+/// membership proofs to it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub [u8; 32]);
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer:{}", ActorId(self.0).short())
+    }
+}
+
+/// One fact for [`Engine::handle_input`](super::Engine::handle_input).
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A connection to `peer` opened; the engine starts the handshake.
+    PeerUp {
+        /// Who.
+        peer: PeerId,
+    },
+    /// The connection closed; in-flight work with this peer is released.
+    PeerDown {
+        /// Who.
+        peer: PeerId,
+    },
+    /// One frame arrived from `peer` (the transport delimits frames).
+    Frame {
+        /// From whom.
+        peer: PeerId,
+        /// The frame, as received.
+        bytes: Vec<u8>,
+    },
+    /// The time from [`Engine::poll_timeout`](super::Engine::poll_timeout) passed.
+    Timeout,
+    /// The driver committed an [`Output::CommitBatch`] in one transaction.
+    BatchCommitted {
+        /// Source peer of the batch.
+        peer: PeerId,
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The id from the output.
+        batch_id: u64,
+    },
+    /// The driver could not commit an [`Output::CommitBatch`]; nothing of it was applied.
+    BatchRejected {
+        /// Source peer of the batch.
+        peer: PeerId,
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The id from the output.
+        batch_id: u64,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A bundle written on this node was committed; connected members hear of it.
+    LocalBundleCommitted {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author (this node's actor).
+        author: ActorId,
+        /// Its seq.
+        seq: u64,
+    },
+    /// The store found a corrupt bundle (quarantined it) and wants a clean copy.
+    RepairWanted {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author.
+        author: ActorId,
+        /// Seq.
+        seq: u64,
+        /// The hash the clean copy must have.
+        hash: BundleHash,
+    },
+    /// The node joined a workspace; peers connecting from now on may share it.
+    WorkspaceAdded(WorkspaceSecret),
+    /// The node left a workspace; nothing more of it is sent or accepted.
+    WorkspaceRemoved(WorkspaceId),
+}
+
+/// One thing for the driver to do, from [`Engine::poll_output`](super::Engine::poll_output).
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send `bytes` as one frame to `peer`.
+    SendFrame {
+        /// To whom.
+        peer: PeerId,
+        /// The frame.
+        bytes: Vec<u8>,
+    },
+    /// Commit these verified bundles (and the ranges they add) in ONE storage
+    /// transaction, then answer [`Input::BatchCommitted`] or [`Input::BatchRejected`].
+    CommitBatch {
+        /// Source peer.
+        peer: PeerId,
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Echo this in the acknowledgement.
+        batch_id: u64,
+        /// Verified bundles, author- and seq-ascending.
+        bundles: Vec<Bundle>,
+    },
+    /// Store these raw bytes in quarantine for inspection; they are never applied.
+    Quarantine {
+        /// Who sent them.
+        peer: PeerId,
+        /// Workspace they arrived for.
+        workspace: WorkspaceId,
+        /// The bytes as received.
+        bytes: Vec<u8>,
+        /// Why they were refused.
+        reason: String,
+    },
+    /// Close the connection to `peer`; the driver then sends [`Input::PeerDown`].
+    Disconnect {
+        /// Whom.
+        peer: PeerId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Something to show or log.
+    Event(SyncEvent),
+}
+
+/// What a person (or the log) may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// `peer` proved membership of `workspace`.
+    PeerJoined {
+        /// Who.
+        peer: PeerId,
+        /// Which workspace.
+        workspace: WorkspaceId,
+    },
+    /// Bundles committed from `peer` so far versus asked for.
+    Progress {
+        /// From whom.
+        peer: PeerId,
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Committed so far in this session.
+        received: u64,
+        /// Asked for so far in this session.
+        expected: u64,
+    },
+    /// We hold everything `peer` said it holds in `workspace`.
+    UpToDate {
+        /// Whom we caught up with.
+        peer: PeerId,
+        /// Workspace.
+        workspace: WorkspaceId,
+    },
+    /// `peer` sent something invalid.
+    PeerBlamed {
+        /// Who.
+        peer: PeerId,
+        /// What was wrong.
+        reason: String,
+    },
+    /// No connected peer could supply a clean copy of a corrupt bundle.
+    RepairFailed {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author.
+        author: ActorId,
+        /// Seq.
+        seq: u64,
+    },
+}

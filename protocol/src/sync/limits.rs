@@ -1,0 +1,49 @@
+//! Every cap and timer of the sync engine, in one place.
+//!
+//! Goals: bound what one peer can make us allocate or hold, and bound how long a
+//! silent or stuck peer keeps its slot. Non-goals: fairness between peers
+//! (drivers schedule them) and bandwidth shaping.
+
+use super::io::Millis;
+
+/// Largest frame on `/troupe/sync/1`, compressed batches included. Checked
+/// before any parsing.
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// Bundles a sender puts in one batch before closing it.
+pub const BATCH_BUNDLES: usize = 256;
+/// Plain bytes a sender puts in one batch before closing it.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+/// Extra bundles a sender may append to a batch so that each author-run ends
+/// with a signed bundle (stored copies of interior bundles carry no signature).
+pub const RUN_EXTENSION: usize = 256;
+/// Most bundles a receiver accepts in one batch (batch plus run extension).
+pub const MAX_BATCH_BUNDLES: usize = BATCH_BUNDLES + RUN_EXTENSION;
+/// Most plain (decompressed) bytes a receiver accepts for one batch; bounds
+/// decompression memory whatever the compressed size.
+pub const MAX_BATCH_PLAIN: usize = 16 * 1024 * 1024;
+/// Batches a sender keeps unacknowledged per (peer, workspace). Two keeps the
+/// pipe busy while the receiver commits; more would only grow memory.
+pub const MAX_IN_FLIGHT_BATCHES: usize = 2;
+/// Most workspace proofs in one handshake (a node in more workspaces proves
+/// only the first ones; 64 shows is far beyond any crew).
+pub const MAX_PROOFS: usize = 64;
+/// Proof lists are padded with random values to a multiple of this, so the
+/// count does not tell a non-member how many workspaces a node holds.
+pub const PROOF_PAD: usize = 8;
+/// Most workspaces in one ranges message (at most the proven ones).
+pub const MAX_RANGE_WORKSPACES: usize = MAX_PROOFS;
+/// Most authors per workspace in one ranges message.
+pub const MAX_AUTHORS: usize = 4096;
+/// Longest `Bye` reason.
+pub const MAX_REASON_BYTES: usize = 256;
+/// Bad items (undecodable, failing verification, protocol violations) after
+/// which a peer is disconnected.
+pub const MAX_BAD_ITEMS: u32 = 16;
+/// How long a peer may take to finish the handshake.
+pub const HANDSHAKE_TIMEOUT: Millis = 10_000;
+/// Send a ping after this long without sending anything.
+pub const KEEPALIVE: Millis = 10_000;
+/// Disconnect a peer heard nothing from for this long.
+pub const IDLE_TIMEOUT: Millis = 30_000;
+/// Most repairs outstanding at once.
+pub const MAX_REPAIRS: usize = 1024;

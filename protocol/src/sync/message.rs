@@ -1,0 +1,249 @@
+//! Wire messages of `/troupe/sync/1`.
+//!
+//! Goals: compact, versioned, and safe to decode from anyone: the frame size
+//! is capped before parsing and every count is checked against
+//! [`limits`](super::limits) right after decoding, before anything acts on it.
+//! Non-goals: streaming partial frames (the transport delimits frames) and
+//! compatibility across major versions (a new version byte is a new protocol).
+//!
+//! # Wire format
+//! A frame is `version (1 byte, = 1) || postcard(Message)`, at most
+//! [`MAX_FRAME`] bytes. A batch's `data` is zstd over the concatenation of
+//! `u32 little-endian length || bundle bytes` items (bundle bytes as in
+//! [`crate::bundle`]: flag, optional signature, body).
+
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+
+use super::limits::{
+    MAX_AUTHORS, MAX_BATCH_BUNDLES, MAX_BATCH_PLAIN, MAX_FRAME, MAX_PROOFS, MAX_RANGE_WORKSPACES,
+    MAX_REASON_BYTES, PROOF_PAD,
+};
+use crate::error::DecodeError;
+use crate::ids::{ActorId, BundleHash, WorkspaceId};
+use crate::limits::MAX_BUNDLE_BYTES;
+use crate::ranges::SeqRangeSet;
+
+/// The protocol version byte that starts every frame.
+pub const VERSION: u8 = 1;
+
+/// What one side holds of one workspace: per author, the seqs held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceRanges {
+    /// Workspace (only ever sent for workspaces both sides proved).
+    pub workspace: WorkspaceId,
+    /// Per author, ascending by author.
+    pub authors: Vec<(ActorId, SeqRangeSet)>,
+}
+
+/// One message. Field order and variant order are the wire format: append only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// First message both ways: a fresh nonce the other side's proofs must bind.
+    Hello {
+        /// 32 fresh random bytes.
+        nonce: [u8; 32],
+    },
+    /// Membership proofs, one per workspace held, padded with random values to
+    /// a multiple of [`PROOF_PAD`]. Workspace ids are never named.
+    Proofs {
+        /// Keyed hashes; see [`super::handshake`].
+        proofs: Vec<[u8; 32]>,
+    },
+    /// What the sender holds in every workspace both sides proved (possibly none).
+    Ranges {
+        /// Per shared workspace.
+        workspaces: Vec<WorkspaceRanges>,
+    },
+    /// "Send me these seqs of this author."
+    Want {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author.
+        author: ActorId,
+        /// Seqs wanted.
+        ranges: SeqRangeSet,
+    },
+    /// Bundles, compressed; acknowledged with [`Message::BatchAck`] once committed.
+    Batch {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Sender-chosen id, unique per (connection, workspace).
+        batch_id: u64,
+        /// zstd of length-prefixed bundle bytes.
+        data: Vec<u8>,
+    },
+    /// The batch is committed (or refused) on the receiver; the sender may send more.
+    BatchAck {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Which batch.
+        batch_id: u64,
+    },
+    /// "I now also hold these seqs": live push, answered by a [`Message::Want`].
+    Announce {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author.
+        author: ActorId,
+        /// Seqs newly held.
+        ranges: SeqRangeSet,
+    },
+    /// "Send me this exact bundle": repair of a corrupt local copy.
+    RepairWant {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author.
+        author: ActorId,
+        /// Seq.
+        seq: u64,
+        /// The hash the copy must have.
+        hash: BundleHash,
+    },
+    /// Answer to [`Message::RepairWant`]: the bytes, or `None` when not held.
+    RepairReply {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author.
+        author: ActorId,
+        /// Seq.
+        seq: u64,
+        /// Bundle bytes.
+        bundle: Option<Vec<u8>>,
+    },
+    /// Keepalive.
+    Ping(u64),
+    /// Keepalive answer.
+    Pong(u64),
+    /// Closing, with a reason for the log.
+    Bye {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Message {
+    /// Encodes as one frame.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        out.extend_from_slice(&crate::encoding::encode(self));
+        out
+    }
+
+    /// Decodes one frame from a peer: size cap first, then version, then
+    /// postcard, then every count.
+    ///
+    /// # Errors
+    /// [`DecodeError::TooLarge`], [`DecodeError::Version`],
+    /// [`DecodeError::Malformed`] or [`DecodeError::Invalid`].
+    pub fn from_frame(bytes: &[u8]) -> Result<Message, DecodeError> {
+        if bytes.len() > MAX_FRAME {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max: MAX_FRAME,
+            });
+        }
+        match bytes.first() {
+            Some(&VERSION) => {}
+            Some(&v) => return Err(DecodeError::Version(v)),
+            None => return Err(DecodeError::Malformed("empty frame".into())),
+        }
+        let msg: Message = crate::encoding::decode(&bytes[1..], MAX_FRAME)?;
+        msg.check()?;
+        Ok(msg)
+    }
+
+    /// Checks every count and range set against the caps.
+    fn check(&self) -> Result<(), DecodeError> {
+        let too_many = |what: &'static str, n: usize, max: usize| {
+            if n > max {
+                Err(DecodeError::Invalid(what))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Message::Proofs { proofs } => {
+                too_many("too many proofs", proofs.len(), MAX_PROOFS + PROOF_PAD)
+            }
+            Message::Ranges { workspaces } => {
+                too_many(
+                    "too many workspaces",
+                    workspaces.len(),
+                    MAX_RANGE_WORKSPACES,
+                )?;
+                for w in workspaces {
+                    too_many("too many authors", w.authors.len(), MAX_AUTHORS)?;
+                    for (_, r) in &w.authors {
+                        r.check()?;
+                    }
+                }
+                Ok(())
+            }
+            Message::Want { ranges, .. } | Message::Announce { ranges, .. } => ranges.check(),
+            Message::RepairWant { seq, .. } if *seq == 0 => Err(DecodeError::Invalid("seq 0")),
+            Message::RepairReply {
+                bundle: Some(b), ..
+            } => too_many("bundle too large", b.len(), MAX_BUNDLE_BYTES),
+            Message::Bye { reason } => too_many("reason too long", reason.len(), MAX_REASON_BYTES),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Packs bundle byte strings into a compressed batch payload.
+pub fn encode_batch<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut plain = Vec::new();
+    for item in items {
+        plain.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        plain.extend_from_slice(item);
+    }
+    // Compressing an in-memory buffer fails only on allocation failure.
+    zstd::bulk::compress(&plain, 3).expect("in-memory zstd compression")
+}
+
+/// Unpacks a batch payload, bounding the decompressed size and every item
+/// before allocating it.
+///
+/// # Errors
+/// [`DecodeError::TooLarge`] past [`MAX_BATCH_PLAIN`] bytes or
+/// [`MAX_BATCH_BUNDLES`] items; [`DecodeError::Malformed`] otherwise.
+pub fn decode_batch(data: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
+    let decoder = zstd::stream::read::Decoder::with_buffer(data)
+        .map_err(|e| DecodeError::Malformed(format!("zstd: {e}")))?;
+    let mut plain = Vec::new();
+    decoder
+        .take(MAX_BATCH_PLAIN as u64 + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| DecodeError::Malformed(format!("zstd: {e}")))?;
+    if plain.len() > MAX_BATCH_PLAIN {
+        return Err(DecodeError::TooLarge {
+            len: plain.len(),
+            max: MAX_BATCH_PLAIN,
+        });
+    }
+    let mut items = Vec::new();
+    let mut rest = &plain[..];
+    while !rest.is_empty() {
+        if items.len() == MAX_BATCH_BUNDLES {
+            return Err(DecodeError::TooLarge {
+                len: items.len() + 1,
+                max: MAX_BATCH_BUNDLES,
+            });
+        }
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(DecodeError::Malformed("truncated batch item length".into()));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > MAX_BUNDLE_BYTES || len > tail.len() {
+            return Err(DecodeError::TooLarge {
+                len,
+                max: tail.len().min(MAX_BUNDLE_BYTES),
+            });
+        }
+        items.push(tail[..len].to_vec());
+        rest = &tail[len..];
+    }
+    Ok(items)
+}

@@ -1,0 +1,101 @@
+//! Per-peer session state: `AwaitHello → AwaitProofs → Active`.
+//!
+//! Each state is a struct holding exactly what that phase needs; transitions
+//! consume the old state, so a session cannot be half in two phases.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::io::Millis;
+use crate::ids::{ActorId, WorkspaceId};
+use crate::ranges::SeqRangeSet;
+
+/// Where a session with one peer stands.
+#[derive(Debug)]
+pub(crate) enum Session {
+    /// We sent our nonce and wait for theirs.
+    AwaitHello(AwaitHello),
+    /// Nonces exchanged and our proofs sent; we wait for theirs.
+    AwaitProofs(AwaitProofs),
+    /// Membership settled; syncing the shared workspaces (possibly none).
+    Active(Active),
+}
+
+#[derive(Debug)]
+pub(crate) struct AwaitHello {
+    pub(crate) my_nonce: [u8; 32],
+    pub(crate) deadline: Millis,
+}
+
+#[derive(Debug)]
+pub(crate) struct AwaitProofs {
+    pub(crate) my_nonce: [u8; 32],
+    pub(crate) their_nonce: [u8; 32],
+    pub(crate) deadline: Millis,
+}
+
+impl AwaitHello {
+    /// The peer's nonce arrived.
+    pub(crate) fn hello(self, their_nonce: [u8; 32]) -> AwaitProofs {
+        AwaitProofs {
+            my_nonce: self.my_nonce,
+            their_nonce,
+            deadline: self.deadline,
+        }
+    }
+}
+
+impl AwaitProofs {
+    /// Proofs checked: these workspaces are shared.
+    pub(crate) fn proven(self, shared: BTreeSet<WorkspaceId>) -> Active {
+        Active {
+            shared: shared.into_iter().map(|w| (w, Shared::default())).collect(),
+        }
+    }
+}
+
+/// A settled session.
+#[derive(Debug, Default)]
+pub(crate) struct Active {
+    pub(crate) shared: BTreeMap<WorkspaceId, Shared>,
+}
+
+/// Sync state with one peer in one workspace.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Whether their ranges arrived (before that we know nothing they hold).
+    pub(crate) ranges_known: bool,
+    /// What they hold, as far as we know (ranges, announces, what we sent them).
+    pub(crate) theirs: BTreeMap<ActorId, SeqRangeSet>,
+    /// What we asked them for and have not committed yet.
+    pub(crate) wanted: BTreeMap<ActorId, SeqRangeSet>,
+    /// Bundles asked for / committed in this session (for progress).
+    pub(crate) expected: u64,
+    pub(crate) received: u64,
+    /// Whether `UpToDate` was reported since the last want.
+    pub(crate) up_to_date: bool,
+    /// What they asked us for and we have not sent yet.
+    pub(crate) to_send: BTreeMap<ActorId, SeqRangeSet>,
+    /// Our batches they have not acknowledged.
+    pub(crate) in_flight: BTreeSet<u64>,
+    /// Next id for a batch we send.
+    pub(crate) next_batch: u64,
+}
+
+/// Adds `b` into `map[k]`.
+pub(crate) fn add(map: &mut BTreeMap<ActorId, SeqRangeSet>, k: ActorId, b: &SeqRangeSet) {
+    if b.is_empty() {
+        return;
+    }
+    let e = map.entry(k).or_default();
+    *e = e.union(b);
+}
+
+/// Removes `b` from `map[k]`, dropping empty entries.
+pub(crate) fn sub(map: &mut BTreeMap<ActorId, SeqRangeSet>, k: &ActorId, b: &SeqRangeSet) {
+    if let Some(e) = map.get_mut(k) {
+        *e = e.difference(b);
+        if e.is_empty() {
+            map.remove(k);
+        }
+    }
+}

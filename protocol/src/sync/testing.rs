@@ -1,0 +1,261 @@
+//! A deterministic in-memory network of engines for tests and benchmarks: an
+//! in-memory [`OplogView`], and a driver in the style of quinn-proto's `Pair`
+//! (one FIFO of inputs, time advanced only on request, livelock is a failure).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::io::{Input, Millis, Output, PeerId, SyncEvent};
+use super::oplog_view::{BlobState, OplogView, ViewError};
+use super::{Engine, EngineConfig};
+use crate::bundle::Bundle;
+use crate::ids::{ActorId, BlobHash, BundleHash, WorkspaceId};
+use crate::ranges::SeqRangeSet;
+use crate::workspace::WorkspaceSecret;
+
+/// An in-memory store: bundle bytes and hashes by (workspace, author, seq).
+#[derive(Debug, Default, Clone)]
+pub struct MemView {
+    /// Stored bytes and indexed hash.
+    pub bundles: BTreeMap<(WorkspaceId, ActorId, u64), (Vec<u8>, BundleHash)>,
+}
+
+impl MemView {
+    /// Stores verified bundles (what the driver does for `CommitBatch`).
+    pub fn commit(&mut self, bundles: &[Bundle]) {
+        for b in bundles {
+            let body = b.body();
+            self.bundles.insert(
+                (body.workspace, body.author, body.seq),
+                (b.bytes().to_vec(), b.hash()),
+            );
+        }
+    }
+
+    /// The bundles held in `ws`, decoded, in (author, seq) order.
+    pub fn decoded(&self, ws: &WorkspaceId) -> Vec<Bundle> {
+        self.bundles
+            .iter()
+            .filter(|((w, _, _), _)| w == ws)
+            .filter_map(|(_, (bytes, _))| Bundle::decode(bytes.clone()).ok())
+            .collect()
+    }
+}
+
+impl OplogView for MemView {
+    fn ranges(&self, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ViewError> {
+        let mut out: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
+        for (w, a, s) in self.bundles.keys() {
+            if w == ws {
+                out.entry(*a).or_default().insert(*s);
+            }
+        }
+        Ok(out)
+    }
+
+    fn bundle(&self, ws: &WorkspaceId, a: &ActorId, s: u64) -> Result<Option<Vec<u8>>, ViewError> {
+        Ok(self.bundles.get(&(*ws, *a, s)).map(|(b, _)| b.clone()))
+    }
+
+    fn bundle_hash(
+        &self,
+        ws: &WorkspaceId,
+        a: &ActorId,
+        s: u64,
+    ) -> Result<Option<BundleHash>, ViewError> {
+        Ok(self.bundles.get(&(*ws, *a, s)).map(|(_, h)| *h))
+    }
+
+    fn blob_state(&self, _: &BlobHash) -> Result<BlobState, ViewError> {
+        Ok(BlobState::Absent)
+    }
+
+    fn blob_range(&self, _: &BlobHash, _: u64, _: u32) -> Result<Option<Vec<u8>>, ViewError> {
+        Ok(None)
+    }
+}
+
+/// One simulated node.
+pub struct Node {
+    /// Its id.
+    pub id: PeerId,
+    /// Its engine.
+    pub engine: Engine,
+    /// Its store.
+    pub view: MemView,
+    /// Every frame it received, with the sender.
+    pub frames_in: Vec<(PeerId, Vec<u8>)>,
+    /// Every event it reported.
+    pub events: Vec<SyncEvent>,
+    /// Every quarantined item: (source, reason).
+    pub quarantined: Vec<(PeerId, String)>,
+    /// Bundles committed from batches.
+    pub committed: u64,
+    /// Disconnects it asked for.
+    pub disconnects: Vec<(PeerId, String)>,
+}
+
+/// A network of nodes with a single FIFO of inputs.
+pub struct Net {
+    /// The nodes.
+    pub nodes: Vec<Node>,
+    /// Current time.
+    pub now: Millis,
+    work: VecDeque<(usize, Input)>,
+    links: BTreeSet<(usize, usize)>,
+    /// Steps taken so far.
+    pub steps: u64,
+}
+
+impl Net {
+    /// Nodes with the given actor-id seeds and workspace memberships.
+    pub fn new(nodes: Vec<(PeerId, Vec<WorkspaceSecret>)>) -> Self {
+        let nodes = nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, workspaces))| Node {
+                id,
+                engine: Engine::new(EngineConfig {
+                    local_peer: id.0,
+                    workspaces,
+                    rng_seed: 0x5eed + i as u64,
+                }),
+                view: MemView::default(),
+                frames_in: Vec::new(),
+                events: Vec::new(),
+                quarantined: Vec::new(),
+                committed: 0,
+                disconnects: Vec::new(),
+            })
+            .collect();
+        Net {
+            nodes,
+            now: 0,
+            work: VecDeque::new(),
+            links: BTreeSet::new(),
+            steps: 0,
+        }
+    }
+
+    fn index(&self, id: PeerId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// Opens a connection between `a` and `b`.
+    pub fn connect(&mut self, a: usize, b: usize) {
+        self.links.insert((a.min(b), a.max(b)));
+        let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
+        self.work.push_back((a, Input::PeerUp { peer: ib }));
+        self.work.push_back((b, Input::PeerUp { peer: ia }));
+    }
+
+    /// Breaks the connection: frames in flight are lost, both sides see it go down.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        if !self.links.remove(&(a.min(b), a.max(b))) {
+            return;
+        }
+        let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
+        self.work.retain(|(to, input)| {
+            !matches!(input, Input::Frame { peer, .. }
+                if (*to == a && *peer == ib) || (*to == b && *peer == ia))
+        });
+        self.work.push_back((a, Input::PeerDown { peer: ib }));
+        self.work.push_back((b, Input::PeerDown { peer: ia }));
+    }
+
+    /// Feeds an input from outside (a local commit, a repair request).
+    pub fn input(&mut self, node: usize, input: Input) {
+        self.work.push_back((node, input));
+    }
+
+    /// Injects a raw frame as if `from` sent it to `to`.
+    pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        let peer = self.nodes[from].id;
+        self.work.push_back((to, Input::Frame { peer, bytes }));
+    }
+
+    /// Processes one queued input; false when idle.
+    pub fn step(&mut self) -> bool {
+        let Some((i, input)) = self.work.pop_front() else {
+            return false;
+        };
+        self.steps += 1;
+        let node = &mut self.nodes[i];
+        if let Input::Frame { peer, bytes } = &input {
+            node.frames_in.push((*peer, bytes.clone()));
+        }
+        node.engine.handle_input(self.now, input, &node.view);
+        let mut later = Vec::new();
+        while let Some(out) = self.nodes[i].engine.poll_output() {
+            let node = &mut self.nodes[i];
+            match out {
+                Output::SendFrame { peer, bytes } => {
+                    let me = node.id;
+                    if let Some(j) = self.index(peer)
+                        && self.links.contains(&(i.min(j), i.max(j)))
+                    {
+                        self.work.push_back((j, Input::Frame { peer: me, bytes }));
+                    }
+                }
+                Output::CommitBatch {
+                    peer,
+                    workspace,
+                    batch_id,
+                    bundles,
+                } => {
+                    node.view.commit(&bundles);
+                    node.committed += bundles.len() as u64;
+                    later.push(Input::BatchCommitted {
+                        peer,
+                        workspace,
+                        batch_id,
+                    });
+                }
+                Output::Quarantine { peer, reason, .. } => node.quarantined.push((peer, reason)),
+                Output::Disconnect { peer, reason } => {
+                    node.disconnects.push((peer, reason));
+                    if let Some(j) = self.index(peer) {
+                        self.cut(i, j);
+                    }
+                }
+                Output::Event(e) => node.events.push(e),
+            }
+        }
+        for input in later {
+            self.work.push_back((i, input));
+        }
+        true
+    }
+
+    /// Runs until idle; panics after `max_steps` (a livelock is a bug).
+    pub fn drive_bounded(&mut self, max_steps: u64) {
+        let start = self.steps;
+        while self.step() {
+            assert!(
+                self.steps - start <= max_steps,
+                "no quiescence after {max_steps} steps"
+            );
+        }
+    }
+
+    /// Advances time to the earliest wake-up of any node and delivers its timeouts.
+    pub fn advance_to_next_timeout(&mut self) {
+        let Some(t) = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.engine.poll_timeout())
+            .min()
+        else {
+            return;
+        };
+        self.now = self.now.max(t);
+        for i in 0..self.nodes.len() {
+            if self.nodes[i]
+                .engine
+                .poll_timeout()
+                .is_some_and(|d| d <= self.now)
+            {
+                self.work.push_back((i, Input::Timeout));
+            }
+        }
+    }
+}

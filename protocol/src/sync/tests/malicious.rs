@@ -1,0 +1,400 @@
+//! Malicious or broken peers: nothing they send is applied unverified, the
+//! engine never panics, and they are blamed.
+
+use proptest::prelude::*;
+
+use super::super::handshake;
+use super::super::io::{Input, Output, SyncEvent};
+use super::super::limits::{MAX_BAD_ITEMS, MAX_FRAME, MAX_PROOFS, PROOF_PAD};
+use super::super::message::{Message, encode_batch};
+use super::super::testing::{MemView, Net};
+use super::super::{Engine, EngineConfig, OplogView};
+use super::{members, pid, seed, ws};
+use crate::testing::{chain, chain_with, key, test_workspace};
+
+fn blamed(net: &Net, node: usize, by: usize) -> bool {
+    let peer = net.nodes[by].id;
+    net.nodes[node]
+        .events
+        .iter()
+        .any(|e| matches!(e, SyncEvent::PeerBlamed { peer: p, .. } if *p == peer))
+}
+
+/// Victim (0) syncs from a liar (1) whose store serves the given bytes.
+fn serve_bad(bundles: &[crate::bundle::Bundle], patch: impl FnOnce(&mut MemView)) -> Net {
+    let mut net = members(2);
+    seed(&mut net.nodes[1].view, bundles);
+    patch(&mut net.nodes[1].view);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    net
+}
+
+#[test]
+fn a_bad_signature_is_quarantined_and_blamed() {
+    let (_, bundles) = chain(1, 1);
+    let net = serve_bad(&bundles, |v| {
+        let e = v.bundles.values_mut().next().unwrap();
+        e.0[5] ^= 1; // inside the signature
+    });
+    assert_eq!(net.nodes[0].committed, 0);
+    assert!(net.nodes[0].view.bundles.is_empty());
+    assert_eq!(net.nodes[0].quarantined.len(), 1);
+    assert!(blamed(&net, 0, 1));
+}
+
+#[test]
+fn a_wrong_hash_or_altered_body_is_refused() {
+    let (_, bundles) = chain(1, 3);
+    let net = serve_bad(&bundles, |v| {
+        let e = v.bundles.values_mut().last().unwrap();
+        let n = e.0.len();
+        e.0[n - 1] ^= 1;
+    });
+    assert!(net.nodes[0].view.bundles.len() < 3);
+    assert!(!net.nodes[0].view.bundles.keys().any(|k| k.2 == 3));
+    assert!(blamed(&net, 0, 1));
+}
+
+/// A victim engine that finished the handshake with `attacker` and heard it
+/// claims `claimed` of author 1; returns the engine and the frames it sent.
+fn handshaken(claimed: u64) -> (Engine, MemView, crate::sync::PeerId) {
+    let (me, attacker) = (pid(100), pid(101));
+    let mut e = Engine::new(EngineConfig {
+        local_peer: me.0,
+        workspaces: vec![test_workspace()],
+        rng_seed: 1,
+    });
+    let view = MemView::default();
+    e.handle_input(0, Input::PeerUp { peer: attacker }, &view);
+    let Some(Output::SendFrame { bytes, .. }) = e.poll_output() else {
+        panic!("hello")
+    };
+    let Ok(Message::Hello { nonce: theirs }) = Message::from_frame(&bytes) else {
+        panic!("hello")
+    };
+    let mine = [5; 32];
+    e.handle_input(
+        1,
+        Input::Frame {
+            peer: attacker,
+            bytes: Message::Hello { nonce: mine }.to_frame(),
+        },
+        &view,
+    );
+    let proof = handshake::proof(&test_workspace(), &attacker, &me, &mine, &theirs);
+    e.handle_input(
+        2,
+        Input::Frame {
+            peer: attacker,
+            bytes: Message::Proofs {
+                proofs: vec![proof],
+            }
+            .to_frame(),
+        },
+        &view,
+    );
+    let ranges = Message::Ranges {
+        workspaces: vec![super::super::message::WorkspaceRanges {
+            workspace: ws(),
+            authors: vec![(
+                key(1).actor_id(),
+                crate::ranges::SeqRangeSet::up_to(claimed),
+            )],
+        }],
+    };
+    e.handle_input(
+        3,
+        Input::Frame {
+            peer: attacker,
+            bytes: ranges.to_frame(),
+        },
+        &view,
+    );
+    while e.poll_output().is_some() {}
+    (e, view, attacker)
+}
+
+#[test]
+fn a_broken_chain_is_not_applied() {
+    let (_, a) = chain_with(1, 2, "a");
+    let (_, b) = chain_with(1, 2, "b");
+    // Seq 2 of another history after seq 1 of this one, both signed: a fork.
+    let (mut e, view, attacker) = handshaken(2);
+    let data = encode_batch([a[0].bytes(), b[1].bytes()]);
+    let m = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data,
+    };
+    e.handle_input(
+        4,
+        Input::Frame {
+            peer: attacker,
+            bytes: m.to_frame(),
+        },
+        &view,
+    );
+    let (mut committed, mut quarantined, mut blamed_it) = (Vec::new(), 0, false);
+    while let Some(o) = e.poll_output() {
+        match o {
+            Output::CommitBatch { bundles, .. } => committed.extend(bundles),
+            Output::Quarantine { .. } => quarantined += 1,
+            Output::Event(SyncEvent::PeerBlamed { .. }) => blamed_it = true,
+            _ => {}
+        }
+    }
+    assert_eq!(committed, vec![a[0].clone()]);
+    assert_eq!(quarantined, 1);
+    assert!(blamed_it);
+    // A fork against what the victim already holds is refused too.
+    let mut net = members(2);
+    seed(&mut net.nodes[0].view, &a[..1]);
+    seed(&mut net.nodes[1].view, &b);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    assert_eq!(net.nodes[0].view.bundles.len(), 1);
+    assert!(blamed(&net, 0, 1));
+}
+
+#[test]
+fn unsolicited_bundles_are_not_applied() {
+    let (_, a) = chain(1, 3);
+    let (mut e, view, attacker) = handshaken(1);
+    let data = encode_batch(a.iter().map(|b| b.bytes()));
+    let m = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data,
+    };
+    e.handle_input(
+        4,
+        Input::Frame {
+            peer: attacker,
+            bytes: m.to_frame(),
+        },
+        &view,
+    );
+    let mut committed = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::CommitBatch { bundles, .. } = o {
+            committed.extend(bundles);
+        }
+    }
+    assert_eq!(committed, vec![a[0].clone()], "only the wanted seq");
+}
+
+/// Victim 0 and attacker 1 after a clean handshake.
+fn connected() -> Net {
+    let mut net = members(2);
+    net.connect(0, 1);
+    net.drive_bounded(100);
+    net
+}
+
+#[test]
+fn oversize_frames_and_counts_are_refused_before_parsing() {
+    let mut net = connected();
+    let mut huge = vec![1u8; MAX_FRAME + 1];
+    huge[1] = 0;
+    net.inject(1, 0, huge);
+    // Proofs: variant 1, a count claiming four billion entries.
+    net.inject(1, 0, vec![1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let too_many = Message::Proofs {
+        proofs: vec![[0; 32]; MAX_PROOFS + PROOF_PAD + 1],
+    };
+    net.inject(1, 0, too_many.to_frame());
+    net.inject(1, 0, vec![9, 0, 0]); // unknown version
+    net.inject(1, 0, Vec::new());
+    net.drive_bounded(100);
+    let n = net.nodes[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, SyncEvent::PeerBlamed { .. }))
+        .count();
+    assert_eq!(n, 5);
+    assert_eq!(net.nodes[0].committed, 0);
+}
+
+#[test]
+fn bogus_ranges_and_wants_do_no_harm() {
+    let mut net = connected();
+    let (_, bundles) = chain(1, 5);
+    seed(&mut net.nodes[0].view, &bundles);
+    // Not normalised: Want (variant 3), ws, author, two overlapping ranges.
+    let mut f = vec![1, 3];
+    f.extend_from_slice(&ws().0);
+    f.extend_from_slice(&key(1).actor_id().0);
+    f.extend_from_slice(&[2, 5, 2, 1, 9]);
+    net.inject(1, 0, f);
+    // Valid form, absurd span: only what is held is served.
+    let want = Message::Want {
+        workspace: ws(),
+        author: key(1).actor_id(),
+        ranges: crate::ranges::SeqRangeSet::from_ranges([(1, u64::MAX - 1)]),
+    };
+    net.inject(1, 0, want.to_frame());
+    // Claims to hold everything: the victim asks, gets nothing, stays usable.
+    let announce = Message::Announce {
+        workspace: ws(),
+        author: key(9).actor_id(),
+        ranges: crate::ranges::SeqRangeSet::from_ranges([(1, 1 << 62), ((1 << 62) + 2, u64::MAX)]),
+    };
+    net.inject(1, 0, announce.to_frame());
+    // A want for a workspace not shared.
+    let other = Message::Want {
+        workspace: crate::ids::WorkspaceId([3; 32]),
+        author: key(1).actor_id(),
+        ranges: crate::ranges::SeqRangeSet::up_to(3),
+    };
+    net.inject(1, 0, other.to_frame());
+    net.drive_bounded(1_000);
+    assert_eq!(
+        net.nodes[0].engine.stats().bundles_sent,
+        5,
+        "only held seqs served"
+    );
+    assert!(blamed(&net, 0, 1));
+    assert!(net.nodes[0].view.ranges(&ws()).unwrap().len() == 1);
+}
+
+#[test]
+fn garbage_batches_are_blamed_and_never_committed() {
+    let mut net = connected();
+    let junk = encode_batch([&b"not a bundle"[..], &[1u8; 70][..]]);
+    for id in 0..u64::from(MAX_BAD_ITEMS) {
+        let m = Message::Batch {
+            workspace: ws(),
+            batch_id: id,
+            data: junk.clone(),
+        };
+        net.inject(1, 0, m.to_frame());
+    }
+    net.drive_bounded(1_000);
+    assert_eq!(net.nodes[0].committed, 0);
+    assert_eq!(
+        net.nodes[0].disconnects.len(),
+        1,
+        "disconnected after too many bad items"
+    );
+    // A zip bomb: more than the plain cap decompresses to an error, not memory.
+    let mut net = connected();
+    let bomb = zstd::bulk::compress(&vec![0u8; 20 * 1024 * 1024], 19).unwrap();
+    let m = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data: bomb,
+    };
+    net.inject(1, 0, m.to_frame());
+    net.drive_bounded(100);
+    assert!(blamed(&net, 0, 1));
+}
+
+#[test]
+fn replayed_proofs_from_another_session_fail() {
+    let me = pid(100);
+    let attacker = pid(101);
+    let mut e = Engine::new(EngineConfig {
+        local_peer: me.0,
+        workspaces: vec![test_workspace()],
+        rng_seed: 1,
+    });
+    let view = MemView::default();
+    e.handle_input(0, Input::PeerUp { peer: attacker }, &view);
+    e.handle_input(
+        1,
+        Input::Frame {
+            peer: attacker,
+            bytes: Message::Hello { nonce: [5; 32] }.to_frame(),
+        },
+        &view,
+    );
+    // A proof recorded when the victim's nonce was different.
+    let old = handshake::proof(&test_workspace(), &attacker, &me, &[5; 32], &[0; 32]);
+    e.handle_input(
+        2,
+        Input::Frame {
+            peer: attacker,
+            bytes: Message::Proofs { proofs: vec![old] }.to_frame(),
+        },
+        &view,
+    );
+    let mut sent_ranges = None;
+    while let Some(o) = e.poll_output() {
+        match o {
+            Output::Event(SyncEvent::PeerJoined { .. }) => panic!("replayed proof accepted"),
+            Output::SendFrame { bytes, .. } => {
+                if let Ok(Message::Ranges { workspaces }) = Message::from_frame(&bytes) {
+                    sent_ranges = Some(workspaces.len());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(sent_ranges, Some(0));
+}
+
+#[test]
+fn out_of_order_handshake_disconnects() {
+    let mut net = members(2);
+    net.input(0, Input::PeerUp { peer: pid(101) });
+    net.drive_bounded(10);
+    net.inject(1, 0, Message::Ranges { workspaces: vec![] }.to_frame());
+    net.drive_bounded(10);
+    assert_eq!(net.nodes[0].disconnects.len(), 1);
+}
+
+fn valid_frames() -> Vec<Vec<u8>> {
+    let (_, bundles) = chain(1, 3);
+    let items: Vec<&[u8]> = bundles.iter().map(|b| b.bytes()).collect();
+    vec![
+        Message::Hello { nonce: [1; 32] }.to_frame(),
+        Message::Proofs {
+            proofs: vec![[2; 32]; 8],
+        }
+        .to_frame(),
+        Message::Want {
+            workspace: ws(),
+            author: key(1).actor_id(),
+            ranges: crate::ranges::SeqRangeSet::up_to(3),
+        }
+        .to_frame(),
+        Message::Batch {
+            workspace: ws(),
+            batch_id: 0,
+            data: encode_batch(items),
+        }
+        .to_frame(),
+        Message::Announce {
+            workspace: ws(),
+            author: key(1).actor_id(),
+            ranges: crate::ranges::SeqRangeSet::up_to(3),
+        }
+        .to_frame(),
+        Message::RepairReply {
+            workspace: ws(),
+            author: key(1).actor_id(),
+            seq: 1,
+            bundle: Some(bundles[0].bytes().to_vec()),
+        }
+        .to_frame(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn perturbed_frames_never_panic(which in 0usize..6, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+        let mut f = valid_frames().swap_remove(which);
+        for (at, x) in flips {
+            let i = at % f.len();
+            f[i] ^= x;
+        }
+        f.truncate(1 + cut % f.len());
+        let _ = Message::from_frame(&f);
+        let mut net = connected();
+        net.inject(1, 0, f);
+        net.drive_bounded(1_000);
+        prop_assert!(net.nodes[0].view.bundles.is_empty());
+    }
+}

@@ -1,0 +1,334 @@
+//! Honest peers: joining, catching up, converging, resuming, relaying, repairing.
+
+use super::super::OplogView;
+use super::super::io::{Input, SyncEvent};
+use super::super::limits::{BATCH_BUNDLES, MAX_IN_FLIGHT_BATCHES};
+use super::super::message::Message;
+use super::super::testing::Net;
+use super::{members, pid, seed, state, stranger, ws};
+use crate::bundle::BundleKind;
+use crate::draft::{AuthorTip, Draft};
+use crate::hlc::Hlc;
+use crate::path::FieldPath;
+use crate::testing::{chain, chain_with, key, test_workspace};
+use crate::value::Value;
+
+#[test]
+fn empty_join_reports_peer_and_up_to_date_without_data() {
+    let mut net = members(2);
+    net.connect(0, 1);
+    net.drive_bounded(100);
+    for (i, other) in [(0, 1), (1, 0)] {
+        let n = &net.nodes[i];
+        let peer = net.nodes[other].id;
+        assert!(n.events.contains(&SyncEvent::PeerJoined {
+            peer,
+            workspace: ws()
+        }));
+        assert!(n.events.contains(&SyncEvent::UpToDate {
+            peer,
+            workspace: ws()
+        }));
+        assert_eq!(n.committed, 0);
+    }
+}
+
+#[test]
+fn catch_up_copies_exactly_the_missing_bundles() {
+    let mut net = members(2);
+    let (_, bundles) = chain(1, 1000);
+    seed(&mut net.nodes[0].view, &bundles);
+    seed(&mut net.nodes[1].view, &bundles[..300]);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    assert_eq!(
+        net.nodes[1].view.ranges(&ws()),
+        net.nodes[0].view.ranges(&ws())
+    );
+    assert_eq!(net.nodes[0].engine.stats().bundles_sent, 700);
+    assert_eq!(net.nodes[1].engine.stats().bundles_sent, 0);
+    assert_eq!(state(&net.nodes[1].view), state(&net.nodes[0].view));
+    let peer = net.nodes[0].id;
+    assert!(net.nodes[1].events.contains(&SyncEvent::UpToDate {
+        peer,
+        workspace: ws()
+    }));
+}
+
+/// One bundle by `seed` setting the same contact name as everyone else.
+fn rival_edit(seed: u8, prev: &crate::bundle::Bundle) -> crate::bundle::Bundle {
+    let mut d = Draft::new(ws(), BundleKind::UserEdit, "rename");
+    let path: FieldPath = "contacts.person/shared/name".parse().unwrap();
+    d.set(path, Value::from(format!("name by {seed}")), vec![]);
+    d.sign(
+        &key(seed),
+        &AuthorTip::after(prev),
+        Hlc {
+            wall_ms: 9_000,
+            counter: 0,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn concurrent_edits_converge_on_every_node() {
+    let mut net = members(3);
+    for i in 0..3u8 {
+        let (_, mut bundles) = chain_with(i + 1, 40 + u64::from(i) * 30, &format!("n{i}"));
+        let last = bundles.last().unwrap().clone();
+        bundles.push(rival_edit(i + 1, &last));
+        seed(&mut net.nodes[usize::from(i)].view, &bundles);
+    }
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.connect(0, 2);
+    net.drive_bounded(5_000);
+    let want = net.nodes[0].view.ranges(&ws()).unwrap();
+    assert_eq!(want.len(), 3);
+    let s0 = state(&net.nodes[0].view);
+    let conflict = &s0["contacts.person/shared/name"];
+    assert_eq!(
+        conflict.len(),
+        3,
+        "three concurrent heads kept as a conflict"
+    );
+    for n in &net.nodes {
+        assert_eq!(n.view.ranges(&ws()).unwrap(), want);
+        assert_eq!(state(&n.view), s0);
+    }
+}
+
+#[test]
+fn interrupted_sync_resumes_from_committed_ranges() {
+    let total = 2_000u64;
+    let mut net = members(2);
+    let (_, bundles) = chain(1, total);
+    seed(&mut net.nodes[0].view, &bundles);
+    net.connect(0, 1);
+    while net.nodes[1].committed < 700 {
+        assert!(net.step());
+    }
+    let before = net.nodes[1].committed;
+    net.cut(0, 1);
+    net.drive_bounded(100);
+    assert_eq!(net.nodes[1].view.bundles.len() as u64, before);
+    net.connect(0, 1);
+    net.drive_bounded(10_000);
+    assert_eq!(
+        net.nodes[1].view.ranges(&ws()),
+        net.nodes[0].view.ranges(&ws())
+    );
+    let resent = net.nodes[0].engine.stats().bundles_sent - total;
+    assert!(
+        resent <= (MAX_IN_FLIGHT_BATCHES * BATCH_BUNDLES) as u64,
+        "re-sent {resent} bundles"
+    );
+    assert_eq!(state(&net.nodes[1].view), state(&net.nodes[0].view));
+}
+
+#[test]
+fn chain_topology_relays_history_and_live_edits() {
+    let mut net = members(3);
+    let (_, bundles) = chain(1, 300);
+    seed(&mut net.nodes[0].view, &bundles[..299]);
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.drive_bounded(5_000);
+    assert_eq!(net.nodes[2].view.bundles.len(), 299);
+    // A live edit on node 0 reaches node 2 through node 1.
+    seed(&mut net.nodes[0].view, &bundles[299..]);
+    let author = key(1).actor_id();
+    net.input(
+        0,
+        Input::LocalBundleCommitted {
+            workspace: ws(),
+            author,
+            seq: 300,
+        },
+    );
+    net.drive_bounded(1_000);
+    assert_eq!(
+        net.nodes[2].view.ranges(&ws()),
+        net.nodes[0].view.ranges(&ws())
+    );
+    assert_eq!(state(&net.nodes[2].view), state(&net.nodes[0].view));
+}
+
+#[test]
+fn non_member_learns_nothing() {
+    let mut net = Net::new(vec![
+        (pid(100), vec![test_workspace()]),
+        (pid(101), vec![stranger()]),
+        (
+            pid(102),
+            vec![stranger(), crate::workspace::WorkspaceSecret([8; 32])],
+        ),
+    ]);
+    let (_, bundles) = chain(1, 50);
+    seed(&mut net.nodes[0].view, &bundles);
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.drive_bounded(200);
+    let secret_bytes: Vec<[u8; 32]> = vec![
+        ws().0,
+        test_workspace().0,
+        key(1).actor_id().0,
+        bundles[0].hash().0,
+    ];
+    let mut shapes = Vec::new();
+    for n in &net.nodes[1..] {
+        assert_eq!(n.committed, 0);
+        assert!(
+            !n.events
+                .iter()
+                .any(|e| matches!(e, SyncEvent::PeerJoined { .. }))
+        );
+        let mut shape = Vec::new();
+        for (_, f) in &n.frames_in {
+            for s in &secret_bytes {
+                assert!(!f.windows(32).any(|w| w == s), "frame leaks member data");
+            }
+            match Message::from_frame(f).unwrap() {
+                Message::Hello { .. } => shape.push("hello".to_string()),
+                Message::Proofs { proofs } => shape.push(format!("proofs {}", proofs.len())),
+                Message::Ranges { workspaces } => {
+                    assert!(workspaces.is_empty());
+                    shape.push("ranges 0".into());
+                }
+                other => panic!("non-member got {other:?}"),
+            }
+        }
+        shapes.push(shape);
+    }
+    // Both outsiders saw the same shapes, whatever they hold themselves.
+    assert_eq!(shapes[0], shapes[1]);
+}
+
+#[test]
+fn a_bad_copy_from_one_peer_is_replaced_from_another() {
+    // Node order by id decides which peer is asked first; make the liar first.
+    let mut net = members(3);
+    let (_, bundles) = chain(1, 40);
+    let mut ids: Vec<usize> = (0..3).collect();
+    ids.sort_by_key(|&i| net.nodes[i].id);
+    let (liar, honest, victim) = (ids[0], ids[1], ids[2]);
+    for &i in &[liar, honest, victim] {
+        seed(&mut net.nodes[i].view, &bundles);
+    }
+    let author = key(1).actor_id();
+    let slot = (ws(), author, 7);
+    // The liar's store returns altered bytes under the right index hash.
+    let entry = net.nodes[liar].view.bundles.get_mut(&slot).unwrap();
+    let n = entry.0.len();
+    entry.0[n - 3] ^= 1;
+    // The victim's own copy went bad: its store quarantined it and asks for repair.
+    net.nodes[victim].view.bundles.remove(&slot);
+    net.connect(victim, liar);
+    net.connect(victim, honest);
+    net.drive_bounded(10_000);
+    assert_eq!(net.nodes[victim].view.bundles[&slot].1, bundles[6].hash());
+    let got =
+        crate::bundle::Bundle::decode(net.nodes[victim].view.bundles[&slot].0.clone()).unwrap();
+    assert_eq!(got.hash(), bundles[6].hash());
+    let liar_id = net.nodes[liar].id;
+    assert!(
+        net.nodes[victim]
+            .quarantined
+            .iter()
+            .any(|(p, _)| *p == liar_id)
+    );
+    assert!(
+        net.nodes[victim]
+            .events
+            .iter()
+            .any(|e| matches!(e, SyncEvent::PeerBlamed { peer, .. } if *peer == liar_id))
+    );
+}
+
+#[test]
+fn repair_request_skips_a_lying_peer() {
+    let mut net = members(3);
+    let (_, bundles) = chain(1, 10);
+    let mut ids: Vec<usize> = (0..3).collect();
+    ids.sort_by_key(|&i| net.nodes[i].id);
+    let (liar, honest, victim) = (ids[0], ids[1], ids[2]);
+    for &i in &[liar, honest, victim] {
+        seed(&mut net.nodes[i].view, &bundles);
+    }
+    let author = key(1).actor_id();
+    let slot = (ws(), author, 3);
+    for &i in &[liar, victim] {
+        let entry = net.nodes[i].view.bundles.get_mut(&slot).unwrap();
+        let n = entry.0.len();
+        entry.0[n - 2] ^= 1;
+    }
+    net.connect(victim, liar);
+    net.connect(victim, honest);
+    net.drive_bounded(1_000);
+    net.input(
+        victim,
+        Input::RepairWanted {
+            workspace: ws(),
+            author,
+            seq: 3,
+            hash: bundles[2].hash(),
+        },
+    );
+    net.drive_bounded(1_000);
+    let v = &net.nodes[victim];
+    assert_eq!(v.view.bundles[&slot].0, bundles[2].bytes());
+    let liar_id = net.nodes[liar].id;
+    assert!(v.quarantined.iter().any(|(p, _)| *p == liar_id));
+    assert!(
+        !v.events
+            .iter()
+            .any(|e| matches!(e, SyncEvent::RepairFailed { .. }))
+    );
+}
+
+#[test]
+fn repair_with_no_good_copy_fails_visibly() {
+    let mut net = members(2);
+    let (_, bundles) = chain(1, 3);
+    seed(&mut net.nodes[1].view, &bundles[..1]);
+    net.connect(0, 1);
+    net.drive_bounded(100);
+    let author = key(1).actor_id();
+    net.input(
+        0,
+        Input::RepairWanted {
+            workspace: ws(),
+            author,
+            seq: 3,
+            hash: bundles[2].hash(),
+        },
+    );
+    net.drive_bounded(100);
+    assert!(net.nodes[0].events.contains(&SyncEvent::RepairFailed {
+        workspace: ws(),
+        author,
+        seq: 3
+    }));
+}
+
+#[test]
+fn keepalive_pings_and_silent_peers_are_dropped() {
+    let mut net = members(2);
+    net.connect(0, 1);
+    net.drive_bounded(100);
+    let frames = net.nodes[1].frames_in.len();
+    net.advance_to_next_timeout();
+    net.drive_bounded(100);
+    assert!(net.nodes[1].frames_in.len() > frames, "a ping was sent");
+    assert!(net.nodes[0].disconnects.is_empty());
+    // A one-sided peer: node 0 hears nothing back and gives up.
+    let mut lone = members(2);
+    lone.input(0, Input::PeerUp { peer: pid(101) });
+    lone.drive_bounded(10);
+    for _ in 0..5 {
+        lone.advance_to_next_timeout();
+        lone.drive_bounded(10);
+    }
+    assert_eq!(lone.nodes[0].disconnects.len(), 1);
+}

@@ -1,0 +1,502 @@
+//! Range sync, batches and live announces.
+//!
+//! After the handshake each side sends its ranges; each side wants what it
+//! lacks; the holder streams exactly that, author- then seq-ascending, in
+//! batches of at most [`BATCH_BUNDLES`] bundles or [`BATCH_BYTES`] bytes, at
+//! most [`MAX_IN_FLIGHT_BATCHES`] unacknowledged. Interior signatures are
+//! dropped; each author-run in a batch ends with a signed bundle (extended up
+//! to [`RUN_EXTENSION`] bundles to reach one when stored copies lack it). The
+//! receiver verifies every batch, hands the good bundles to the driver to
+//! commit, and acknowledges after the commit: committed ranges are the
+//! checkpoint, so a broken connection costs at most the uncommitted batches.
+
+use std::collections::BTreeMap;
+
+use super::engine::{Engine, LOCAL_BATCH};
+use super::io::{Output, PeerId, SyncEvent};
+use super::limits::{BATCH_BUNDLES, BATCH_BYTES, MAX_IN_FLIGHT_BATCHES, RUN_EXTENSION};
+use super::message::{Message, WorkspaceRanges, decode_batch, encode_batch};
+use super::oplog_view::OplogView;
+use super::session::{add, sub};
+use crate::bundle::Bundle;
+use crate::error::VerifyError;
+use crate::ids::{ActorId, WorkspaceId};
+use crate::ranges::{MAX_RANGES, SeqRangeSet};
+use crate::verify::verify_bundles;
+
+fn signed(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&1) && bytes.len() >= 65
+}
+
+fn strip(bytes: Vec<u8>) -> Vec<u8> {
+    if signed(&bytes) {
+        let mut out = Vec::with_capacity(bytes.len() - 64);
+        out.push(0);
+        out.extend_from_slice(&bytes[65..]);
+        out
+    } else {
+        bytes
+    }
+}
+
+/// Members of a peer-supplied set, without overflow.
+fn count(s: &SeqRangeSet) -> u64 {
+    s.ranges()
+        .iter()
+        .fold(0u64, |n, (a, b)| n.saturating_add(b - a).saturating_add(1))
+}
+
+fn single(seq: u64) -> SeqRangeSet {
+    SeqRangeSet::from_ranges([(seq, seq)])
+}
+
+impl Engine {
+    pub(crate) fn on_ranges(
+        &mut self,
+        peer: PeerId,
+        workspaces: Vec<WorkspaceRanges>,
+        view: &impl OplogView,
+    ) {
+        for w in workspaces {
+            let Some(sh) = self.shared_mut(peer, w.workspace) else {
+                self.blame(peer, "ranges for a workspace not shared".into(), view);
+                continue;
+            };
+            if sh.ranges_known {
+                continue;
+            }
+            sh.ranges_known = true;
+            for (author, set) in &w.authors {
+                add(&mut sh.theirs, *author, set);
+            }
+            self.request_missing(w.workspace, view);
+        }
+    }
+
+    /// Asks peers for whatever they hold of `ws` that we neither hold nor
+    /// asked anyone for yet; reports peers we are now up to date with.
+    pub(crate) fn request_missing(&mut self, ws: WorkspaceId, view: &impl OplogView) {
+        let Ok(ours) = view.ranges(&ws) else {
+            return;
+        };
+        for peer in self.members(ws) {
+            let Some(sh) = self.shared_ref(peer, ws) else {
+                continue;
+            };
+            if !sh.ranges_known {
+                continue;
+            }
+            let mut wants = Vec::new();
+            for (author, theirs) in &sh.theirs {
+                let mut need = theirs.clone();
+                if let Some(o) = ours.get(author) {
+                    need = need.difference(o);
+                }
+                if let Some(r) = self.requested.get(&(ws, *author)) {
+                    need = need.difference(r);
+                }
+                if need.ranges().len() > MAX_RANGES {
+                    need = SeqRangeSet::from_ranges(need.ranges()[..MAX_RANGES].iter().copied());
+                }
+                if !need.is_empty() {
+                    wants.push((*author, need));
+                }
+            }
+            for (author, need) in wants {
+                let r = self.requested.entry((ws, author)).or_default();
+                *r = r.union(&need);
+                if let Some(sh) = self.shared_mut(peer, ws) {
+                    add(&mut sh.wanted, author, &need);
+                    sh.expected = sh.expected.saturating_add(count(&need));
+                    sh.up_to_date = false;
+                }
+                self.send(
+                    peer,
+                    &Message::Want {
+                        workspace: ws,
+                        author,
+                        ranges: need,
+                    },
+                );
+            }
+        }
+        self.check_up_to_date(ws);
+    }
+
+    fn shared_ref(&self, peer: PeerId, ws: WorkspaceId) -> Option<&super::session::Shared> {
+        match self.peers.get(&peer)?.session.as_ref()? {
+            super::session::Session::Active(a) => a.shared.get(&ws),
+            _ => None,
+        }
+    }
+
+    fn check_up_to_date(&mut self, ws: WorkspaceId) {
+        for peer in self.members(ws) {
+            let busy = self
+                .committing
+                .keys()
+                .any(|(p, w, _)| *p == peer && *w == ws);
+            let Some(sh) = self.shared_mut(peer, ws) else {
+                continue;
+            };
+            if sh.ranges_known && sh.wanted.is_empty() && !sh.up_to_date && !busy {
+                sh.up_to_date = true;
+                self.event(SyncEvent::UpToDate {
+                    peer,
+                    workspace: ws,
+                });
+            }
+        }
+    }
+
+    pub(crate) fn on_want(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        author: ActorId,
+        ranges: SeqRangeSet,
+        view: &impl OplogView,
+    ) {
+        if self.shared_ref(peer, ws).is_none() {
+            return self.blame(peer, "want for a workspace not shared".into(), view);
+        }
+        let held = view
+            .ranges(&ws)
+            .ok()
+            .and_then(|mut r| r.remove(&author))
+            .unwrap_or_default();
+        // Serve only what we hold; the rest of a bogus want is ignored.
+        let give = ranges.difference(&ranges.difference(&held));
+        if let Some(sh) = self.shared_mut(peer, ws) {
+            add(&mut sh.to_send, author, &give);
+        }
+        self.fill_window(peer, ws, view);
+    }
+
+    pub(crate) fn on_ack(&mut self, peer: PeerId, ws: WorkspaceId, id: u64, view: &impl OplogView) {
+        let known = self
+            .shared_mut(peer, ws)
+            .is_some_and(|sh| sh.in_flight.remove(&id));
+        if !known {
+            return self.blame(peer, "ack for a batch never sent".into(), view);
+        }
+        self.fill_window(peer, ws, view);
+    }
+
+    fn fill_window(&mut self, peer: PeerId, ws: WorkspaceId, view: &impl OplogView) {
+        loop {
+            let Some(sh) = self.shared_mut(peer, ws) else {
+                return;
+            };
+            if sh.in_flight.len() >= MAX_IN_FLIGHT_BATCHES || sh.to_send.is_empty() {
+                return;
+            }
+            let (items, sent) = build_batch(view, ws, &mut sh.to_send);
+            if items.is_empty() {
+                continue;
+            }
+            let id = sh.next_batch;
+            sh.next_batch += 1;
+            sh.in_flight.insert(id);
+            for (author, seq) in &sent {
+                add(&mut sh.theirs, *author, &single(*seq));
+            }
+            self.stats.bundles_sent += items.len() as u64;
+            let data = encode_batch(items.iter().map(Vec::as_slice));
+            self.send(
+                peer,
+                &Message::Batch {
+                    workspace: ws,
+                    batch_id: id,
+                    data,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_batch(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        id: u64,
+        data: &[u8],
+        view: &impl OplogView,
+    ) {
+        if self.shared_ref(peer, ws).is_none() {
+            return self.blame(peer, "batch for a workspace not shared".into(), view);
+        }
+        if id & LOCAL_BATCH != 0 || self.committing.contains_key(&(peer, ws, id)) {
+            return self.blame(peer, "reused or reserved batch id".into(), view);
+        }
+        let raw = match decode_batch(data) {
+            Ok(r) => r,
+            Err(e) => {
+                self.blame(peer, format!("undecodable batch: {e}"), view);
+                return self.send(
+                    peer,
+                    &Message::BatchAck {
+                        workspace: ws,
+                        batch_id: id,
+                    },
+                );
+            }
+        };
+        self.stats.bundles_received += raw.len() as u64;
+        let mut decoded = Vec::with_capacity(raw.len());
+        for bytes in raw {
+            match Bundle::decode(bytes.clone()) {
+                Ok(b) => decoded.push(b),
+                Err(e) => self.refuse(peer, ws, bytes, &e, view),
+            }
+        }
+        let uncommitted = &self.uncommitted;
+        let results = verify_bundles(&ws, &decoded, |a, s| {
+            view.bundle_hash(&ws, a, s)
+                .ok()
+                .flatten()
+                .or_else(|| uncommitted.get(&(ws, *a, s)).copied())
+        });
+        let mut good = Vec::new();
+        for (b, res) in decoded.into_iter().zip(results) {
+            let (author, seq) = (b.body().author, b.body().seq);
+            match res {
+                Ok(()) => {
+                    let held = matches!(view.bundle_hash(&ws, &author, seq), Ok(Some(_)))
+                        || self.uncommitted.contains_key(&(ws, author, seq));
+                    let wanted = self
+                        .shared_ref(peer, ws)
+                        .and_then(|sh| sh.wanted.get(&author))
+                        .is_some_and(|w| w.contains(seq));
+                    if wanted && !held {
+                        good.push(b);
+                    }
+                }
+                // An honest holder may lack a signature for a run tail; ask elsewhere.
+                Err(VerifyError::Unsigned { .. }) => {
+                    self.forget_from(peer, ws, author, &single(seq));
+                }
+                Err(e) => {
+                    self.forget_from(peer, ws, author, &single(seq));
+                    self.refuse(peer, ws, b.into_bytes(), &e, view);
+                }
+            }
+        }
+        if !self.peers.contains_key(&peer) {
+            return; // disconnected for too many bad items: nothing of it is applied
+        }
+        if good.is_empty() {
+            self.send(
+                peer,
+                &Message::BatchAck {
+                    workspace: ws,
+                    batch_id: id,
+                },
+            );
+            return self.request_missing(ws, view);
+        }
+        good.sort_by_key(|b| (b.body().author, b.body().seq));
+        let mut slots = Vec::with_capacity(good.len());
+        for b in &good {
+            let k = (ws, b.body().author, b.body().seq);
+            self.uncommitted.insert(k, b.hash());
+            slots.push((k.1, k.2));
+        }
+        self.committing.insert((peer, ws, id), slots);
+        self.out.push_back(Output::CommitBatch {
+            peer,
+            workspace: ws,
+            batch_id: id,
+            bundles: good,
+        });
+    }
+
+    /// Quarantines refused bytes and blames their sender.
+    fn refuse(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        bytes: Vec<u8>,
+        e: &VerifyError,
+        view: &impl OplogView,
+    ) {
+        self.out.push_back(Output::Quarantine {
+            peer,
+            workspace: ws,
+            bytes,
+            reason: e.to_string(),
+        });
+        self.blame(peer, format!("bad bundle: {e}"), view);
+    }
+
+    /// The driver finished (or failed) a commit.
+    pub(crate) fn batch_done(&mut self, peer: PeerId, ws: WorkspaceId, id: u64, ok: bool) {
+        let Some(slots) = self.committing.remove(&(peer, ws, id)) else {
+            return;
+        };
+        let mut newly: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
+        for (author, seq) in &slots {
+            self.uncommitted.remove(&(ws, *author, *seq));
+            let s = newly.entry(*author).or_default();
+            s.insert(*seq);
+        }
+        for (author, set) in &newly {
+            if let Some(r) = self.requested.get_mut(&(ws, *author)) {
+                *r = r.difference(set);
+            }
+        }
+        if let Some(sh) = self.shared_mut(peer, ws) {
+            for (author, set) in &newly {
+                sub(&mut sh.wanted, author, set);
+                if !ok {
+                    // Do not ask the same peer again in this session.
+                    sub(&mut sh.theirs, author, set);
+                }
+            }
+            if ok {
+                sh.received += slots.len() as u64;
+            }
+            let (received, expected) = (sh.received, sh.expected);
+            if id & LOCAL_BATCH == 0 {
+                self.send(
+                    peer,
+                    &Message::BatchAck {
+                        workspace: ws,
+                        batch_id: id,
+                    },
+                );
+            }
+            self.event(SyncEvent::Progress {
+                peer,
+                workspace: ws,
+                received,
+                expected,
+            });
+        }
+        if ok {
+            self.announce(ws, &newly, Some(peer));
+        }
+        self.check_up_to_date(ws);
+    }
+
+    /// Tells members that lack them that we now hold `newly`.
+    pub(crate) fn announce(
+        &mut self,
+        ws: WorkspaceId,
+        newly: &BTreeMap<ActorId, SeqRangeSet>,
+        except: Option<PeerId>,
+    ) {
+        for peer in self.members(ws) {
+            if Some(peer) == except {
+                continue;
+            }
+            let mut msgs = Vec::new();
+            if let Some(sh) = self.shared_mut(peer, ws) {
+                for (author, set) in newly {
+                    let lacking = match sh.theirs.get(author) {
+                        Some(t) => set.difference(t),
+                        None => set.clone(),
+                    };
+                    if !lacking.is_empty() {
+                        add(&mut sh.theirs, *author, &lacking);
+                        msgs.push((*author, lacking));
+                    }
+                }
+            }
+            for (author, ranges) in msgs {
+                self.send(
+                    peer,
+                    &Message::Announce {
+                        workspace: ws,
+                        author,
+                        ranges,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(crate) fn on_announce(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        author: ActorId,
+        ranges: SeqRangeSet,
+        view: &impl OplogView,
+    ) {
+        let Some(sh) = self.shared_mut(peer, ws) else {
+            return self.blame(peer, "announce for a workspace not shared".into(), view);
+        };
+        add(&mut sh.theirs, author, &ranges);
+        self.request_missing(ws, view);
+    }
+}
+
+/// Takes the next batch off `to_send`: the bundle bytes to send and the
+/// (author, seq)s they are. Interior signatures are dropped only where the run
+/// ends in a signed copy.
+fn build_batch(
+    view: &impl OplogView,
+    ws: WorkspaceId,
+    to_send: &mut BTreeMap<ActorId, SeqRangeSet>,
+) -> (Vec<Vec<u8>>, Vec<(ActorId, u64)>) {
+    let mut picked: Vec<(ActorId, u64, Vec<u8>)> = Vec::new();
+    let mut taken: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
+    let mut bytes = 0usize;
+    'outer: for (author, set) in to_send.iter() {
+        for seq in set.iter() {
+            if picked.len() >= BATCH_BUNDLES || bytes >= BATCH_BYTES {
+                break 'outer;
+            }
+            taken.entry(*author).or_default().insert(seq);
+            if let Ok(Some(b)) = view.bundle(&ws, author, seq) {
+                bytes += b.len();
+                picked.push((*author, seq, b));
+            }
+        }
+    }
+    let mut budget = RUN_EXTENSION;
+    let mut items = Vec::with_capacity(picked.len());
+    let mut sent = Vec::with_capacity(picked.len());
+    let mut picked = picked.into_iter().peekable();
+    while let Some(first) = picked.next() {
+        let mut run = vec![first];
+        while let Some(next) = picked.peek() {
+            let last = &run[run.len() - 1];
+            if next.0 == last.0 && next.1 == last.1 + 1 {
+                run.extend(picked.next());
+            } else {
+                break;
+            }
+        }
+        let (author, mut seq) = (run[0].0, run[run.len() - 1].1);
+        // Extend an unsigned tail to the next signed copy we hold.
+        while budget > 0 && !signed(&run[run.len() - 1].2) {
+            let Some(next) = seq.checked_add(1) else {
+                break;
+            };
+            seq = next;
+            match view.bundle(&ws, &author, seq) {
+                Ok(Some(b)) => {
+                    budget -= 1;
+                    taken.entry(author).or_default().insert(seq);
+                    run.push((author, seq, b));
+                }
+                _ => break,
+            }
+        }
+        let tail_signed = signed(&run[run.len() - 1].2);
+        let n = run.len();
+        for (i, (a, s, b)) in run.into_iter().enumerate() {
+            sent.push((a, s));
+            items.push(if tail_signed && i + 1 < n {
+                strip(b)
+            } else {
+                b
+            });
+        }
+    }
+    for (author, set) in &taken {
+        sub(to_send, author, set);
+    }
+    (items, sent)
+}
