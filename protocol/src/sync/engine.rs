@@ -88,6 +88,7 @@ pub struct Engine {
     pub(crate) repairs: BTreeMap<(WorkspaceId, ActorId, u64), Repair>,
     pub(crate) next_local_batch: u64,
     pub(crate) stats: SyncStats,
+    pub(crate) codec: super::message::BatchCodec,
 }
 
 impl Engine {
@@ -110,6 +111,7 @@ impl Engine {
             repairs: BTreeMap::new(),
             next_local_batch: LOCAL_BATCH,
             stats: SyncStats::default(),
+            codec: super::message::BatchCodec::default(),
         }
     }
 

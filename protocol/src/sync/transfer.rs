@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use super::engine::{Engine, LOCAL_BATCH};
 use super::io::{Output, PeerId, SyncEvent};
 use super::limits::{BATCH_BUNDLES, BATCH_BYTES, MAX_IN_FLIGHT_BATCHES, RUN_EXTENSION};
-use super::message::{Message, WorkspaceRanges, decode_batch, encode_batch};
+use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
 use super::session::{add, sub};
 use crate::bundle::Bundle;
@@ -202,7 +202,7 @@ impl Engine {
                 add(&mut sh.theirs, *author, &single(*seq));
             }
             self.stats.bundles_sent += items.len() as u64;
-            let data = encode_batch(items.iter().map(Vec::as_slice));
+            let data = self.codec.encode(items.iter().map(Vec::as_slice));
             self.send(
                 peer,
                 &Message::Batch {
@@ -228,7 +228,7 @@ impl Engine {
         if id & LOCAL_BATCH != 0 || self.committing.contains_key(&(peer, ws, id)) {
             return self.blame(peer, "reused or reserved batch id".into(), view);
         }
-        let raw = match decode_batch(data) {
+        let raw = match self.codec.decode(data) {
             Ok(r) => r,
             Err(e) => {
                 self.blame(peer, format!("undecodable batch: {e}"), view);
