@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 use super::engine::{Engine, LOCAL_BATCH};
 use super::io::{Output, PeerId, SyncEvent};
-use super::limits::{BATCH_BUNDLES, BATCH_BYTES, MAX_IN_FLIGHT_BATCHES, RUN_EXTENSION};
+use super::limits::{
+    BATCH_BUNDLES, BATCH_BYTES, MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES, RUN_EXTENSION,
+};
 use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
 use super::session::{add, sub};
@@ -426,7 +428,18 @@ impl Engine {
         let Some(sh) = self.shared_mut(peer, ws) else {
             return self.blame(peer, "announce for a workspace not shared".into(), view);
         };
-        add(&mut sh.theirs, author, &ranges);
+        // Bound what one peer's claims can make us hold.
+        let merged = match sh.theirs.get(&author) {
+            Some(t) => t.union(&ranges),
+            None if sh.theirs.len() >= MAX_AUTHORS => {
+                return self.blame(peer, "announce for too many authors".into(), view);
+            }
+            None => ranges,
+        };
+        if merged.ranges().len() > MAX_RANGES {
+            return self.blame(peer, "announced ranges too fragmented".into(), view);
+        }
+        sh.theirs.insert(author, merged);
         self.request_missing(ws, view);
     }
 }

@@ -398,3 +398,23 @@ proptest! {
         prop_assert!(net.nodes[0].view.bundles.is_empty());
     }
 }
+
+#[test]
+fn announces_cannot_grow_state_without_bound() {
+    let mut net = connected();
+    for i in 0..(crate::ranges::MAX_RANGES as u64 + 2) {
+        let m = Message::Announce {
+            workspace: ws(),
+            author: key(9).actor_id(),
+            ranges: crate::ranges::SeqRangeSet::from_ranges([(2 * i + 1, 2 * i + 1)]),
+        };
+        net.inject(1, 0, m.to_frame());
+    }
+    net.drive_bounded(100_000);
+    assert!(blamed(&net, 0, 1));
+    assert_eq!(
+        net.nodes[0].disconnects.len(),
+        0,
+        "one bad claim is not a disconnect"
+    );
+}
