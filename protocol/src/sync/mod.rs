@@ -14,9 +14,11 @@
 //! | `handshake` | membership proofs |
 //! | `session` | per-peer state machine |
 //! | `transfer` | ranges, wants, batches, announces |
+//! | `batch` | building one outgoing batch |
 //! | `repair` | fetching clean copies of corrupt bundles |
 //! | [`oplog_view`] | what the engine reads from storage |
 
+mod batch;
 mod engine;
 mod handshake;
 pub mod io;

@@ -104,6 +104,8 @@ pub struct Net {
     links: BTreeSet<(usize, usize)>,
     /// Steps taken so far.
     pub steps: u64,
+    /// Whether to keep every received frame in [`Node::frames_in`] (benchmarks turn it off).
+    pub record_frames: bool,
 }
 
 impl Net {
@@ -133,6 +135,7 @@ impl Net {
             work: VecDeque::new(),
             links: BTreeSet::new(),
             steps: 0,
+            record_frames: true,
         }
     }
 
@@ -180,7 +183,9 @@ impl Net {
         };
         self.steps += 1;
         let node = &mut self.nodes[i];
-        if let Input::Frame { peer, bytes } = &input {
+        if let Input::Frame { peer, bytes } = &input
+            && self.record_frames
+        {
             node.frames_in.push((*peer, bytes.clone()));
         }
         node.engine.handle_input(self.now, input, &node.view);

@@ -12,12 +12,11 @@
 
 use std::collections::BTreeMap;
 
+use super::batch::build_batch;
 use super::engine::{Engine, LOCAL_BATCH};
 use super::io::{Output, PeerId, SyncEvent};
-use super::limits::{
-    BATCH_BUNDLES, BATCH_BYTES, MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES, RUN_EXTENSION,
-};
-use super::message::{Message, WorkspaceRanges};
+use super::limits::{MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES};
+use super::message::{Message, WorkspaceRanges, restore_prev_hash};
 use super::oplog_view::OplogView;
 use super::session::{add, sub};
 use crate::bundle::Bundle;
@@ -25,21 +24,6 @@ use crate::error::VerifyError;
 use crate::ids::{ActorId, WorkspaceId};
 use crate::ranges::{MAX_RANGES, SeqRangeSet};
 use crate::verify::verify_bundles;
-
-fn signed(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&1) && bytes.len() >= 65
-}
-
-fn strip(bytes: Vec<u8>) -> Vec<u8> {
-    if signed(&bytes) {
-        let mut out = Vec::with_capacity(bytes.len() - 64);
-        out.push(0);
-        out.extend_from_slice(&bytes[65..]);
-        out
-    } else {
-        bytes
-    }
-}
 
 /// Members of a peer-supplied set, without overflow.
 fn count(s: &SeqRangeSet) -> u64 {
@@ -204,7 +188,9 @@ impl Engine {
                 add(&mut sh.theirs, *author, &single(*seq));
             }
             self.stats.bundles_sent += items.len() as u64;
-            let data = self.codec.encode(items.iter().map(Vec::as_slice));
+            let data = self
+                .codec
+                .encode(items.iter().map(|(e, b)| (*e, b.as_slice())));
             self.send(
                 peer,
                 &Message::Batch {
@@ -245,10 +231,22 @@ impl Engine {
         };
         self.stats.bundles_received += raw.len() as u64;
         let mut decoded = Vec::with_capacity(raw.len());
-        for bytes in raw {
+        // Hash of the previous item, which an elided `prev_hash` names.
+        let mut last: Option<crate::ids::BundleHash> = None;
+        for (elided, bytes) in raw {
+            let bytes = match (elided, &last) {
+                (true, Some(prev)) => restore_prev_hash(&bytes, prev).unwrap_or(bytes),
+                _ => bytes,
+            };
             match Bundle::decode(bytes.clone()) {
-                Ok(b) => decoded.push(b),
-                Err(e) => self.refuse(peer, ws, bytes, &e, view),
+                Ok(b) => {
+                    last = Some(b.hash());
+                    decoded.push(b);
+                }
+                Err(e) => {
+                    last = None;
+                    self.refuse(peer, ws, bytes, &e, view);
+                }
             }
         }
         let uncommitted = &self.uncommitted;
@@ -442,74 +440,4 @@ impl Engine {
         sh.theirs.insert(author, merged);
         self.request_missing(ws, view);
     }
-}
-
-/// Takes the next batch off `to_send`: the bundle bytes to send and the
-/// (author, seq)s they are. Interior signatures are dropped only where the run
-/// ends in a signed copy.
-fn build_batch(
-    view: &impl OplogView,
-    ws: WorkspaceId,
-    to_send: &mut BTreeMap<ActorId, SeqRangeSet>,
-) -> (Vec<Vec<u8>>, Vec<(ActorId, u64)>) {
-    let mut picked: Vec<(ActorId, u64, Vec<u8>)> = Vec::new();
-    let mut taken: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
-    let mut bytes = 0usize;
-    'outer: for (author, set) in to_send.iter() {
-        for seq in set.iter() {
-            if picked.len() >= BATCH_BUNDLES || bytes >= BATCH_BYTES {
-                break 'outer;
-            }
-            taken.entry(*author).or_default().insert(seq);
-            if let Ok(Some(b)) = view.bundle(&ws, author, seq) {
-                bytes += b.len();
-                picked.push((*author, seq, b));
-            }
-        }
-    }
-    let mut budget = RUN_EXTENSION;
-    let mut items = Vec::with_capacity(picked.len());
-    let mut sent = Vec::with_capacity(picked.len());
-    let mut picked = picked.into_iter().peekable();
-    while let Some(first) = picked.next() {
-        let mut run = vec![first];
-        while let Some(next) = picked.peek() {
-            let last = &run[run.len() - 1];
-            if next.0 == last.0 && next.1 == last.1 + 1 {
-                run.extend(picked.next());
-            } else {
-                break;
-            }
-        }
-        let (author, mut seq) = (run[0].0, run[run.len() - 1].1);
-        // Extend an unsigned tail to the next signed copy we hold.
-        while budget > 0 && !signed(&run[run.len() - 1].2) {
-            let Some(next) = seq.checked_add(1) else {
-                break;
-            };
-            seq = next;
-            match view.bundle(&ws, &author, seq) {
-                Ok(Some(b)) => {
-                    budget -= 1;
-                    taken.entry(author).or_default().insert(seq);
-                    run.push((author, seq, b));
-                }
-                _ => break,
-            }
-        }
-        let tail_signed = signed(&run[run.len() - 1].2);
-        let n = run.len();
-        for (i, (a, s, b)) in run.into_iter().enumerate() {
-            sent.push((a, s));
-            items.push(if tail_signed && i + 1 < n {
-                strip(b)
-            } else {
-                b
-            });
-        }
-    }
-    for (author, set) in &taken {
-        sub(to_send, author, set);
-    }
-    (items, sent)
 }

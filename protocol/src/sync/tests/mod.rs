@@ -2,6 +2,7 @@
 
 mod malicious;
 mod pair;
+mod wire;
 
 use std::collections::BTreeMap;
 
