@@ -31,6 +31,16 @@ impl MemView {
         }
     }
 
+    /// As [`MemView::commit`], taking the bundles (no copy of their bytes).
+    pub fn commit_owned(&mut self, bundles: Vec<Bundle>) {
+        for b in bundles {
+            let body = b.body();
+            let key = (body.workspace, body.author, body.seq);
+            let hash = b.hash();
+            self.bundles.insert(key, (b.into_bytes(), hash));
+        }
+    }
+
     /// The bundles held in `ws`, decoded, in (author, seq) order.
     pub fn decoded(&self, ws: &WorkspaceId) -> Vec<Bundle> {
         self.bundles
@@ -207,8 +217,8 @@ impl Net {
                     batch_id,
                     bundles,
                 } => {
-                    node.view.commit(&bundles);
                     node.committed += bundles.len() as u64;
+                    node.view.commit_owned(bundles);
                     later.push(Input::BatchCommitted {
                         peer,
                         workspace,
