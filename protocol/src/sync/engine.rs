@@ -44,6 +44,7 @@ pub(crate) struct Peer {
     pub(crate) last_recv: Millis,
     pub(crate) last_send: Millis,
     pub(crate) bad: u32,
+    pub(crate) epoch: u64,
 }
 
 pub(crate) struct Repair {
@@ -52,8 +53,16 @@ pub(crate) struct Repair {
     pub(crate) asked: Option<PeerId>,
 }
 
-/// Batch ids with this bit are the engine's own (repairs); peers may not use them.
-pub(crate) const LOCAL_BATCH: u64 = 1 << 63;
+/// A batch handed to the driver to commit, under an engine-chosen id (so a
+/// peer's ids, which restart with each session, never collide).
+pub(crate) struct Pending {
+    /// The sender's batch id to acknowledge; `None` for repairs.
+    pub(crate) peer_batch: Option<u64>,
+    /// The session it arrived in: no ack goes to a later session.
+    pub(crate) epoch: u64,
+    /// (author, seq) of each bundle.
+    pub(crate) slots: Vec<(ActorId, u64)>,
+}
 
 /// The sans-IO sync engine: one per node, serving every peer and workspace.
 ///
@@ -83,8 +92,8 @@ pub struct Engine {
     /// Verified bundles handed to the driver and not yet acknowledged: their hashes
     /// link the next batch's runs before the store has them.
     pub(crate) uncommitted: BTreeMap<(WorkspaceId, ActorId, u64), BundleHash>,
-    /// Batches handed to the driver: (source, workspace, id) → (author, seq)s.
-    pub(crate) committing: BTreeMap<(PeerId, WorkspaceId, u64), Vec<(ActorId, u64)>>,
+    /// Batches handed to the driver: (source, workspace, local id) → what.
+    pub(crate) committing: BTreeMap<(PeerId, WorkspaceId, u64), Pending>,
     pub(crate) repairs: BTreeMap<(WorkspaceId, ActorId, u64), Repair>,
     pub(crate) next_local_batch: u64,
     pub(crate) stats: SyncStats,
@@ -109,7 +118,7 @@ impl Engine {
             uncommitted: BTreeMap::new(),
             committing: BTreeMap::new(),
             repairs: BTreeMap::new(),
-            next_local_batch: LOCAL_BATCH,
+            next_local_batch: 0,
             stats: SyncStats::default(),
             codec: super::message::BatchCodec::default(),
         }
@@ -146,7 +155,11 @@ impl Engine {
     pub fn handle_input(&mut self, now: Millis, input: Input, view: &impl OplogView) {
         self.now = self.now.max(now);
         match input {
-            Input::PeerUp { peer } => self.peer_up(peer),
+            Input::PeerUp { peer } => {
+                // A reconnect replaces the old session; release what it held first.
+                self.release(peer, view);
+                self.peer_up(peer);
+            }
             Input::PeerDown { peer } => self.release(peer, view),
             Input::Frame { peer, bytes } => self.frame(peer, &bytes, view),
             Input::Timeout => self.timeout(view),
@@ -220,6 +233,8 @@ impl Engine {
     }
 
     fn peer_up(&mut self, peer: PeerId) {
+        // Session epochs share the local id counter: unique, increasing.
+        self.next_local_batch += 1;
         let my_nonce = self.rng.bytes32();
         let session = Session::AwaitHello(AwaitHello {
             my_nonce,
@@ -232,6 +247,7 @@ impl Engine {
                 last_recv: self.now,
                 last_send: self.now,
                 bad: 0,
+                epoch: self.next_local_batch,
             },
         );
         self.send(peer, &Message::Hello { nonce: my_nonce });

@@ -2,7 +2,7 @@
 //! hash, from any member that has it; a peer whose copy does not hash right is
 //! blamed and the request moves to the next peer.
 
-use super::engine::{Engine, LOCAL_BATCH, Repair};
+use super::engine::{Engine, Pending, Repair};
 use super::io::{Output, PeerId, SyncEvent};
 use super::limits::MAX_REPAIRS;
 use super::message::Message;
@@ -118,9 +118,14 @@ impl Engine {
             {
                 self.repairs.remove(&key);
                 let id = self.next_local_batch;
-                self.next_local_batch = self.next_local_batch.wrapping_add(1) | LOCAL_BATCH;
+                self.next_local_batch += 1;
                 self.uncommitted.insert(key, hash);
-                self.committing.insert((peer, ws, id), vec![(author, seq)]);
+                let pending = Pending {
+                    peer_batch: None,
+                    epoch: 0,
+                    slots: vec![(author, seq)],
+                };
+                self.committing.insert((peer, ws, id), pending);
                 self.out.push_back(Output::CommitBatch {
                     peer,
                     workspace: ws,

@@ -155,7 +155,9 @@ impl Net {
 
     /// Opens a connection between `a` and `b`.
     pub fn connect(&mut self, a: usize, b: usize) {
-        self.links.insert((a.min(b), a.max(b)));
+        if a == b || !self.links.insert((a.min(b), a.max(b))) {
+            return;
+        }
         let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
         self.work.push_back((a, Input::PeerUp { peer: ib }));
         self.work.push_back((b, Input::PeerUp { peer: ia }));

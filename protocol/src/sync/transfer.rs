@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::batch::build_batch;
-use super::engine::{Engine, LOCAL_BATCH};
+use super::engine::{Engine, Pending};
 use super::io::{Output, PeerId, SyncEvent};
 use super::limits::{MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES};
 use super::message::{Message, WorkspaceRanges, restore_prev_hash};
@@ -213,7 +213,11 @@ impl Engine {
         if self.shared_ref(peer, ws).is_none() {
             return self.blame(peer, "batch for a workspace not shared".into(), view);
         }
-        if id & LOCAL_BATCH != 0 || self.committing.contains_key(&(peer, ws, id)) {
+        let epoch = self.peers.get(&peer).map_or(0, |p| p.epoch);
+        let reused = self.committing.iter().any(|((p, w, _), pd)| {
+            *p == peer && *w == ws && pd.epoch == epoch && pd.peer_batch == Some(id)
+        });
+        if reused {
             return self.blame(peer, "reused or reserved batch id".into(), view);
         }
         let raw = match self.codec.decode(data) {
@@ -301,11 +305,18 @@ impl Engine {
             self.uncommitted.insert(k, b.hash());
             slots.push((k.1, k.2));
         }
-        self.committing.insert((peer, ws, id), slots);
+        let local = self.next_local_batch;
+        self.next_local_batch += 1;
+        let pending = Pending {
+            peer_batch: Some(id),
+            epoch,
+            slots,
+        };
+        self.committing.insert((peer, ws, local), pending);
         self.out.push_back(Output::CommitBatch {
             peer,
             workspace: ws,
-            batch_id: id,
+            batch_id: local,
             bundles: good,
         });
     }
@@ -330,9 +341,15 @@ impl Engine {
 
     /// The driver finished (or failed) a commit.
     pub(crate) fn batch_done(&mut self, peer: PeerId, ws: WorkspaceId, id: u64, ok: bool) {
-        let Some(slots) = self.committing.remove(&(peer, ws, id)) else {
+        let Some(Pending {
+            peer_batch,
+            epoch,
+            slots,
+        }) = self.committing.remove(&(peer, ws, id))
+        else {
             return;
         };
+        let same_session = self.peers.get(&peer).is_some_and(|p| p.epoch == epoch);
         let mut newly: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
         for (author, seq) in &slots {
             self.uncommitted.remove(&(ws, *author, *seq));
@@ -356,12 +373,12 @@ impl Engine {
                 sh.received += slots.len() as u64;
             }
             let (received, expected) = (sh.received, sh.expected);
-            if id & LOCAL_BATCH == 0 {
+            if let Some(batch_id) = peer_batch.filter(|_| same_session) {
                 self.send(
                     peer,
                     &Message::BatchAck {
                         workspace: ws,
-                        batch_id: id,
+                        batch_id,
                     },
                 );
             }

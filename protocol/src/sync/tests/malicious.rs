@@ -59,40 +59,52 @@ fn a_wrong_hash_or_altered_body_is_refused() {
 /// A victim engine that finished the handshake with `attacker` and heard it
 /// claims `claimed` of author 1; returns the engine and the frames it sent.
 fn handshaken(claimed: u64) -> (Engine, MemView, crate::sync::PeerId) {
-    let (me, attacker) = (pid(100), pid(101));
+    let me = pid(100);
     let mut e = Engine::new(EngineConfig {
         local_peer: me.0,
         workspaces: vec![test_workspace()],
         rng_seed: 1,
     });
     let view = MemView::default();
-    e.handle_input(0, Input::PeerUp { peer: attacker }, &view);
-    let Some(Output::SendFrame { bytes, .. }) = e.poll_output() else {
-        panic!("hello")
-    };
-    let Ok(Message::Hello { nonce: theirs }) = Message::from_frame(&bytes) else {
-        panic!("hello")
-    };
+    let attacker = handshake_with(&mut e, &view, claimed);
+    (e, view, attacker)
+}
+
+/// Runs a (new) session between `e` and peer 101 by hand.
+fn handshake_with(e: &mut Engine, view: &MemView, claimed: u64) -> crate::sync::PeerId {
+    let (me, attacker) = (pid(100), pid(101));
+    e.handle_input(0, Input::PeerUp { peer: attacker }, view);
+    let mut theirs = None;
+    while let Some(o) = e.poll_output() {
+        if let Output::SendFrame { bytes, .. } = o
+            && let Ok(Message::Hello { nonce }) = Message::from_frame(&bytes)
+        {
+            theirs = Some(nonce);
+        }
+    }
+    let theirs = theirs.expect("hello sent");
     let mine = [5; 32];
+    let hello = Message::Hello { nonce: mine }.to_frame();
     e.handle_input(
         1,
         Input::Frame {
             peer: attacker,
-            bytes: Message::Hello { nonce: mine }.to_frame(),
+            bytes: hello,
         },
-        &view,
+        view,
     );
     let proof = handshake::proof(&test_workspace(), &attacker, &me, &mine, &theirs);
+    let proofs = Message::Proofs {
+        proofs: vec![proof],
+    }
+    .to_frame();
     e.handle_input(
         2,
         Input::Frame {
             peer: attacker,
-            bytes: Message::Proofs {
-                proofs: vec![proof],
-            }
-            .to_frame(),
+            bytes: proofs,
         },
-        &view,
+        view,
     );
     let ranges = Message::Ranges {
         workspaces: vec![super::super::message::WorkspaceRanges {
@@ -109,10 +121,70 @@ fn handshaken(claimed: u64) -> (Engine, MemView, crate::sync::PeerId) {
             peer: attacker,
             bytes: ranges.to_frame(),
         },
-        &view,
+        view,
     );
     while e.poll_output().is_some() {}
-    (e, view, attacker)
+    attacker
+}
+
+#[test]
+fn a_commit_finishing_after_a_reconnect_is_not_acked_into_the_new_session() {
+    let (_, a) = chain(1, 2);
+    let (mut e, view, peer) = handshaken(2);
+    let batch = |b: &crate::bundle::Bundle| Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data: encode_batch([b.bytes()]),
+    };
+    e.handle_input(
+        4,
+        Input::Frame {
+            peer,
+            bytes: batch(&a[0]).to_frame(),
+        },
+        &view,
+    );
+    let mut old = None;
+    while let Some(o) = e.poll_output() {
+        if let Output::CommitBatch { batch_id, .. } = o {
+            old = Some(batch_id);
+        }
+    }
+    // The connection drops and comes back while the store is still committing.
+    e.handle_input(5, Input::PeerDown { peer }, &view);
+    handshake_with(&mut e, &view, 2);
+    e.handle_input(
+        6,
+        Input::Frame {
+            peer,
+            bytes: batch(&a[1]).to_frame(),
+        },
+        &view,
+    );
+    let mut new = None;
+    while let Some(o) = e.poll_output() {
+        match o {
+            Output::CommitBatch { batch_id, .. } => new = Some(batch_id),
+            Output::Event(SyncEvent::PeerBlamed { reason, .. }) => panic!("blamed: {reason}"),
+            _ => {}
+        }
+    }
+    assert_ne!(old, new, "local commit ids never repeat");
+    let input = Input::BatchCommitted {
+        peer,
+        workspace: ws(),
+        batch_id: old.unwrap(),
+    };
+    e.handle_input(7, input, &view);
+    while let Some(o) = e.poll_output() {
+        if let Output::SendFrame { bytes, .. } = o {
+            let m = Message::from_frame(&bytes).unwrap();
+            assert!(
+                !matches!(m, Message::BatchAck { .. }),
+                "old batch acked in new session"
+            );
+        }
+    }
 }
 
 #[test]

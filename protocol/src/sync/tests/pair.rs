@@ -367,3 +367,40 @@ fn relayed_copies_without_interior_signatures_still_verify() {
     );
     assert_eq!(state(&net.nodes[2].view), state(&net.nodes[1].view));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Any interleaving of connects, cuts and partial progress ends, once
+    /// everyone is connected, with identical stores on all nodes.
+    #[test]
+    fn any_schedule_of_cuts_converges(
+        ops in proptest::collection::vec((0u8..3, 0usize..3, 0usize..3, 1u16..40), 1..30),
+    ) {
+        let mut net = members(3);
+        for i in 0..3u8 {
+            let (_, bundles) = chain_with(i + 1, 30 + u64::from(i) * 20, &format!("n{i}"));
+            seed(&mut net.nodes[usize::from(i)].view, &bundles);
+        }
+        for (op, a, b, n) in ops {
+            match op {
+                0 => net.connect(a, b),
+                1 => net.cut(a, b),
+                _ => {
+                    for _ in 0..n {
+                        net.step();
+                    }
+                }
+            }
+        }
+        net.connect(0, 1);
+        net.connect(1, 2);
+        net.connect(0, 2);
+        net.drive_bounded(20_000);
+        let want = net.nodes[0].view.ranges(&ws()).unwrap();
+        proptest::prop_assert_eq!(want.values().map(|r| r.count()).sum::<u64>(), 30 + 50 + 70);
+        for n in &net.nodes {
+            proptest::prop_assert_eq!(&n.view.ranges(&ws()).unwrap(), &want);
+            proptest::prop_assert!(n.quarantined.is_empty());
+        }
+    }
+}
