@@ -69,10 +69,15 @@ pub(crate) struct Pending {
 /// # Call order
 /// 1. Feed each event as an [`Input`] through [`Engine::handle_input`], with the
 ///    current time and a read view of the store taken after the last commit.
+///    Report [`Input::PeerUp`] before any frame of that connection (frames from
+///    unknown peers are dropped) and frames in the order received.
 /// 2. After every input, drain [`Engine::poll_output`] to `None` and perform each
 ///    output in order. [`Output::CommitBatch`] must run as one storage
 ///    transaction and be answered with [`Input::BatchCommitted`] or
-///    [`Input::BatchRejected`] (the peer gets no more batches until then).
+///    [`Input::BatchRejected`] with the output's `batch_id` (the peer sends
+///    at most [`MAX_IN_FLIGHT_BATCHES`](super::limits::MAX_IN_FLIGHT_BATCHES)
+///    unacknowledged batches). Commits may finish after the peer went away;
+///    acknowledge them anyway.
 ///    After [`Output::Disconnect`], close the connection and report
 ///    [`Input::PeerDown`].
 /// 3. Re-arm the timer from [`Engine::poll_timeout`]; when it fires, send

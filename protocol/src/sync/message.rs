@@ -48,7 +48,7 @@ pub enum Message {
     /// Membership proofs, one per workspace held, padded with random values to
     /// a multiple of [`PROOF_PAD`]. Workspace ids are never named.
     Proofs {
-        /// Keyed hashes; see [`super::handshake`].
+        /// Keyed hashes bound to both peer ids and both nonces.
         proofs: Vec<[u8; 32]>,
     },
     /// What the sender holds in every workspace both sides proved (possibly none).
@@ -266,7 +266,7 @@ impl Default for BatchCodec {
 
 impl BatchCodec {
     /// Packs bundle byte strings into a compressed batch payload. Items marked
-    /// `true` had their `prev_hash` removed with [`elide_prev_hash`].
+    /// `true` had their `prev_hash` left out (it equals the hash of the item before).
     pub fn encode<'a>(&mut self, items: impl IntoIterator<Item = (bool, &'a [u8])>) -> Vec<u8> {
         let mut plain = Vec::new();
         for (elided, item) in items {
