@@ -226,7 +226,7 @@ fn commit_in(
                 std::collections::btree_map::Entry::Vacant(v) => {
                     let ak = author_key(ws, &body.author);
                     let cur = match ranges_t.get(ak.as_slice())? {
-                        Some(v) => decode_ranges(v.value())?,
+                        Some(v) => decode_ranges(&ak, v.value())?,
                         None => SeqRangeSet::new(),
                     };
                     v.insert(cur)
@@ -263,9 +263,7 @@ fn commit_in(
     }
     for (author, r) in &ranges {
         let ak = author_key(ws, author);
-        let v = postcard::to_allocvec(r.ranges()).map_err(|_| DamagedRow {
-            what: "ranges (encode)",
-        })?;
+        let v = encode_ranges(&ak, r)?;
         ranges_t.insert(ak.as_slice(), v.as_slice())?;
     }
     for (author, (seq, hash)) in tip_updates {
@@ -313,9 +311,19 @@ pub(crate) fn describe(e: &VerifyError) -> String {
     e.to_string()
 }
 
-pub(crate) fn decode_ranges(v: &[u8]) -> Result<SeqRangeSet, DamagedRow> {
-    let r: Vec<(u64, u64)> = postcard::from_bytes(v).map_err(|_| DamagedRow { what: "ranges" })?;
+pub(crate) fn decode_ranges(key: &[u8], v: &[u8]) -> Result<SeqRangeSet, DamagedRow> {
+    let body = unseal(key, v).ok_or(DamagedRow { what: "ranges" })?;
+    let r: Vec<(u64, u64)> =
+        postcard::from_bytes(body).map_err(|_| DamagedRow { what: "ranges" })?;
     Ok(SeqRangeSet::from_ranges(r))
+}
+
+pub(crate) fn encode_ranges(key: &[u8], r: &SeqRangeSet) -> Result<Vec<u8>, DamagedRow> {
+    postcard::to_allocvec(r.ranges())
+        .map(|b| seal(key, b))
+        .map_err(|_| DamagedRow {
+            what: "ranges (encode)",
+        })
 }
 
 pub(crate) fn decode_tip(v: &[u8]) -> Result<(u64, BundleHash), DamagedRow> {

@@ -45,13 +45,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store file at `path`.
+    /// Opens (or creates) the store file at `path`. The open verifies the
+    /// checksum of every page (redb's integrity check), so a file altered
+    /// since it was written fails to open with a typed error instead of
+    /// being trusted; the caller salvages it.
     ///
     /// # Errors
     /// [`OpenError::Storage`] when redb cannot open the file (damaged or
     /// locked); [`OpenError::Schema`] for another schema version.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
-        Self::init(Database::builder().create(path)?)
+        Self::init(
+            Database::builder()
+                .set_check_integrity_on_open(true)
+                .create(path)?,
+        )
     }
 
     /// Opens a store on any redb backend (tests inject crashes and damage).
@@ -59,6 +66,22 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub fn open_with_backend(backend: impl StorageBackend) -> Result<Store, OpenError> {
+        Self::init(
+            Database::builder()
+                .set_check_integrity_on_open(true)
+                .create_with_backend(backend)?,
+        )
+    }
+
+    /// Opens a store on any redb backend without the whole-file integrity
+    /// check at open (fast open of a large file the caller trusts; also how
+    /// tests reach the store's own per-read verification). Bundle reads are
+    /// still verified against their hashes and state rows against their
+    /// checksums.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_unchecked_with_backend(backend: impl StorageBackend) -> Result<Store, OpenError> {
         Self::init(Database::builder().create_with_backend(backend)?)
     }
 

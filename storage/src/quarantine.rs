@@ -5,7 +5,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use troupe_protocol::{ActorId, Bundle, BundleHash, WorkspaceId};
 
-use crate::commit::{BatchOutcome, decode_ranges};
+use crate::commit::{BatchOutcome, decode_ranges, encode_ranges};
 use crate::error::{DamagedRow, QuarantineError};
 use crate::schema::*;
 use crate::{Store, now_ms};
@@ -146,11 +146,9 @@ fn quarantine_slot(
     let ak = author_key(ws, author);
     let cur = ranges.get(ak.as_slice())?.map(|v| v.value().to_vec());
     if let Some(cur) = cur {
-        let mut r = decode_ranges(&cur)?;
+        let mut r = decode_ranges(&ak, &cur)?;
         r.remove(seq);
-        let v = postcard::to_allocvec(r.ranges()).map_err(|_| DamagedRow {
-            what: "ranges (encode)",
-        })?;
+        let v = encode_ranges(&ak, &r)?;
         ranges.insert(ak.as_slice(), v.as_slice())?;
     }
     drop(ranges);
@@ -345,7 +343,7 @@ impl Store {
                         .try_into()
                         .map_err(|_| DamagedRow { what: "ranges key" })?,
                 );
-                let set = decode_ranges(v.value())?;
+                let set = decode_ranges(k, v.value())?;
                 let mut prev: Option<(u64, BundleHash)> = None;
                 for seq in set.iter() {
                     let sk = seq_key(&ws, &author, seq);

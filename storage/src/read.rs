@@ -200,8 +200,9 @@ impl Store {
     pub fn field_heads(&self, ws: &WorkspaceId, path: &FieldPath) -> Result<Vec<Head>, ReadError> {
         let txn = self.db.begin_read()?;
         let t = open(&txn, HEADS)?;
-        match t.get(field_key(ws, path).as_slice())? {
-            Some(v) => Ok(decode_heads(v.value())?),
+        let k = field_key(ws, path);
+        match t.get(k.as_slice())? {
+            Some(v) => Ok(decode_heads(&k, v.value())?),
             None => Ok(Vec::new()),
         }
     }
@@ -290,7 +291,7 @@ fn fields_with_prefix(
     let mut out = Vec::new();
     scan_prefix(t, prefix, |k, v| {
         let p = parse_field_key(k).ok_or(DamagedRow { what: "field key" })?;
-        out.push((p, decode_heads(v)?));
+        out.push((p, decode_heads(k, v)?));
         Ok(())
     })?;
     Ok(out)
@@ -303,7 +304,7 @@ fn ranges_in(t: &RoTable, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRange
             .get(32..)
             .and_then(|s| s.try_into().ok())
             .ok_or(DamagedRow { what: "ranges key" })?;
-        let r = decode_ranges(v)?;
+        let r = decode_ranges(k, v)?;
         if !r.is_empty() {
             out.insert(ActorId(a), r);
         }
@@ -413,8 +414,9 @@ impl StateBackend for WorkspaceView {
     type Error = ReadError;
 
     fn field_heads(&mut self, path: &FieldPath) -> Result<Option<Vec<Head>>, ReadError> {
-        match self.heads.get(field_key(&self.ws, path).as_slice())? {
-            Some(v) => Ok(Some(decode_heads(v.value())?)),
+        let k = field_key(&self.ws, path);
+        match self.heads.get(k.as_slice())? {
+            Some(v) => Ok(Some(decode_heads(&k, v.value())?)),
             None => Ok(None),
         }
     }
@@ -433,11 +435,9 @@ impl StateBackend for WorkspaceView {
         )
     }
     fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, ReadError> {
-        match self
-            .deletes
-            .get(entity_prefix(&self.ws, ty, id).as_slice())?
-        {
-            Some(v) => Ok(decode_heads(v.value())?),
+        let k = entity_prefix(&self.ws, ty, id);
+        match self.deletes.get(k.as_slice())? {
+            Some(v) => Ok(decode_heads(&k, v.value())?),
             None => Ok(Vec::new()),
         }
     }

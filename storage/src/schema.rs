@@ -147,3 +147,29 @@ pub(crate) fn asset_delete_key(ws: &WorkspaceId, hash: &[u8; 32], op: &OpId) -> 
     push_op(&mut k, op);
     k
 }
+
+fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(key.len() as u32).to_be_bytes());
+    h.update(key);
+    h.update(body);
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    t
+}
+
+/// Appends a checksum over key and value, so a damaged state row (redb does
+/// not check page checksums on reads) is detected instead of read as a wrong
+/// value, and a row that moved to another key fails too.
+pub(crate) fn seal(key: &[u8], mut body: Vec<u8>) -> Vec<u8> {
+    let t = row_tag(key, &body);
+    body.extend_from_slice(&t);
+    body
+}
+
+/// The value of a sealed row, or `None` when its checksum fails.
+pub(crate) fn unseal<'a>(key: &[u8], v: &'a [u8]) -> Option<&'a [u8]> {
+    let at = v.len().checked_sub(8)?;
+    let (body, t) = v.split_at(at);
+    (row_tag(key, body) == t).then_some(body)
+}

@@ -43,10 +43,21 @@ state_into!(crate::error::CommitError);
 state_into!(crate::error::RebuildError);
 state_into!(crate::error::QuarantineError);
 
-pub(crate) fn decode_heads(bytes: &[u8]) -> Result<Vec<Head>, DamagedRow> {
-    postcard::from_bytes(bytes).map_err(|_| DamagedRow {
+pub(crate) fn decode_heads(key: &[u8], bytes: &[u8]) -> Result<Vec<Head>, DamagedRow> {
+    let body = unseal(key, bytes).ok_or(DamagedRow {
+        what: "field heads",
+    })?;
+    postcard::from_bytes(body).map_err(|_| DamagedRow {
         what: "field heads",
     })
+}
+
+pub(crate) fn encode_heads(key: &[u8], heads: &[Head]) -> Result<Vec<u8>, DamagedRow> {
+    postcard::to_allocvec(heads)
+        .map(|b| seal(key, b))
+        .map_err(|_| DamagedRow {
+            what: "field heads (encode)",
+        })
 }
 
 /// State tables of one write transaction, scoped to one workspace.
@@ -113,18 +124,16 @@ impl StateBackend for TxnState<'_> {
     fn field_heads(&mut self, path: &FieldPath) -> Result<Option<Vec<Head>>, StateError> {
         let k = field_key(&self.ws, path);
         match self.heads.get(k.as_slice())? {
-            Some(v) => Ok(Some(decode_heads(v.value()).map_err(StateError::Damaged)?)),
+            Some(v) => Ok(Some(
+                decode_heads(&k, v.value()).map_err(StateError::Damaged)?,
+            )),
             None => Ok(None),
         }
     }
 
     fn put_field_heads(&mut self, path: &FieldPath, heads: &[Head]) -> Result<(), StateError> {
         let k = field_key(&self.ws, path);
-        let v = postcard::to_allocvec(heads).map_err(|_| {
-            StateError::Damaged(DamagedRow {
-                what: "field heads (encode)",
-            })
-        })?;
+        let v = encode_heads(&k, heads).map_err(StateError::Damaged)?;
         self.heads.insert(k.as_slice(), v.as_slice())?;
         Ok(())
     }
@@ -148,7 +157,7 @@ impl StateBackend for TxnState<'_> {
     fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, StateError> {
         let k = entity_prefix(&self.ws, ty, id);
         match self.deletes.get(k.as_slice())? {
-            Some(v) => Ok(decode_heads(v.value()).map_err(StateError::Damaged)?),
+            Some(v) => Ok(decode_heads(&k, v.value()).map_err(StateError::Damaged)?),
             None => Ok(Vec::new()),
         }
     }
@@ -163,11 +172,7 @@ impl StateBackend for TxnState<'_> {
         if heads.is_empty() {
             self.deletes.remove(k.as_slice())?;
         } else {
-            let v = postcard::to_allocvec(heads).map_err(|_| {
-                StateError::Damaged(DamagedRow {
-                    what: "entity deletes (encode)",
-                })
-            })?;
+            let v = encode_heads(&k, heads).map_err(StateError::Damaged)?;
             self.deletes.insert(k.as_slice(), v.as_slice())?;
         }
         Ok(())
