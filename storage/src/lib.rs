@@ -38,6 +38,10 @@ pub use rebuild::{RebuildDiff, RebuildReport};
 
 use schema::*;
 
+/// redb page cache size: bounds the store's memory (a node on a small
+/// laptop or a Raspberry Pi backstage), at some cost in apply speed.
+const CACHE_BYTES: usize = 24 << 20;
+
 /// The store: one redb database holding every workspace of this node.
 #[derive(Debug)]
 pub struct Store {
@@ -57,6 +61,7 @@ impl Store {
         Self::init(
             Database::builder()
                 .set_check_integrity_on_open(true)
+                .set_cache_size(CACHE_BYTES)
                 .create(path)?,
         )
     }
@@ -69,6 +74,7 @@ impl Store {
         Self::init(
             Database::builder()
                 .set_check_integrity_on_open(true)
+                .set_cache_size(CACHE_BYTES)
                 .create_with_backend(backend)?,
         )
     }
@@ -82,7 +88,11 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub fn open_unchecked_with_backend(backend: impl StorageBackend) -> Result<Store, OpenError> {
-        Self::init(Database::builder().create_with_backend(backend)?)
+        Self::init(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(backend)?,
+        )
     }
 
     fn init(db: Database) -> Result<Store, OpenError> {
