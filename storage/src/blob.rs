@@ -24,6 +24,8 @@ use crate::{Store, decode_ws, now_ms};
 pub const CHUNK: usize = 1 << 20;
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 const ZSTD_LEVEL: i32 = 1;
+/// Never trust a stored size for an up-front allocation beyond this.
+const PREALLOC_MAX: u64 = 64 << 20;
 
 /// Where a blob stands here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +110,11 @@ fn read_chunk(
     meta: &BlobMeta,
     i: usize,
 ) -> Result<Vec<u8>, BlobError> {
-    let expected_len = (meta.size - (i as u64) * CHUNK as u64).min(CHUNK as u64) as usize;
+    let expected_len = meta
+        .size
+        .checked_sub((i as u64) * CHUNK as u64)
+        .ok_or(BlobError::Corrupt(*h))?
+        .min(CHUNK as u64) as usize;
     let want = meta.chunk_hashes.get(i).ok_or(BlobError::Corrupt(*h))?;
     let z = chunks
         .get(chunk_key(h, i as u32).as_slice())?
@@ -153,15 +159,15 @@ pub(crate) fn range_in(
     if m.status != BlobStatus::Complete || offset > m.size {
         return Ok(None);
     }
-    let end = (offset + len as u64).min(m.size);
-    let mut out = Vec::with_capacity((end - offset) as usize);
+    let end = offset.saturating_add(len as u64).min(m.size);
+    let mut out = Vec::with_capacity((end - offset).min(PREALLOC_MAX) as usize);
     let mut pos = offset;
     while pos < end {
         let i = (pos / CHUNK as u64) as usize;
         let c = read_chunk(chunks, h, &m, i)?;
         let start = (pos - (i as u64) * CHUNK as u64) as usize;
         let stop = ((end - (i as u64) * CHUNK as u64) as usize).min(c.len());
-        out.extend_from_slice(&c[start..stop]);
+        out.extend_from_slice(c.get(start..stop).ok_or(BlobError::Corrupt(*h))?);
         pos = (i as u64 + 1) * CHUNK as u64;
     }
     Ok(Some(out))
@@ -219,7 +225,7 @@ impl Store {
             BlobStatus::Unavailable => return Err(BlobError::Unavailable(*h)),
             BlobStatus::Receiving { .. } => return Err(BlobError::NotFound(*h)),
         }
-        let mut out = Vec::with_capacity(m.size as usize);
+        let mut out = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
         for i in 0..m.chunk_hashes.len() {
             out.extend_from_slice(&read_chunk(&chunks, h, &m, i)?);
         }
@@ -308,7 +314,7 @@ impl Store {
                     got: offset,
                 });
             }
-            let now = received + bytes.len() as u64;
+            let now = received.saturating_add(bytes.len() as u64);
             if now > m.size {
                 return Err(BlobError::Overrun { size: m.size });
             }
@@ -319,7 +325,7 @@ impl Store {
                 complete = false;
                 mismatch = false;
             } else {
-                let mut all = Vec::with_capacity(m.size as usize);
+                let mut all = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
                 let prefix = {
                     let mut p = h.0.to_vec();
                     p.push(b'p');

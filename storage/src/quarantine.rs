@@ -354,7 +354,7 @@ impl Store {
                         (Some(b), Some(h)) => {
                             match Bundle::decode_expecting(b.value().to_vec(), &h) {
                                 Ok(b) => match prev {
-                                    Some((ps, ph)) if ps + 1 == seq => {
+                                    Some((ps, ph)) if ps.checked_add(1) == Some(seq) => {
                                         b.body().prev_hash == Some(ph)
                                     }
                                     _ => true,
