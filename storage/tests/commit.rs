@@ -146,3 +146,66 @@ fn unknown_workspace_is_a_typed_error() {
         Err(CommitError::UnknownWorkspace(_))
     ));
 }
+
+#[test]
+fn a_group_commit_with_one_bad_bundle_writes_nothing() {
+    let (_d, s) = store();
+    let (ws, good) = chain(6, 4);
+    let (_, other) = chain(7, 2);
+    // seq 2 of author 7 without seq 1's successor chain is fine; a stripped
+    // tail with nothing vouching for it is not.
+    let bad = other[1].without_signature();
+    let group = vec![good[0].clone(), good[1].clone(), other[0].clone(), bad];
+    assert!(matches!(
+        s.commit_local_many(&group),
+        Err(CommitError::Invalid { seq: 2, .. })
+    ));
+    assert!(s.ranges(&ws).unwrap().is_empty());
+    assert!(s.fields(&ws).unwrap().is_empty());
+    assert!(
+        s.quarantine_list().unwrap().is_empty(),
+        "local failures are errors, not quarantine"
+    );
+    s.commit_local_many(&good).unwrap();
+    assert_eq!(
+        s.ranges(&ws).unwrap()[&key(6).actor_id()].ranges(),
+        &[(1, 4)]
+    );
+}
+
+#[test]
+fn the_sync_view_reads_ranges_bytes_and_hashes_from_one_snapshot() {
+    use troupe_protocol::sync::oplog_view::OplogView;
+    let (_d, s) = store();
+    let (ws, bundles) = chain(8, 5);
+    s.commit_batch(&ws, bundles[..3].to_vec(), "p").unwrap();
+    let view = s.view().unwrap();
+    s.commit_batch(&ws, bundles[3..].to_vec(), "p").unwrap();
+    let a = key(8).actor_id();
+    assert_eq!(
+        view.ranges(&ws).unwrap()[&a].ranges(),
+        &[(1, 3)],
+        "snapshot"
+    );
+    assert_eq!(
+        view.bundle(&ws, &a, 2).unwrap().unwrap(),
+        bundles[1].bytes()
+    );
+    assert_eq!(view.bundle(&ws, &a, 4).unwrap(), None);
+    assert_eq!(
+        view.bundle_hash(&ws, &a, 3).unwrap(),
+        Some(bundles[2].hash())
+    );
+    drop(view);
+    let view = s.view().unwrap();
+    assert_eq!(view.ranges(&ws).unwrap()[&a].ranges(), &[(1, 5)]);
+    assert_eq!(
+        s.bundle_by_hash(&bundles[4].hash()).unwrap().as_ref(),
+        Some(&bundles[4])
+    );
+    let h = s.history(&ws).unwrap();
+    assert_eq!(
+        h.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![5, 4, 3, 2, 1]
+    );
+}
