@@ -10,6 +10,22 @@
 //! Materialised state is written by the protocol's register algorithm
 //! ([`troupe_protocol::register::apply_bundle`]) running on redb tables, and
 //! can be rebuilt from the oplog ([`Store::rebuild`]).
+//!
+//! # Who calls what
+//! | caller | calls |
+//! |---|---|
+//! | node, local edits | [`Store::author_tip`] to sign, then [`Store::commit_local`] / [`Store::commit_local_many`] |
+//! | sync driver | [`Store::view`] ([`troupe_protocol::sync::oplog_view::OplogView`]), [`Store::commit_batch`], [`Store::quarantine_bytes`], [`Store::quarantine_corrupt`], blob receive ([`Store::blob_begin`], [`Store::blob_write_chunk`]) |
+//! | repair | [`Store::scrub`] → [`RepairNeeded`] slots with the expected hash |
+//! | UI / CLI | [`Store::value`], [`Store::field_heads`], [`Store::entity_fields`], [`Store::conflicts`], [`Store::history`], quarantine list/show/retry/skip |
+//! | undo | [`Store::workspace_view`] with `troupe_protocol::undo::plan_undo` |
+//! | maintenance | [`Store::rebuild`], [`Store::verify_rebuild`], [`Store::gc_blobs`], [`Store::check_integrity`] |
+//!
+//! # Integrity
+//! Bundles are checked against the per-slot hash written when they were
+//! verified; state rows (heads, entity deletions, ranges) carry a checksum
+//! over key and value; [`Store::open`] runs redb's whole-file page check, so
+//! a file damaged at rest fails to open (salvage) instead of panicking redb.
 
 pub mod blob;
 pub mod commit;

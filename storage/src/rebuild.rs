@@ -1,7 +1,7 @@
 //! Rebuilding materialised state from the oplog, and checking that the
 //! materialised state equals a fresh replay.
 //!
-//! The replay runs the same register code ([`crate::state`]) over every held
+//! The replay runs the same register code as commits over every held
 //! bundle, verified against the hash index; blob bytes are never needed
 //! (asset references are inline in values). The register is a function of the
 //! set of ops, so replay order does not matter.
