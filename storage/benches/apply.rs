@@ -133,6 +133,30 @@ fn main() {
         "peak RSS while applying (VmHWM): {} KiB [target <= 65536 KiB]",
         vm_hwm_kib().map_or("unknown".to_string(), |v| v.to_string())
     );
+    let t = Instant::now();
+    let repair = store.scrub().expect("scrub");
+    assert!(repair.is_empty());
+    println!(
+        "scrub: re-verify {applied} bundles ({} ops): {:.3} s [target <= 0.5 s]",
+        applied as u64 * OPS,
+        t.elapsed().as_secs_f64()
+    );
+    let blob: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let t = Instant::now();
+    let h = store.put_blob(&blob).expect("put");
+    let put = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let back = store.get_blob(&h).expect("get");
+    let get = t.elapsed().as_secs_f64();
+    assert_eq!(back.len(), blob.len());
+    println!(
+        "blob 64 MiB: put {:.0} MB/s, get {:.0} MB/s [target >= 400 MB/s]",
+        blob.len() as f64 / put / 1e6,
+        blob.len() as f64 / get / 1e6
+    );
+    drop((blob, back));
     drop(store);
 
     // 2. Group commit of local bundles (3 ops each), 1,000 per transaction.
