@@ -1,3 +1,249 @@
 //! Troupe's store (redb): oplog, materialised state, blobs, quarantine.
 //!
-//! Not built yet: this crate is filled by the storage work. It exposes nothing.
+//! One redb file per node. Every write goes through [`commit`]: a bundle or a
+//! batch of bundles, their state changes, op ranges, tips and quarantine rows
+//! commit in one write transaction, so a crash leaves all of it or none of it.
+//! Every bundle read is checked against the hash index (redb does not check
+//! page checksums on normal reads); a copy that fails is reported as corrupt,
+//! never returned, and can be moved to quarantine.
+//!
+//! Materialised state is written by the protocol's register algorithm
+//! ([`troupe_protocol::register::apply_bundle`]) running on redb tables, and
+//! can be rebuilt from the oplog ([`Store::rebuild`]).
+//!
+//! # Who calls what
+//! | caller | calls |
+//! |---|---|
+//! | node, local edits | [`Store::author_tip`] to sign, then [`Store::commit_local`] / [`Store::commit_local_many`] |
+//! | sync driver | [`Store::view`] ([`troupe_protocol::sync::oplog_view::OplogView`]), [`Store::commit_batch`], [`Store::quarantine_bytes`], [`Store::quarantine_corrupt`], blob receive ([`Store::blob_begin`], [`Store::blob_write_chunk`]) |
+//! | repair | [`Store::scrub`] → [`RepairNeeded`] slots with the expected hash |
+//! | UI / CLI | [`Store::value`], [`Store::field_heads`], [`Store::entity_fields`], [`Store::conflicts`], [`Store::history`], quarantine list/show/retry/skip |
+//! | undo | [`Store::workspace_view`] with `troupe_protocol::undo::plan_undo` |
+//! | maintenance | [`Store::rebuild`], [`Store::verify_rebuild`], [`Store::gc_blobs`], [`Store::check_integrity`] |
+//!
+//! # Integrity
+//! Bundles are checked against the per-slot hash written when they were
+//! verified; state rows (heads, entity deletions, ranges) carry a checksum
+//! over key and value; [`Store::open`] runs redb's whole-file page check, so
+//! a file damaged at rest fails to open (salvage) instead of panicking redb.
+
+pub mod blob;
+pub mod commit;
+pub mod error;
+pub mod quarantine;
+pub mod read;
+pub mod rebuild;
+mod schema;
+mod state;
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend};
+use troupe_protocol::WorkspaceId;
+use troupe_protocol::workspace::WorkspaceInfo;
+
+pub use blob::{BlobMeta, GcReport};
+pub use commit::BatchOutcome;
+pub use error::{
+    BlobError, CommitError, CorruptBundle, DamagedRow, OpenError, QuarantineError, ReadError,
+    RebuildError, StorageFailure,
+};
+pub use quarantine::{QuarantineEntry, RepairNeeded};
+pub use read::{HistoryEntry, StoreView, WorkspaceView};
+pub use rebuild::{RebuildDiff, RebuildReport};
+
+use schema::*;
+
+/// redb page cache size: bounds the store's memory (a node on a small
+/// laptop or a Raspberry Pi backstage), at some cost in apply speed.
+const CACHE_BYTES: usize = 24 << 20;
+
+/// The store: one redb database holding every workspace of this node.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path`. The open verifies the
+    /// checksum of every page (redb's integrity check), so a file altered
+    /// since it was written fails to open with a typed error instead of
+    /// being trusted; the caller salvages it.
+    ///
+    /// # Errors
+    /// [`OpenError::Storage`] when redb cannot open the file (damaged or
+    /// locked); [`OpenError::Schema`] for another schema version.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
+        Self::init(
+            Database::builder()
+                .set_check_integrity_on_open(true)
+                .set_cache_size(CACHE_BYTES)
+                .create(path)?,
+        )
+    }
+
+    /// Opens a store on any redb backend (tests inject crashes and damage).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with_backend(backend: impl StorageBackend) -> Result<Store, OpenError> {
+        Self::init(
+            Database::builder()
+                .set_check_integrity_on_open(true)
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(backend)?,
+        )
+    }
+
+    /// Opens a store on any redb backend without the whole-file integrity
+    /// check at open (fast open of a large file the caller trusts; also how
+    /// tests reach the store's own per-read verification). Bundle reads are
+    /// still verified against their hashes and state rows against their
+    /// checksums.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_unchecked_with_backend(backend: impl StorageBackend) -> Result<Store, OpenError> {
+        Self::init(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(backend)?,
+        )
+    }
+
+    fn init(db: Database) -> Result<Store, OpenError> {
+        let txn = db.begin_write()?;
+        {
+            for t in ALL_TABLES {
+                txn.open_table(t)?;
+            }
+            let mut meta = txn.open_table(META)?;
+            let found = match meta.get(b"schema".as_slice())? {
+                Some(v) => Some(v.value().try_into().map(u32::from_be_bytes).map_err(|_| {
+                    OpenError::Schema {
+                        found: 0,
+                        expected: SCHEMA_VERSION,
+                    }
+                })?),
+                None => None,
+            };
+            match found {
+                Some(v) if v != SCHEMA_VERSION => {
+                    return Err(OpenError::Schema {
+                        found: v,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(
+                        b"schema".as_slice(),
+                        SCHEMA_VERSION.to_be_bytes().as_slice(),
+                    )?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Adds a workspace, or replaces its metadata (name, kind, archived,
+    /// retention) when it is already here.
+    ///
+    /// # Errors
+    /// [`CommitError::Storage`].
+    pub fn add_workspace(&self, info: &WorkspaceInfo) -> Result<(), CommitError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(WORKSPACES)?;
+            let v = postcard::to_allocvec(info).map_err(|_| DamagedRow {
+                what: "workspace (encode)",
+            })?;
+            t.insert(info.id().0.as_slice(), v.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Archives (read-only) or unarchives a workspace.
+    ///
+    /// # Errors
+    /// [`CommitError::UnknownWorkspace`], [`CommitError::Storage`].
+    pub fn set_archived(&self, ws: &WorkspaceId, archived: bool) -> Result<(), CommitError> {
+        let mut info = self
+            .workspace(ws)
+            .map_err(read_to_commit)?
+            .ok_or(CommitError::UnknownWorkspace(*ws))?;
+        info.archived = archived;
+        self.add_workspace(&info)
+    }
+
+    /// Sets a workspace's blob retention window in days.
+    ///
+    /// # Errors
+    /// [`CommitError::UnknownWorkspace`], [`CommitError::Storage`].
+    pub fn set_retention_days(&self, ws: &WorkspaceId, days: u32) -> Result<(), CommitError> {
+        let mut info = self
+            .workspace(ws)
+            .map_err(read_to_commit)?
+            .ok_or(CommitError::UnknownWorkspace(*ws))?;
+        info.retention_days = days;
+        self.add_workspace(&info)
+    }
+
+    /// Every workspace in this store.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`], [`ReadError::Damaged`].
+    pub fn workspaces(&self) -> Result<Vec<WorkspaceInfo>, ReadError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(WORKSPACES)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(decode_ws(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One workspace's metadata.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`], [`ReadError::Damaged`].
+    pub fn workspace(&self, ws: &WorkspaceId) -> Result<Option<WorkspaceInfo>, ReadError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(WORKSPACES)?;
+        match t.get(ws.0.as_slice())? {
+            Some(v) => Ok(Some(decode_ws(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs redb's own integrity check (page checksums and tree structure).
+    /// Returns `Ok(false)` when it found and repaired damage.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`] when the file is damaged beyond redb's repair.
+    pub fn check_integrity(&mut self) -> Result<bool, ReadError> {
+        Ok(self.db.check_integrity()?)
+    }
+}
+
+pub(crate) fn decode_ws(b: &[u8]) -> Result<WorkspaceInfo, DamagedRow> {
+    postcard::from_bytes(b).map_err(|_| DamagedRow { what: "workspace" })
+}
+
+fn read_to_commit(e: ReadError) -> CommitError {
+    match e {
+        ReadError::Storage(s) => CommitError::Storage(s),
+        ReadError::Damaged(d) => CommitError::Damaged(d),
+        ReadError::Corrupt(_) => CommitError::Damaged(DamagedRow { what: "bundle" }),
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

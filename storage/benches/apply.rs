@@ -1,0 +1,201 @@
+//! Storage benchmarks. Run: `cargo bench -p troupe-storage --bench apply`.
+//!
+//! Prints: durable apply of a sync stream of 100,000 bundles (1,000,000
+//! field ops) as batches of 256; group-commit and single-commit rates for
+//! local bundles; the peak RSS of the applying process (VmHWM).
+//!
+//! The input stream is generated and signed by a child process and written
+//! to a file, so the measured process holds only one batch at a time.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use troupe_protocol::bundle::BundleKind;
+use troupe_protocol::crypto::ActorKey;
+use troupe_protocol::draft::{AuthorTip, Draft};
+use troupe_protocol::hlc::Hlc;
+use troupe_protocol::workspace::{WorkspaceInfo, WorkspaceKind, WorkspaceSecret};
+use troupe_protocol::{Bundle, FieldPath, Value};
+use troupe_storage::Store;
+
+const AUTHORS: u64 = 10;
+const PER_AUTHOR: u64 = 10_000;
+const OPS: u64 = 10;
+const BATCH: usize = 256;
+
+fn secret() -> WorkspaceSecret {
+    WorkspaceSecret([42; 32])
+}
+
+fn sign(k: &ActorKey, tip: &AuthorTip, i: u64, ops: u64, tag: &str) -> Bundle {
+    let ws = secret().workspace_id();
+    let mut d = Draft::new(ws, BundleKind::UserEdit, format!("edit {i}"));
+    for f in 0..ops {
+        let p = FieldPath::new("cues.cue", &format!("{tag}{}", i % 5000), &format!("f{f}"))
+            .expect("valid path");
+        d.set(p, Value::Text(format!("value {i} {f}")), vec![]);
+    }
+    d.sign(
+        k,
+        tip,
+        Hlc {
+            wall_ms: 1_700_000_000_000 + i,
+            counter: 0,
+        },
+    )
+    .expect("signs")
+}
+
+fn generate(path: &Path) {
+    let mut w = BufWriter::new(std::fs::File::create(path).expect("create stream"));
+    for a in 0..AUTHORS {
+        let k = ActorKey::from_secret_bytes([a as u8 + 1; 32]);
+        let mut tip = AuthorTip::default();
+        for i in 0..PER_AUTHOR {
+            let b = sign(&k, &tip, i, OPS, &format!("a{a}e"));
+            tip = AuthorTip::after(&b);
+            let bytes = b.bytes();
+            w.write_all(&(bytes.len() as u32).to_le_bytes())
+                .expect("write");
+            w.write_all(bytes).expect("write");
+        }
+    }
+    w.flush().expect("flush");
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn open(dir: &Path, name: &str) -> Store {
+    let s = Store::open(dir.join(name)).expect("open");
+    s.add_workspace(&WorkspaceInfo::new(secret(), "bench", WorkspaceKind::Show))
+        .expect("workspace");
+    s
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "generate" {
+        generate(Path::new(&args[2]));
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stream = dir.path().join("stream.bin");
+    let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("generate")
+        .arg(&stream)
+        .status()
+        .expect("spawn generator");
+    assert!(status.success(), "generator failed");
+    let ws = secret().workspace_id();
+
+    // 1. Durable apply of the sync stream, batches of 256.
+    let store = open(dir.path(), "apply.redb");
+    let mut r = BufReader::new(std::fs::File::open(&stream).expect("open stream"));
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut applied = 0usize;
+    let mut decode_secs = 0.0;
+    let t = Instant::now();
+    loop {
+        let mut len = [0u8; 4];
+        let done = r.read_exact(&mut len).is_err();
+        if !done {
+            let d = Instant::now();
+            let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+            r.read_exact(&mut buf).expect("read bundle");
+            batch.push(Bundle::decode(buf).expect("decodes"));
+            decode_secs += d.elapsed().as_secs_f64();
+        }
+        if batch.len() == BATCH || (done && !batch.is_empty()) {
+            let out = store
+                .commit_batch(&ws, std::mem::take(&mut batch), "bench")
+                .expect("commit");
+            assert!(out.quarantined.is_empty());
+            applied += out.committed.len();
+        }
+        if done {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(applied as u64, AUTHORS * PER_AUTHOR);
+    println!(
+        "apply: {applied} bundles ({} ops) in batches of {BATCH}, durable: {secs:.3} s \
+         ({:.0} ops/s; of which decode+hash {decode_secs:.3} s) [target <= 0.5 s]",
+        applied as u64 * OPS,
+        (applied as u64 * OPS) as f64 / secs
+    );
+    println!(
+        "peak RSS while applying (VmHWM): {} KiB [target <= 65536 KiB]",
+        vm_hwm_kib().map_or("unknown".to_string(), |v| v.to_string())
+    );
+    let t = Instant::now();
+    let repair = store.scrub().expect("scrub");
+    assert!(repair.is_empty());
+    println!(
+        "scrub: re-verify {applied} bundles ({} ops): {:.3} s [target <= 0.5 s]",
+        applied as u64 * OPS,
+        t.elapsed().as_secs_f64()
+    );
+    let blob: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let t = Instant::now();
+    let h = store.put_blob(&blob).expect("put");
+    let put = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let back = store.get_blob(&h).expect("get");
+    let get = t.elapsed().as_secs_f64();
+    assert_eq!(back.len(), blob.len());
+    println!(
+        "blob 64 MiB: put {:.0} MB/s, get {:.0} MB/s [target >= 400 MB/s]",
+        blob.len() as f64 / put / 1e6,
+        blob.len() as f64 / get / 1e6
+    );
+    drop((blob, back));
+    drop(store);
+
+    // 2. Group commit of local bundles (3 ops each), 1,000 per transaction.
+    let store = open(dir.path(), "local.redb");
+    let k = ActorKey::from_secret_bytes([99; 32]);
+    let mut tip = AuthorTip::default();
+    let local: Vec<Bundle> = (0..20_000)
+        .map(|i| {
+            let b = sign(&k, &tip, i, 3, "l");
+            tip = AuthorTip::after(&b);
+            b
+        })
+        .collect();
+    let t = Instant::now();
+    for group in local.chunks(1000) {
+        store.commit_local_many(group).expect("group commit");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "group commit: {} local bundles, 1000 per durable txn: {:.0} bundles/s [target >= 50,000/s]",
+        local.len(),
+        local.len() as f64 / secs
+    );
+
+    // 3. Single durable commits.
+    let mut singles = Vec::new();
+    for i in 0..500 {
+        let b = sign(&k, &tip, 20_000 + i, 3, "s");
+        tip = AuthorTip::after(&b);
+        singles.push(b);
+    }
+    let t = Instant::now();
+    for b in &singles {
+        store.commit_local(b).expect("commit");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "single commit: {} durable commits: {:.0} commits/s",
+        singles.len(),
+        singles.len() as f64 / secs
+    );
+}

@@ -1,0 +1,448 @@
+//! Blobs: content-addressed by blake3 of the plain bytes, stored as zstd
+//! chunks of 1 MiB, deduplicated, immutable, verified on every read.
+//!
+//! A partial receive is kept as plain pieces in arrival order and is invisible
+//! to reads until its full length has arrived and hashes to its name; then it
+//! becomes chunks in the same transaction, or is discarded with a typed error.
+//! GC frees the bytes of a blob once no op within each referencing
+//! workspace's retention window references it (unreferenced blobs: the
+//! default window after their last use); afterwards reads answer
+//! [`BlobError::Unavailable`] and state is untouched.
+
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+use troupe_protocol::BlobHash;
+use troupe_protocol::sync::oplog_view::BlobState;
+use troupe_protocol::workspace::DEFAULT_RETENTION_DAYS;
+
+use crate::error::{BlobError, DamagedRow};
+use crate::schema::*;
+use crate::state::read_u64;
+use crate::{Store, decode_ws, now_ms};
+
+/// Plain bytes per stored chunk.
+pub const CHUNK: usize = 1 << 20;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+const ZSTD_LEVEL: i32 = 1;
+/// Never trust a stored size for an up-front allocation beyond this.
+const PREALLOC_MAX: u64 = 64 << 20;
+
+/// Where a blob stands here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobStatus {
+    /// Receiving: `received` plain bytes held, in order.
+    Receiving {
+        /// Bytes held.
+        received: u64,
+    },
+    /// Complete and verified.
+    Complete,
+    /// Bytes garbage collected.
+    Unavailable,
+}
+
+/// Blob metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    /// Plain size.
+    pub size: u64,
+    /// State.
+    pub status: BlobStatus,
+    /// blake3 of each plain chunk (complete blobs), so ranges verify alone.
+    pub chunk_hashes: Vec<[u8; 32]>,
+    /// Last put or read (ms since the Unix epoch).
+    pub last_use_ms: u64,
+}
+
+/// What a GC run freed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs whose bytes were freed.
+    pub freed: Vec<BlobHash>,
+    /// Plain bytes freed.
+    pub bytes: u64,
+}
+
+fn decode_meta(v: &[u8]) -> Result<BlobMeta, DamagedRow> {
+    postcard::from_bytes(v).map_err(|_| DamagedRow { what: "blob meta" })
+}
+
+fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>, DamagedRow> {
+    postcard::to_allocvec(v).map_err(|_| DamagedRow { what })
+}
+
+fn chunk_key(h: &BlobHash, i: u32) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(&h.0);
+    k[32..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn piece_key(h: &BlobHash, offset: u64) -> [u8; 41] {
+    let mut k = [0u8; 41];
+    k[..32].copy_from_slice(&h.0);
+    k[32] = b'p';
+    k[33..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+type Rw<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+fn write_chunks(
+    chunks: &mut Rw<'_>,
+    h: &BlobHash,
+    bytes: &[u8],
+) -> Result<Vec<[u8; 32]>, BlobError> {
+    let mut hashes = Vec::with_capacity(bytes.len().div_ceil(CHUNK));
+    for (i, c) in bytes.chunks(CHUNK).enumerate() {
+        let z = zstd::bulk::compress(c, ZSTD_LEVEL).map_err(|_| DamagedRow {
+            what: "blob chunk (compress)",
+        })?;
+        chunks.insert(chunk_key(h, i as u32).as_slice(), z.as_slice())?;
+        hashes.push(*blake3::hash(c).as_bytes());
+    }
+    Ok(hashes)
+}
+
+fn read_chunk(
+    chunks: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    h: &BlobHash,
+    meta: &BlobMeta,
+    i: usize,
+) -> Result<Vec<u8>, BlobError> {
+    let expected_len = meta
+        .size
+        .checked_sub((i as u64) * CHUNK as u64)
+        .ok_or(BlobError::Corrupt(*h))?
+        .min(CHUNK as u64) as usize;
+    let want = meta.chunk_hashes.get(i).ok_or(BlobError::Corrupt(*h))?;
+    let z = chunks
+        .get(chunk_key(h, i as u32).as_slice())?
+        .ok_or(BlobError::Corrupt(*h))?;
+    let plain =
+        zstd::bulk::decompress(z.value(), expected_len).map_err(|_| BlobError::Corrupt(*h))?;
+    if plain.len() != expected_len || blake3::hash(&plain).as_bytes() != want {
+        return Err(BlobError::Corrupt(*h));
+    }
+    Ok(plain)
+}
+
+pub(crate) fn blob_state_in(
+    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    h: &BlobHash,
+) -> Result<BlobState, BlobError> {
+    let Some(v) = meta.get(h.0.as_slice())? else {
+        return Ok(BlobState::Absent);
+    };
+    let m = decode_meta(v.value())?;
+    Ok(match m.status {
+        BlobStatus::Receiving { received } => BlobState::Partial {
+            verified_len: received,
+            size: m.size,
+        },
+        BlobStatus::Complete => BlobState::Complete { size: m.size },
+        BlobStatus::Unavailable => BlobState::Unavailable,
+    })
+}
+
+pub(crate) fn range_in(
+    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    chunks: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    h: &BlobHash,
+    offset: u64,
+    len: u32,
+) -> Result<Option<Vec<u8>>, BlobError> {
+    let Some(v) = meta.get(h.0.as_slice())? else {
+        return Ok(None);
+    };
+    let m = decode_meta(v.value())?;
+    if m.status != BlobStatus::Complete || offset > m.size {
+        return Ok(None);
+    }
+    let end = offset.saturating_add(len as u64).min(m.size);
+    let mut out = Vec::with_capacity((end - offset).min(PREALLOC_MAX) as usize);
+    let mut pos = offset;
+    while pos < end {
+        let i = (pos / CHUNK as u64) as usize;
+        let c = read_chunk(chunks, h, &m, i)?;
+        let start = (pos - (i as u64) * CHUNK as u64) as usize;
+        let stop = ((end - (i as u64) * CHUNK as u64) as usize).min(c.len());
+        out.extend_from_slice(c.get(start..stop).ok_or(BlobError::Corrupt(*h))?);
+        pos = (i as u64 + 1) * CHUNK as u64;
+    }
+    Ok(Some(out))
+}
+
+impl Store {
+    /// Stores a blob (deduplicated) and returns its hash.
+    ///
+    /// # Errors
+    /// [`BlobError::Storage`].
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<BlobHash, BlobError> {
+        let h = BlobHash(*blake3::hash(bytes).as_bytes());
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(BLOB_META)?;
+            let old = match meta.get(h.0.as_slice())? {
+                Some(v) => Some(decode_meta(v.value())?),
+                None => None,
+            };
+            let mut m = match old {
+                Some(m) if m.status == BlobStatus::Complete => m,
+                _ => {
+                    let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+                    clear_pieces(&mut chunks, &h)?;
+                    BlobMeta {
+                        size: bytes.len() as u64,
+                        status: BlobStatus::Complete,
+                        chunk_hashes: write_chunks(&mut chunks, &h, bytes)?,
+                        last_use_ms: 0,
+                    }
+                }
+            };
+            m.last_use_ms = now_ms();
+            meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(h)
+    }
+
+    /// A complete blob's plain bytes, verified.
+    ///
+    /// # Errors
+    /// [`BlobError::NotFound`] (absent or still receiving),
+    /// [`BlobError::Unavailable`] (garbage collected), [`BlobError::Corrupt`].
+    pub fn get_blob(&self, h: &BlobHash) -> Result<Vec<u8>, BlobError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(BLOB_META)?;
+        let chunks = txn.open_table(BLOB_CHUNKS)?;
+        let m = match meta.get(h.0.as_slice())? {
+            Some(v) => decode_meta(v.value())?,
+            None => return Err(BlobError::NotFound(*h)),
+        };
+        match m.status {
+            BlobStatus::Complete => {}
+            BlobStatus::Unavailable => return Err(BlobError::Unavailable(*h)),
+            BlobStatus::Receiving { .. } => return Err(BlobError::NotFound(*h)),
+        }
+        let mut out = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
+        for i in 0..m.chunk_hashes.len() {
+            out.extend_from_slice(&read_chunk(&chunks, h, &m, i)?);
+        }
+        if out.len() as u64 != m.size || blake3::hash(&out).as_bytes() != &h.0 {
+            return Err(BlobError::Corrupt(*h));
+        }
+        Ok(out)
+    }
+
+    /// How much of a blob is held.
+    ///
+    /// # Errors
+    /// [`BlobError::Storage`], [`BlobError::Damaged`].
+    pub fn blob_state(&self, h: &BlobHash) -> Result<BlobState, BlobError> {
+        let txn = self.db.begin_read()?;
+        blob_state_in(&txn.open_table(BLOB_META)?, h)
+    }
+
+    /// Begins (or resumes) receiving a blob of `size` plain bytes. Returns the
+    /// offset to continue from (0 for a new receive; the full size when the
+    /// blob is already complete).
+    ///
+    /// # Errors
+    /// [`BlobError::Storage`], [`BlobError::Damaged`].
+    pub fn blob_begin(&self, h: &BlobHash, size: u64) -> Result<u64, BlobError> {
+        let txn = self.db.begin_write()?;
+        let at = {
+            let mut meta = txn.open_table(BLOB_META)?;
+            let old = match meta.get(h.0.as_slice())? {
+                Some(v) => Some(decode_meta(v.value())?),
+                None => None,
+            };
+            match old {
+                Some(m) if m.status == BlobStatus::Complete => m.size,
+                Some(BlobMeta {
+                    status: BlobStatus::Receiving { received },
+                    size: s,
+                    ..
+                }) if s == size => received,
+                _ => {
+                    let m = BlobMeta {
+                        size,
+                        status: BlobStatus::Receiving { received: 0 },
+                        chunk_hashes: Vec::new(),
+                        last_use_ms: now_ms(),
+                    };
+                    meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
+                    0
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(at)
+    }
+
+    /// Writes the next piece of a receive at `offset` (which must equal the
+    /// bytes held). When the full size has arrived the blob is hashed: on a
+    /// match it becomes complete (returns `Ok(true)`), otherwise every piece
+    /// is discarded and [`BlobError::HashMismatch`] is returned.
+    ///
+    /// # Errors
+    /// [`BlobError::NotReceiving`], [`BlobError::Offset`], [`BlobError::Overrun`],
+    /// [`BlobError::HashMismatch`], [`BlobError::Storage`].
+    pub fn blob_write_chunk(
+        &self,
+        h: &BlobHash,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<bool, BlobError> {
+        let txn = self.db.begin_write()?;
+        let mismatch;
+        let complete;
+        {
+            let mut meta = txn.open_table(BLOB_META)?;
+            let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+            let mut m = match meta.get(h.0.as_slice())? {
+                Some(v) => decode_meta(v.value())?,
+                None => return Err(BlobError::NotReceiving(*h)),
+            };
+            let BlobStatus::Receiving { received } = m.status else {
+                return Err(BlobError::NotReceiving(*h));
+            };
+            if offset != received {
+                return Err(BlobError::Offset {
+                    expected: received,
+                    got: offset,
+                });
+            }
+            let now = received.saturating_add(bytes.len() as u64);
+            if now > m.size {
+                return Err(BlobError::Overrun { size: m.size });
+            }
+            chunks.insert(piece_key(h, offset).as_slice(), bytes)?;
+            if now < m.size {
+                m.status = BlobStatus::Receiving { received: now };
+                meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
+                complete = false;
+                mismatch = false;
+            } else {
+                let mut all = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
+                let prefix = {
+                    let mut p = h.0.to_vec();
+                    p.push(b'p');
+                    p
+                };
+                for row in chunks.range(prefix.as_slice()..)? {
+                    let (k, v) = row?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    all.extend_from_slice(v.value());
+                }
+                clear_pieces(&mut chunks, h)?;
+                if all.len() as u64 == m.size && blake3::hash(&all).as_bytes() == &h.0 {
+                    m.chunk_hashes = write_chunks(&mut chunks, h, &all)?;
+                    m.status = BlobStatus::Complete;
+                    m.last_use_ms = now_ms();
+                    meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
+                    complete = true;
+                    mismatch = false;
+                } else {
+                    meta.remove(h.0.as_slice())?;
+                    complete = false;
+                    mismatch = true;
+                }
+            }
+        }
+        txn.commit()?;
+        if mismatch {
+            return Err(BlobError::HashMismatch { expected: *h });
+        }
+        Ok(complete)
+    }
+
+    /// Frees the bytes of every complete blob no op references within its
+    /// workspaces' retention windows, as of `now_ms`.
+    ///
+    /// # Errors
+    /// [`BlobError::Storage`], [`BlobError::Damaged`].
+    pub fn gc_blobs(&self, now_ms: u64) -> Result<GcReport, BlobError> {
+        let txn = self.db.begin_write()?;
+        let mut report = GcReport::default();
+        {
+            let workspaces = txn.open_table(WORKSPACES)?;
+            let refs = txn.open_table(ASSET_REFS)?;
+            let mut meta = txn.open_table(BLOB_META)?;
+            let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+            let mut victims = Vec::new();
+            for row in meta.iter()? {
+                let (k, v) = row?;
+                let h = BlobHash(
+                    k.value()
+                        .try_into()
+                        .map_err(|_| DamagedRow { what: "blob key" })?,
+                );
+                let m = decode_meta(v.value())?;
+                if m.status != BlobStatus::Complete {
+                    continue;
+                }
+                let mut ref_until = 0u64;
+                let mut referenced = false;
+                for r in refs.range(h.0.as_slice()..)? {
+                    let (rk, rv) = r?;
+                    let rk = rk.value();
+                    if !rk.starts_with(&h.0) {
+                        break;
+                    }
+                    referenced = true;
+                    let last = read_u64(rv.value()).ok_or(DamagedRow {
+                        what: "asset reference",
+                    })?;
+                    let days = match workspaces.get(&rk[32..])? {
+                        Some(w) => decode_ws(w.value())?.retention_days,
+                        None => DEFAULT_RETENTION_DAYS,
+                    };
+                    ref_until = ref_until.max(last.saturating_add(days as u64 * DAY_MS));
+                }
+                // Referenced blobs follow their ops' windows; others their last use.
+                let keep_until = if referenced {
+                    ref_until
+                } else {
+                    m.last_use_ms
+                        .saturating_add(DEFAULT_RETENTION_DAYS as u64 * DAY_MS)
+                };
+                if keep_until < now_ms {
+                    victims.push((h, m));
+                }
+            }
+            for (h, mut m) in victims {
+                for i in 0..m.chunk_hashes.len() {
+                    chunks.remove(chunk_key(&h, i as u32).as_slice())?;
+                }
+                report.bytes += m.size;
+                m.status = BlobStatus::Unavailable;
+                m.chunk_hashes.clear();
+                meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
+                report.freed.push(h);
+            }
+        }
+        txn.commit()?;
+        Ok(report)
+    }
+}
+
+fn clear_pieces(chunks: &mut Rw<'_>, h: &BlobHash) -> Result<(), BlobError> {
+    let mut prefix = h.0.to_vec();
+    prefix.push(b'p');
+    let mut keys = Vec::new();
+    for row in chunks.range(prefix.as_slice()..)? {
+        let (k, _) = row?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        keys.push(k.value().to_vec());
+    }
+    for k in keys {
+        chunks.remove(k.as_slice())?;
+    }
+    Ok(())
+}

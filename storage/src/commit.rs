@@ -1,0 +1,340 @@
+//! The one write path: local bundles and remote batches, each in one write
+//! transaction with their state changes, ranges, tips and quarantine rows.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, WriteTransaction};
+use troupe_protocol::ranges::SeqRangeSet;
+use troupe_protocol::verify::verify_bundles;
+use troupe_protocol::{ActorId, Bundle, BundleHash, FieldPath, VerifyError, WorkspaceId};
+
+use crate::error::{CommitError, DamagedRow};
+use crate::quarantine::{QuarantineEntry, put_entry};
+use crate::schema::*;
+use crate::state::TxnState;
+use crate::{Store, decode_ws, now_ms};
+
+/// What a batch commit did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchOutcome {
+    /// Bundles verified, stored and applied, as (author, seq, hash).
+    pub committed: Vec<(ActorId, u64, BundleHash)>,
+    /// Bundles already held with the same hash (skipped).
+    pub already_held: usize,
+    /// Bundles moved to quarantine: (quarantine id, author, seq, reason).
+    pub quarantined: Vec<(u64, ActorId, u64, String)>,
+    /// Fields whose heads changed.
+    pub changed: Vec<FieldPath>,
+    /// Fields that now have more than one head.
+    pub conflicted: Vec<FieldPath>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode<'a> {
+    Local,
+    Remote(&'a str),
+}
+
+impl Store {
+    /// Commits one locally signed bundle durably, with its state changes.
+    ///
+    /// # Errors
+    /// [`CommitError::Invalid`] or [`CommitError::SeqReused`] when it does not
+    /// fit (nothing written); [`CommitError::Archived`],
+    /// [`CommitError::UnknownWorkspace`], [`CommitError::Storage`].
+    pub fn commit_local(&self, bundle: &Bundle) -> Result<BatchOutcome, CommitError> {
+        self.commit_local_many(std::slice::from_ref(bundle))
+    }
+
+    /// Group commit: many local bundles (any workspaces) in one durable write
+    /// transaction. All of them or none.
+    ///
+    /// # Errors
+    /// As [`Store::commit_local`]; one bad bundle refuses the whole group.
+    pub fn commit_local_many(&self, bundles: &[Bundle]) -> Result<BatchOutcome, CommitError> {
+        let mut by_ws: BTreeMap<WorkspaceId, Vec<Bundle>> = BTreeMap::new();
+        for b in bundles {
+            by_ws.entry(b.body().workspace).or_default().push(b.clone());
+        }
+        let txn = self.db.begin_write()?;
+        let mut out = BatchOutcome::default();
+        for (ws, group) in by_ws {
+            let o = commit_in(&txn, &ws, group, Mode::Local)?;
+            merge(&mut out, o);
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Commits a batch of remote bundles for `workspace` in one durable write
+    /// transaction: verifies them (one signature per run, chain links against
+    /// the store), skips copies already held, applies the good ones and
+    /// quarantines the bad ones with `source` recorded. A different bundle at
+    /// a held (author, seq) is a fork: quarantined, never applied.
+    ///
+    /// # Errors
+    /// [`CommitError::Archived`], [`CommitError::UnknownWorkspace`],
+    /// [`CommitError::Storage`] (nothing written). Bad bundles are not errors:
+    /// see [`BatchOutcome::quarantined`].
+    pub fn commit_batch(
+        &self,
+        workspace: &WorkspaceId,
+        bundles: Vec<Bundle>,
+        source: &str,
+    ) -> Result<BatchOutcome, CommitError> {
+        let txn = self.db.begin_write()?;
+        let out = commit_in(&txn, workspace, bundles, Mode::Remote(source))?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    pub(crate) fn commit_in_txn(
+        txn: &WriteTransaction,
+        workspace: &WorkspaceId,
+        bundles: Vec<Bundle>,
+        source: &str,
+    ) -> Result<BatchOutcome, CommitError> {
+        commit_in(txn, workspace, bundles, Mode::Remote(source))
+    }
+}
+
+fn merge(into: &mut BatchOutcome, o: BatchOutcome) {
+    into.committed.extend(o.committed);
+    into.already_held += o.already_held;
+    into.quarantined.extend(o.quarantined);
+    into.changed.extend(o.changed);
+    into.conflicted.extend(o.conflicted);
+}
+
+pub(crate) fn check_writable(txn: &WriteTransaction, ws: &WorkspaceId) -> Result<(), CommitError> {
+    let t = txn.open_table(WORKSPACES)?;
+    let info = match t.get(ws.0.as_slice())? {
+        Some(v) => decode_ws(v.value())?,
+        None => return Err(CommitError::UnknownWorkspace(*ws)),
+    };
+    if info.archived {
+        return Err(CommitError::Archived(*ws));
+    }
+    Ok(())
+}
+
+fn read_hash(v: &[u8]) -> Result<BundleHash, DamagedRow> {
+    v.try_into()
+        .map(BundleHash)
+        .map_err(|_| DamagedRow { what: "seq hash" })
+}
+
+fn commit_in(
+    txn: &WriteTransaction,
+    ws: &WorkspaceId,
+    bundles: Vec<Bundle>,
+    mode: Mode<'_>,
+) -> Result<BatchOutcome, CommitError> {
+    check_writable(txn, ws)?;
+    let mut out = BatchOutcome::default();
+    let mut bad: Vec<(Bundle, String, Option<BundleHash>)> = Vec::new();
+    let mut candidates: Vec<Bundle> = Vec::with_capacity(bundles.len());
+    let mut restore: Vec<Bundle> = Vec::new();
+    {
+        let seq_hash = txn.open_table(SEQ_HASH)?;
+        let held = txn.open_table(BUNDLES)?;
+        for b in bundles {
+            let body = b.body();
+            let k = seq_key(ws, &body.author, body.seq);
+            match seq_hash.get(k.as_slice())? {
+                Some(h) => {
+                    let h = read_hash(h.value())?;
+                    if h != b.hash() {
+                        if mode == Mode::Local {
+                            return Err(CommitError::SeqReused {
+                                author: body.author,
+                                seq: body.seq,
+                            });
+                        }
+                        bad.push((
+                            b,
+                            "fork: a different bundle is held for this author and seq".into(),
+                            Some(h),
+                        ));
+                    } else if held.get(k.as_slice())?.is_none() {
+                        // Applied before, its copy was quarantined as corrupt:
+                        // this clean copy restores the bytes (state already has it).
+                        restore.push(b);
+                    } else {
+                        out.already_held += 1;
+                    }
+                }
+                None => candidates.push(b),
+            }
+        }
+        let mut failure: Option<CommitError> = None;
+        let verdicts = verify_bundles(ws, &candidates, |a, s| {
+            let k = seq_key(ws, a, s);
+            match seq_hash.get(k.as_slice()) {
+                Ok(Some(v)) => match read_hash(v.value()) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        failure = Some(e.into());
+                        None
+                    }
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    failure = Some(e.into());
+                    None
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let mut good = Vec::with_capacity(candidates.len());
+        for (b, v) in candidates.into_iter().zip(verdicts) {
+            match v {
+                Ok(()) => good.push(b),
+                Err(e) => {
+                    if mode == Mode::Local {
+                        return Err(CommitError::Invalid {
+                            author: b.body().author,
+                            seq: b.body().seq,
+                            error: e,
+                        });
+                    }
+                    bad.push((b, describe(&e), None));
+                }
+            }
+        }
+        candidates = good;
+    }
+
+    let mut bundles_t = txn.open_table(BUNDLES)?;
+    let mut seq_hash = txn.open_table(SEQ_HASH)?;
+    let mut hash_index = txn.open_table(HASH_INDEX)?;
+    let mut ranges_t = txn.open_table(RANGES)?;
+    let mut tips = txn.open_table(TIPS)?;
+    let mut ranges: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
+    let mut tip_updates: BTreeMap<ActorId, (u64, BundleHash)> = BTreeMap::new();
+    let mut state = TxnState::open(txn, *ws)?;
+
+    let mut store_copy =
+        |b: &Bundle, ranges: &mut BTreeMap<ActorId, SeqRangeSet>| -> Result<(), CommitError> {
+            let body = b.body();
+            let k = seq_key(ws, &body.author, body.seq);
+            bundles_t.insert(k.as_slice(), b.bytes())?;
+            let r = match ranges.entry(body.author) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let ak = author_key(ws, &body.author);
+                    let cur = match ranges_t.get(ak.as_slice())? {
+                        Some(v) => decode_ranges(&ak, v.value())?,
+                        None => SeqRangeSet::new(),
+                    };
+                    v.insert(cur)
+                }
+            };
+            r.insert(body.seq);
+            Ok(())
+        };
+
+    for b in &restore {
+        store_copy(b, &mut ranges)?;
+        out.committed
+            .push((b.body().author, b.body().seq, b.hash()));
+    }
+    for b in &candidates {
+        let body = b.body();
+        let k = seq_key(ws, &body.author, body.seq);
+        // An exact duplicate inside the batch: the first copy was written.
+        if seq_hash.get(k.as_slice())?.is_some() {
+            out.already_held += 1;
+            continue;
+        }
+        store_copy(b, &mut ranges)?;
+        seq_hash.insert(k.as_slice(), b.hash().0.as_slice())?;
+        hash_index.insert(b.hash().0.as_slice(), k.as_slice())?;
+        let t = tip_updates.entry(body.author).or_insert((0, b.hash()));
+        if body.seq > t.0 {
+            *t = (body.seq, b.hash());
+        }
+        let report = state.apply(b)?;
+        out.changed.extend(report.changed);
+        out.conflicted.extend(report.conflicted);
+        out.committed.push((body.author, body.seq, b.hash()));
+    }
+    for (author, r) in &ranges {
+        let ak = author_key(ws, author);
+        let v = encode_ranges(&ak, r)?;
+        ranges_t.insert(ak.as_slice(), v.as_slice())?;
+    }
+    for (author, (seq, hash)) in tip_updates {
+        let ak = author_key(ws, &author);
+        let old = match tips.get(ak.as_slice())? {
+            Some(v) => decode_tip(v.value())?.0,
+            None => 0,
+        };
+        if seq > old {
+            let mut v = seq.to_be_bytes().to_vec();
+            v.extend_from_slice(&hash.0);
+            tips.insert(ak.as_slice(), v.as_slice())?;
+        }
+    }
+    if !bad.is_empty() {
+        let source = match mode {
+            Mode::Remote(s) => s,
+            Mode::Local => "local",
+        };
+        let mut q = txn.open_table(QUARANTINE)?;
+        let time_ms = now_ms();
+        for (b, reason, expected) in bad {
+            let body = b.body();
+            let (author, seq) = (body.author, body.seq);
+            let entry = QuarantineEntry {
+                id: 0,
+                workspace: *ws,
+                author: Some(author),
+                seq: Some(seq),
+                expected,
+                hash: Some(b.hash()),
+                reason: reason.clone(),
+                time_ms,
+                source: source.to_string(),
+                bytes: b.into_bytes(),
+            };
+            let id = put_entry(&mut q, entry)?;
+            out.quarantined.push((id, author, seq, reason));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn describe(e: &VerifyError) -> String {
+    e.to_string()
+}
+
+pub(crate) fn decode_ranges(key: &[u8], v: &[u8]) -> Result<SeqRangeSet, DamagedRow> {
+    let body = unseal(key, v).ok_or(DamagedRow { what: "ranges" })?;
+    let r: Vec<(u64, u64)> =
+        postcard::from_bytes(body).map_err(|_| DamagedRow { what: "ranges" })?;
+    Ok(SeqRangeSet::from_ranges(r))
+}
+
+pub(crate) fn encode_ranges(key: &[u8], r: &SeqRangeSet) -> Result<Vec<u8>, DamagedRow> {
+    postcard::to_allocvec(r.ranges())
+        .map(|b| seal(key, b))
+        .map_err(|_| DamagedRow {
+            what: "ranges (encode)",
+        })
+}
+
+pub(crate) fn decode_tip(v: &[u8]) -> Result<(u64, BundleHash), DamagedRow> {
+    if v.len() != 40 {
+        return Err(DamagedRow { what: "author tip" });
+    }
+    let seq = u64::from_be_bytes(
+        v[..8]
+            .try_into()
+            .map_err(|_| DamagedRow { what: "author tip" })?,
+    );
+    let h = read_hash(&v[8..])?;
+    Ok((seq, h))
+}

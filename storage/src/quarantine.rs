@@ -1,0 +1,398 @@
+//! Quarantine (bundles that failed verification, kept with their raw bytes,
+//! reason, time and source; never applied), corrupt-copy handling and scrub.
+
+use redb::{ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use troupe_protocol::{ActorId, Bundle, BundleHash, WorkspaceId};
+
+use crate::commit::{BatchOutcome, decode_ranges, encode_ranges};
+use crate::error::{DamagedRow, QuarantineError};
+use crate::schema::*;
+use crate::{Store, now_ms};
+
+/// One quarantined bundle (or undecodable bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    /// Its id in the quarantine table.
+    pub id: u64,
+    /// Workspace it arrived for.
+    pub workspace: WorkspaceId,
+    /// Author, when the bytes decode.
+    pub author: Option<ActorId>,
+    /// Seq, when the bytes decode.
+    pub seq: Option<u64>,
+    /// The hash a clean copy must have, when known (corrupt copies, forks).
+    pub expected: Option<BundleHash>,
+    /// The hash of these bytes, when they decode.
+    pub hash: Option<BundleHash>,
+    /// Why, in words.
+    pub reason: String,
+    /// When (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// Where it came from: a peer name, `local`, `scrub`, `read`.
+    pub source: String,
+    /// The raw bytes as received or found.
+    pub bytes: Vec<u8>,
+}
+
+/// A bundle slot that needs a clean copy from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairNeeded {
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Author.
+    pub author: ActorId,
+    /// Seq.
+    pub seq: u64,
+    /// The hash the clean copy must have, when the index still knows it.
+    pub expected: Option<BundleHash>,
+}
+
+pub(crate) fn put_entry(
+    q: &mut Table<'_, &'static [u8], &'static [u8]>,
+    mut entry: QuarantineEntry,
+) -> Result<u64, QuarantineErrorInner> {
+    let next = match q.last()? {
+        Some((k, _)) => k
+            .value()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| DamagedRow {
+                what: "quarantine id",
+            })?
+            .saturating_add(1),
+        None => 1,
+    };
+    entry.id = next;
+    let v = postcard::to_allocvec(&entry).map_err(|_| DamagedRow {
+        what: "quarantine (encode)",
+    })?;
+    q.insert(next.to_be_bytes().as_slice(), v.as_slice())?;
+    Ok(next)
+}
+
+/// Internal error for helpers shared by several operations.
+#[derive(Debug)]
+pub(crate) enum QuarantineErrorInner {
+    Db(redb::Error),
+    Damaged(DamagedRow),
+}
+impl From<redb::StorageError> for QuarantineErrorInner {
+    fn from(e: redb::StorageError) -> Self {
+        Self::Db(e.into())
+    }
+}
+impl From<redb::TableError> for QuarantineErrorInner {
+    fn from(e: redb::TableError) -> Self {
+        Self::Db(e.into())
+    }
+}
+impl From<DamagedRow> for QuarantineErrorInner {
+    fn from(e: DamagedRow) -> Self {
+        Self::Damaged(e)
+    }
+}
+macro_rules! inner_into {
+    ($t:ty) => {
+        impl From<QuarantineErrorInner> for $t {
+            fn from(e: QuarantineErrorInner) -> Self {
+                match e {
+                    QuarantineErrorInner::Db(e) => e.into(),
+                    QuarantineErrorInner::Damaged(d) => d.into(),
+                }
+            }
+        }
+    };
+}
+inner_into!(crate::error::CommitError);
+inner_into!(QuarantineError);
+inner_into!(crate::error::ReadError);
+
+fn decode_entry(v: &[u8]) -> Result<QuarantineEntry, DamagedRow> {
+    postcard::from_bytes(v).map_err(|_| DamagedRow {
+        what: "quarantine entry",
+    })
+}
+
+/// Moves the held copy at (ws, author, seq) to quarantine when it fails its
+/// hash (or is missing while the ranges claim it), inside `txn`. Returns the
+/// quarantine id, or `None` when the copy verifies.
+fn quarantine_slot(
+    txn: &WriteTransaction,
+    ws: &WorkspaceId,
+    author: &ActorId,
+    seq: u64,
+    source: &str,
+) -> Result<Option<(u64, Option<BundleHash>)>, QuarantineErrorInner> {
+    let k = seq_key(ws, author, seq);
+    let expected = {
+        let t = txn.open_table(SEQ_HASH)?;
+        let v = t.get(k.as_slice())?;
+        v.and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash))
+    };
+    let mut bundles = txn.open_table(BUNDLES)?;
+    let bytes = bundles.get(k.as_slice())?.map(|v| v.value().to_vec());
+    let reason = match (&bytes, &expected) {
+        (Some(b), Some(h)) => match Bundle::decode_expecting(b.clone(), h) {
+            Ok(_) => return Ok(None),
+            Err(e) => format!("stored copy is corrupt: {e}"),
+        },
+        (Some(_), None) => "stored copy has no hash index entry".to_string(),
+        (None, _) => "stored copy is missing".to_string(),
+    };
+    bundles.remove(k.as_slice())?;
+    drop(bundles);
+    let mut ranges = txn.open_table(RANGES)?;
+    let ak = author_key(ws, author);
+    let cur = ranges.get(ak.as_slice())?.map(|v| v.value().to_vec());
+    if let Some(cur) = cur {
+        let mut r = decode_ranges(&ak, &cur)?;
+        r.remove(seq);
+        let v = encode_ranges(&ak, &r)?;
+        ranges.insert(ak.as_slice(), v.as_slice())?;
+    }
+    drop(ranges);
+    let mut q = txn.open_table(QUARANTINE)?;
+    let id = put_entry(
+        &mut q,
+        QuarantineEntry {
+            id: 0,
+            workspace: *ws,
+            author: Some(*author),
+            seq: Some(seq),
+            expected,
+            hash: None,
+            reason,
+            time_ms: now_ms(),
+            source: source.to_string(),
+            bytes: bytes.unwrap_or_default(),
+        },
+    )?;
+    Ok(Some((id, expected)))
+}
+
+impl Store {
+    /// Moves a held bundle whose copy fails verification to quarantine and
+    /// removes it from the ranges, so sync asks peers for a clean copy.
+    /// Returns the quarantine id, or `None` when the copy verifies after all.
+    ///
+    /// # Errors
+    /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
+    pub fn quarantine_corrupt(
+        &self,
+        ws: &WorkspaceId,
+        author: &ActorId,
+        seq: u64,
+    ) -> Result<Option<u64>, QuarantineError> {
+        let txn = self.db.begin_write()?;
+        let r = quarantine_slot(&txn, ws, author, seq, "read")?;
+        txn.commit()?;
+        Ok(r.map(|(id, _)| id))
+    }
+
+    /// Quarantines bytes that did not even decode (the sync engine's
+    /// "quarantine bytes" output). Returns the quarantine id.
+    ///
+    /// # Errors
+    /// [`QuarantineError::Storage`].
+    pub fn quarantine_bytes(
+        &self,
+        ws: &WorkspaceId,
+        bytes: Vec<u8>,
+        reason: &str,
+        source: &str,
+    ) -> Result<u64, QuarantineError> {
+        let txn = self.db.begin_write()?;
+        let id = {
+            let mut q = txn.open_table(QUARANTINE)?;
+            put_entry(
+                &mut q,
+                QuarantineEntry {
+                    id: 0,
+                    workspace: *ws,
+                    author: None,
+                    seq: None,
+                    expected: None,
+                    hash: None,
+                    reason: reason.to_string(),
+                    time_ms: now_ms(),
+                    source: source.to_string(),
+                    bytes,
+                },
+            )?
+        };
+        txn.commit()?;
+        Ok(id)
+    }
+
+    /// Every quarantine entry, oldest first.
+    ///
+    /// # Errors
+    /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
+    pub fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, QuarantineError> {
+        let txn = redb::ReadableDatabase::begin_read(&self.db)?;
+        let q = txn.open_table(QUARANTINE)?;
+        let mut out = Vec::new();
+        for row in q.iter()? {
+            let (_, v) = row?;
+            out.push(decode_entry(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One quarantine entry.
+    ///
+    /// # Errors
+    /// [`QuarantineError::NotFound`], [`QuarantineError::Storage`].
+    pub fn quarantine_show(&self, id: u64) -> Result<QuarantineEntry, QuarantineError> {
+        let txn = redb::ReadableDatabase::begin_read(&self.db)?;
+        let q = txn.open_table(QUARANTINE)?;
+        let v = q
+            .get(id.to_be_bytes().as_slice())?
+            .ok_or(QuarantineError::NotFound(id))?;
+        Ok(decode_entry(v.value())?)
+    }
+
+    /// Drops a quarantine entry for good (an explicit user choice).
+    ///
+    /// # Errors
+    /// [`QuarantineError::NotFound`], [`QuarantineError::Storage`].
+    pub fn quarantine_skip(&self, id: u64) -> Result<(), QuarantineError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut q = txn.open_table(QUARANTINE)?;
+            if q.remove(id.to_be_bytes().as_slice())?.is_none() {
+                return Err(QuarantineError::NotFound(id));
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Retries a quarantined bundle (e.g. after its missing predecessor or a
+    /// signed successor arrived): the entry is removed and the bytes go
+    /// through the normal batch commit, in one transaction. If it fails again
+    /// it is quarantined again under a new id (see the outcome).
+    ///
+    /// # Errors
+    /// [`QuarantineError::NotFound`], [`QuarantineError::Commit`].
+    pub fn quarantine_retry(&self, id: u64) -> Result<BatchOutcome, QuarantineError> {
+        let txn = self.db.begin_write()?;
+        let entry = {
+            let mut q = txn.open_table(QUARANTINE)?;
+            let v = q
+                .remove(id.to_be_bytes().as_slice())?
+                .ok_or(QuarantineError::NotFound(id))?;
+            decode_entry(v.value())?
+        };
+        let out = match Bundle::decode(entry.bytes.clone()) {
+            Ok(b) => Store::commit_in_txn(&txn, &entry.workspace, vec![b], "retry")?,
+            Err(e) => {
+                let mut q = txn.open_table(QUARANTINE)?;
+                let reason = format!("still does not decode: {e}");
+                let new_id = put_entry(
+                    &mut q,
+                    QuarantineEntry {
+                        reason: reason.clone(),
+                        time_ms: now_ms(),
+                        ..entry.clone()
+                    },
+                )?;
+                BatchOutcome {
+                    quarantined: vec![(
+                        new_id,
+                        entry.author.unwrap_or(ActorId([0; 32])),
+                        entry.seq.unwrap_or(0),
+                        reason,
+                    )],
+                    ..BatchOutcome::default()
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Re-verifies every held bundle against the hash index (and its chain
+    /// link to the previous held bundle), moves failing copies and copies
+    /// missing from the ranges' claim to quarantine, all in one write
+    /// transaction, and returns the slots that need a clean copy from peers.
+    ///
+    /// # Errors
+    /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
+    pub fn scrub(&self) -> Result<Vec<RepairNeeded>, QuarantineError> {
+        let txn = self.db.begin_write()?;
+        let mut suspects: Vec<(WorkspaceId, ActorId, u64)> = Vec::new();
+        {
+            let ranges = txn.open_table(RANGES)?;
+            let bundles = txn.open_table(BUNDLES)?;
+            let seq_hash = txn.open_table(SEQ_HASH)?;
+            for row in ranges.iter()? {
+                let (k, v) = row?;
+                let k = k.value();
+                if k.len() != 64 {
+                    return Err(DamagedRow { what: "ranges key" }.into());
+                }
+                let ws = WorkspaceId(
+                    k[..32]
+                        .try_into()
+                        .map_err(|_| DamagedRow { what: "ranges key" })?,
+                );
+                let author = ActorId(
+                    k[32..]
+                        .try_into()
+                        .map_err(|_| DamagedRow { what: "ranges key" })?,
+                );
+                let set = decode_ranges(k, v.value())?;
+                let mut prev: Option<(u64, BundleHash)> = None;
+                for seq in set.iter() {
+                    let sk = seq_key(&ws, &author, seq);
+                    let expected = seq_hash
+                        .get(sk.as_slice())?
+                        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash));
+                    let ok = match (bundles.get(sk.as_slice())?, expected) {
+                        (Some(b), Some(h)) => {
+                            match Bundle::decode_expecting(b.value().to_vec(), &h) {
+                                Ok(b) => match prev {
+                                    Some((ps, ph)) if ps.checked_add(1) == Some(seq) => {
+                                        b.body().prev_hash == Some(ph)
+                                    }
+                                    _ => true,
+                                },
+                                Err(_) => false,
+                            }
+                        }
+                        _ => false,
+                    };
+                    prev = expected.map(|h| (seq, h));
+                    if !ok {
+                        suspects.push((ws, author, seq));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (ws, author, seq) in suspects {
+            match quarantine_slot(&txn, &ws, &author, seq, "scrub")? {
+                Some((_, expected)) => out.push(RepairNeeded {
+                    workspace: ws,
+                    author,
+                    seq,
+                    expected,
+                }),
+                None => {
+                    // The copy matches its index but breaks the chain: the
+                    // index itself is suspect. Report it for repair.
+                    out.push(RepairNeeded {
+                        workspace: ws,
+                        author,
+                        seq,
+                        expected: None,
+                    });
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+}

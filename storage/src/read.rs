@@ -1,0 +1,488 @@
+//! Reads. Every bundle read is verified against the hash index; a copy that
+//! fails is reported as [`ReadError::Corrupt`], never returned.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
+use troupe_protocol::draft::AuthorTip;
+use troupe_protocol::hlc::Hlc;
+use troupe_protocol::ranges::SeqRangeSet;
+use troupe_protocol::register::{Head, Scope, StateBackend, winner};
+use troupe_protocol::sync::oplog_view::{BlobState, OplogView, ViewError};
+use troupe_protocol::undo::OpLookup;
+use troupe_protocol::{
+    ActorId, BlobHash, Bundle, BundleHash, EntityId, FieldPath, Op, OpId, Value, WorkspaceId,
+};
+
+use crate::Store;
+use crate::commit::{decode_ranges, decode_tip};
+use crate::error::{CorruptBundle, DamagedRow, ReadError};
+use crate::schema::*;
+use crate::state::decode_heads;
+
+/// One line of a workspace's history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    /// Author.
+    pub author: ActorId,
+    /// Seq.
+    pub seq: u64,
+    /// Bundle hash.
+    pub hash: BundleHash,
+    /// Kind name (`user_edit`, `undo`, …).
+    pub kind: &'static str,
+    /// Summary in words.
+    pub summary: String,
+    /// Timestamp.
+    pub hlc: Hlc,
+}
+
+type RoTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+fn open(txn: &ReadTransaction, t: Tbl) -> Result<RoTable, ReadError> {
+    Ok(txn.open_table(t)?)
+}
+
+/// Reads a held bundle and verifies it against its indexed hash.
+pub(crate) fn read_bundle(
+    bundles: &RoTable,
+    seq_hash: &RoTable,
+    ws: &WorkspaceId,
+    author: &ActorId,
+    seq: u64,
+) -> Result<Option<Bundle>, ReadError> {
+    let k = seq_key(ws, author, seq);
+    let Some(bytes) = bundles.get(k.as_slice())? else {
+        return Ok(None);
+    };
+    let expected = seq_hash
+        .get(k.as_slice())?
+        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash));
+    let corrupt = |reason: String| {
+        ReadError::Corrupt(Box::new(CorruptBundle {
+            workspace: *ws,
+            author: *author,
+            seq,
+            expected,
+            reason,
+        }))
+    };
+    let Some(h) = expected else {
+        return Err(corrupt("no hash index entry".into()));
+    };
+    match Bundle::decode_expecting(bytes.value().to_vec(), &h) {
+        Ok(b) if b.body().workspace == *ws && b.body().author == *author && b.body().seq == seq => {
+            Ok(Some(b))
+        }
+        Ok(_) => Err(corrupt("bundle stored under the wrong slot".into())),
+        Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
+fn scan_prefix(
+    t: &RoTable,
+    prefix: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    for row in t.range(prefix..)? {
+        let (k, v) = row?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        f(k.value(), v.value())?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// A consistent read snapshot for the sync engine ([`OplogView`]).
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`].
+    pub fn view(&self) -> Result<StoreView, ReadError> {
+        Ok(StoreView {
+            txn: self.db.begin_read()?,
+        })
+    }
+
+    /// A read snapshot of one workspace's state, for undo planning
+    /// ([`StateBackend`] reads and [`OpLookup`]).
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`].
+    pub fn workspace_view(&self, ws: &WorkspaceId) -> Result<WorkspaceView, ReadError> {
+        let txn = self.db.begin_read()?;
+        Ok(WorkspaceView {
+            ws: *ws,
+            heads: open(&txn, HEADS)?,
+            deletes: open(&txn, DELETES)?,
+            superseded: open(&txn, SUPERSEDED)?,
+            bundles: open(&txn, BUNDLES)?,
+            seq_hash: open(&txn, SEQ_HASH)?,
+        })
+    }
+
+    /// A held bundle, verified. `Ok(None)` when not held.
+    ///
+    /// # Errors
+    /// [`ReadError::Corrupt`] when the copy fails its hash (call
+    /// [`Store::quarantine_corrupt`]); [`ReadError::Storage`].
+    pub fn bundle(
+        &self,
+        ws: &WorkspaceId,
+        author: &ActorId,
+        seq: u64,
+    ) -> Result<Option<Bundle>, ReadError> {
+        let txn = self.db.begin_read()?;
+        read_bundle(
+            &open(&txn, BUNDLES)?,
+            &open(&txn, SEQ_HASH)?,
+            ws,
+            author,
+            seq,
+        )
+    }
+
+    /// A held bundle by hash, verified.
+    ///
+    /// # Errors
+    /// As [`Store::bundle`].
+    pub fn bundle_by_hash(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
+        let txn = self.db.begin_read()?;
+        let idx = open(&txn, HASH_INDEX)?;
+        let Some(loc) = idx.get(hash.0.as_slice())? else {
+            return Ok(None);
+        };
+        let (ws, author, seq) =
+            parse_seq_key(loc.value()).ok_or(DamagedRow { what: "hash index" })?;
+        read_bundle(
+            &open(&txn, BUNDLES)?,
+            &open(&txn, SEQ_HASH)?,
+            &ws,
+            &author,
+            seq,
+        )
+    }
+
+    /// The tip to sign the author's next bundle against: the highest seq ever
+    /// committed here (quarantined copies included: a seq is never reused).
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`], [`ReadError::Damaged`].
+    pub fn author_tip(&self, ws: &WorkspaceId, author: &ActorId) -> Result<AuthorTip, ReadError> {
+        let txn = self.db.begin_read()?;
+        let t = open(&txn, TIPS)?;
+        match t.get(author_key(ws, author).as_slice())? {
+            Some(v) => {
+                let (seq, h) = decode_tip(v.value())?;
+                Ok(AuthorTip {
+                    last_seq: seq,
+                    last_hash: Some(h),
+                })
+            }
+            None => Ok(AuthorTip::default()),
+        }
+    }
+
+    /// Seq ranges held per author.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`], [`ReadError::Damaged`].
+    pub fn ranges(&self, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ReadError> {
+        let txn = self.db.begin_read()?;
+        ranges_in(&open(&txn, RANGES)?, ws)
+    }
+
+    /// A field's current heads (empty when unknown).
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`], [`ReadError::Damaged`].
+    pub fn field_heads(&self, ws: &WorkspaceId, path: &FieldPath) -> Result<Vec<Head>, ReadError> {
+        let txn = self.db.begin_read()?;
+        let t = open(&txn, HEADS)?;
+        let k = field_key(ws, path);
+        match t.get(k.as_slice())? {
+            Some(v) => Ok(decode_heads(&k, v.value())?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The value shown for a field: the winning head's, `None` when unknown
+    /// or when the winner is a deletion.
+    ///
+    /// # Errors
+    /// As [`Store::field_heads`].
+    pub fn value(&self, ws: &WorkspaceId, path: &FieldPath) -> Result<Option<Value>, ReadError> {
+        Ok(winner(&self.field_heads(ws, path)?).and_then(|h| h.value.clone()))
+    }
+
+    /// Every known field of an entity with its heads.
+    ///
+    /// # Errors
+    /// As [`Store::field_heads`].
+    pub fn entity_fields(
+        &self,
+        ws: &WorkspaceId,
+        entity_type: &str,
+        id: &EntityId,
+    ) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
+        let txn = self.db.begin_read()?;
+        let t = open(&txn, HEADS)?;
+        fields_with_prefix(&t, &entity_prefix(ws, entity_type, id))
+    }
+
+    /// Every known field of a workspace with its heads, in key order.
+    ///
+    /// # Errors
+    /// As [`Store::field_heads`].
+    pub fn fields(&self, ws: &WorkspaceId) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
+        let txn = self.db.begin_read()?;
+        let t = open(&txn, HEADS)?;
+        fields_with_prefix(&t, &ws.0)
+    }
+
+    /// Open conflicts: fields with more than one head.
+    ///
+    /// # Errors
+    /// As [`Store::field_heads`].
+    pub fn conflicts(&self, ws: &WorkspaceId) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
+        let mut all = self.fields(ws)?;
+        all.retain(|(_, h)| h.len() > 1);
+        Ok(all)
+    }
+
+    /// The workspace's history, newest first (by hlc, then author and seq).
+    /// Every bundle is verified as it is read.
+    ///
+    /// # Errors
+    /// [`ReadError::Corrupt`] at the first copy that fails its hash.
+    pub fn history(&self, ws: &WorkspaceId) -> Result<Vec<HistoryEntry>, ReadError> {
+        let txn = self.db.begin_read()?;
+        let bundles = open(&txn, BUNDLES)?;
+        let seq_hash = open(&txn, SEQ_HASH)?;
+        let mut slots = Vec::new();
+        scan_prefix(&bundles, &ws.0, |k, _| {
+            slots.push(parse_seq_key(k).ok_or(DamagedRow { what: "bundle key" })?);
+            Ok(())
+        })?;
+        let mut out = Vec::with_capacity(slots.len());
+        for (w, a, s) in slots {
+            if let Some(b) = read_bundle(&bundles, &seq_hash, &w, &a, s)? {
+                let body = b.body();
+                out.push(HistoryEntry {
+                    author: a,
+                    seq: s,
+                    hash: b.hash(),
+                    kind: body.kind.name(),
+                    summary: body.summary.clone(),
+                    hlc: body.hlc,
+                });
+            }
+        }
+        out.sort_by_key(|x| std::cmp::Reverse((x.hlc, x.author, x.seq)));
+        Ok(out)
+    }
+}
+
+fn fields_with_prefix(
+    t: &RoTable,
+    prefix: &[u8],
+) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
+    let mut out = Vec::new();
+    scan_prefix(t, prefix, |k, v| {
+        let p = parse_field_key(k).ok_or(DamagedRow { what: "field key" })?;
+        out.push((p, decode_heads(k, v)?));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn ranges_in(t: &RoTable, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ReadError> {
+    let mut out = BTreeMap::new();
+    scan_prefix(t, &ws.0, |k, v| {
+        let a: [u8; 32] = k
+            .get(32..)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(DamagedRow { what: "ranges key" })?;
+        let r = decode_ranges(k, v)?;
+        if !r.is_empty() {
+            out.insert(ActorId(a), r);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A read snapshot for the sync engine.
+pub struct StoreView {
+    txn: ReadTransaction,
+}
+
+impl std::fmt::Debug for StoreView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreView")
+    }
+}
+
+fn view_err(e: ReadError) -> ViewError {
+    match e {
+        ReadError::Corrupt(c) => ViewError::Corrupt {
+            workspace: c.workspace,
+            author: c.author,
+            seq: c.seq,
+            reason: c.reason,
+        },
+        other => ViewError::Storage(other.to_string()),
+    }
+}
+
+impl OplogView for StoreView {
+    fn ranges(&self, workspace: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ViewError> {
+        ranges_in(&open(&self.txn, RANGES).map_err(view_err)?, workspace).map_err(view_err)
+    }
+
+    fn bundle(
+        &self,
+        workspace: &WorkspaceId,
+        author: &ActorId,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, ViewError> {
+        let b = open(&self.txn, BUNDLES).map_err(view_err)?;
+        let h = open(&self.txn, SEQ_HASH).map_err(view_err)?;
+        Ok(read_bundle(&b, &h, workspace, author, seq)
+            .map_err(view_err)?
+            .map(Bundle::into_bytes))
+    }
+
+    fn bundle_hash(
+        &self,
+        workspace: &WorkspaceId,
+        author: &ActorId,
+        seq: u64,
+    ) -> Result<Option<BundleHash>, ViewError> {
+        let b = open(&self.txn, BUNDLES).map_err(view_err)?;
+        let k = seq_key(workspace, author, seq);
+        if b.get(k.as_slice())
+            .map_err(|e| ViewError::Storage(e.to_string()))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let h = open(&self.txn, SEQ_HASH).map_err(view_err)?;
+        let v = h
+            .get(k.as_slice())
+            .map_err(|e| ViewError::Storage(e.to_string()))?;
+        Ok(v.and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash)))
+    }
+
+    fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, ViewError> {
+        crate::blob::blob_state_in(&open(&self.txn, BLOB_META).map_err(view_err)?, hash)
+            .map_err(|e| ViewError::Storage(e.to_string()))
+    }
+
+    fn blob_range(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, ViewError> {
+        let meta = open(&self.txn, BLOB_META).map_err(view_err)?;
+        let chunks = open(&self.txn, BLOB_CHUNKS).map_err(view_err)?;
+        crate::blob::range_in(&meta, &chunks, hash, offset, len)
+            .map_err(|e| ViewError::Storage(e.to_string()))
+    }
+}
+
+/// A read snapshot of one workspace's state: the register's reads (writes are
+/// refused) and op lookup, for planning undo with `troupe_protocol::undo`.
+pub struct WorkspaceView {
+    ws: WorkspaceId,
+    heads: RoTable,
+    deletes: RoTable,
+    superseded: RoTable,
+    bundles: RoTable,
+    seq_hash: RoTable,
+}
+
+impl std::fmt::Debug for WorkspaceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkspaceView({:?})", self.ws)
+    }
+}
+
+impl StateBackend for WorkspaceView {
+    type Error = ReadError;
+
+    fn field_heads(&mut self, path: &FieldPath) -> Result<Option<Vec<Head>>, ReadError> {
+        let k = field_key(&self.ws, path);
+        match self.heads.get(k.as_slice())? {
+            Some(v) => Ok(Some(decode_heads(&k, v.value())?)),
+            None => Ok(None),
+        }
+    }
+    fn put_field_heads(&mut self, _: &FieldPath, _: &[Head]) -> Result<(), ReadError> {
+        Err(DamagedRow {
+            what: "read-only view (write attempted)",
+        }
+        .into())
+    }
+    fn entity_fields(&mut self, ty: &str, id: &EntityId) -> Result<Vec<FieldPath>, ReadError> {
+        Ok(
+            fields_with_prefix(&self.heads, &entity_prefix(&self.ws, ty, id))?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect(),
+        )
+    }
+    fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, ReadError> {
+        let k = entity_prefix(&self.ws, ty, id);
+        match self.deletes.get(k.as_slice())? {
+            Some(v) => Ok(decode_heads(&k, v.value())?),
+            None => Ok(Vec::new()),
+        }
+    }
+    fn put_entity_deletes(&mut self, _: &str, _: &EntityId, _: &[Head]) -> Result<(), ReadError> {
+        Err(DamagedRow {
+            what: "read-only view (write attempted)",
+        }
+        .into())
+    }
+    fn add_superseded(&mut self, _: Scope<'_>, _: OpId) -> Result<(), ReadError> {
+        Err(DamagedRow {
+            what: "read-only view (write attempted)",
+        }
+        .into())
+    }
+    fn is_superseded(&mut self, scope: Scope<'_>, op: OpId) -> Result<bool, ReadError> {
+        Ok(self
+            .superseded
+            .get(superseded_key(&self.ws, scope, &op).as_slice())?
+            .is_some())
+    }
+    fn record_asset_delete(
+        &mut self,
+        _: &BlobHash,
+        _: OpId,
+        _: Hlc,
+        _: &str,
+    ) -> Result<(), ReadError> {
+        Err(DamagedRow {
+            what: "read-only view (write attempted)",
+        }
+        .into())
+    }
+}
+
+impl OpLookup for WorkspaceView {
+    /// A corrupt or missing bundle answers `None` (undo then treats the op as
+    /// unknown and restores nothing from it).
+    fn op(&mut self, id: &OpId) -> Option<(Op, Hlc)> {
+        let b = read_bundle(&self.bundles, &self.seq_hash, &self.ws, &id.author, id.seq).ok()??;
+        let hlc = b.body().hlc;
+        b.body()
+            .ops
+            .get(id.index as usize)
+            .cloned()
+            .map(|o| (o, hlc))
+    }
+}

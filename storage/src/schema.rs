@@ -1,0 +1,175 @@
+//! Tables and key layouts. Every table maps bytes to bytes; keys are built
+//! here so that prefix scans (per workspace, per author, per entity) work.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | name | schema version, counters |
+//! | `workspaces` | ws | postcard `WorkspaceInfo` |
+//! | `bundles` | ws, author, seq | raw bundle bytes (held copies) |
+//! | `seq_hash` | ws, author, seq | hash of the bundle applied at that slot (kept when the copy is quarantined) |
+//! | `hash_index` | hash | ws, author, seq |
+//! | `ranges` | ws, author | postcard seq ranges held |
+//! | `tips` | ws, author | highest seq ever committed and its hash |
+//! | `heads` | ws, type 0 id 0 field | postcard `Vec<Head>`; a prefix scan per entity is the entity→fields index |
+//! | `deletes` | ws, type 0 id | postcard `Vec<Head>` (live entity deletions) |
+//! | `superseded` | ws, scope tag, len-prefixed scope, op id | empty |
+//! | `asset_deletes` | ws, blob hash, op id | postcard (hlc, reason) |
+//! | `asset_refs` | blob hash, ws | newest referencing op's wall clock (ms) |
+//! | `quarantine` | id | postcard `QuarantineEntry` |
+//! | `blob_meta` | blob hash | postcard `BlobMeta` |
+//! | `blob_chunks` | blob hash, chunk index | zstd chunk (complete) or plain piece (partial) |
+
+use redb::TableDefinition;
+use troupe_protocol::register::Scope;
+use troupe_protocol::{ActorId, EntityId, FieldPath, OpId, WorkspaceId};
+
+pub(crate) type Tbl = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+pub(crate) const META: Tbl = TableDefinition::new("meta");
+pub(crate) const WORKSPACES: Tbl = TableDefinition::new("workspaces");
+pub(crate) const BUNDLES: Tbl = TableDefinition::new("bundles");
+pub(crate) const SEQ_HASH: Tbl = TableDefinition::new("seq_hash");
+pub(crate) const HASH_INDEX: Tbl = TableDefinition::new("hash_index");
+pub(crate) const RANGES: Tbl = TableDefinition::new("ranges");
+pub(crate) const TIPS: Tbl = TableDefinition::new("tips");
+pub(crate) const HEADS: Tbl = TableDefinition::new("heads");
+pub(crate) const DELETES: Tbl = TableDefinition::new("deletes");
+pub(crate) const SUPERSEDED: Tbl = TableDefinition::new("superseded");
+pub(crate) const ASSET_DELETES: Tbl = TableDefinition::new("asset_deletes");
+pub(crate) const ASSET_REFS: Tbl = TableDefinition::new("asset_refs");
+pub(crate) const QUARANTINE: Tbl = TableDefinition::new("quarantine");
+pub(crate) const BLOB_META: Tbl = TableDefinition::new("blob_meta");
+pub(crate) const BLOB_CHUNKS: Tbl = TableDefinition::new("blob_chunks");
+
+/// Tables holding materialised state (cleared and refilled by rebuild).
+pub(crate) const STATE_TABLES: [Tbl; 5] = [HEADS, DELETES, SUPERSEDED, ASSET_DELETES, ASSET_REFS];
+
+pub(crate) const ALL_TABLES: [Tbl; 15] = [
+    META,
+    WORKSPACES,
+    BUNDLES,
+    SEQ_HASH,
+    HASH_INDEX,
+    RANGES,
+    TIPS,
+    HEADS,
+    DELETES,
+    SUPERSEDED,
+    ASSET_DELETES,
+    ASSET_REFS,
+    QUARANTINE,
+    BLOB_META,
+    BLOB_CHUNKS,
+];
+
+pub(crate) fn author_key(ws: &WorkspaceId, author: &ActorId) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&ws.0);
+    k[32..].copy_from_slice(&author.0);
+    k
+}
+
+pub(crate) fn seq_key(ws: &WorkspaceId, author: &ActorId, seq: u64) -> [u8; 72] {
+    let mut k = [0u8; 72];
+    k[..32].copy_from_slice(&ws.0);
+    k[32..64].copy_from_slice(&author.0);
+    k[64..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn parse_seq_key(k: &[u8]) -> Option<(WorkspaceId, ActorId, u64)> {
+    if k.len() != 72 {
+        return None;
+    }
+    Some((
+        WorkspaceId(k[..32].try_into().ok()?),
+        ActorId(k[32..64].try_into().ok()?),
+        u64::from_be_bytes(k[64..].try_into().ok()?),
+    ))
+}
+
+pub(crate) fn entity_prefix(ws: &WorkspaceId, ty: &str, id: &EntityId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32 + ty.len() + id.as_str().len() + 2);
+    k.extend_from_slice(&ws.0);
+    k.extend_from_slice(ty.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+pub(crate) fn field_key(ws: &WorkspaceId, p: &FieldPath) -> Vec<u8> {
+    let mut k = entity_prefix(ws, &p.entity_type, &p.entity_id);
+    k.extend_from_slice(p.field.as_bytes());
+    k
+}
+
+/// Decodes the path part of a `heads` key (after the 32-byte workspace).
+pub(crate) fn parse_field_key(k: &[u8]) -> Option<FieldPath> {
+    let rest = std::str::from_utf8(k.get(32..)?).ok()?;
+    let mut parts = rest.split('\0');
+    let (t, i, f) = (parts.next()?, parts.next()?, parts.next()?);
+    FieldPath::new(t, i, f).ok()
+}
+
+fn push_op(k: &mut Vec<u8>, op: &OpId) {
+    k.extend_from_slice(&op.author.0);
+    k.extend_from_slice(&op.seq.to_be_bytes());
+    k.extend_from_slice(&op.index.to_be_bytes());
+}
+
+pub(crate) fn superseded_key(ws: &WorkspaceId, scope: Scope<'_>, op: &OpId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(128);
+    k.extend_from_slice(&ws.0);
+    let scope_bytes = match scope {
+        Scope::Field(p) => {
+            k.push(0);
+            field_key(ws, p)
+        }
+        Scope::Entity(t, id) => {
+            k.push(1);
+            entity_prefix(ws, t, id)
+        }
+    };
+    let s = &scope_bytes[32..];
+    k.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    k.extend_from_slice(s);
+    push_op(&mut k, op);
+    k
+}
+
+pub(crate) fn asset_delete_key(ws: &WorkspaceId, hash: &[u8; 32], op: &OpId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(108);
+    k.extend_from_slice(&ws.0);
+    k.extend_from_slice(hash);
+    push_op(&mut k, op);
+    k
+}
+
+fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(key.len() as u32).to_be_bytes());
+    h.update(key);
+    h.update(body);
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    t
+}
+
+/// Appends a checksum over key and value, so a damaged state row (redb does
+/// not check page checksums on reads) is detected instead of read as a wrong
+/// value, and a row that moved to another key fails too.
+pub(crate) fn seal(key: &[u8], mut body: Vec<u8>) -> Vec<u8> {
+    let t = row_tag(key, &body);
+    body.extend_from_slice(&t);
+    body
+}
+
+/// The value of a sealed row, or `None` when its checksum fails.
+pub(crate) fn unseal<'a>(key: &[u8], v: &'a [u8]) -> Option<&'a [u8]> {
+    let at = v.len().checked_sub(8)?;
+    let (body, t) = v.split_at(at);
+    (row_tag(key, body) == t).then_some(body)
+}

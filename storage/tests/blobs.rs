@@ -1,0 +1,136 @@
+//! Blobs are content-addressed, deduplicated and verified; a partial receive
+//! stays invisible until its full length hashes to its name (a wrong one is
+//! discarded with a typed error); GC frees bytes only outside every
+//! referencing workspace's retention window, after which reads answer
+//! `Unavailable` while state (and rebuild) stay intact.
+
+use troupe_protocol::draft::{AuthorTip, Draft};
+use troupe_protocol::hlc::Hlc;
+use troupe_protocol::sync::oplog_view::{BlobState, OplogView};
+use troupe_protocol::testing::{key, test_workspace};
+use troupe_protocol::workspace::{WorkspaceInfo, WorkspaceKind};
+use troupe_protocol::{AssetRef, BlobHash, BundleKind, FieldPath, Value};
+use troupe_storage::{BlobError, Store};
+
+const DAY: u64 = 24 * 60 * 60 * 1000;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("b.redb")).unwrap();
+    s.add_workspace(&WorkspaceInfo::new(
+        test_workspace(),
+        "t",
+        WorkspaceKind::Show,
+    ))
+    .unwrap();
+    (dir, s)
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+#[test]
+fn put_get_dedup_and_ranges() {
+    let (_d, s) = store();
+    let bytes = data(2_500_000, 1);
+    let h = s.put_blob(&bytes).unwrap();
+    assert_eq!(h.0, *blake3::hash(&bytes).as_bytes());
+    assert_eq!(s.put_blob(&bytes).unwrap(), h, "dedup");
+    assert_eq!(s.get_blob(&h).unwrap(), bytes);
+    let v = s.view().unwrap();
+    assert_eq!(
+        v.blob_state(&h).unwrap(),
+        BlobState::Complete { size: 2_500_000 }
+    );
+    let at = (1 << 20) - 10;
+    assert_eq!(
+        v.blob_range(&h, at, 100).unwrap().unwrap(),
+        bytes[at as usize..at as usize + 100]
+    );
+    assert!(matches!(
+        s.get_blob(&BlobHash([7; 32])),
+        Err(BlobError::NotFound(_))
+    ));
+}
+
+#[test]
+fn partial_receive_is_invisible_until_verified() {
+    let (_d, s) = store();
+    let bytes = data(300_000, 2);
+    let h = BlobHash(*blake3::hash(&bytes).as_bytes());
+    assert_eq!(s.blob_begin(&h, bytes.len() as u64).unwrap(), 0);
+    assert!(!s.blob_write_chunk(&h, 0, &bytes[..100_000]).unwrap());
+    assert!(matches!(s.get_blob(&h), Err(BlobError::NotFound(_))));
+    assert!(matches!(
+        s.blob_write_chunk(&h, 5, &bytes[..10]),
+        Err(BlobError::Offset {
+            expected: 100_000,
+            got: 5
+        })
+    ));
+    // Resume from where it stopped.
+    assert_eq!(s.blob_begin(&h, bytes.len() as u64).unwrap(), 100_000);
+    assert_eq!(
+        s.blob_state(&h).unwrap(),
+        BlobState::Partial {
+            verified_len: 100_000,
+            size: 300_000
+        }
+    );
+    assert!(s.blob_write_chunk(&h, 100_000, &bytes[100_000..]).unwrap());
+    assert_eq!(s.get_blob(&h).unwrap(), bytes);
+
+    // A receive whose bytes do not match its name is discarded.
+    let other = BlobHash([9; 32]);
+    s.blob_begin(&other, 10).unwrap();
+    assert!(matches!(
+        s.blob_write_chunk(&other, 0, &[1; 10]),
+        Err(BlobError::HashMismatch { .. })
+    ));
+    assert_eq!(s.blob_state(&other).unwrap(), BlobState::Absent);
+}
+
+#[test]
+fn gc_respects_retention_and_leaves_state_intact() {
+    let (_d, s) = store();
+    let ws = test_workspace().workspace_id();
+    let bytes = data(5000, 3);
+    let h = s.put_blob(&bytes).unwrap();
+    let path: FieldPath = "cues.cue/c1/sound".parse().unwrap();
+    let asset = Value::Asset(AssetRef {
+        hash: h,
+        name: "thunder.wav".into(),
+        size: 5000,
+        media_type: "audio/wav".into(),
+    });
+    let written_at = 1_000 * DAY;
+    let mut d = Draft::new(ws, BundleKind::UserEdit, "sound");
+    d.set(path.clone(), asset.clone(), vec![]);
+    let b = d
+        .sign(
+            &key(1),
+            &AuthorTip::default(),
+            Hlc {
+                wall_ms: written_at,
+                counter: 0,
+            },
+        )
+        .unwrap();
+    s.commit_local(&b).unwrap();
+    s.set_retention_days(&ws, 10).unwrap();
+
+    assert!(s.gc_blobs(written_at + 9 * DAY).unwrap().freed.is_empty());
+    assert_eq!(s.get_blob(&h).unwrap(), bytes);
+    let r = s.gc_blobs(written_at + 11 * DAY).unwrap();
+    assert_eq!(r.freed, vec![h]);
+    assert!(matches!(s.get_blob(&h), Err(BlobError::Unavailable(_))));
+    assert_eq!(s.blob_state(&h).unwrap(), BlobState::Unavailable);
+    assert_eq!(s.value(&ws, &path).unwrap(), Some(asset.clone()));
+    s.rebuild().unwrap();
+    assert_eq!(s.value(&ws, &path).unwrap(), Some(asset));
+    assert!(s.verify_rebuild().unwrap().is_empty());
+    // Putting it again makes it available again.
+    s.put_blob(&bytes).unwrap();
+    assert_eq!(s.get_blob(&h).unwrap(), bytes);
+}

@@ -1,0 +1,211 @@
+//! The write path: a committed bundle is readable, verified and applied; a
+//! re-sent copy is skipped; a different bundle at a held (author, seq) is a
+//! fork and is quarantined, never applied; an archived workspace refuses
+//! every write with a typed error.
+
+use troupe_protocol::draft::{AuthorTip, Draft};
+use troupe_protocol::testing::{chain, chain_with, key, test_workspace};
+use troupe_protocol::workspace::{WorkspaceInfo, WorkspaceKind};
+use troupe_protocol::{BundleKind, FieldPath, Value};
+use troupe_storage::{CommitError, Store};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("troupe.redb")).unwrap();
+    s.add_workspace(&WorkspaceInfo::new(
+        test_workspace(),
+        "Tour",
+        WorkspaceKind::Show,
+    ))
+    .unwrap();
+    (dir, s)
+}
+
+#[test]
+fn local_commit_is_applied_and_tip_advances() {
+    let (_d, s) = store();
+    let ws = test_workspace().workspace_id();
+    let k = key(1);
+    let tip = s.author_tip(&ws, &k.actor_id()).unwrap();
+    assert_eq!(tip, AuthorTip::default());
+    let path: FieldPath = "contacts.person/jane/name".parse().unwrap();
+    let mut d = Draft::new(ws, BundleKind::UserEdit, "Add Jane");
+    d.set(path.clone(), Value::from("Jane"), vec![]);
+    let b = d.sign(&k, &tip, Default::default()).unwrap();
+    s.commit_local(&b).unwrap();
+    assert_eq!(s.value(&ws, &path).unwrap(), Some(Value::from("Jane")));
+    assert_eq!(
+        s.author_tip(&ws, &k.actor_id()).unwrap(),
+        AuthorTip::after(&b)
+    );
+    assert_eq!(s.bundle(&ws, &k.actor_id(), 1).unwrap().unwrap(), b);
+    let h = s.history(&ws).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        (h[0].kind, h[0].summary.as_str()),
+        ("user_edit", "Add Jane")
+    );
+    // Signing again against the stale tip reuses seq 1: refused, nothing written.
+    let mut d = Draft::new(ws, BundleKind::UserEdit, "Again");
+    d.set(path.clone(), Value::from("Janet"), vec![]);
+    let again = d.sign(&k, &tip, Default::default()).unwrap();
+    assert!(matches!(
+        s.commit_local(&again),
+        Err(CommitError::SeqReused { seq: 1, .. })
+    ));
+    assert_eq!(s.value(&ws, &path).unwrap(), Some(Value::from("Jane")));
+}
+
+#[test]
+fn batch_commits_and_resend_is_skipped() {
+    let (_d, s) = store();
+    let (ws, bundles) = chain(2, 20);
+    let out = s.commit_batch(&ws, bundles.clone(), "peer").unwrap();
+    assert_eq!(out.committed.len(), 20);
+    assert!(out.quarantined.is_empty());
+    let out = s.commit_batch(&ws, bundles.clone(), "peer").unwrap();
+    assert_eq!((out.committed.len(), out.already_held), (0, 20));
+    let r = s.ranges(&ws).unwrap();
+    assert_eq!(r[&key(2).actor_id()].ranges(), &[(1, 20)]);
+    assert!(s.verify_rebuild().unwrap().is_empty());
+}
+
+#[test]
+fn a_fork_is_quarantined_and_never_applied() {
+    let (_d, s) = store();
+    let (ws, good) = chain(3, 3);
+    let (_, forked) = chain_with(3, 3, "fork");
+    s.commit_batch(&ws, good.clone(), "a").unwrap();
+    let out = s.commit_batch(&ws, vec![forked[1].clone()], "b").unwrap();
+    assert!(out.committed.is_empty());
+    assert_eq!(out.quarantined.len(), 1);
+    let q = s.quarantine_list().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].source, "b");
+    assert_eq!(q[0].expected, Some(good[1].hash()));
+    assert!(q[0].reason.contains("fork"));
+    // State still shows the original values.
+    let p = FieldPath::new("contacts.person", "p3x1", "f0").unwrap();
+    assert_eq!(s.value(&ws, &p).unwrap(), Some(Value::Text("v-1-0".into())));
+    // Retrying does not apply it either; skipping removes it.
+    let out = s.quarantine_retry(q[0].id).unwrap();
+    assert_eq!(out.quarantined.len(), 1);
+    let q = s.quarantine_list().unwrap();
+    s.quarantine_skip(q[0].id).unwrap();
+    assert!(s.quarantine_list().unwrap().is_empty());
+}
+
+#[test]
+fn an_archived_workspace_refuses_writes() {
+    let (_d, s) = store();
+    let (ws, bundles) = chain(4, 2);
+    s.set_archived(&ws, true).unwrap();
+    assert!(matches!(
+        s.commit_batch(&ws, bundles.clone(), "peer"),
+        Err(CommitError::Archived(_))
+    ));
+    assert!(matches!(
+        s.commit_local(&bundles[0]),
+        Err(CommitError::Archived(_))
+    ));
+    assert!(s.ranges(&ws).unwrap().is_empty());
+    s.set_archived(&ws, false).unwrap();
+    assert_eq!(
+        s.commit_batch(&ws, bundles, "peer")
+            .unwrap()
+            .committed
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn an_unsigned_tail_is_quarantined_with_its_source() {
+    let (_d, s) = store();
+    let (ws, bundles) = chain(5, 3);
+    let stripped: Vec<_> = bundles.iter().map(|b| b.without_signature()).collect();
+    let out = s.commit_batch(&ws, stripped, "mallory").unwrap();
+    assert!(out.committed.is_empty());
+    assert_eq!(out.quarantined.len(), 3);
+    // The signed copies arrive: retrying the quarantined ones now finds them held.
+    s.commit_batch(&ws, bundles, "alice").unwrap();
+    for e in s.quarantine_list().unwrap() {
+        let out = s.quarantine_retry(e.id).unwrap();
+        assert_eq!(out.already_held, 1);
+    }
+    assert!(s.quarantine_list().unwrap().is_empty());
+}
+
+#[test]
+fn unknown_workspace_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("x.redb")).unwrap();
+    let (ws, bundles) = chain(1, 1);
+    assert!(matches!(
+        s.commit_batch(&ws, bundles, "p"),
+        Err(CommitError::UnknownWorkspace(_))
+    ));
+}
+
+#[test]
+fn a_group_commit_with_one_bad_bundle_writes_nothing() {
+    let (_d, s) = store();
+    let (ws, good) = chain(6, 4);
+    let (_, other) = chain(7, 2);
+    // seq 2 of author 7 without seq 1's successor chain is fine; a stripped
+    // tail with nothing vouching for it is not.
+    let bad = other[1].without_signature();
+    let group = vec![good[0].clone(), good[1].clone(), other[0].clone(), bad];
+    assert!(matches!(
+        s.commit_local_many(&group),
+        Err(CommitError::Invalid { seq: 2, .. })
+    ));
+    assert!(s.ranges(&ws).unwrap().is_empty());
+    assert!(s.fields(&ws).unwrap().is_empty());
+    assert!(
+        s.quarantine_list().unwrap().is_empty(),
+        "local failures are errors, not quarantine"
+    );
+    s.commit_local_many(&good).unwrap();
+    assert_eq!(
+        s.ranges(&ws).unwrap()[&key(6).actor_id()].ranges(),
+        &[(1, 4)]
+    );
+}
+
+#[test]
+fn the_sync_view_reads_ranges_bytes_and_hashes_from_one_snapshot() {
+    use troupe_protocol::sync::oplog_view::OplogView;
+    let (_d, s) = store();
+    let (ws, bundles) = chain(8, 5);
+    s.commit_batch(&ws, bundles[..3].to_vec(), "p").unwrap();
+    let view = s.view().unwrap();
+    s.commit_batch(&ws, bundles[3..].to_vec(), "p").unwrap();
+    let a = key(8).actor_id();
+    assert_eq!(
+        view.ranges(&ws).unwrap()[&a].ranges(),
+        &[(1, 3)],
+        "snapshot"
+    );
+    assert_eq!(
+        view.bundle(&ws, &a, 2).unwrap().unwrap(),
+        bundles[1].bytes()
+    );
+    assert_eq!(view.bundle(&ws, &a, 4).unwrap(), None);
+    assert_eq!(
+        view.bundle_hash(&ws, &a, 3).unwrap(),
+        Some(bundles[2].hash())
+    );
+    drop(view);
+    let view = s.view().unwrap();
+    assert_eq!(view.ranges(&ws).unwrap()[&a].ranges(), &[(1, 5)]);
+    assert_eq!(
+        s.bundle_by_hash(&bundles[4].hash()).unwrap().as_ref(),
+        Some(&bundles[4])
+    );
+    let h = s.history(&ws).unwrap();
+    assert_eq!(
+        h.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![5, 4, 3, 2, 1]
+    );
+}
