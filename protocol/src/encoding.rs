@@ -61,4 +61,14 @@ pub mod fuzzing {
             let _ = b.check_signature();
         }
     }
+
+    /// Arbitrary bytes → sync message decode never panics; a message that
+    /// decodes re-encodes to a frame that decodes to the same message.
+    pub fn decode_message(data: &[u8]) {
+        use crate::sync::message::Message;
+        if let Ok(m) = Message::from_frame(data) {
+            let again = Message::from_frame(&m.to_frame()).expect("re-encoded frame decodes");
+            assert_eq!(again, m);
+        }
+    }
 }

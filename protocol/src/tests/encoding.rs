@@ -72,3 +72,10 @@ fn oversize_input_is_refused_before_parsing() {
         ))
     ));
 }
+
+proptest! {
+    #[test]
+    fn arbitrary_frames_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        crate::encoding::fuzzing::decode_message(&bytes);
+    }
+}
