@@ -16,47 +16,8 @@ use troupe_protocol::hlc::HlcClock;
 use troupe_protocol::path::FieldPath;
 use troupe_protocol::sync::PeerId;
 use troupe_protocol::sync::testing::Net;
-use troupe_protocol::value::Value;
+use troupe_protocol::testing::workload::{FIELDS, contact_value};
 use troupe_protocol::workspace::WorkspaceSecret;
-
-const FIELDS: [&str; 10] = [
-    "name",
-    "email",
-    "phone",
-    "role",
-    "department",
-    "company",
-    "city",
-    "notes",
-    "pronouns",
-    "call_time",
-];
-const FIRST: [&str; 8] = [
-    "Jane", "Alex", "Jordan", "Sam", "Priya", "Tomás", "Mei", "Olu",
-];
-const LAST: [&str; 8] = [
-    "Doe", "Kim", "García", "Okafor", "Schmidt", "Rossi", "Nguyen", "Smith",
-];
-
-fn value(rng: &mut u64, field: &str, i: usize) -> Value {
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
-    let a = FIRST[(*rng % 8) as usize];
-    let b = LAST[((*rng >> 8) % 8) as usize];
-    Value::Text(match field {
-        "name" => format!("{a} {b}"),
-        "email" => format!(
-            "{}.{}{}@crew.example",
-            a.to_lowercase(),
-            b.to_lowercase(),
-            i % 97
-        ),
-        "phone" => format!("+44 7700 {:06}", *rng % 1_000_000),
-        "call_time" => format!("{:02}:{:02}", 8 + (*rng % 10), (*rng >> 4) % 60),
-        _ => format!("{field} {a} {}", *rng % 1000),
-    })
-}
 
 fn bundles(secret: &WorkspaceSecret, n: usize) -> Vec<Bundle> {
     let ws = secret.workspace_id();
@@ -69,7 +30,7 @@ fn bundles(secret: &WorkspaceSecret, n: usize) -> Vec<Bundle> {
         let mut d = Draft::new(ws, BundleKind::UserEdit, "Add contact");
         for f in FIELDS {
             let path = FieldPath::new("contacts.person", &format!("p{i}"), f).expect("valid path");
-            d.set(path, value(&mut rng, f, i), vec![]);
+            d.set(path, contact_value(&mut rng, f, i), vec![]);
         }
         let b = d
             .sign(&key, &tip, clock.tick(1_700_000_000_000 + i as u64))

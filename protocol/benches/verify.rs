@@ -2,7 +2,7 @@
 //! signed per second, and the time to verify a 100,000-bundle chain (1M field
 //! ops, 10 per bundle) with one signature per run versus one per bundle.
 //!
-//! Run: `cargo bench -p troupe-protocol --bench verify`
+//! Run: `cargo bench -p troupe-protocol --features testing --bench verify`
 
 #![allow(clippy::disallowed_methods)] // a benchmark is a driver: it reads the clock
 
@@ -13,49 +13,11 @@ use troupe_protocol::crypto::ActorKey;
 use troupe_protocol::draft::{AuthorTip, Draft};
 use troupe_protocol::hlc::HlcClock;
 use troupe_protocol::path::FieldPath;
-use troupe_protocol::value::Value;
+use troupe_protocol::testing::workload::{FIELDS, contact_value};
 use troupe_protocol::verify::verify_bundles;
 use troupe_protocol::workspace::WorkspaceSecret;
 
 const BUNDLES: usize = 100_000;
-const FIELDS: [&str; 10] = [
-    "name",
-    "email",
-    "phone",
-    "role",
-    "department",
-    "company",
-    "city",
-    "notes",
-    "pronouns",
-    "call_time",
-];
-const FIRST: [&str; 8] = [
-    "Jane", "Alex", "Jordan", "Sam", "Priya", "Tomás", "Mei", "Olu",
-];
-const LAST: [&str; 8] = [
-    "Doe", "Kim", "García", "Okafor", "Schmidt", "Rossi", "Nguyen", "Smith",
-];
-
-fn value(rng: &mut u64, field: &str, i: usize) -> Value {
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
-    let a = FIRST[(*rng % 8) as usize];
-    let b = LAST[((*rng >> 8) % 8) as usize];
-    Value::Text(match field {
-        "name" => format!("{a} {b}"),
-        "email" => format!(
-            "{}.{}{}@crew.example",
-            a.to_lowercase(),
-            b.to_lowercase(),
-            i % 97
-        ),
-        "phone" => format!("+44 7700 {:06}", *rng % 1_000_000),
-        "call_time" => format!("{:02}:{:02}", 8 + (*rng % 10), (*rng >> 4) % 60),
-        _ => format!("{field} {a} {}", *rng % 1000),
-    })
-}
 
 fn main() {
     let ws = WorkspaceSecret([7; 32]).workspace_id();
@@ -70,7 +32,7 @@ fn main() {
             for f in FIELDS {
                 let path =
                     FieldPath::new("contacts.person", &format!("p{i}"), f).expect("valid path");
-                d.set(path, value(&mut rng, f, i), vec![]);
+                d.set(path, contact_value(&mut rng, f, i), vec![]);
             }
             d
         })

@@ -166,3 +166,51 @@ pub mod strategies {
             })
     }
 }
+
+/// The benchmark workload: contacts with 10 short, realistic fields, one
+/// person per bundle, from a deterministic PRNG. Shared by every benchmark so
+/// their figures describe the same data.
+pub mod workload {
+    use crate::value::Value;
+
+    /// The ten fields of a contact.
+    pub const FIELDS: [&str; 10] = [
+        "name",
+        "email",
+        "phone",
+        "role",
+        "department",
+        "company",
+        "city",
+        "notes",
+        "pronouns",
+        "call_time",
+    ];
+    const FIRST: [&str; 8] = [
+        "Jane", "Alex", "Jordan", "Sam", "Priya", "Tomás", "Mei", "Olu",
+    ];
+    const LAST: [&str; 8] = [
+        "Doe", "Kim", "García", "Okafor", "Schmidt", "Rossi", "Nguyen", "Smith",
+    ];
+
+    /// A value for `field` of person `i`, advancing the xorshift state `rng`.
+    pub fn contact_value(rng: &mut u64, field: &str, i: usize) -> Value {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let a = FIRST[(*rng % 8) as usize];
+        let b = LAST[((*rng >> 8) % 8) as usize];
+        Value::Text(match field {
+            "name" => format!("{a} {b}"),
+            "email" => format!(
+                "{}.{}{}@crew.example",
+                a.to_lowercase(),
+                b.to_lowercase(),
+                i % 97
+            ),
+            "phone" => format!("+44 7700 {:06}", *rng % 1_000_000),
+            "call_time" => format!("{:02}:{:02}", 8 + (*rng % 10), (*rng >> 4) % 60),
+            _ => format!("{field} {a} {}", *rng % 1000),
+        })
+    }
+}
