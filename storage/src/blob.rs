@@ -63,7 +63,7 @@ pub struct GcReport {
     pub bytes: u64,
 }
 
-fn decode_meta(v: &[u8]) -> Result<BlobMeta, DamagedRow> {
+pub(crate) fn decode_meta(v: &[u8]) -> Result<BlobMeta, DamagedRow> {
     postcard::from_bytes(v).map_err(|_| DamagedRow { what: "blob meta" })
 }
 
@@ -71,7 +71,11 @@ fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>, DamagedRow
     postcard::to_allocvec(v).map_err(|_| DamagedRow { what })
 }
 
-fn chunk_key(h: &BlobHash, i: u32) -> [u8; 36] {
+pub(crate) fn encode_meta(m: &BlobMeta) -> Result<Vec<u8>, DamagedRow> {
+    encode(m, "blob meta (encode)")
+}
+
+pub(crate) fn chunk_key(h: &BlobHash, i: u32) -> [u8; 36] {
     let mut k = [0u8; 36];
     k[..32].copy_from_slice(&h.0);
     k[32..].copy_from_slice(&i.to_be_bytes());
@@ -110,17 +114,26 @@ fn read_chunk(
     meta: &BlobMeta,
     i: usize,
 ) -> Result<Vec<u8>, BlobError> {
-    let expected_len = meta
-        .size
-        .checked_sub((i as u64) * CHUNK as u64)
-        .ok_or(BlobError::Corrupt(*h))?
-        .min(CHUNK as u64) as usize;
-    let want = meta.chunk_hashes.get(i).ok_or(BlobError::Corrupt(*h))?;
     let z = chunks
         .get(chunk_key(h, i as u32).as_slice())?
         .ok_or(BlobError::Corrupt(*h))?;
-    let plain =
-        zstd::bulk::decompress(z.value(), expected_len).map_err(|_| BlobError::Corrupt(*h))?;
+    verify_chunk(z.value(), h, meta, i)
+}
+
+/// Decompresses stored chunk `i` of a blob and checks its length and hash.
+pub(crate) fn verify_chunk(
+    z: &[u8],
+    h: &BlobHash,
+    meta: &BlobMeta,
+    i: usize,
+) -> Result<Vec<u8>, BlobError> {
+    let expected_len = meta
+        .size
+        .checked_sub((i as u64).saturating_mul(CHUNK as u64))
+        .ok_or(BlobError::Corrupt(*h))?
+        .min(CHUNK as u64) as usize;
+    let want = meta.chunk_hashes.get(i).ok_or(BlobError::Corrupt(*h))?;
+    let plain = zstd::bulk::decompress(z, expected_len).map_err(|_| BlobError::Corrupt(*h))?;
     if plain.len() != expected_len || blake3::hash(&plain).as_bytes() != want {
         return Err(BlobError::Corrupt(*h));
     }

@@ -88,6 +88,21 @@ impl Store {
         Ok(out)
     }
 
+    /// A batch commit for salvage: not durable on its own (salvage ends with
+    /// one durable commit before the new file is put in place).
+    pub(crate) fn commit_salvaged(
+        &self,
+        workspace: &WorkspaceId,
+        bundles: Vec<Bundle>,
+    ) -> Result<BatchOutcome, CommitError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
+        let out = commit_in(&txn, workspace, bundles, Mode::Remote("salvage"))?;
+        txn.commit()?;
+        Ok(out)
+    }
+
     pub(crate) fn commit_in_txn(
         txn: &WriteTransaction,
         workspace: &WorkspaceId,

@@ -59,8 +59,70 @@ pub enum OpenError {
         /// Version this build writes.
         expected: u32,
     },
+    /// The file was damaged and salvaging it failed too. The damaged file is
+    /// still in place; move it aside and start from an empty store, then
+    /// re-join the workspaces from peers.
+    #[error("the store file is damaged and could not be salvaged: {0}")]
+    Salvage(Box<SalvageError>),
 }
 from_redb!(OpenError);
+
+impl OpenError {
+    /// Whether this failure means the file is damaged (salvage can help),
+    /// as opposed to locked, unreadable by permission, or another version.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            OpenError::Storage(StorageFailure(e)) => {
+                matches!(
+                    e,
+                    redb::Error::Corrupted(_)
+                        | redb::Error::RepairAborted
+                        | redb::Error::PreviousIo
+                        | redb::Error::ValueTooLarge(_)
+                        | redb::Error::UpgradeRequired(_)
+                ) || matches!(e, redb::Error::Io(io) if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ))
+            }
+            OpenError::Schema { found: 0, .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Salvaging a damaged store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SalvageError {
+    /// redb could not open the damaged file at all, not even read-only or
+    /// from a repaired scratch copy. Nothing can be copied: start from an
+    /// empty store and re-join the workspaces from peers.
+    #[error("the damaged store cannot be read at all: {0}")]
+    Unreadable(String),
+    /// Creating or renaming files failed (disk full, permissions). Free
+    /// space or fix permissions, then salvage again; the damaged file is
+    /// untouched.
+    #[error("salvage file operation failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// redb failed while writing the new file. Salvage again.
+    #[error(transparent)]
+    Storage(#[from] StorageFailure),
+    /// A row could not be encoded for the new file. Report this as a bug.
+    #[error(transparent)]
+    Damaged(#[from] DamagedRow),
+}
+from_redb!(SalvageError);
+
+impl From<CommitError> for SalvageError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Storage(s) => SalvageError::Storage(s),
+            CommitError::Damaged(d) => SalvageError::Damaged(d),
+            other => SalvageError::Unreadable(other.to_string()),
+        }
+    }
+}
 
 /// A stored row (state, metadata) did not decode: the file is damaged.
 /// Run `rebuild` (state rows) or scrub and repair from peers (bundles).

@@ -33,12 +33,13 @@ pub mod error;
 pub mod quarantine;
 pub mod read;
 pub mod rebuild;
+pub mod salvage;
 mod schema;
 mod state;
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageBackend};
 use troupe_protocol::WorkspaceId;
 use troupe_protocol::workspace::WorkspaceInfo;
 
@@ -46,17 +47,18 @@ pub use blob::{BlobMeta, GcReport};
 pub use commit::BatchOutcome;
 pub use error::{
     BlobError, CommitError, CorruptBundle, DamagedRow, OpenError, QuarantineError, ReadError,
-    RebuildError, StorageFailure,
+    RebuildError, SalvageError, StorageFailure,
 };
 pub use quarantine::{QuarantineEntry, RepairNeeded};
 pub use read::{HistoryEntry, StoreView, WorkspaceView};
 pub use rebuild::{RebuildDiff, RebuildReport};
+pub use salvage::{LostRange, SalvageReport, salvage_copy};
 
 use schema::*;
 
 /// redb page cache size: bounds the store's memory (a node on a small
 /// laptop or a Raspberry Pi backstage), at some cost in apply speed.
-const CACHE_BYTES: usize = 24 << 20;
+pub(crate) const CACHE_BYTES: usize = 24 << 20;
 
 /// The store: one redb database holding every workspace of this node.
 #[derive(Debug)]
@@ -111,7 +113,7 @@ impl Store {
         )
     }
 
-    fn init(db: Database) -> Result<Store, OpenError> {
+    pub(crate) fn init(db: Database) -> Result<Store, OpenError> {
         let txn = db.begin_write()?;
         {
             for t in ALL_TABLES {
@@ -153,7 +155,17 @@ impl Store {
     /// # Errors
     /// [`CommitError::Storage`].
     pub fn add_workspace(&self, info: &WorkspaceInfo) -> Result<(), CommitError> {
-        let txn = self.db.begin_write()?;
+        self.put_workspace(info, Durability::Immediate)
+    }
+
+    pub(crate) fn put_workspace(
+        &self,
+        info: &WorkspaceInfo,
+        durability: Durability,
+    ) -> Result<(), CommitError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)
+            .map_err(|e| CommitError::Storage(StorageFailure(e.into())))?;
         {
             let mut t = txn.open_table(WORKSPACES)?;
             let v = postcard::to_allocvec(info).map_err(|_| DamagedRow {

@@ -107,6 +107,7 @@ macro_rules! inner_into {
 inner_into!(crate::error::CommitError);
 inner_into!(QuarantineError);
 inner_into!(crate::error::ReadError);
+inner_into!(crate::error::SalvageError);
 
 fn decode_entry(v: &[u8]) -> Result<QuarantineEntry, DamagedRow> {
     postcard::from_bytes(v).map_err(|_| DamagedRow {
