@@ -283,3 +283,34 @@ pub enum BlobError {
     Damaged(#[from] DamagedRow),
 }
 from_redb!(BlobError);
+
+impl From<OpenError> for SalvageError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Storage(s) => SalvageError::Storage(s),
+            OpenError::Salvage(s) => *s,
+            other => SalvageError::Unreadable(other.to_string()),
+        }
+    }
+}
+
+/// Exporting a workspace failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The workspace is not in this store. List workspaces and pick another.
+    #[error("workspace {0:?} is not in this store")]
+    UnknownWorkspace(WorkspaceId),
+    /// Reading the store failed (damage or redb). Export from the file with
+    /// `export_damaged`, which salvages a copy first.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing the export failed (disk full, permissions). Pick another
+    /// directory or free space; a finished export always has `state.json`.
+    #[error("export file operation failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// The damaged store could not be salvaged for export. Nothing can be
+    /// read from this file; recover the workspace from peers.
+    #[error(transparent)]
+    Salvage(Box<SalvageError>),
+}

@@ -30,6 +30,7 @@
 pub mod blob;
 pub mod commit;
 pub mod error;
+pub mod export;
 pub mod quarantine;
 pub mod read;
 pub mod rebuild;
@@ -46,9 +47,10 @@ use troupe_protocol::workspace::WorkspaceInfo;
 pub use blob::{BlobMeta, GcReport};
 pub use commit::BatchOutcome;
 pub use error::{
-    BlobError, CommitError, CorruptBundle, DamagedRow, OpenError, QuarantineError, ReadError,
-    RebuildError, SalvageError, StorageFailure,
+    BlobError, CommitError, CorruptBundle, DamagedRow, ExportError, OpenError, QuarantineError,
+    ReadError, RebuildError, SalvageError, StorageFailure,
 };
+pub use export::{ExportReport, export_damaged};
 pub use quarantine::{QuarantineEntry, RepairNeeded};
 pub use read::{HistoryEntry, StoreView, WorkspaceView};
 pub use rebuild::{RebuildDiff, RebuildReport};
