@@ -1,7 +1,7 @@
 //! The one write path: local bundles and remote batches, each in one write
 //! transaction with their state changes, ranges, tips and quarantine rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{ReadableTable, WriteTransaction};
 use troupe_protocol::ranges::SeqRangeSet;
@@ -9,7 +9,9 @@ use troupe_protocol::verify::verify_bundles;
 use troupe_protocol::{ActorId, Bundle, BundleHash, FieldPath, VerifyError, WorkspaceId};
 
 use crate::error::{CommitError, DamagedRow};
+use crate::fork::{forked, record_fork};
 use crate::quarantine::{QuarantineEntry, put_entry};
+use crate::rebuild::rebuild_workspace;
 use crate::schema::*;
 use crate::state::TxnState;
 use crate::{Store, decode_ws, now_ms};
@@ -27,7 +29,14 @@ pub struct BatchOutcome {
     pub changed: Vec<FieldPath>,
     /// Fields that now have more than one head.
     pub conflicted: Vec<FieldPath>,
+    /// Slots found forked (two different bundles for one author and seq):
+    /// every copy is in quarantine and none is applied; tell the user.
+    pub forks: Vec<(ActorId, u64)>,
+    /// Copies of forked slots that were already in quarantine (not added again).
+    pub already_quarantined: usize,
 }
+
+const FORK_REASON: &str = "fork: a different bundle exists for this author and seq; neither is applied until one is chosen";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode<'a> {
@@ -119,6 +128,8 @@ fn merge(into: &mut BatchOutcome, o: BatchOutcome) {
     into.quarantined.extend(o.quarantined);
     into.changed.extend(o.changed);
     into.conflicted.extend(o.conflicted);
+    into.forks.extend(o.forks);
+    into.already_quarantined += o.already_quarantined;
 }
 
 pub(crate) fn check_writable(txn: &WriteTransaction, ws: &WorkspaceId) -> Result<(), CommitError> {
@@ -150,28 +161,75 @@ fn commit_in(
     let mut bad: Vec<(Bundle, String, Option<BundleHash>)> = Vec::new();
     let mut candidates: Vec<Bundle> = Vec::with_capacity(bundles.len());
     let mut restore: Vec<Bundle> = Vec::new();
+    // Slots seen forked in this batch, with every hash seen there.
+    let mut fork_slots: BTreeMap<(ActorId, u64), BTreeSet<BundleHash>> = BTreeMap::new();
     {
         let seq_hash = txn.open_table(SEQ_HASH)?;
         let held = txn.open_table(BUNDLES)?;
+        let forks = txn.open_table(FORKS)?;
+        // Two different copies of one slot inside the batch are a fork too.
+        let mut in_batch: BTreeMap<(ActorId, u64), BTreeSet<BundleHash>> = BTreeMap::new();
+        if mode != Mode::Local {
+            for b in &bundles {
+                let body = b.body();
+                in_batch
+                    .entry((body.author, body.seq))
+                    .or_default()
+                    .insert(b.hash());
+            }
+        }
+        let mut quarantined_here: BTreeSet<BundleHash> = BTreeSet::new();
         for b in bundles {
             let body = b.body();
+            let slot = (body.author, body.seq);
             let k = seq_key(ws, &body.author, body.seq);
-            match seq_hash.get(k.as_slice())? {
-                Some(h) => {
-                    let h = read_hash(h.value())?;
-                    if h != b.hash() {
-                        if mode == Mode::Local {
-                            return Err(CommitError::SeqReused {
-                                author: body.author,
-                                seq: body.seq,
-                            });
-                        }
-                        bad.push((
-                            b,
-                            "fork: a different bundle is held for this author and seq".into(),
-                            Some(h),
-                        ));
-                    } else if held.get(k.as_slice())?.is_none() {
+            let held_hash = match seq_hash.get(k.as_slice())? {
+                Some(h) => Some(read_hash(h.value())?),
+                None => None,
+            };
+            if let Some(known) = forked(&forks, &k)? {
+                if mode == Mode::Local {
+                    return Err(CommitError::SeqReused {
+                        author: body.author,
+                        seq: body.seq,
+                    });
+                }
+                if known.contains(&b.hash()) || !quarantined_here.insert(b.hash()) {
+                    out.already_quarantined += 1;
+                } else {
+                    fork_slots.entry(slot).or_default().insert(b.hash());
+                    bad.push((b, FORK_REASON.into(), held_hash));
+                }
+                continue;
+            }
+            let split = in_batch.get(&slot).is_some_and(|h| h.len() > 1);
+            match held_hash {
+                Some(h) if h != b.hash() || split => {
+                    if mode == Mode::Local {
+                        return Err(CommitError::SeqReused {
+                            author: body.author,
+                            seq: body.seq,
+                        });
+                    }
+                    let e = fork_slots.entry(slot).or_default();
+                    e.insert(h);
+                    if quarantined_here.insert(b.hash()) && h != b.hash() {
+                        e.insert(b.hash());
+                        bad.push((b, FORK_REASON.into(), Some(h)));
+                    } else {
+                        out.already_quarantined += 1;
+                    }
+                }
+                None if split => {
+                    fork_slots.entry(slot).or_default().insert(b.hash());
+                    if quarantined_here.insert(b.hash()) {
+                        bad.push((b, FORK_REASON.into(), None));
+                    } else {
+                        out.already_quarantined += 1;
+                    }
+                }
+                Some(_) => {
+                    if held.get(k.as_slice())?.is_none() {
                         // Applied before, its copy was quarantined as corrupt:
                         // this clean copy restores the bytes (state already has it).
                         restore.push(b);
@@ -292,6 +350,16 @@ fn commit_in(
             v.extend_from_slice(&hash.0);
             tips.insert(ak.as_slice(), v.as_slice())?;
         }
+    }
+    drop((bundles_t, seq_hash, hash_index, ranges_t, tips, state));
+    let mut rebuild = false;
+    for ((author, seq), seen) in &fork_slots {
+        rebuild |= record_fork(txn, ws, author, *seq, seen)?;
+        out.forks.push((*author, *seq));
+    }
+    if rebuild {
+        // The withdrawn copy's ops leave the state: replay the workspace.
+        rebuild_workspace(txn, ws)?;
     }
     if !bad.is_empty() {
         let source = match mode {

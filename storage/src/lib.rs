@@ -31,6 +31,7 @@ pub mod blob;
 pub mod commit;
 pub mod error;
 pub mod export;
+mod fork;
 pub mod quarantine;
 pub mod read;
 pub mod rebuild;
@@ -51,7 +52,7 @@ pub use error::{
     ReadError, RebuildError, SalvageError, StorageFailure,
 };
 pub use export::{ExportReport, export_damaged};
-pub use quarantine::{QuarantineEntry, RepairNeeded};
+pub use quarantine::{QuarantineEntry, RepairNeeded, SkippedEntry};
 pub use read::{HistoryEntry, StoreView, WorkspaceView};
 pub use rebuild::{RebuildDiff, RebuildReport};
 pub use salvage::{LostRange, SalvageReport, salvage_copy};

@@ -7,6 +7,7 @@ use troupe_protocol::{ActorId, Bundle, BundleHash, WorkspaceId};
 
 use crate::commit::{BatchOutcome, decode_ranges, encode_ranges};
 use crate::error::{DamagedRow, QuarantineError};
+use crate::fork::{forget_fork_copy, release_for_retry};
 use crate::schema::*;
 use crate::{Store, now_ms};
 
@@ -33,6 +34,29 @@ pub struct QuarantineEntry {
     pub source: String,
     /// The raw bytes as received or found.
     pub bytes: Vec<u8>,
+}
+
+/// The record of a quarantine entry the user chose to skip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedEntry {
+    /// The quarantine id it had.
+    pub id: u64,
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Author, when the bytes decoded.
+    pub author: Option<ActorId>,
+    /// Seq, when the bytes decoded.
+    pub seq: Option<u64>,
+    /// Hash of the skipped bytes, when they decoded.
+    pub hash: Option<BundleHash>,
+    /// Why it was quarantined.
+    pub reason: String,
+    /// Where it came from.
+    pub source: String,
+    /// When it was quarantined (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// When the user skipped it.
+    pub skipped_ms: u64,
 }
 
 /// A bundle slot that needs a clean copy from a peer.
@@ -258,16 +282,58 @@ impl Store {
     ///
     /// # Errors
     /// [`QuarantineError::NotFound`], [`QuarantineError::Storage`].
+    /// The choice is recorded (see [`Store::quarantine_skipped`]); skipping a
+    /// copy of a forked slot also drops it from the fork, so the copy left
+    /// can then be retried and committed.
     pub fn quarantine_skip(&self, id: u64) -> Result<(), QuarantineError> {
         let txn = self.db.begin_write()?;
         {
             let mut q = txn.open_table(QUARANTINE)?;
-            if q.remove(id.to_be_bytes().as_slice())?.is_none() {
-                return Err(QuarantineError::NotFound(id));
+            let entry = match q.remove(id.to_be_bytes().as_slice())? {
+                Some(v) => decode_entry(v.value())?,
+                None => return Err(QuarantineError::NotFound(id)),
+            };
+            drop(q);
+            if let (Some(a), Some(s), Some(h)) = (entry.author, entry.seq, entry.hash) {
+                forget_fork_copy(&txn, &entry.workspace, &a, s, &h)?;
             }
+            let record = SkippedEntry {
+                id,
+                workspace: entry.workspace,
+                author: entry.author,
+                seq: entry.seq,
+                hash: entry.hash,
+                reason: entry.reason,
+                source: entry.source,
+                time_ms: entry.time_ms,
+                skipped_ms: now_ms(),
+            };
+            let v = postcard::to_allocvec(&record).map_err(|_| DamagedRow {
+                what: "skip record (encode)",
+            })?;
+            txn.open_table(SKIPPED)?
+                .insert(id.to_be_bytes().as_slice(), v.as_slice())?;
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Every quarantine entry the user chose to skip, oldest first (the
+    /// record of that choice; the bytes are gone).
+    ///
+    /// # Errors
+    /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
+    pub fn quarantine_skipped(&self) -> Result<Vec<SkippedEntry>, QuarantineError> {
+        let txn = redb::ReadableDatabase::begin_read(&self.db)?;
+        let t = txn.open_table(SKIPPED)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(postcard::from_bytes(v.value()).map_err(|_| DamagedRow {
+                what: "skip record",
+            })?);
+        }
+        Ok(out)
     }
 
     /// Retries a quarantined bundle (e.g. after its missing predecessor or a
@@ -277,15 +343,34 @@ impl Store {
     ///
     /// # Errors
     /// [`QuarantineError::NotFound`], [`QuarantineError::Commit`].
+    ///
+    /// A copy of a forked slot stays where it is (same id) while other copies
+    /// of the slot are still recorded: skip the ones not wanted first.
     pub fn quarantine_retry(&self, id: u64) -> Result<BatchOutcome, QuarantineError> {
         let txn = self.db.begin_write()?;
         let entry = {
-            let mut q = txn.open_table(QUARANTINE)?;
+            let q = txn.open_table(QUARANTINE)?;
             let v = q
-                .remove(id.to_be_bytes().as_slice())?
+                .get(id.to_be_bytes().as_slice())?
                 .ok_or(QuarantineError::NotFound(id))?;
             decode_entry(v.value())?
         };
+        if let (Some(a), Some(s), Some(h)) = (entry.author, entry.seq, entry.hash)
+            && !release_for_retry(&txn, &entry.workspace, &a, s, &h)?
+        {
+            return Ok(BatchOutcome {
+                quarantined: vec![(
+                    id,
+                    a,
+                    s,
+                    "fork unresolved: skip the copies you do not want, then retry this one".into(),
+                )],
+                forks: vec![(a, s)],
+                ..BatchOutcome::default()
+            });
+        }
+        txn.open_table(QUARANTINE)?
+            .remove(id.to_be_bytes().as_slice())?;
         let out = match Bundle::decode(entry.bytes.clone()) {
             Ok(b) => Store::commit_in_txn(&txn, &entry.workspace, vec![b], "retry")?,
             Err(e) => {

@@ -11,7 +11,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use troupe_protocol::{ActorId, Bundle, BundleHash, WorkspaceId};
 
 use crate::Store;
-use crate::error::{DamagedRow, RebuildError};
+use crate::error::{CommitError, DamagedRow, RebuildError};
 use crate::schema::*;
 use crate::state::TxnState;
 
@@ -73,6 +73,69 @@ fn replay_into(
         replayed: n,
         skipped_corrupt: skipped,
     })
+}
+
+/// Removes every state row of one workspace, in slices (bounded memory).
+fn clear_workspace_state(txn: &WriteTransaction, ws: &WorkspaceId) -> Result<(), CommitError> {
+    const SLICE: usize = 4096;
+    for t in STATE_TABLES {
+        let mut table = txn.open_table(t)?;
+        // asset_refs is keyed by blob hash first, then workspace.
+        let by_hash = redb::TableHandle::name(&t) == "asset_refs";
+        loop {
+            let mut keys = Vec::with_capacity(SLICE);
+            if by_hash {
+                for row in table.iter()? {
+                    let (k, _) = row?;
+                    if k.value().get(32..64) == Some(ws.0.as_slice()) {
+                        keys.push(k.value().to_vec());
+                    }
+                }
+            } else {
+                for row in table.range(ws.0.as_slice()..)? {
+                    let (k, _) = row?;
+                    if !k.value().starts_with(&ws.0) || keys.len() == SLICE {
+                        break;
+                    }
+                    keys.push(k.value().to_vec());
+                }
+            }
+            let done = by_hash || keys.len() < SLICE;
+            for k in keys {
+                table.remove(k.as_slice())?;
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds one workspace's state inside `txn` from its held bundles
+/// (after a fork withdrew an applied copy). Copies failing their hash are
+/// left out, as in [`Store::rebuild`].
+pub(crate) fn rebuild_workspace(
+    txn: &WriteTransaction,
+    ws: &WorkspaceId,
+) -> Result<(), CommitError> {
+    clear_workspace_state(txn, ws)?;
+    let bundles = txn.open_table(BUNDLES)?;
+    let seq_hash = txn.open_table(SEQ_HASH)?;
+    let mut state = TxnState::open(txn, *ws)?;
+    for row in bundles.range(ws.0.as_slice()..)? {
+        let (k, v) = row?;
+        if !k.value().starts_with(&ws.0) {
+            break;
+        }
+        let expected = seq_hash
+            .get(k.value())?
+            .and_then(|h| <[u8; 32]>::try_from(h.value()).ok().map(BundleHash));
+        if let Some(Ok(b)) = expected.map(|h| Bundle::decode_expecting(v.value().to_vec(), &h)) {
+            state.apply(&b)?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {

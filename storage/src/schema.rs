@@ -18,6 +18,9 @@
 //! | `quarantine` | id | postcard `QuarantineEntry` |
 //! | `blob_meta` | blob hash | postcard `BlobMeta` |
 //! | `blob_chunks` | blob hash, chunk index | zstd chunk (complete) or plain piece (partial) |
+//! | `forks` | ws, author, seq | sealed postcard list of the different bundle hashes seen for the slot |
+//! | `skipped` | quarantine id | postcard record of an entry the user chose to drop (no bytes) |
+//! | `peer_progress` | ws, peer id | postcard `PeerProgress` (display only; ranges are the checkpoint) |
 
 use redb::TableDefinition;
 use troupe_protocol::register::Scope;
@@ -42,11 +45,14 @@ pub(crate) const ASSET_REFS: Tbl = TableDefinition::new("asset_refs");
 pub(crate) const QUARANTINE: Tbl = TableDefinition::new("quarantine");
 pub(crate) const BLOB_META: Tbl = TableDefinition::new("blob_meta");
 pub(crate) const BLOB_CHUNKS: Tbl = TableDefinition::new("blob_chunks");
+pub(crate) const FORKS: Tbl = TableDefinition::new("forks");
+pub(crate) const SKIPPED: Tbl = TableDefinition::new("skipped");
+pub(crate) const PEER_PROGRESS: Tbl = TableDefinition::new("peer_progress");
 
 /// Tables holding materialised state (cleared and refilled by rebuild).
 pub(crate) const STATE_TABLES: [Tbl; 5] = [HEADS, DELETES, SUPERSEDED, ASSET_DELETES, ASSET_REFS];
 
-pub(crate) const ALL_TABLES: [Tbl; 15] = [
+pub(crate) const ALL_TABLES: [Tbl; 18] = [
     META,
     WORKSPACES,
     BUNDLES,
@@ -62,6 +68,9 @@ pub(crate) const ALL_TABLES: [Tbl; 15] = [
     QUARANTINE,
     BLOB_META,
     BLOB_CHUNKS,
+    FORKS,
+    SKIPPED,
+    PEER_PROGRESS,
 ];
 
 pub(crate) fn author_key(ws: &WorkspaceId, author: &ActorId) -> [u8; 64] {

@@ -75,24 +75,62 @@ fn a_fork_is_quarantined_and_never_applied() {
     let (_d, s) = store();
     let (ws, good) = chain(3, 3);
     let (_, forked) = chain_with(3, 3, "fork");
+    let author = good[0].body().author;
     s.commit_batch(&ws, good.clone(), "a").unwrap();
-    let out = s.commit_batch(&ws, vec![forked[1].clone()], "b").unwrap();
-    assert!(out.committed.is_empty());
-    assert_eq!(out.quarantined.len(), 1);
-    let q = s.quarantine_list().unwrap();
-    assert_eq!(q.len(), 1);
-    assert_eq!(q[0].source, "b");
-    assert_eq!(q[0].expected, Some(good[1].hash()));
-    assert!(q[0].reason.contains("fork"));
-    // State still shows the original values.
     let p = FieldPath::new("contacts.person", "p3x1", "f0").unwrap();
     assert_eq!(s.value(&ws, &p).unwrap(), Some(Value::Text("v-1-0".into())));
-    // Retrying does not apply it either; skipping removes it.
-    let out = s.quarantine_retry(q[0].id).unwrap();
-    assert_eq!(out.quarantined.len(), 1);
+    let out = s.commit_batch(&ws, vec![forked[1].clone()], "b").unwrap();
+    assert!(out.committed.is_empty());
+    assert_eq!(out.forks, vec![(author, 2)]);
+    // Both copies are in quarantine, and neither is applied any more.
     let q = s.quarantine_list().unwrap();
-    s.quarantine_skip(q[0].id).unwrap();
+    assert_eq!(q.len(), 2);
+    let incoming = q.iter().find(|e| e.source == "b").unwrap().clone();
+    let held = q.iter().find(|e| e.source == "fork").unwrap().clone();
+    assert_eq!(incoming.expected, Some(good[1].hash()));
+    assert!(incoming.reason.contains("fork") && held.reason.contains("fork"));
+    assert_eq!(held.hash, Some(good[1].hash()));
+    assert_eq!(held.bytes, good[1].bytes());
+    assert!(s.bundle(&ws, &author, 2).unwrap().is_none());
+    assert!(!s.ranges(&ws).unwrap()[&author].contains(2));
+    assert_eq!(s.value(&ws, &p).unwrap(), None);
+    assert!(s.verify_rebuild().unwrap().is_empty());
+    // The same copies arriving again are recognised: not applied, not added.
+    let out = s
+        .commit_batch(&ws, vec![good[1].clone(), forked[1].clone()], "c")
+        .unwrap();
+    assert!(out.committed.is_empty());
+    assert_eq!(out.already_quarantined, 2);
+    assert_eq!(s.quarantine_list().unwrap().len(), 2);
+    // Retrying while the fork is unresolved changes nothing.
+    let out = s.quarantine_retry(incoming.id).unwrap();
+    assert_eq!(out.forks, vec![(author, 2)]);
+    assert_eq!(s.quarantine_list().unwrap().len(), 2);
+    // The user skips one copy (recorded) and retries the other: applied again.
+    s.quarantine_skip(incoming.id).unwrap();
+    let skipped = s.quarantine_skipped().unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].hash, incoming.hash);
+    let out = s.quarantine_retry(held.id).unwrap();
+    assert_eq!(out.committed, vec![(author, 2, good[1].hash())]);
+    assert_eq!(s.value(&ws, &p).unwrap(), Some(Value::Text("v-1-0".into())));
     assert!(s.quarantine_list().unwrap().is_empty());
+    assert!(s.verify_rebuild().unwrap().is_empty());
+}
+
+#[test]
+fn two_copies_of_a_new_slot_in_one_batch_are_a_fork() {
+    let (_d, s) = store();
+    let (ws, good) = chain(4, 2);
+    let (_, forked) = chain_with(4, 2, "fork");
+    let out = s
+        .commit_batch(&ws, vec![good[0].clone(), forked[0].clone()], "peer")
+        .unwrap();
+    assert!(out.committed.is_empty());
+    assert_eq!(out.forks, vec![(good[0].body().author, 1)]);
+    assert_eq!(s.quarantine_list().unwrap().len(), 2);
+    assert!(s.fields(&ws).unwrap().is_empty());
+    assert!(s.ranges(&ws).unwrap().is_empty());
 }
 
 #[test]
