@@ -32,6 +32,7 @@ pub mod commit;
 pub mod error;
 pub mod export;
 mod fork;
+pub mod progress;
 pub mod quarantine;
 pub mod read;
 pub mod rebuild;
@@ -52,6 +53,7 @@ pub use error::{
     ReadError, RebuildError, SalvageError, StorageFailure,
 };
 pub use export::{ExportReport, export_damaged};
+pub use progress::PeerProgress;
 pub use quarantine::{QuarantineEntry, RepairNeeded, SkippedEntry};
 pub use read::{HistoryEntry, StoreView, WorkspaceView};
 pub use rebuild::{RebuildDiff, RebuildReport};
