@@ -17,15 +17,35 @@
 //! | node, local edits | [`Store::author_tip`] to sign, then [`Store::commit_local`] / [`Store::commit_local_many`] |
 //! | sync driver | [`Store::view`] ([`troupe_protocol::sync::oplog_view::OplogView`]), [`Store::commit_batch`], [`Store::quarantine_bytes`], [`Store::quarantine_corrupt`], blob receive ([`Store::blob_begin`], [`Store::blob_write_chunk`]) |
 //! | repair | [`Store::scrub`] → [`RepairNeeded`] slots with the expected hash |
-//! | UI / CLI | [`Store::value`], [`Store::field_heads`], [`Store::entity_fields`], [`Store::conflicts`], [`Store::history`], quarantine list/show/retry/skip |
+//! | node start-up | [`Store::open_or_salvage`] (a damaged file is salvaged, never a dead end) → [`SalvageReport`] ranges to re-sync |
+//! | sync status | [`Store::set_peer_progress`], [`Store::peer_progress`] |
+//! | emergency backup | [`Store::export`], or [`export_damaged`] straight from a damaged file |
+//! | UI / CLI | [`Store::value`], [`Store::field_heads`], [`Store::entity_fields`], [`Store::conflicts`], [`Store::history`], quarantine list/show/retry/skip/skipped |
 //! | undo | [`Store::workspace_view`] with `troupe_protocol::undo::plan_undo` |
 //! | maintenance | [`Store::rebuild`], [`Store::verify_rebuild`], [`Store::gc_blobs`], [`Store::check_integrity`] |
+//!
+//! # Atomicity and durability
+//! Tables and key layouts are listed in the `schema` module. Each commit
+//! ([`Store::commit_local`], [`Store::commit_local_many`],
+//! [`Store::commit_batch`]) is one redb write transaction holding the
+//! bundles, the hash index, ranges, tips, state rows and quarantine rows, so
+//! a crash leaves all of it or none of it. Commits are durable
+//! (`Durability::Immediate`: redb's commit syncs before it returns), which
+//! costs one or two fsyncs per transaction; group commit and sync batches
+//! spread that cost over many bundles. Only rows that are hints, not data,
+//! use non-durable commits: per-peer progress, and salvage's intermediate
+//! steps (made durable by its last commit before the new file is put in
+//! place). A fork (two bundles for one author and seq) quarantines every copy
+//! and rebuilds the workspace's state without the withdrawn one in the same
+//! transaction.
 //!
 //! # Integrity
 //! Bundles are checked against the per-slot hash written when they were
 //! verified; state rows (heads, entity deletions, ranges) carry a checksum
 //! over key and value; [`Store::open`] runs redb's whole-file page check, so
 //! a file damaged at rest fails to open (salvage) instead of panicking redb.
+//! [`Store::open_or_salvage`] then copies what re-verifies into a new file
+//! (`salvage`), keeping the damaged one aside.
 
 pub mod blob;
 pub mod commit;
