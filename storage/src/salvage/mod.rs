@@ -37,10 +37,10 @@
 //! already sent, and a seq must never be reused.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableTable};
 use troupe_protocol::ranges::SeqRangeSet;
 use troupe_protocol::{ActorId, BlobHash, Bundle, WorkspaceId};
 
@@ -50,6 +50,9 @@ use crate::error::{OpenError, SalvageError};
 use crate::quarantine::{QuarantineEntry, put_entry};
 use crate::schema::*;
 use crate::{CACHE_BYTES, Store, decode_ws, now_ms};
+
+mod damaged;
+use damaged::Damaged;
 
 /// Bundle slots the damaged file claimed to hold that were not recovered:
 /// the sync engine fetches them again (by range, or by repair with the hash).
@@ -97,105 +100,6 @@ impl SalvageReport {
             && self.blobs_lost.is_empty()
             && self.unreadable.is_empty()
             && self.bundles_quarantined == 0
-    }
-}
-
-type Rows = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Read-only access to a damaged file, with every redb call fenced.
-struct Damaged {
-    db: Box<dyn ReadableDatabase>,
-    _scratch: Option<Scratch>,
-}
-
-/// A scratch copy of the damaged file, removed when salvage is done.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // Best effort: a leftover scratch file is harmless and replaced next time.
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn fenced<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => Err("redb panicked on a damaged page".to_string()),
-    }
-}
-
-impl Damaged {
-    fn open(path: &Path) -> Result<Damaged, SalvageError> {
-        let ro = fenced(|| {
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .open_read_only(path)
-                .map_err(|e| e.to_string())
-        });
-        if let Ok(db) = ro {
-            return Ok(Damaged {
-                db: Box::new(db),
-                _scratch: None,
-            });
-        }
-        // redb wants a repair (an unclean shutdown): repair a scratch copy,
-        // never the damaged original.
-        let scratch = Scratch(with_suffix(path, ".salvage-scratch"));
-        std::fs::copy(path, &scratch.0).map_err(SalvageError::Io)?;
-        let db = fenced(|| {
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .open(&scratch.0)
-                .map_err(|e| e.to_string())
-        })
-        .map_err(SalvageError::Unreadable)?;
-        Ok(Damaged {
-            db: Box::new(db),
-            _scratch: Some(scratch),
-        })
-    }
-
-    /// Every row of a table it can read, in key order, and whether it reached the end.
-    fn rows(&self, t: Tbl) -> (Rows, Option<String>) {
-        let mut rows = Vec::new();
-        let r = fenced(|| {
-            let txn = self.db.begin_read().map_err(|e| e.to_string())?;
-            let tbl = match txn.open_table(t) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            };
-            for row in tbl.iter().map_err(|e| e.to_string())? {
-                let (k, v) = row.map_err(|e| e.to_string())?;
-                rows.push((k.value().to_vec(), v.value().to_vec()));
-            }
-            Ok(())
-        });
-        (rows, r.err())
-    }
-
-    /// Point reads of `keys` (each fenced), for slots a damaged scan missed.
-    fn get_each(&self, t: Tbl, keys: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut txn = None;
-        for k in keys {
-            let got = fenced(|| {
-                if txn.is_none() {
-                    txn = Some(self.db.begin_read().map_err(|e| e.to_string())?);
-                }
-                let tx = txn.as_ref().ok_or("no transaction")?;
-                let tbl = tx.open_table(t).map_err(|e| e.to_string())?;
-                let v = tbl.get(k.as_slice()).map_err(|e| e.to_string())?;
-                Ok(v.map(|v| v.value().to_vec()))
-            });
-            match got {
-                Ok(Some(v)) => out.push((k.clone(), v)),
-                Ok(None) => {}
-                Err(_) => txn = None,
-            }
-        }
-        out
     }
 }
 
@@ -469,7 +373,7 @@ fn copy_blob(
     Ok(true)
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
