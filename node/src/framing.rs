@@ -20,10 +20,14 @@
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The largest payload a frame may carry: 4 MiB. Sync batches are capped at
-/// 1 MiB of bundles, so this leaves headroom without letting a peer make us
-/// allocate without bound.
-pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
+/// The largest payload a frame may carry: the protocol's own cap (4 MiB), so
+/// the transport and the engine can never disagree about what fits. Sync
+/// batches are capped at 1 MiB of bundles, so this leaves headroom without
+/// letting a peer make us allocate without bound.
+pub const MAX_FRAME_LEN: usize = troupe_protocol::sync::limits::MAX_FRAME;
+
+// The length prefix is a u32; the cap must fit in it.
+const _: () = assert!(MAX_FRAME_LEN <= u32::MAX as usize);
 
 /// Bytes in the length prefix.
 const PREFIX_LEN: usize = 4;

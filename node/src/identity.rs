@@ -203,6 +203,18 @@ pub fn peer_to_actor(peer: &PeerId) -> Option<ActorId> {
     Some(ActorId(ed.to_bytes()))
 }
 
+/// The sync engine's name for a connected peer (its actor id bytes), from the
+/// transport-authenticated libp2p peer id. `None` for non-ed25519 peers, which
+/// are not Troupe actors and get no sync session.
+pub fn sync_peer(peer: &PeerId) -> Option<troupe_protocol::sync::PeerId> {
+    peer_to_actor(peer).map(|a| troupe_protocol::sync::PeerId(a.0))
+}
+
+/// The libp2p peer id for an engine peer (to send its frames or disconnect it).
+pub fn libp2p_peer(peer: &troupe_protocol::sync::PeerId) -> Option<PeerId> {
+    actor_to_peer(&ActorId(peer.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, noise, tcp, yamux};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::events::{EventBus, NodeEvent};
@@ -43,6 +43,21 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// An inbound `/troupe/sync/1` stream and the authenticated peer that opened it.
 pub type Inbound = mpsc::Receiver<(PeerId, Stream)>;
+
+/// Connection changes, typed, for the sync driver (the engine's `PeerUp` /
+/// `PeerDown`). Only the first connection to a peer and the close of its last
+/// one are reported, so a brief double connection is not a flap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// The first connection to this peer opened.
+    Up(PeerId),
+    /// The last connection to this peer closed.
+    Down(PeerId),
+}
+
+/// How many connection events a slow subscriber may lag before missing some
+/// (it is then told how many it missed and should re-read the peer table).
+pub const CONNECTION_EVENT_BUFFER: usize = 256;
 
 /// Why the network could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +96,9 @@ enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<PeerId, NetError>>,
     },
+    Disconnect {
+        peer: PeerId,
+    },
 }
 
 /// A cloneable handle to the running swarm.
@@ -91,6 +109,7 @@ pub struct NetworkHandle {
     control: libp2p_stream::Control,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     peers: PeerTable,
+    connections: broadcast::Sender<ConnectionEvent>,
 }
 
 impl std::fmt::Debug for NetworkHandle {
@@ -142,6 +161,24 @@ impl NetworkHandle {
             .await
             .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// Connection changes from now on (subscribe before reading the peer
+    /// table to miss nothing).
+    pub fn connection_events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.connections.subscribe()
+    }
+
+    /// Closes every connection to `peer` (the engine's `Disconnect` output).
+    /// The dialler may connect again later; the engine decides whether to talk.
+    ///
+    /// # Errors
+    /// [`NetError::Stopped`].
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Disconnect { peer })
+            .await
+            .map_err(|_| NetError::Stopped)
     }
 
     /// Opens an outbound `/troupe/sync/1` stream to a connected peer.
@@ -206,12 +243,14 @@ pub fn start(
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
     let (addr_tx, addr_rx) = watch::channel(Vec::new());
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (conn_tx, _) = broadcast::channel(CONNECTION_EVENT_BUFFER);
     let handle = NetworkHandle {
         local_peer: *swarm.local_peer_id(),
         commands: cmd_tx,
         control,
         listen_addrs: addr_rx,
         peers: peers.clone(),
+        connections: conn_tx.clone(),
     };
 
     let task = SwarmTask {
@@ -221,6 +260,7 @@ pub fn start(
         pending_dials: HashMap::new(),
         peers,
         events,
+        connections: conn_tx,
     };
     let span = tracing::info_span!("swarm", me = %handle.local_peer);
     shutdown.spawn(task.run(shutdown.clone()).instrument(span));
@@ -258,6 +298,7 @@ struct SwarmTask {
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
     peers: PeerTable,
     events: EventBus,
+    connections: broadcast::Sender<ConnectionEvent>,
 }
 
 impl SwarmTask {
@@ -285,6 +326,10 @@ impl SwarmTask {
                         let _ = reply.send(Err(NetError::Dial(dial_error_text(&e))));
                     }
                 }
+            }
+            Command::Disconnect { peer } => {
+                // Err only means "not connected", which is the goal anyway.
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
         }
     }
@@ -317,6 +362,7 @@ impl SwarmTask {
                 }
                 if self.peers.connected(peer_id, &addr) {
                     info!(peer = %peer_id, %addr, "peer connected");
+                    let _ = self.connections.send(ConnectionEvent::Up(peer_id));
                     self.events.publish(NodeEvent::PeerConnected {
                         peer_id: peer_id.to_string(),
                         actor_id: crate::identity::peer_to_actor(&peer_id).map(|a| a.to_string()),
@@ -332,6 +378,7 @@ impl SwarmTask {
             } => {
                 if self.peers.disconnected(peer_id, num_established) {
                     info!(peer = %peer_id, ?cause, "peer disconnected");
+                    let _ = self.connections.send(ConnectionEvent::Down(peer_id));
                     self.events.publish(NodeEvent::PeerDisconnected {
                         peer_id: peer_id.to_string(),
                     });
@@ -385,6 +432,7 @@ mod tests {
         let (a, _a_in) = node(1, &shutdown);
         let (b, mut b_in) = node(2, &shutdown);
         let b_addr = b.wait_listening().await.unwrap()[0].clone();
+        let mut b_conns = b.connection_events();
 
         assert!(
             a.open_stream(b.local_peer()).await.is_err(),
@@ -399,6 +447,17 @@ mod tests {
         assert_eq!(from, a.local_peer());
         assert_eq!(read_frame(&mut inbound).await.unwrap().unwrap(), b"hello");
         assert!(a.peers().is_connected(&b.local_peer()));
+        assert_eq!(
+            b_conns.recv().await.unwrap(),
+            ConnectionEvent::Up(a.local_peer())
+        );
+
+        a.disconnect(b.local_peer()).await.unwrap();
+        assert_eq!(
+            b_conns.recv().await.unwrap(),
+            ConnectionEvent::Down(a.local_peer())
+        );
+        assert!(!b.peers().is_connected(&a.local_peer()));
         assert!(shutdown.shutdown(Duration::from_secs(5)).await);
     }
 
