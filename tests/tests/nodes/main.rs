@@ -3,5 +3,7 @@
 
 // Two nodes on loopback, no mDNS: explicit --peer dialling and the local API's peer list.
 mod two_nodes;
+// The CLI's honest refusals, init, and one daemon per data dir.
+mod cli;
 // mDNS inside namespaces only, interfaces restricted: members find each other, strangers learn nothing.
 mod mdns;

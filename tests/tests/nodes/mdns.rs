@@ -29,6 +29,25 @@ fn secret(name: &str) -> String {
     out
 }
 
+/// Seconds between the first log line containing `from` and the first after
+/// it containing `to`, from the log's own timestamps (a measured figure for
+/// the report, not an assertion).
+fn log_span(log: &str, from: &str, to: &str) -> Option<f64> {
+    let secs = |line: &str| -> Option<f64> {
+        // 2026-11-25T06:15:31.105493Z …
+        let t = line.get(11..26)?;
+        let mut it = t.split(':');
+        let h: f64 = it.next()?.parse().ok()?;
+        let m: f64 = it.next()?.parse().ok()?;
+        let s: f64 = it.next()?.parse().ok()?;
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let mut lines = log.lines();
+    let start = lines.by_ref().find(|l| l.contains(from)).and_then(secs)?;
+    let end = lines.find(|l| l.contains(to)).and_then(secs)?;
+    Some((end - start).rem_euclid(86_400.0))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::Result<()> {
     let mut lab = match Lab::new("md")? {
@@ -46,23 +65,30 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
     std::fs::write(&show_file, format!("{show}\n"))?;
     std::fs::write(&other_file, format!("{other}\n"))?;
 
-    let started = Instant::now();
-    let mut nodes = Vec::new();
-    for (i, (name, file)) in [
-        ("a", &show_file),
-        ("b", &show_file),
-        ("c", &show_file),
-        ("stranger", &other_file),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    let setup = Instant::now();
+    let mut namespaces = Vec::new();
+    for _ in 0..4 {
         let ns = lab.add_node()?;
         let ifaces = Lab::interfaces(&ns)?;
         assert!(
             ifaces.iter().all(|i| i == "lo" || i == NODE_IF),
             "only test-made interfaces: {ifaces:?}"
         );
+        namespaces.push(ns);
+    }
+    eprintln!("mDNS: four namespaces set up in {:?}", setup.elapsed());
+
+    // Build or locate the binary before timing anything.
+    troupe_tests::troupe_bin();
+    let started = Instant::now();
+    let mut nodes = Vec::new();
+    let roles = [
+        ("a", &show_file),
+        ("b", &show_file),
+        ("c", &show_file),
+        ("stranger", &other_file),
+    ];
+    for (i, ((name, file), ns)) in roles.into_iter().zip(&namespaces).enumerate() {
         let args = vec![
             "--interface".to_owned(),
             NODE_IF.to_owned(),
@@ -71,7 +97,7 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
             "--workspace-secrets".to_owned(),
             file.display().to_string(),
         ];
-        nodes.push(Node::start(name, Some(&ns), &args)?);
+        nodes.push(Node::start(name, Some(ns), &args)?);
     }
     let mut peer_ids = Vec::new();
     for n in &nodes {
@@ -79,6 +105,10 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
         assert_eq!(status["mdns"]["interfaces"], serde_json::json!([NODE_IF]));
         peer_ids.push(status["peer_id"].as_str().unwrap().to_owned());
     }
+    eprintln!(
+        "mDNS: all four nodes answered their local API {:?} after the first started",
+        started.elapsed()
+    );
     let (members, stranger) = (&nodes[..3], &nodes[3]);
     let stranger_id = &peer_ids[3];
 
@@ -101,8 +131,18 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
         .await
         .map_err(|e| anyhow::anyhow!("{e}\nlog:\n{}", m.log()))?;
     }
-    let elapsed = started.elapsed();
-    eprintln!("mDNS: 3 members connected to each other {elapsed:?} after the first node started");
+    eprintln!(
+        "mDNS: 3 members connected to each other {:?} after the first node started",
+        started.elapsed()
+    );
+    for m in members {
+        if let Some(secs) = log_span(&m.log(), "mDNS discovery running", "peer connected") {
+            eprintln!(
+                "mDNS: {} connected to its first member {secs:.3} s after its discovery started (from its log)",
+                m.name
+            );
+        }
+    }
 
     // The stranger sees all three advertisements, as non-members.
     wait_for(
