@@ -90,13 +90,37 @@ fn command(netns: Option<&str>) -> Command {
 
 impl Node {
     /// Starts `troupe --data-dir <tmp> up <args>`, logging at debug level to a
-    /// file in the data dir's parent.
+    /// file beside the data dir.
     ///
     /// # Errors
     /// If the process cannot be spawned.
     pub fn start(name: &str, netns: Option<&str>, args: &[String]) -> anyhow::Result<Node> {
         let tmp = tempfile::tempdir()?;
         let data_dir = tmp.path().join("data");
+        Self::spawn(name, netns, data_dir, tmp, args)
+    }
+
+    /// Like [`Node::start`] on an existing data dir (a restart). The caller
+    /// keeps the node that owned it alive (its temp dir) until this one is done.
+    ///
+    /// # Errors
+    /// If the process cannot be spawned.
+    pub fn start_in(
+        name: &str,
+        netns: Option<&str>,
+        data_dir: &Path,
+        args: &[String],
+    ) -> anyhow::Result<Node> {
+        Self::spawn(name, netns, data_dir.to_owned(), tempfile::tempdir()?, args)
+    }
+
+    fn spawn(
+        name: &str,
+        netns: Option<&str>,
+        data_dir: PathBuf,
+        tmp: tempfile::TempDir,
+        args: &[String],
+    ) -> anyhow::Result<Node> {
         let log = tmp.path().join("node.log");
         let log_file = std::fs::File::create(&log)?;
         let child = command(netns)

@@ -162,6 +162,10 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
         },
     )
     .await?;
+    eprintln!(
+        "mDNS: the stranger saw three advertisements {:?} after the first node started",
+        started.elapsed()
+    );
     // Each member has seen the stranger's advertisement and knows it is not a member.
     for m in members {
         wait_for(
@@ -218,6 +222,10 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
             n.log()
         );
     }
+    eprintln!(
+        "mDNS: all stopped {:?} after the first node started",
+        started.elapsed()
+    );
     drop(nodes);
     drop(lab);
     Ok(())
