@@ -63,6 +63,10 @@ pub enum DaemonError {
     /// The local API could not start.
     #[error(transparent)]
     Api(#[from] local_api::ApiError),
+    /// `--interface` names an interface this machine does not have; mDNS
+    /// would silently find nobody.
+    #[error("there is no network interface named {0:?} here (see `ip link`)")]
+    NoSuchInterface(String),
     /// Signal handlers could not be installed.
     #[error("cannot watch for SIGINT/SIGTERM: {0}")]
     Signals(std::io::Error),
@@ -78,12 +82,16 @@ pub fn init(data_dir: &Path) -> Result<(Identity, bool), DaemonError> {
         path: data_dir.to_owned(),
         reason: e.to_string(),
     };
-    std::fs::create_dir_all(data_dir).map_err(dir_err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(dir_err)?;
+    if !data_dir.exists() {
+        std::fs::create_dir_all(data_dir).map_err(dir_err)?;
+        // Only a directory we created is narrowed to the owner: an existing one
+        // the user named may be shared on purpose (the key file is 0600 anyway).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(dir_err)?;
+        }
     }
     Ok(Identity::load_or_create(data_dir)?)
 }
@@ -151,6 +159,7 @@ async fn serve(
     );
 
     if !up.no_mdns {
+        check_interfaces(&up.interfaces)?;
         let port = listen
             .iter()
             .flat_map(|a| a.iter())
@@ -168,12 +177,9 @@ async fn serve(
             identity.peer_id(),
             &disc_stage,
         )?;
-        disc_stage.spawn(on_discovery(
-            rx,
-            peers.clone(),
-            events.clone(),
-            dialer.clone(),
-        ));
+        disc_stage.spawn(
+            on_discovery(rx, peers.clone(), events.clone(), dialer.clone()).in_current_span(),
+        );
     } else {
         info!("mDNS is off (--no-mdns): only --peer and remembered addresses are dialled");
     }
@@ -208,6 +214,19 @@ async fn serve(
     let _ = std::fs::remove_file(cfg.data_dir.join(local_api::PORT_FILE));
     info!("stopped");
     Ok(())
+}
+
+/// Refuses `--interface` names that do not exist (Linux: `/sys/class/net`;
+/// elsewhere the check is skipped and mdns-sd simply matches nothing).
+fn check_interfaces(names: &[String]) -> Result<(), DaemonError> {
+    let sys = Path::new("/sys/class/net");
+    if !sys.is_dir() {
+        return Ok(());
+    }
+    match names.iter().find(|n| !sys.join(n).exists()) {
+        Some(missing) => Err(DaemonError::NoSuchInterface(missing.clone())),
+        None => Ok(()),
+    }
 }
 
 /// Holds the data dir's lock file for the life of the daemon.

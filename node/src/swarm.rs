@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, noise, tcp, yamux};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -225,11 +226,12 @@ pub fn start(
         .build();
 
     for addr in listen {
+        check_port_free(addr)?;
         swarm
             .listen_on(addr.clone())
             .map_err(|e| StartError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: error_chain(&e),
             })?;
     }
 
@@ -266,6 +268,53 @@ pub fn start(
     shutdown.spawn(task.run(shutdown.clone()).instrument(span));
     shutdown.spawn(accept(incoming, in_tx, shutdown.clone()));
     Ok((handle, in_rx))
+}
+
+/// libp2p's TCP listener sets `SO_REUSEPORT`, so a second node could bind a
+/// fixed port that is already in use and silently share its connections. A
+/// plain bind first (without that option) fails on a busy port, and says so.
+fn check_port_free(addr: &Multiaddr) -> Result<(), StartError> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some(port)) = (ip, port) else {
+        return Ok(());
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind((ip, port))
+        .map(drop)
+        .map_err(|e| StartError::Listen {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// An error and its sources in one line (libp2p's outer errors often print
+/// nothing useful on their own).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p: &String| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    if parts.is_empty() {
+        format!("{e:?}")
+    } else {
+        parts.join(": ")
+    }
 }
 
 /// The acceptor: moves inbound streams from the behaviour to the consumer's queue.
@@ -408,7 +457,7 @@ fn dial_error_text(e: &DialError) -> String {
     match e {
         DialError::Transport(errs) => errs
             .iter()
-            .map(|(addr, err)| format!("{addr}: {err}"))
+            .map(|(addr, err)| format!("{addr}: {}", error_chain(err)))
             .collect::<Vec<_>>()
             .join("; "),
         other => other.to_string(),
@@ -462,6 +511,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_busy_fixed_port_or_a_foreign_address_is_refused_with_a_reason() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let id = Identity::from_secret([4; 32]);
+        let shutdown = Shutdown::new();
+        for addr in [
+            format!("/ip4/127.0.0.1/tcp/{port}"),
+            "/ip4/192.0.2.1/tcp/0".to_owned(),
+        ] {
+            let addr: Multiaddr = addr.parse().unwrap();
+            match start(&id, &[addr], PeerTable::new(), EventBus::new(), &shutdown) {
+                Err(StartError::Listen { reason, .. }) => assert!(!reason.trim().is_empty()),
+                other => panic!("expected a listen error, got {:?}", other.map(|_| ())),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn dialling_a_closed_port_fails_with_a_reason() {
         let shutdown = Shutdown::new();
         let (a, _in) = node(3, &shutdown);
@@ -472,7 +539,10 @@ mod tests {
             .unwrap()
             .port();
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
-        assert!(matches!(a.dial(addr).await, Err(NetError::Dial(_))));
+        match a.dial(addr).await {
+            Err(NetError::Dial(reason)) => assert!(reason.contains("refused"), "{reason}"),
+            other => panic!("expected a dial error, got {other:?}"),
+        }
         assert!(shutdown.shutdown(Duration::from_secs(5)).await);
     }
 }

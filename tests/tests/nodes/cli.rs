@@ -103,6 +103,17 @@ fn contradictory_or_malformed_flags_are_refused_before_starting() {
         !dir.path().join("actor.key").exists(),
         "nothing was started"
     );
+    let out = troupe(
+        dir.path(),
+        &[
+            "up",
+            "--interface",
+            "nosuch0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+    );
+    assert_report(&out, 1, "no network interface named \"nosuch0\"");
 }
 
 #[tokio::test(flavor = "multi_thread")]
