@@ -1,7 +1,8 @@
 //! Two `troupe up` processes on loopback with `--no-mdns`: B dials A by
 //! address, both list the other as connected through the local API, and the
 //! listed actor id is the peer's key (identity = actor key). Pins the
-//! explicit-dial path that works where venue Wi-Fi blocks multicast.
+//! explicit-dial path that works where venue Wi-Fi blocks multicast, and the
+//! local API's event stream reporting the connection as it happens.
 
 use std::time::Duration;
 
@@ -27,6 +28,11 @@ async fn two_nodes_on_loopback_connect_by_address_and_list_each_other() -> anyho
     let a_addr = a_status["listen_addrs"][0].as_str().unwrap().to_owned();
     assert!(a_addr.starts_with("/ip4/127.0.0.1/tcp/"), "{a_addr}");
     assert_eq!(a_status["mdns"]["enabled"], false);
+    // A's event stream, opened from this process through A's API files.
+    let api = troupe_node::local_api::ApiClient::detect(&a.data_dir)
+        .await
+        .expect("a's local API answers");
+    let mut events = api.events().await?;
 
     let b = Node::start(
         "b",
@@ -35,6 +41,18 @@ async fn two_nodes_on_loopback_connect_by_address_and_list_each_other() -> anyho
     )?;
     let b_status = b.ready().await?;
     let b_peer = b_status["peer_id"].as_str().unwrap().to_owned();
+
+    let connected = tokio::time::timeout(CONNECT_DEADLINE, async {
+        while let Some(ev) = events.recv().await {
+            if ev["type"] == "peer_connected" && ev["peer_id"] == b_peer.as_str() {
+                return Some(ev);
+            }
+        }
+        None
+    })
+    .await?
+    .expect("the event stream stays open");
+    assert_eq!(connected["actor_id"], b_status["actor_id"]);
 
     for (node, other) in [(&a, &b_peer), (&b, &a_peer)] {
         wait_for(
