@@ -32,6 +32,9 @@ const _: () = assert!(MAX_FRAME_LEN <= u32::MAX as usize);
 /// Bytes in the length prefix.
 const PREFIX_LEN: usize = 4;
 
+/// Initial buffer for a payload; it grows as bytes arrive.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -83,8 +86,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8
             max: MAX_FRAME_LEN,
         });
     }
-    let mut payload = vec![0u8; len];
-    let got = read_full(r, &mut payload).await?;
+    // Grow with what actually arrives: a peer that announces 4 MiB and sends
+    // nothing holds one chunk of memory, not the whole announced size.
+    let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
+    let got = (&mut *r).take(len as u64).read_to_end(&mut payload).await?;
     if got < len {
         return Err(FrameError::Truncated { got, expected: len });
     }
