@@ -1,12 +1,180 @@
-//! The `troupe` command.
+//! The `troupe` command: parse, configure, run, and turn errors into sentences
+//! and exit codes.
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use troupe_node::cli::args::{Cli, Command};
+use troupe_node::cli::config::{Config, UpConfig};
+use troupe_node::cli::report::{EXIT_FAILED, Report};
+use troupe_node::daemon::{self, DaemonError};
+use troupe_node::local_api::ApiClient;
+use troupe_node::shutdown::Shutdown;
+
 fn main() -> ExitCode {
-    eprintln!(
-        "troupe: the node is not built yet.\n\
-         What happened: this build has the protocol core only; networking, the daemon and the CLI are still to come.\n\
-         What you can do: run the tests (`cargo test --workspace`) to exercise what exists."
-    );
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(report) => {
+            eprintln!("{report}");
+            report.exit_code()
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` picks the level (default: info for troupe, warn otherwise).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,troupe_node=info,troupe=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run(cli: Cli) -> Result<(), Report> {
+    let cfg = Config::from_args(&cli.global).map_err(|e| Report::config(&e))?;
+    match cli.command {
+        Command::Init => init(&cfg),
+        Command::Up(args) => {
+            let up = UpConfig::from_args(&args).map_err(|e| Report::config(&e))?;
+            runtime()?
+                .block_on(daemon::run(&cfg, up, Shutdown::new()))
+                .map_err(|e| daemon_report(&e, &cfg))
+        }
+        Command::Status => query(&cfg, "status", "/v1/status"),
+        Command::Peers => query(&cfg, "peers", "/v1/peers"),
+        Command::Workspace(_) => Err(Report::not_available("workspace")),
+        Command::Set { .. } => Err(Report::not_available("set")),
+        Command::Get { .. } => Err(Report::not_available("get")),
+        Command::Show { .. } => Err(Report::not_available("show")),
+        Command::Assets(_) => Err(Report::not_available("assets")),
+        Command::History { .. } => Err(Report::not_available("history")),
+        Command::Demo => Err(Report::not_available("demo")),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Report> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Report::new(
+                EXIT_FAILED,
+                format!("The async runtime could not start: {e}."),
+                "Nothing was started or changed.",
+                "Check the process and thread limits of this machine and try again.",
+            )
+        })
+}
+
+fn init(cfg: &Config) -> Result<(), Report> {
+    let (id, created) = daemon::init(&cfg.data_dir).map_err(|e| daemon_report(&e, cfg))?;
+    if cfg.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "data_dir": cfg.data_dir.display().to_string(),
+                "actor_id": id.actor_id().to_string(),
+                "peer_id": id.peer_id().to_string(),
+                "created": created,
+            })
+        );
+    } else if created {
+        println!("Created {} with a new device key.", cfg.data_dir.display());
+        println!("Device (actor) id: {}", id.actor_id());
+        println!("Network peer id:   {}", id.peer_id());
+    } else {
+        println!(
+            "{} is already set up; its key is unchanged.",
+            cfg.data_dir.display()
+        );
+        println!("Device (actor) id: {}", id.actor_id());
+    }
+    Ok(())
+}
+
+fn query(cfg: &Config, command: &str, path: &str) -> Result<(), Report> {
+    let value = runtime()?.block_on(async {
+        let client = ApiClient::detect(&cfg.data_dir)
+            .await
+            .ok_or_else(|| Report::no_daemon(command, &cfg.data_dir))?;
+        client.get(path).await.map_err(|e| {
+            Report::new(
+                EXIT_FAILED,
+                format!("The running node did not answer `{command}`: {e}."),
+                "Nothing was changed.",
+                "Check the node's log; restart it with `troupe up` if it is stuck.",
+            )
+        })
+    })?;
+    if cfg.json {
+        println!("{value}");
+    } else {
+        print_human(command, &value);
+    }
+    Ok(())
+}
+
+fn print_human(command: &str, v: &serde_json::Value) {
+    match command {
+        "peers" => {
+            let connected = v["connected"].as_array().cloned().unwrap_or_default();
+            println!("{} connected peer(s)", connected.len());
+            for p in &connected {
+                println!(
+                    "  {}  via {}",
+                    p["peer_id"].as_str().unwrap_or("?"),
+                    p["addr"].as_str().unwrap_or("?")
+                );
+            }
+            let seen = v["discovered"].as_array().cloned().unwrap_or_default();
+            if !seen.is_empty() {
+                println!("{} seen on the LAN", seen.len());
+                for p in &seen {
+                    let kind = if p["member"].as_bool() == Some(true) {
+                        "member"
+                    } else {
+                        "other workspace"
+                    };
+                    println!("  {}  ({kind})", p["peer_id"].as_str().unwrap_or("?"));
+                }
+            }
+        }
+        _ => {
+            println!("Peer id:   {}", v["peer_id"].as_str().unwrap_or("?"));
+            println!("Actor id:  {}", v["actor_id"].as_str().unwrap_or("?"));
+            println!("Listening: {}", v["listen_addrs"]);
+            println!("Connected: {} peer(s)", v["connected_peers"]);
+            println!("mDNS:      {}", v["mdns"]);
+            println!("Sync:      {}", v["sync"].as_str().unwrap_or("?"));
+        }
+    }
+}
+
+fn daemon_report(e: &DaemonError, cfg: &Config) -> Report {
+    let dir = cfg.data_dir.display();
+    match e {
+        DaemonError::AlreadyRunning(_) => Report::new(
+            EXIT_FAILED,
+            format!("Another node is already running on {dir}."),
+            "The running node is untouched; nothing new was started.",
+            "Use `troupe status` to talk to it, or pass a different --data-dir to run a second node.",
+        ),
+        DaemonError::Identity(err) => Report::new(
+            EXIT_FAILED,
+            format!("This device's key could not be used: {err}."),
+            "The node did not start; no data was changed.",
+            "Restore the key file from a backup, or fix its permissions with `chmod 600`.",
+        ),
+        other => Report::new(
+            EXIT_FAILED,
+            format!("The node could not run: {other}."),
+            format!("The node on {dir} is not running; its data is unchanged."),
+            "Fix the cause above (a busy port, a missing interface) and start it again.",
+        ),
+    }
 }

@@ -1,1 +1,263 @@
-//! Harness for multi-node tests. Filled when the node exists.
+//! Harness for multi-node tests: real `troupe` processes, each with its own
+//! temporary data dir, optionally inside a network namespace.
+//!
+//! # Finding the binary
+//! Cargo builds a package's binaries only for that package's own integration
+//! tests, and `troupe` belongs to `troupe-node`. So [`troupe_bin`] uses
+//! `TROUPE_BIN` when set; otherwise it runs `cargo build -p troupe-node --bin
+//! troupe` once per test process (a no-op when it is fresh; `--release` when
+//! the tests themselves are a release build) and uses
+//! `target/<profile>/troupe` next to the test executable. The build runs in
+//! the same target dir, so nothing is compiled twice.
+//!
+//! # Talking to a node
+//! Through the `troupe` CLI run in the node's namespace (`ip netns exec`), so
+//! the local API on the namespace's 127.0.0.1 is reachable and the CLI's
+//! daemon detection is exercised too.
+
+pub mod netns;
+pub mod wait;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+pub use wait::wait_for;
+
+/// How long a node may take to come up (bind, write its API files).
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `troupe` binary, built if needed (see the crate doc).
+///
+/// # Panics
+/// If the binary cannot be built or found; every node test needs it.
+pub fn troupe_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TROUPE_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable inside target/<profile>/deps")
+            .to_owned();
+        let target_dir = profile_dir.parent().expect("target dir").to_owned();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "troupe-node", "--bin", "troupe"])
+            .env("CARGO_TARGET_DIR", &target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the troupe binary");
+        assert!(status.success(), "building the troupe binary failed");
+        let bin = profile_dir.join(format!("troupe{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "no troupe binary at {}", bin.display());
+        bin
+    })
+}
+
+/// A `troupe up` process with its own temporary data dir. Killed on drop.
+#[derive(Debug)]
+pub struct Node {
+    /// Name used in messages.
+    pub name: String,
+    /// The network namespace it runs in, if any.
+    pub netns: Option<String>,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    child: Mutex<Child>,
+    _tmp: tempfile::TempDir,
+}
+
+fn command(netns: Option<&str>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(troupe_bin());
+            c
+        }
+        None => Command::new(troupe_bin()),
+    }
+}
+
+impl Node {
+    /// Starts `troupe --data-dir <tmp> up <args>`, logging at debug level to a
+    /// file beside the data dir.
+    ///
+    /// # Errors
+    /// If the process cannot be spawned.
+    pub fn start(name: &str, netns: Option<&str>, args: &[String]) -> anyhow::Result<Node> {
+        let tmp = tempfile::tempdir()?;
+        let data_dir = tmp.path().join("data");
+        Self::spawn(name, netns, data_dir, tmp, args)
+    }
+
+    /// Like [`Node::start`] on an existing data dir (a restart). The caller
+    /// keeps the node that owned it alive (its temp dir) until this one is done.
+    ///
+    /// # Errors
+    /// If the process cannot be spawned.
+    pub fn start_in(
+        name: &str,
+        netns: Option<&str>,
+        data_dir: &Path,
+        args: &[String],
+    ) -> anyhow::Result<Node> {
+        Self::spawn(name, netns, data_dir.to_owned(), tempfile::tempdir()?, args)
+    }
+
+    fn spawn(
+        name: &str,
+        netns: Option<&str>,
+        data_dir: PathBuf,
+        tmp: tempfile::TempDir,
+        args: &[String],
+    ) -> anyhow::Result<Node> {
+        let log = tmp.path().join("node.log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = command(netns)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("up")
+            .args(args)
+            .env("RUST_LOG", "info,troupe_node=debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("spawn node {name}"))?;
+        Ok(Node {
+            name: name.to_owned(),
+            netns: netns.map(str::to_owned),
+            data_dir,
+            log,
+            child: Mutex::new(child),
+            _tmp: tmp,
+        })
+    }
+
+    /// Runs `troupe --data-dir <dir> --json <args>` in the node's namespace
+    /// and parses its JSON output.
+    ///
+    /// # Errors
+    /// If the command fails or prints no JSON; the error carries its stderr.
+    pub async fn cli_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut cmd = tokio::process::Command::from(command(self.netns.as_deref()));
+        let out = cmd
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--json")
+            .args(args)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}: troupe {} failed ({}): {}",
+            self.name,
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits until the node's local API answers, and returns its status.
+    ///
+    /// # Errors
+    /// If it does not come up in time (the error includes its log).
+    pub async fn ready(&self) -> anyhow::Result<serde_json::Value> {
+        let r = wait_for(
+            &format!("{} to answer status", self.name),
+            START_DEADLINE,
+            || async {
+                let exited = self.try_wait();
+                if let Ok(Some(status)) = exited {
+                    return Ok(Err(format!("exited with {status}")));
+                }
+                self.cli_json(&["status"])
+                    .await
+                    .map(Ok)
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await;
+        match r {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(exit)) => anyhow::bail!("{} {exit}; log:\n{}", self.name, self.log()),
+            Err(e) => anyhow::bail!("{e}; log of {}:\n{}", self.name, self.log()),
+        }
+    }
+
+    /// The peer ids in `GET /v1/peers` → `connected`.
+    ///
+    /// # Errors
+    /// If the CLI fails.
+    pub async fn connected_peers(&self) -> anyhow::Result<Vec<String>> {
+        let v = self.cli_json(&["peers"]).await?;
+        Ok(ids(&v["connected"]))
+    }
+
+    fn lock_child(&self) -> std::sync::MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_wait(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.lock_child().try_wait()
+    }
+
+    /// Everything the node logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asks the node to stop (SIGTERM) and waits for it to exit.
+    ///
+    /// # Errors
+    /// If it cannot be signalled or does not exit within the deadline.
+    pub async fn stop(&self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.lock_child().id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill -TERM {pid} failed");
+        wait_for(
+            &format!("{} to exit", self.name),
+            START_DEADLINE,
+            || async {
+                match self.try_wait() {
+                    Ok(Some(s)) => Ok(s),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The `peer_id`s of a JSON array of peer objects.
+pub fn ids(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["peer_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

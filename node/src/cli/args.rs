@@ -1,0 +1,150 @@
+//! The command line as typed: clap definitions, no validation beyond types.
+//! [`super::config`] turns these into a checked [`super::config::Config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Troupe: shared show data for touring crews, synced peer to peer with no internet.
+#[derive(Debug, Parser)]
+#[command(name = "troupe", version, propagate_version = true)]
+pub struct Cli {
+    /// Options every command shares.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where this node keeps its key, store and API files
+    /// (default: the per-user data directory, e.g. ~/.local/share/troupe).
+    #[arg(long, global = true, env = "TROUPE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of sentences (read commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory and this device's key.
+    Init,
+    /// Create, share, join and list workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Set a field: `troupe set WORKSPACE TYPE/ID/FIELD VALUE`.
+    Set {
+        /// Workspace name or id.
+        workspace: String,
+        /// Field path, e.g. contacts.person/jane/name.
+        path: String,
+        /// The new value.
+        value: String,
+    },
+    /// Read a field.
+    Get {
+        /// Workspace name or id.
+        workspace: String,
+        /// Field path.
+        path: String,
+    },
+    /// Show an entity with all its fields.
+    Show {
+        /// Workspace name or id.
+        workspace: String,
+        /// Entity, as TYPE/ID.
+        entity: String,
+    },
+    /// Add or fetch files (assets).
+    #[command(subcommand)]
+    Assets(AssetsCommand),
+    /// Connected peers and peers seen on the LAN (needs a running node).
+    Peers,
+    /// What the running node is doing (needs a running node).
+    Status,
+    /// Recent changes in a workspace.
+    History {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Run the node: connect to peers, discover them on the LAN, serve the local API.
+    Up(UpArgs),
+    /// Run a self-contained demonstration on this machine only (loopback).
+    Demo,
+}
+
+/// `troupe workspace …`
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace.
+    Create {
+        /// Its name, e.g. "Hamlet — spring tour".
+        name: String,
+        /// `show` (shared by a crew) or `library` (your own devices).
+        #[arg(long, default_value = "show")]
+        kind: String,
+    },
+    /// Print an invite that lets another device join.
+    Invite {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Join a workspace from an invite.
+    Join {
+        /// The invite text.
+        invite: String,
+    },
+    /// List the workspaces this node belongs to.
+    List,
+}
+
+/// `troupe assets …`
+#[derive(Debug, Subcommand)]
+pub enum AssetsCommand {
+    /// Store a file in a workspace.
+    Add {
+        /// Workspace name or id.
+        workspace: String,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Write an asset's bytes to a file.
+    Get {
+        /// Workspace name or id.
+        workspace: String,
+        /// The asset hash.
+        hash: String,
+        /// Where to write it.
+        out: PathBuf,
+    },
+}
+
+/// `troupe up` options.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address to accept connections on (repeatable), as a multiaddr.
+    /// Default: /ip4/0.0.0.0/tcp/0 (every interface, any free port).
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// Peer to dial and keep dialling (repeatable), e.g. /ip4/10.0.0.5/tcp/4001.
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<String>,
+    /// Use only this network interface for mDNS discovery (repeatable).
+    #[arg(long = "interface", value_name = "NAME")]
+    pub interfaces: Vec<String>,
+    /// Do not use mDNS at all; only --peer and remembered addresses are dialled.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Port for the local API on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    pub api_port: u16,
+    /// Until workspaces come from the store: a file of workspace secrets (hex,
+    /// one per line) this node advertises membership of over mDNS.
+    #[arg(long, value_name = "FILE")]
+    pub workspace_secrets: Option<PathBuf>,
+}

@@ -1,0 +1,10 @@
+//! The command line: raw arguments ([`args`]), the validated configuration
+//! ([`config`]), and errors turned into sentences and exit codes ([`report`]).
+
+pub mod args;
+pub mod config;
+pub mod report;
+
+pub use args::Cli;
+pub use config::{Config, UpConfig};
+pub use report::Report;

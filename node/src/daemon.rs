@@ -1,0 +1,341 @@
+//! `troupe up`: the long-running node. Wires identity, swarm, dialler, mDNS
+//! discovery and the local API under one shutdown signal.
+//!
+//! The sync engine and the store are not wired into this build yet: peers
+//! connect, are discovered and listed, and inbound sync streams are closed
+//! with a log line saying so. The daemon says this at start and in
+//! `GET /v1/status` rather than pretending to sync.
+//!
+//! Teardown order on SIGINT/SIGTERM: the local API stops answering first,
+//! then discovery stops advertising, then the dialler and the swarm close
+//! connections; the port file is removed last.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, warn};
+
+use crate::cli::config::{Config, UpConfig};
+use crate::dialer::{self, DialTarget, DialerHandle};
+use crate::discovery::{self, DiscoveryConfig, DiscoveryEvent};
+use crate::events::{EventBus, NodeEvent};
+use crate::identity::{Identity, IdentityError};
+use crate::local_api::{self, ApiContext};
+use crate::peers::PeerTable;
+use crate::shutdown::{self, Shutdown};
+use crate::swarm::{self, Inbound};
+
+/// File locked by the running daemon, so two cannot share a data dir.
+pub const LOCK_FILE: &str = "node.lock";
+/// What status reports about sync until the engine is wired in.
+pub const SYNC_NOT_WIRED: &str =
+    "not wired into this build: peers connect and are listed, but no workspace data is exchanged";
+/// How long each stage may take to stop.
+const STAGE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The data dir could not be created or locked.
+    #[error("cannot use the data directory {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Another `troupe up` already runs on this data dir.
+    #[error("another node is already running on {0}")]
+    AlreadyRunning(PathBuf),
+    /// The key could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The network could not start.
+    #[error(transparent)]
+    Network(#[from] swarm::StartError),
+    /// mDNS could not start.
+    #[error(transparent)]
+    Discovery(#[from] discovery::DiscoveryError),
+    /// The local API could not start.
+    #[error(transparent)]
+    Api(#[from] local_api::ApiError),
+    /// `--interface` names an interface this machine does not have; mDNS
+    /// would silently find nobody.
+    #[error("there is no network interface named {0:?} here (see `ip link`)")]
+    NoSuchInterface(String),
+    /// Signal handlers could not be installed.
+    #[error("cannot watch for SIGINT/SIGTERM: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Creates the data dir (owner-only) if needed and loads or creates the key.
+/// Returns the identity and whether the key was created now.
+///
+/// # Errors
+/// [`DaemonError::DataDir`] or [`DaemonError::Identity`].
+pub fn init(data_dir: &Path) -> Result<(Identity, bool), DaemonError> {
+    let dir_err = |e: std::io::Error| DaemonError::DataDir {
+        path: data_dir.to_owned(),
+        reason: e.to_string(),
+    };
+    if !data_dir.exists() {
+        std::fs::create_dir_all(data_dir).map_err(dir_err)?;
+        // Only a directory we created is narrowed to the owner: an existing one
+        // the user named may be shared on purpose (the key file is 0600 anyway).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(dir_err)?;
+        }
+    }
+    Ok(Identity::load_or_create(data_dir)?)
+}
+
+/// Runs the node until SIGINT/SIGTERM or until `external` is triggered.
+///
+/// # Errors
+/// [`DaemonError`] when a component cannot start.
+pub async fn run(cfg: &Config, up: UpConfig, external: Shutdown) -> Result<(), DaemonError> {
+    let (identity, created) = init(&cfg.data_dir)?;
+    let _lock = lock(&cfg.data_dir)?;
+    let span = tracing::info_span!("node", me = %identity.peer_id());
+    serve(cfg, up, external, identity, created)
+        .instrument(span)
+        .await
+}
+
+async fn serve(
+    cfg: &Config,
+    up: UpConfig,
+    external: Shutdown,
+    identity: Identity,
+    created: bool,
+) -> Result<(), DaemonError> {
+    if created {
+        info!(actor = %identity.actor_id(), "created a new device key");
+    }
+
+    let peers = PeerTable::new();
+    let events = EventBus::new();
+    let root = external;
+    let net_stage = root.stage();
+    let disc_stage = root.stage();
+    let api_stage = root.stage();
+
+    let (net, inbound) = swarm::start(
+        &identity,
+        &up.listen,
+        peers.clone(),
+        events.clone(),
+        &net_stage,
+    )?;
+    let listen = net
+        .wait_listening()
+        .await
+        .map_err(|_| DaemonError::DataDir {
+            path: cfg.data_dir.clone(),
+            reason: "the network stopped while starting".into(),
+        })?;
+    net_stage.spawn(close_inbound(inbound, net_stage.clone()));
+    warn!("sync is {SYNC_NOT_WIRED}");
+
+    let targets = up
+        .peers
+        .iter()
+        .cloned()
+        .map(DialTarget::from_addr)
+        .collect();
+    let dialer = dialer::start(
+        net.clone(),
+        targets,
+        &cfg.data_dir,
+        events.clone(),
+        &net_stage,
+    );
+
+    if !up.no_mdns {
+        check_interfaces(&up.interfaces)?;
+        let port = listen
+            .iter()
+            .flat_map(|a| a.iter())
+            .find_map(|p| match p {
+                Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let rx = discovery::start(
+            DiscoveryConfig {
+                interfaces: up.interfaces.clone(),
+                workspaces: up.workspaces.clone(),
+                port,
+            },
+            identity.peer_id(),
+            &disc_stage,
+        )?;
+        disc_stage.spawn(
+            on_discovery(rx, peers.clone(), events.clone(), dialer.clone()).in_current_span(),
+        );
+    } else {
+        info!("mDNS is off (--no-mdns): only --peer and remembered addresses are dialled");
+    }
+
+    let status = status_fn(&identity, &cfg.data_dir, &up, net.clone());
+    let ctx = ApiContext {
+        token: local_api::new_token(),
+        status,
+        peers: peers.clone(),
+        events: events.clone(),
+    };
+    let api_addr = local_api::start(ctx, up.api_port, &cfg.data_dir, &api_stage).await?;
+    info!(%api_addr, listen = ?listen, "node running");
+
+    tokio::select! {
+        sig = shutdown::os_signal() => {
+            let sig = sig.map_err(DaemonError::Signals)?;
+            info!(signal = sig, "stopping");
+        }
+        _ = root.triggered() => info!("stopping"),
+    }
+    for (name, stage) in [
+        ("local API", &api_stage),
+        ("discovery", &disc_stage),
+        ("network", &net_stage),
+    ] {
+        if !stage.shutdown(STAGE_GRACE).await {
+            warn!(stage = name, "did not stop within {STAGE_GRACE:?}");
+        }
+    }
+    root.trigger();
+    let _ = std::fs::remove_file(cfg.data_dir.join(local_api::PORT_FILE));
+    info!("stopped");
+    Ok(())
+}
+
+/// Refuses `--interface` names that do not exist (Linux: `/sys/class/net`;
+/// elsewhere the check is skipped and mdns-sd simply matches nothing).
+fn check_interfaces(names: &[String]) -> Result<(), DaemonError> {
+    let sys = Path::new("/sys/class/net");
+    if !sys.is_dir() {
+        return Ok(());
+    }
+    match names.iter().find(|n| !sys.join(n).exists()) {
+        Some(missing) => Err(DaemonError::NoSuchInterface(missing.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Holds the data dir's lock file for the life of the daemon.
+fn lock(data_dir: &Path) -> Result<std::fs::File, DaemonError> {
+    let path = data_dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DaemonError::DataDir {
+            path: data_dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(DaemonError::AlreadyRunning(data_dir.to_owned()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(DaemonError::DataDir {
+            path: data_dir.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Until the sync driver exists: inbound streams are closed, loudly.
+async fn close_inbound(mut inbound: Inbound, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.triggered() => return,
+            next = inbound.recv() => {
+                let Some((peer, stream)) = next else { return };
+                warn!(%peer, "closing an inbound sync stream: sync is not wired into this build");
+                drop(stream);
+            }
+        }
+    }
+}
+
+/// Discovery glue: record sightings, publish them, and dial members only.
+async fn on_discovery(
+    mut rx: mpsc::Receiver<DiscoveryEvent>,
+    peers: PeerTable,
+    events: EventBus,
+    dialer: DialerHandle,
+) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            DiscoveryEvent::Member {
+                peer,
+                addrs,
+                workspaces,
+            } => {
+                if peers.discovered(peer, true, &addrs) {
+                    info!(%peer, shared = workspaces.len(), "found a member on the LAN");
+                    events.publish(NodeEvent::PeerDiscovered {
+                        peer_id: peer.to_string(),
+                        member: true,
+                    });
+                }
+                if !dialer
+                    .add(DialTarget {
+                        peer: Some(peer),
+                        addrs,
+                    })
+                    .await
+                {
+                    return;
+                }
+            }
+            DiscoveryEvent::Stranger { peer } => {
+                if peers.discovered(peer, false, &[]) {
+                    info!(%peer, "saw a node of another workspace; not dialling");
+                    events.publish(NodeEvent::PeerDiscovered {
+                        peer_id: peer.to_string(),
+                        member: false,
+                    });
+                }
+            }
+            DiscoveryEvent::Gone { peer } => peers.lost(&peer),
+        }
+    }
+}
+
+fn status_fn(
+    identity: &Identity,
+    data_dir: &Path,
+    up: &UpConfig,
+    net: swarm::NetworkHandle,
+) -> local_api::StatusFn {
+    let peer_id = identity.peer_id().to_string();
+    let actor_id = identity.actor_id().to_string();
+    let data_dir = data_dir.display().to_string();
+    let mdns = serde_json::json!({
+        "enabled": !up.no_mdns,
+        "interfaces": if up.interfaces.is_empty() { serde_json::json!("all") } else { serde_json::json!(up.interfaces) },
+        "workspaces_advertised": up.workspaces.len(),
+    });
+    Arc::new(move || {
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "peer_id": peer_id,
+            "actor_id": actor_id,
+            "data_dir": data_dir,
+            "listen_addrs": net.listen_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "connected_peers": net.peers().snapshot().connected.len(),
+            "mdns": mdns,
+            "sync": SYNC_NOT_WIRED,
+        })
+    })
+}

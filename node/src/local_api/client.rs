@@ -1,0 +1,198 @@
+//! The client the CLI (and the tests) use to talk to a running daemon.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{PORT_FILE, TOKEN_FILE};
+
+/// How long one request may take before the daemon counts as unresponsive.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No daemon answers on the port named in the data dir (not started, or
+    /// it exited). Start it with `troupe up`.
+    #[error("no daemon is answering on 127.0.0.1:{port}: {reason}")]
+    Unreachable {
+        /// The port tried.
+        port: u16,
+        /// Why.
+        reason: String,
+    },
+    /// The daemon answered with an error status.
+    #[error("the daemon answered {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: StatusCode,
+        /// Its error text.
+        message: String,
+    },
+    /// The answer was not the JSON we expected (a different program on that port?).
+    #[error("the daemon's answer was not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Where a daemon listens and the token to show it.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    token: String,
+}
+
+impl ApiClient {
+    /// A client for a known port and token.
+    pub fn new(port: u16, token: String) -> Self {
+        ApiClient { port, token }
+    }
+
+    /// Reads the port and token files in `data_dir`, without contacting anyone.
+    /// `None` if either is missing or unreadable.
+    pub fn from_data_dir(data_dir: &Path) -> Option<Self> {
+        let port = std::fs::read_to_string(data_dir.join(PORT_FILE)).ok()?;
+        let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok()?;
+        Some(ApiClient {
+            port: port.trim().parse().ok()?,
+            token: token.trim().to_owned(),
+        })
+    }
+
+    /// The running daemon for `data_dir`, if one answers an authenticated
+    /// `GET /v1/status`; `None` when there is none (stale files included).
+    pub async fn detect(data_dir: &Path) -> Option<Self> {
+        let client = Self::from_data_dir(data_dir)?;
+        client.get("/v1/status").await.ok().map(|_| client)
+    }
+
+    /// `GET path` and parse the JSON answer.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let (status, body) = self.get_raw(path, true).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(ClientError::Status {
+                status,
+                message: value["error"].as_str().unwrap_or("").to_owned(),
+            })
+        }
+    }
+
+    /// `GET path`, with or without the token, returning status and body
+    /// bytes as they came (for tests of the auth rule and for raw output).
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`].
+    pub async fn get_raw(
+        &self,
+        path: &str,
+        with_token: bool,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            port: self.port,
+            reason,
+        };
+        let fut = async {
+            let tcp = TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let conn = tokio::spawn(conn);
+            let mut req = Request::get(path).header(header::HOST, "127.0.0.1");
+            if with_token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+            }
+            let req = req
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| unreachable(e.to_string()))?;
+            let resp = send
+                .send_request(req)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            conn.abort();
+            Ok((status, body))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+    }
+
+    /// Opens `GET /v1/events` and returns the parsed JSON of each `data:` line
+    /// through a channel, until the stream ends or the receiver is dropped.
+    ///
+    /// # Errors
+    /// [`ClientError`] if the stream cannot be opened.
+    pub async fn events(
+        &self,
+    ) -> Result<tokio::sync::mpsc::Receiver<serde_json::Value>, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            port: self.port,
+            reason,
+        };
+        let tcp = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let req = Request::get("/v1/events")
+            .header(header::HOST, "127.0.0.1")
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(ClientError::Status {
+                status: resp.status(),
+                message: String::new(),
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut body = resp.into_body();
+        tokio::spawn(async move {
+            let mut buf = String::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                buf.push_str(&String::from_utf8_lossy(&data));
+                while let Some(end) = buf.find("\n\n") {
+                    let event: String = buf.drain(..end + 2).collect();
+                    for line in event.lines() {
+                        if let Some(json) = line.strip_prefix("data: ")
+                            && let Ok(v) = serde_json::from_str(json)
+                            && tx.send(v).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,197 @@
+//! The peer table: who is connected and who has been seen on the LAN.
+//!
+//! The swarm task writes connections, discovery writes advertisements, and
+//! the local API reads a snapshot. A `std::sync::Mutex` is enough: no lock is
+//! held across an `.await`, and every critical section is a map update.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+
+use crate::identity::peer_to_actor;
+
+/// A connected peer, as `/v1/peers` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectedPeer {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// The same key as an actor id (hex), when it is an ed25519 key.
+    pub actor_id: Option<String>,
+    /// Remote address of the first connection.
+    pub addr: String,
+    /// Open connections (usually 1; 2 briefly when both sides dial at once).
+    pub connections: u32,
+    /// Unix seconds when the first connection opened.
+    pub since: u64,
+}
+
+/// A peer seen through mDNS, as `/v1/peers` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DiscoveredPeer {
+    /// libp2p peer id from the advertisement.
+    pub peer_id: String,
+    /// Whether its advertisement carried a tag for one of our workspaces.
+    pub member: bool,
+    /// Addresses it advertised.
+    pub addrs: Vec<String>,
+    /// Unix seconds of the last advertisement seen.
+    pub last_seen: u64,
+}
+
+/// What `/v1/peers` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeersSnapshot {
+    /// Peers with an open connection.
+    pub connected: Vec<ConnectedPeer>,
+    /// Peers seen by mDNS, members or not.
+    pub discovered: Vec<DiscoveredPeer>,
+}
+
+#[derive(Default)]
+struct Inner {
+    connected: BTreeMap<PeerId, ConnectedPeer>,
+    discovered: BTreeMap<PeerId, DiscoveredPeer>,
+}
+
+/// Shared, cloneable peer table.
+#[derive(Clone, Default)]
+pub struct PeerTable {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for PeerTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("PeerTable")
+            .field("connected", &inner.connected.len())
+            .field("discovered", &inner.discovered.len())
+            .finish()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl PeerTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves only a map half-updated for
+        // display; keep serving rather than poisoning every later reader.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a new connection; returns true if it is the first to that peer.
+    pub fn connected(&self, peer: PeerId, addr: &Multiaddr) -> bool {
+        let mut inner = self.lock();
+        match inner.connected.get_mut(&peer) {
+            Some(p) => {
+                p.connections += 1;
+                false
+            }
+            None => {
+                inner.connected.insert(
+                    peer,
+                    ConnectedPeer {
+                        peer_id: peer.to_string(),
+                        actor_id: peer_to_actor(&peer).map(|a| a.to_string()),
+                        addr: addr.to_string(),
+                        connections: 1,
+                        since: unix_now(),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Records a closed connection; returns true if it was the last one.
+    pub fn disconnected(&self, peer: PeerId, remaining: u32) -> bool {
+        let mut inner = self.lock();
+        if remaining == 0 {
+            inner.connected.remove(&peer).is_some()
+        } else {
+            if let Some(p) = inner.connected.get_mut(&peer) {
+                p.connections = remaining;
+            }
+            false
+        }
+    }
+
+    /// Whether a connection to `peer` is open.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.lock().connected.contains_key(peer)
+    }
+
+    /// Records an advertisement; returns true if the peer is new or changed
+    /// membership (worth an event).
+    pub fn discovered(&self, peer: PeerId, member: bool, addrs: &[Multiaddr]) -> bool {
+        let mut inner = self.lock();
+        let entry = DiscoveredPeer {
+            peer_id: peer.to_string(),
+            member,
+            addrs: addrs.iter().map(ToString::to_string).collect(),
+            last_seen: unix_now(),
+        };
+        let changed = inner
+            .discovered
+            .get(&peer)
+            .is_none_or(|old| old.member != member);
+        inner.discovered.insert(peer, entry);
+        changed
+    }
+
+    /// Forgets an advertisement that was withdrawn.
+    pub fn lost(&self, peer: &PeerId) {
+        self.lock().discovered.remove(peer);
+    }
+
+    /// A copy for the local API.
+    pub fn snapshot(&self) -> PeersSnapshot {
+        let inner = self.lock();
+        PeersSnapshot {
+            connected: inner.connected.values().cloned().collect(),
+            discovered: inner.discovered.values().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_counted_per_peer() {
+        let t = PeerTable::new();
+        let p = PeerId::random();
+        let a: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        assert!(t.connected(p, &a));
+        assert!(!t.connected(p, &a));
+        assert!(!t.disconnected(p, 1));
+        assert!(t.is_connected(&p));
+        assert!(t.disconnected(p, 0));
+        assert!(t.snapshot().connected.is_empty());
+    }
+
+    #[test]
+    fn discovery_reports_new_peers_and_membership_changes_only() {
+        let t = PeerTable::new();
+        let p = PeerId::random();
+        assert!(t.discovered(p, false, &[]));
+        assert!(!t.discovered(p, false, &[]));
+        assert!(t.discovered(p, true, &[]));
+        assert_eq!(t.snapshot().discovered.len(), 1);
+        t.lost(&p);
+        assert!(t.snapshot().discovered.is_empty());
+    }
+}

@@ -1,0 +1,11 @@
+//! Multi-node tests: real `troupe` processes on loopback or in network
+//! namespaces the tests create. One test binary; one module per concern.
+
+// Two nodes on loopback, no mDNS: explicit --peer dialling and the local API's peer list.
+mod two_nodes;
+// Dialling by address: retried until the peer is up, remembered across restarts.
+mod redial;
+// The CLI's honest refusals, init, and one daemon per data dir.
+mod cli;
+// mDNS inside namespaces only, interfaces restricted: members find each other, strangers learn nothing.
+mod mdns;
