@@ -1,18 +1,19 @@
 //! `troupe up`: the long-running node. Wires identity, swarm, dialler, mDNS
 //! discovery and the local API under one shutdown signal.
 //!
-//! The sync engine and the store are not wired into this build yet: peers
-//! connect, are discovered and listed, and inbound sync streams are closed
-//! with a log line saying so. The daemon says this at start and in
-//! `GET /v1/status` rather than pretending to sync.
+//! The store and the sync engine run together on one named thread
+//! ([`SyncCore`] behind an [`ActorHandle`]); [`sync_driver`] connects them to
+//! the swarm's streams. A damaged store file is salvaged at start (what
+//! verifies is kept, the damaged file is set aside) and the node still starts.
 //!
 //! Teardown order on SIGINT/SIGTERM: the local API stops answering first,
-//! then discovery stops advertising, then the dialler and the swarm close
-//! connections; the port file is removed last.
+//! then discovery stops advertising, then the dialler, the sync driver and the
+//! swarm close connections, then the store closes; the port file is removed
+//! last.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
 use tokio::sync::mpsc;
@@ -26,13 +27,16 @@ use crate::identity::{Identity, IdentityError};
 use crate::local_api::{self, ApiContext};
 use crate::peers::PeerTable;
 use crate::shutdown::{self, Shutdown};
-use crate::swarm::{self, Inbound};
+use crate::local::Local;
+use crate::storage_actor::ActorHandle;
+use crate::swarm;
+use crate::sync_core::{SyncCore, SyncStatus};
+use crate::sync_driver::{self, DriverParts};
 
 /// File locked by the running daemon, so two cannot share a data dir.
 pub const LOCK_FILE: &str = "node.lock";
-/// What status reports about sync until the engine is wired in.
-pub const SYNC_NOT_WIRED: &str =
-    "not wired into this build: peers connect and are listed, but no workspace data is exchanged";
+/// Jobs waiting for the storage thread before callers wait for room.
+const STORE_QUEUE: usize = 64;
 /// How long each stage may take to stop.
 const STAGE_GRACE: Duration = Duration::from_secs(5);
 
@@ -67,6 +71,9 @@ pub enum DaemonError {
     /// would silently find nobody.
     #[error("there is no network interface named {0:?} here (see `ip link`)")]
     NoSuchInterface(String),
+    /// The store could not be opened or salvaged.
+    #[error("cannot open this node's store: {0}")]
+    Store(String),
     /// Signal handlers could not be installed.
     #[error("cannot watch for SIGINT/SIGTERM: {0}")]
     Signals(std::io::Error),
@@ -127,6 +134,25 @@ async fn serve(
     let disc_stage = root.stage();
     let api_stage = root.stage();
 
+    let epoch = Instant::now();
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sync_status = Arc::new(Mutex::new(SyncStatus::default()));
+    let core = open_core(
+        &cfg.data_dir,
+        &identity,
+        &up,
+        cmd_tx,
+        events.clone(),
+        sync_status.clone(),
+        epoch,
+    )?;
+    let workspaces = core
+        .call(|c| c.local().store().workspaces())
+        .await
+        .map_err(|e| DaemonError::Store(e.to_string()))?
+        .map_err(|e| DaemonError::Store(e.to_string()))?;
+    info!(workspaces = workspaces.len(), "store open");
+
     let (net, inbound) = swarm::start(
         &identity,
         &up.listen,
@@ -141,8 +167,16 @@ async fn serve(
             path: cfg.data_dir.clone(),
             reason: "the network stopped while starting".into(),
         })?;
-    net_stage.spawn(close_inbound(inbound, net_stage.clone()));
-    warn!("sync is {SYNC_NOT_WIRED}");
+    sync_driver::start(
+        DriverParts {
+            core: core.clone(),
+            net: net.clone(),
+            inbound,
+            commands: cmd_rx,
+            epoch,
+        },
+        &net_stage,
+    );
 
     let targets = up
         .peers
@@ -171,7 +205,7 @@ async fn serve(
         let rx = discovery::start(
             DiscoveryConfig {
                 interfaces: up.interfaces.clone(),
-                workspaces: up.workspaces.clone(),
+                workspaces: workspaces.iter().map(|w| w.secret.clone()).collect(),
                 port,
             },
             identity.peer_id(),
@@ -184,8 +218,16 @@ async fn serve(
         info!("mDNS is off (--no-mdns): only --peer and remembered addresses are dialled");
     }
 
-    let status = status_fn(&identity, &cfg.data_dir, &up, net.clone());
+    let status = status_fn(
+        &identity,
+        &cfg.data_dir,
+        &up,
+        workspaces.len(),
+        net.clone(),
+        sync_status,
+    );
     let ctx = ApiContext {
+        core: Some(core.clone()),
         token: local_api::new_token(),
         status,
         peers: peers.clone(),
@@ -210,6 +252,7 @@ async fn serve(
             warn!(stage = name, "did not stop within {STAGE_GRACE:?}");
         }
     }
+    let _ = core.shutdown().await;
     root.trigger();
     let _ = std::fs::remove_file(cfg.data_dir.join(local_api::PORT_FILE));
     info!("stopped");
@@ -253,18 +296,45 @@ fn lock(data_dir: &Path) -> Result<std::fs::File, DaemonError> {
     }
 }
 
-/// Until the sync driver exists: inbound streams are closed, loudly.
-async fn close_inbound(mut inbound: Inbound, shutdown: Shutdown) {
-    loop {
-        tokio::select! {
-            _ = shutdown.triggered() => return,
-            next = inbound.recv() => {
-                let Some((peer, stream)) = next else { return };
-                warn!(%peer, "closing an inbound sync stream: sync is not wired into this build");
-                drop(stream);
+/// Opens the store (salvaging a damaged file), joins the workspaces named by
+/// `--workspace-secrets`, and starts the storage thread with the engine.
+fn open_core(
+    data_dir: &Path,
+    identity: &Identity,
+    up: &UpConfig,
+    cmd_tx: tokio::sync::mpsc::UnboundedSender<crate::sync_core::NetCommand>,
+    events: EventBus,
+    status: Arc<Mutex<SyncStatus>>,
+    epoch: Instant,
+) -> Result<ActorHandle<SyncCore>, DaemonError> {
+    let dir = data_dir.to_owned();
+    let identity = identity.clone();
+    let extra = up.workspaces.clone();
+    ActorHandle::spawn("troupe-store", STORE_QUEUE, move || {
+        let (local, report) = Local::open(&dir, &identity).map_err(|e| e.to_string())?;
+        if let Some(r) = report {
+            warn!(
+                kept = r.bundles_kept,
+                lost_ranges = r.lost.len(),
+                damaged_copy = ?r.damaged_copy,
+                "the store file was damaged and has been salvaged; what was lost is fetched again from peers"
+            );
+        }
+        for secret in extra {
+            let id = secret.workspace_id();
+            if local.store().workspace(&id).map_err(|e| e.to_string())?.is_none() {
+                let info = troupe_protocol::workspace::WorkspaceInfo::new(
+                    secret,
+                    format!("workspace {}", id.short()),
+                    troupe_protocol::workspace::WorkspaceKind::Show,
+                );
+                local.store().add_workspace(&info).map_err(|e| e.to_string())?;
+                info!(workspace = %id, "joined a workspace from --workspace-secrets");
             }
         }
-    }
+        SyncCore::new(local, cmd_tx, events, status, epoch).map_err(|e| e.to_string())
+    })
+    .map_err(|e| DaemonError::Store(e.to_string()))
 }
 
 /// Discovery glue: record sightings, publish them, and dial members only.
@@ -316,7 +386,9 @@ fn status_fn(
     identity: &Identity,
     data_dir: &Path,
     up: &UpConfig,
+    workspaces: usize,
     net: swarm::NetworkHandle,
+    sync: Arc<Mutex<SyncStatus>>,
 ) -> local_api::StatusFn {
     let peer_id = identity.peer_id().to_string();
     let actor_id = identity.actor_id().to_string();
@@ -324,7 +396,7 @@ fn status_fn(
     let mdns = serde_json::json!({
         "enabled": !up.no_mdns,
         "interfaces": if up.interfaces.is_empty() { serde_json::json!("all") } else { serde_json::json!(up.interfaces) },
-        "workspaces_advertised": up.workspaces.len(),
+        "workspaces_advertised": workspaces,
     });
     Arc::new(move || {
         serde_json::json!({
@@ -335,7 +407,7 @@ fn status_fn(
             "listen_addrs": net.listen_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
             "connected_peers": net.peers().snapshot().connected.len(),
             "mdns": mdns,
-            "sync": SYNC_NOT_WIRED,
+            "sync": sync.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default(),
         })
     })
 }

@@ -51,6 +51,61 @@ pub enum NodeEvent {
         /// Why, in words.
         error: String,
     },
+    /// A connected peer proved membership of a workspace; sync of it starts.
+    SyncStarted {
+        /// libp2p peer id.
+        peer_id: String,
+        /// Workspace id (hex).
+        workspace: String,
+    },
+    /// Bundles received from a peer so far in this session versus asked for.
+    SyncProgress {
+        /// libp2p peer id.
+        peer_id: String,
+        /// Workspace id (hex).
+        workspace: String,
+        /// Committed so far.
+        received: u64,
+        /// Asked for so far.
+        expected: u64,
+    },
+    /// This node holds everything the peer said it holds in the workspace.
+    UpToDate {
+        /// libp2p peer id.
+        peer_id: String,
+        /// Workspace id (hex).
+        workspace: String,
+    },
+    /// Bundles from a peer were committed (new data to show).
+    BundlesReceived {
+        /// Workspace id (hex).
+        workspace: String,
+        /// libp2p peer id of the sender.
+        from: String,
+        /// How many.
+        bundles: u64,
+    },
+    /// Fields that now hold more than one value (a conflict to resolve).
+    Conflicts {
+        /// Workspace id (hex).
+        workspace: String,
+        /// Field paths, `type/id/field`.
+        fields: Vec<String>,
+    },
+    /// A bundle was written on this node.
+    LocalCommit {
+        /// Workspace id (hex).
+        workspace: String,
+        /// Bundle hash (hex).
+        bundle: String,
+    },
+    /// A peer sent something invalid; it was refused and the peer blamed.
+    PeerBlamed {
+        /// libp2p peer id.
+        peer_id: String,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 /// The sending side of the event stream; clone it into every component.

@@ -49,11 +49,14 @@ pub mod discovery;
 pub mod events;
 pub mod framing;
 pub mod identity;
+pub mod local;
 pub mod local_api;
 pub mod peers;
 pub mod shutdown;
 pub mod storage_actor;
 pub mod swarm;
+pub mod sync_core;
+pub mod sync_driver;
 
 pub use events::{EventBus, NodeEvent};
 pub use identity::Identity;

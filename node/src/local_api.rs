@@ -78,6 +78,8 @@ pub struct ApiContext {
     pub peers: PeerTable,
     /// Event source for `/v1/events`.
     pub events: EventBus,
+    /// The store and sync engine (absent in API-only tests).
+    pub core: Option<crate::storage_actor::ActorHandle<crate::sync_core::SyncCore>>,
 }
 
 impl std::fmt::Debug for ApiContext {

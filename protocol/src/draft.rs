@@ -74,6 +74,11 @@ impl Draft {
         }
     }
 
+    /// The workspace the bundle will belong to.
+    pub fn workspace(&self) -> WorkspaceId {
+        self.workspace
+    }
+
     /// Adds an op.
     pub fn push(&mut self, op: Op) {
         self.ops.push(op);

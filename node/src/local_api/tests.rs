@@ -5,6 +5,7 @@ async fn serve() -> (ApiClient, EventBus, Shutdown, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let events = EventBus::new();
     let ctx = ApiContext {
+        core: None,
         token: new_token(),
         status: Arc::new(|| serde_json::json!({ "ok": true })),
         peers: PeerTable::new(),

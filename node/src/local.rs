@@ -1,0 +1,219 @@
+//! This node's own hands on its store: open it (salvaging a damaged file),
+//! sign and commit local bundles, and say what changed so sync can tell peers.
+//!
+//! [`Local`] owns the [`Store`], the device key and the hybrid logical clock.
+//! It is used in two places, always on one thread at a time:
+//! - inside the running daemon, on the storage thread, wrapped by
+//!   [`crate::sync_core::SyncCore`], which forwards every [`Change`] to the
+//!   sync engine (so connected members hear of a local edit at once);
+//! - directly by CLI commands when no daemon runs on the data dir.
+//!
+//! Every write returns the [`Change`]s it made. A caller that drops them only
+//! delays sync (peers still learn of the bundles on the next range exchange).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use troupe_protocol::bundle::Bundle;
+use troupe_protocol::crypto::ActorKey;
+use troupe_protocol::draft::{Advisory, Draft};
+use troupe_protocol::hlc::{Hlc, HlcClock};
+use troupe_protocol::ids::{ActorId, BundleHash, WorkspaceId};
+use troupe_protocol::workspace::WorkspaceSecret;
+use troupe_storage::{CommitError, OpenError, ReadError, SalvageReport, Store};
+
+use crate::identity::Identity;
+
+/// The store's file name inside the data dir.
+pub const STORE_FILE: &str = "store.redb";
+
+/// Something that changed locally which connected peers should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A bundle authored here was committed.
+    Committed {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// This node's actor.
+        author: ActorId,
+        /// Its seq.
+        seq: u64,
+    },
+    /// This node joined or created a workspace.
+    WorkspaceAdded(WorkspaceSecret),
+    /// This node left a workspace.
+    WorkspaceRemoved(WorkspaceId),
+}
+
+/// A local bundle that was committed.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Its hash (what `undo`, `show` and `history` name it by).
+    pub hash: BundleHash,
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Its seq in this node's chain.
+    pub seq: u64,
+    /// Number of ops.
+    pub ops: usize,
+    /// Warnings a person should see (e.g. a very large job).
+    pub advisories: Vec<Advisory>,
+}
+
+/// Why a local write failed. Nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// The store file could not be opened or salvaged.
+    #[error("cannot open the store {path}: {source}")]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// Why.
+        source: OpenError,
+    },
+    /// The draft is not a valid bundle (empty, too large, bad path).
+    #[error("the change is not valid: {0}")]
+    Invalid(String),
+    /// The store refused or failed the commit (archived workspace, unknown
+    /// workspace, disk error).
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// A read needed for the write failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The store did not apply the bundle (it verified badly: a bug or a
+    /// damaged chain tip). Nothing was changed.
+    #[error("the store did not apply the new bundle: {0}")]
+    NotApplied(String),
+}
+
+/// The store plus what it takes to author bundles on this device.
+pub struct Local {
+    store: Store,
+    key: ActorKey,
+    clock: HlcClock,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Local({})", self.path.display())
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Local {
+    /// Opens (or creates) the store in `data_dir`. A damaged file is salvaged:
+    /// everything that verifies is kept, the damaged file is set aside, and
+    /// the report says what must come back from peers.
+    ///
+    /// # Errors
+    /// [`LocalError::Open`] when the file is locked, of another schema
+    /// version, or cannot be salvaged.
+    pub fn open(
+        data_dir: &Path,
+        identity: &Identity,
+    ) -> Result<(Local, Option<SalvageReport>), LocalError> {
+        let path = data_dir.join(STORE_FILE);
+        let (store, report) =
+            Store::open_or_salvage(&path).map_err(|source| LocalError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let local = Local::with_store(store, identity.actor_key.clone(), path)?;
+        Ok((local, report))
+    }
+
+    /// Wraps an open store (tests and tools).
+    ///
+    /// # Errors
+    /// [`LocalError::Read`] when the clock's starting point cannot be read.
+    pub fn with_store(store: Store, key: ActorKey, path: PathBuf) -> Result<Local, LocalError> {
+        let me = key.actor_id();
+        let mut last = Hlc::default();
+        for ws in store.workspaces()? {
+            let tip = store.author_tip(&ws.id(), &me)?;
+            if tip.last_seq > 0
+                && let Some(b) = store.bundle(&ws.id(), &me, tip.last_seq)?
+            {
+                last = last.max(b.body().hlc);
+            }
+        }
+        Ok(Local {
+            store,
+            key,
+            clock: HlcClock::starting_after(last),
+            path,
+        })
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The store file's path (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This device's actor id.
+    pub fn actor(&self) -> ActorId {
+        self.key.actor_id()
+    }
+
+    /// Notes a remote bundle's timestamp so later local edits order after it.
+    pub fn observe(&mut self, hlc: Hlc) {
+        self.clock.observe(hlc, wall_ms());
+    }
+
+    /// Signs `draft` as this device's next bundle in its workspace and
+    /// commits it in one transaction.
+    ///
+    /// # Errors
+    /// [`LocalError`]; nothing is applied on error.
+    pub fn commit(&mut self, draft: Draft) -> Result<(Written, Change), LocalError> {
+        let ws = draft.workspace();
+        let advisories = draft.advisories();
+        let ops = draft.ops().len();
+        let tip = self.store.author_tip(&ws, &self.actor())?;
+        let hlc = self.clock.tick(wall_ms());
+        let bundle: Bundle = draft
+            .sign(&self.key, &tip, hlc)
+            .map_err(|e| LocalError::Invalid(e.to_string()))?;
+        let hash = bundle.hash();
+        let seq = bundle.body().seq;
+        let out = self.store.commit_local(&bundle)?;
+        if out.committed.is_empty() {
+            let why = out
+                .quarantined
+                .first()
+                .map(|q| q.3.clone())
+                .unwrap_or_else(|| "no reason given".into());
+            return Err(LocalError::NotApplied(why));
+        }
+        let change = Change::Committed {
+            workspace: ws,
+            author: self.actor(),
+            seq,
+        };
+        Ok((
+            Written {
+                hash,
+                workspace: ws,
+                seq,
+                ops,
+                advisories,
+            },
+            change,
+        ))
+    }
+}

@@ -1,0 +1,374 @@
+//! The sync engine and the store together, on the storage thread.
+//!
+//! [`SyncCore`] is the state behind the daemon's
+//! [`ActorHandle`](crate::storage_actor::ActorHandle): every engine input and
+//! every local write runs here, one at a time, so the engine always reads the
+//! store as it is. After each input the engine's outputs are drained to the
+//! end (STYLE rule: `poll_output` until `None`):
+//!
+//! - `CommitBatch` runs as ONE store transaction right here and is answered
+//!   with `BatchCommitted` / `BatchRejected` before anything else happens;
+//! - `Quarantine` goes into the store's quarantine with its source peer;
+//! - `SendFrame`, `Disconnect` and the next wake-up become [`NetCommand`]s for
+//!   the async driver ([`crate::sync_driver`]), which owns the streams;
+//! - events are logged and published on the [`EventBus`].
+//!
+//! The engine itself is sans-IO; this module is the only place that feeds it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use troupe_protocol::ids::WorkspaceId;
+use troupe_protocol::sync::{Engine, EngineConfig, Input, Millis, Output, SyncEvent, SyncStats};
+
+use crate::events::{EventBus, NodeEvent};
+use crate::identity;
+use crate::local::{Change, Local};
+
+/// What the core asks the async driver to do on the network.
+#[derive(Debug)]
+pub enum NetCommand {
+    /// Write one frame to the peer's stream.
+    Send {
+        /// To whom.
+        peer: libp2p::PeerId,
+        /// The frame.
+        bytes: Vec<u8>,
+    },
+    /// Close the connection to the peer.
+    Disconnect {
+        /// Whom.
+        peer: libp2p::PeerId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Feed `Input::Timeout` at this many ms after the core's epoch (`None`:
+    /// no timer needed).
+    WakeAt(Option<Millis>),
+}
+
+/// Sync figures for `GET /v1/status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SyncStatus {
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Bytes sent in frames.
+    pub bytes_sent: u64,
+    /// Bundles sent in batches.
+    pub bundles_sent: u64,
+    /// Bundles received in batches.
+    pub bundles_received: u64,
+    /// Bundles committed from peers since start.
+    pub bundles_committed: u64,
+    /// Per workspace (hex id): peers we are up to date with.
+    pub up_to_date: BTreeMap<String, Vec<String>>,
+}
+
+/// Engine + store on one thread; see the module doc.
+pub struct SyncCore {
+    local: Local,
+    engine: Engine,
+    epoch: Instant,
+    net: mpsc::UnboundedSender<NetCommand>,
+    events: EventBus,
+    status: Arc<Mutex<SyncStatus>>,
+    last_wake: Option<Option<Millis>>,
+}
+
+impl std::fmt::Debug for SyncCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SyncCore({:?})", self.local)
+    }
+}
+
+impl SyncCore {
+    /// Builds the engine for every workspace in the store. `epoch` is the
+    /// instant engine time counts from (the driver shares it for timers).
+    ///
+    /// # Errors
+    /// [`troupe_storage::ReadError`] when the workspace list cannot be read.
+    pub fn new(
+        local: Local,
+        net: mpsc::UnboundedSender<NetCommand>,
+        events: EventBus,
+        status: Arc<Mutex<SyncStatus>>,
+        epoch: Instant,
+    ) -> Result<Self, troupe_storage::ReadError> {
+        let workspaces = local
+            .store()
+            .workspaces()?
+            .into_iter()
+            .map(|w| w.secret)
+            .collect();
+        let engine = Engine::new(EngineConfig {
+            local_peer: local.actor().0,
+            workspaces,
+            rng_seed: rand::random(),
+        });
+        Ok(SyncCore {
+            local,
+            engine,
+            epoch,
+            net,
+            events,
+            status,
+            last_wake: None,
+        })
+    }
+
+    /// Read access for API handlers.
+    pub fn local(&self) -> &Local {
+        &self.local
+    }
+
+    /// Runs a local write and tells the engine what changed, so connected
+    /// members hear of it now.
+    ///
+    /// # Errors
+    /// Whatever `f` returns; its changes are only forwarded on success.
+    pub fn write<R, E>(
+        &mut self,
+        f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), E>,
+    ) -> Result<R, E> {
+        let (r, changes) = f(&mut self.local)?;
+        for c in changes {
+            let input = match c {
+                Change::Committed {
+                    workspace,
+                    author,
+                    seq,
+                } => Input::LocalBundleCommitted {
+                    workspace,
+                    author,
+                    seq,
+                },
+                Change::WorkspaceAdded(secret) => Input::WorkspaceAdded(secret),
+                Change::WorkspaceRemoved(id) => Input::WorkspaceRemoved(id),
+            };
+            self.input(input);
+        }
+        Ok(r)
+    }
+
+    fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    /// Feeds one input and carries out everything the engine asks for.
+    pub fn input(&mut self, input: Input) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let now = self.now();
+            match self.local.store().view() {
+                Ok(view) => self.engine.handle_input(now, input, &view),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the store; a sync step was skipped");
+                    continue;
+                }
+            }
+            while let Some(out) = self.engine.poll_output() {
+                if let Some(ack) = self.run(out) {
+                    // Acks go in after this drain, in order.
+                    queue.push_back(ack);
+                }
+            }
+        }
+        self.after_drain();
+    }
+
+    fn after_drain(&mut self) {
+        let wake = self.engine.poll_timeout();
+        if self.last_wake != Some(wake) {
+            self.last_wake = Some(wake);
+            let _ = self.net.send(NetCommand::WakeAt(wake));
+        }
+        let SyncStats {
+            frames_sent,
+            bytes_sent,
+            bundles_sent,
+            bundles_received,
+        } = self.engine.stats();
+        if let Ok(mut s) = self.status.lock() {
+            s.frames_sent = frames_sent;
+            s.bytes_sent = bytes_sent;
+            s.bundles_sent = bundles_sent;
+            s.bundles_received = bundles_received;
+        }
+    }
+
+    /// Carries out one output; returns the acknowledgement to feed back.
+    fn run(&mut self, out: Output) -> Option<Input> {
+        match out {
+            Output::SendFrame { peer, bytes } => {
+                if let Some(p) = identity::libp2p_peer(&peer) {
+                    let _ = self.net.send(NetCommand::Send { peer: p, bytes });
+                }
+                None
+            }
+            Output::Disconnect { peer, reason } => {
+                warn!(?peer, %reason, "disconnecting a peer");
+                if let Some(p) = identity::libp2p_peer(&peer) {
+                    let _ = self.net.send(NetCommand::Disconnect { peer: p, reason });
+                }
+                None
+            }
+            Output::CommitBatch {
+                peer,
+                workspace,
+                batch_id,
+                bundles,
+            } => Some(self.commit(peer, workspace, batch_id, bundles)),
+            Output::Quarantine {
+                peer,
+                workspace,
+                bytes,
+                reason,
+            } => {
+                let source = peer_name(&peer);
+                match self
+                    .local
+                    .store()
+                    .quarantine_bytes(&workspace, bytes, &reason, &source)
+                {
+                    Ok(id) => warn!(id, %source, %reason, "quarantined a bundle from a peer"),
+                    Err(e) => warn!(error = %e, %reason, "could not record a refused bundle"),
+                }
+                None
+            }
+            Output::Event(ev) => {
+                self.event(ev);
+                None
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        peer: troupe_protocol::sync::PeerId,
+        workspace: WorkspaceId,
+        batch_id: u64,
+        bundles: Vec<troupe_protocol::bundle::Bundle>,
+    ) -> Input {
+        let newest = bundles.iter().map(|b| b.body().hlc).max();
+        let source = peer_name(&peer);
+        match self.local.store().commit_batch(&workspace, bundles, &source) {
+            Ok(outcome) => {
+                if let Some(h) = newest {
+                    self.local.observe(h);
+                }
+                let n = outcome.committed.len() as u64;
+                if n > 0 {
+                    if let Ok(mut s) = self.status.lock() {
+                        s.bundles_committed += n;
+                    }
+                    debug!(from = %source, bundles = n, "committed a batch");
+                    self.events.publish(NodeEvent::BundlesReceived {
+                        workspace: workspace.to_string(),
+                        from: source.clone(),
+                        bundles: n,
+                    });
+                }
+                if !outcome.conflicted.is_empty() {
+                    self.events.publish(NodeEvent::Conflicts {
+                        workspace: workspace.to_string(),
+                        fields: outcome.conflicted.iter().map(ToString::to_string).collect(),
+                    });
+                }
+                for (author, seq) in &outcome.forks {
+                    warn!(%author, seq, "two different bundles claim the same author and seq; both are in quarantine");
+                }
+                for (id, author, seq, reason) in &outcome.quarantined {
+                    warn!(id, %author, seq, %reason, "the store quarantined a bundle from a peer");
+                }
+                Input::BatchCommitted {
+                    peer,
+                    workspace,
+                    batch_id,
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, from = %source, "could not commit a batch; nothing of it was applied");
+                Input::BatchRejected {
+                    peer,
+                    workspace,
+                    batch_id,
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, ev: SyncEvent) {
+        match ev {
+            SyncEvent::PeerJoined { peer, workspace } => {
+                info!(peer = %peer_name(&peer), %workspace, "peer proved membership; syncing");
+                self.events.publish(NodeEvent::SyncStarted {
+                    peer_id: peer_name(&peer),
+                    workspace: workspace.to_string(),
+                });
+            }
+            SyncEvent::Progress {
+                peer,
+                workspace,
+                received,
+                expected,
+            } => {
+                debug!(peer = %peer_name(&peer), received, expected, "sync progress");
+                self.events.publish(NodeEvent::SyncProgress {
+                    peer_id: peer_name(&peer),
+                    workspace: workspace.to_string(),
+                    received,
+                    expected,
+                });
+            }
+            SyncEvent::UpToDate { peer, workspace } => {
+                info!(peer = %peer_name(&peer), %workspace, "up to date with peer");
+                if let Ok(mut s) = self.status.lock() {
+                    let list = s.up_to_date.entry(workspace.to_string()).or_default();
+                    let name = peer_name(&peer);
+                    if !list.contains(&name) {
+                        list.push(name);
+                    }
+                }
+                self.events.publish(NodeEvent::UpToDate {
+                    peer_id: peer_name(&peer),
+                    workspace: workspace.to_string(),
+                });
+            }
+            SyncEvent::PeerBlamed { peer, reason } => {
+                warn!(peer = %peer_name(&peer), %reason, "peer sent something invalid");
+                self.events.publish(NodeEvent::PeerBlamed {
+                    peer_id: peer_name(&peer),
+                    reason,
+                });
+            }
+            SyncEvent::RepairFailed {
+                workspace,
+                author,
+                seq,
+            } => {
+                warn!(%workspace, %author, seq, "no connected peer has a clean copy of a damaged bundle yet");
+            }
+        }
+    }
+
+    /// Forgets up-to-date marks for a peer that left.
+    pub fn peer_gone(&mut self, peer: &libp2p::PeerId) {
+        let name = peer.to_string();
+        if let Ok(mut s) = self.status.lock() {
+            for list in s.up_to_date.values_mut() {
+                list.retain(|p| p != &name);
+            }
+        }
+    }
+}
+
+/// A sync peer as its libp2p id string (what `troupe peers` shows).
+fn peer_name(peer: &troupe_protocol::sync::PeerId) -> String {
+    identity::libp2p_peer(peer)
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| format!("{peer:?}"))
+}

@@ -1,0 +1,346 @@
+//! The one task that connects the network to the [`SyncCore`].
+//!
+//! It turns connection events, inbound streams, frames, timers and the core's
+//! [`NetCommand`]s into engine inputs and network actions (STYLE rules 9-10):
+//!
+//! - **Streams**: each side writes on the stream it opened and reads the one
+//!   the peer opened, so nobody races to open "the" stream. A peer is "up"
+//!   for the engine from its first connection event or its first inbound
+//!   stream, whichever comes first; from then on its frames are delivered.
+//! - **Generations**: every up/down cycle of a peer gets a new generation;
+//!   frames read on a stream from an older generation are dropped, so a stale
+//!   frame never reaches a new session.
+//! - **Backpressure**: readers hand frames over a bounded channel, so a fast
+//!   peer waits for the store instead of filling memory; writers have a
+//!   bounded queue, and a peer that stops reading is disconnected.
+//! - **Timers**: the core says when it next wants `Input::Timeout`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{Instrument, debug, info, warn};
+use troupe_protocol::sync::Input;
+
+use crate::framing::{read_frame, write_frame};
+use crate::identity;
+use crate::shutdown::Shutdown;
+use crate::storage_actor::ActorHandle;
+use crate::swarm::{ConnectionEvent, Inbound, NetworkHandle};
+use crate::sync_core::{NetCommand, SyncCore};
+
+/// Frames waiting to be written to one peer before it counts as not reading.
+/// The engine keeps at most a couple of batches in flight per peer, so a
+/// healthy peer never comes close.
+pub const WRITE_QUEUE: usize = 256;
+/// Frames read from all peers and not yet handed to the core.
+pub const READ_QUEUE: usize = 64;
+
+/// What the driver needs; see [`start`].
+pub struct DriverParts {
+    /// The core on the storage thread.
+    pub core: ActorHandle<SyncCore>,
+    /// The swarm.
+    pub net: NetworkHandle,
+    /// Streams peers opened to us.
+    pub inbound: Inbound,
+    /// The core's requests.
+    pub commands: mpsc::UnboundedReceiver<NetCommand>,
+    /// The instant the core measures its milliseconds from.
+    pub epoch: Instant,
+}
+
+struct PeerLink {
+    generation: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+struct Driver {
+    core: ActorHandle<SyncCore>,
+    net: NetworkHandle,
+    epoch: Instant,
+    links: BTreeMap<PeerId, PeerLink>,
+    generation: u64,
+    frames_tx: mpsc::Sender<(PeerId, u64, Vec<u8>)>,
+    ended_tx: mpsc::UnboundedSender<(PeerId, u64, String)>,
+    shutdown: Shutdown,
+}
+
+/// Subscribes to connection events now (so none are missed) and spawns the
+/// driver task on `stage`.
+pub fn start(parts: DriverParts, stage: &Shutdown) {
+    let conn = parts.net.connection_events();
+    let (frames_tx, frames_rx) = mpsc::channel(READ_QUEUE);
+    let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+    let driver = Driver {
+        core: parts.core,
+        net: parts.net,
+        epoch: parts.epoch,
+        links: BTreeMap::new(),
+        generation: 0,
+        frames_tx,
+        ended_tx,
+        shutdown: stage.clone(),
+    };
+    stage.spawn(
+        driver
+            .run(conn, parts.inbound, parts.commands, frames_rx, ended_rx)
+            .in_current_span(),
+    );
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut conn: broadcast::Receiver<ConnectionEvent>,
+        mut inbound: Inbound,
+        mut commands: mpsc::UnboundedReceiver<NetCommand>,
+        mut frames_rx: mpsc::Receiver<(PeerId, u64, Vec<u8>)>,
+        mut ended_rx: mpsc::UnboundedReceiver<(PeerId, u64, String)>,
+    ) {
+        for peer in self.net.peers().snapshot().connected {
+            if let Ok(p) = peer.peer_id.parse() {
+                self.up(p).await;
+            }
+        }
+        let mut wake: Option<Instant> = None;
+        let shutdown = self.shutdown.clone();
+        loop {
+            let at = wake;
+            let sleep = async move {
+                match at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ok = tokio::select! {
+                _ = shutdown.triggered() => break,
+                ev = conn.recv() => match ev {
+                    Ok(ConnectionEvent::Up(p)) => self.up(p).await,
+                    Ok(ConnectionEvent::Down(p)) => self.down(p).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.resync().await,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                next = inbound.recv() => match next {
+                    Some((p, stream)) => self.inbound(p, stream).await,
+                    None => break,
+                },
+                Some((p, generation, bytes)) = frames_rx.recv() => {
+                    self.frame(p, generation, bytes).await
+                }
+                Some((p, generation, why)) = ended_rx.recv() => {
+                    self.ended(p, generation, why).await;
+                    true
+                }
+                Some(cmd) = commands.recv() => {
+                    match cmd {
+                        NetCommand::WakeAt(at) => {
+                            wake = at.map(|ms| self.epoch + Duration::from_millis(ms));
+                        }
+                        other => self.command(other),
+                    }
+                    true
+                }
+                _ = sleep => {
+                    wake = None;
+                    self.input(Input::Timeout).await
+                }
+            };
+            if !ok {
+                warn!("the storage thread stopped; sync stops");
+                break;
+            }
+        }
+        debug!("sync driver stopped");
+    }
+
+    /// Feeds the core; false when the core has stopped.
+    async fn input(&self, input: Input) -> bool {
+        self.core.call(move |c| c.input(input)).await.is_ok()
+    }
+
+    async fn up(&mut self, peer: PeerId) -> bool {
+        if self.links.contains_key(&peer) {
+            return true;
+        }
+        let Some(sync_peer) = identity::sync_peer(&peer) else {
+            warn!(%peer, "peer key is not ed25519; cannot sync with it");
+            return true;
+        };
+        self.generation += 1;
+        let generation = self.generation;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        self.links.insert(peer, PeerLink { generation, tx });
+        let writer = write_loop(
+            self.net.clone(),
+            peer,
+            generation,
+            rx,
+            self.ended_tx.clone(),
+        );
+        self.shutdown.spawn(writer.in_current_span());
+        debug!(%peer, generation, "peer up for sync");
+        self.input(Input::PeerUp { peer: sync_peer }).await
+    }
+
+    async fn down(&mut self, peer: PeerId) -> bool {
+        if self.links.remove(&peer).is_none() {
+            return true;
+        }
+        let Some(sync_peer) = identity::sync_peer(&peer) else {
+            return true;
+        };
+        debug!(%peer, "peer down for sync");
+        self.core
+            .call(move |c| {
+                c.input(Input::PeerDown { peer: sync_peer });
+                c.peer_gone(&peer);
+            })
+            .await
+            .is_ok()
+    }
+
+    /// After missing connection events: make the links match the peer table.
+    async fn resync(&mut self) -> bool {
+        let connected: Vec<PeerId> = self
+            .net
+            .peers()
+            .snapshot()
+            .connected
+            .iter()
+            .filter_map(|p| p.peer_id.parse().ok())
+            .collect();
+        let gone: Vec<PeerId> = self
+            .links
+            .keys()
+            .filter(|p| !connected.contains(p))
+            .copied()
+            .collect();
+        for p in gone {
+            if !self.down(p).await {
+                return false;
+            }
+        }
+        for p in connected {
+            if !self.up(p).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn inbound(&mut self, peer: PeerId, stream: Stream) -> bool {
+        if !self.up(peer).await {
+            return false;
+        }
+        let generation = self.links.get(&peer).map_or(0, |l| l.generation);
+        let reader = read_loop(
+            peer,
+            generation,
+            stream,
+            self.frames_tx.clone(),
+            self.ended_tx.clone(),
+        );
+        self.shutdown.spawn(reader.in_current_span());
+        true
+    }
+
+    async fn frame(&self, peer: PeerId, generation: u64, bytes: Vec<u8>) -> bool {
+        match self.links.get(&peer) {
+            Some(l) if l.generation == generation => {}
+            _ => return true, // a stale stream: its session is over
+        }
+        let Some(sync_peer) = identity::sync_peer(&peer) else {
+            return true;
+        };
+        self.input(Input::Frame {
+            peer: sync_peer,
+            bytes,
+        })
+        .await
+    }
+
+    /// A stream of the current generation ended: the session cannot go on,
+    /// so the connection is closed (the dialler reconnects, and both sides
+    /// start a fresh session from their committed ranges).
+    async fn ended(&mut self, peer: PeerId, generation: u64, why: String) {
+        if self.links.get(&peer).is_some_and(|l| l.generation == generation) {
+            info!(%peer, %why, "sync stream ended; closing the connection");
+            self.disconnect(peer);
+        }
+    }
+
+    fn command(&mut self, cmd: NetCommand) {
+        match cmd {
+            NetCommand::Send { peer, bytes } => {
+                let Some(link) = self.links.get(&peer) else {
+                    debug!(%peer, "dropping a frame for a peer that is gone");
+                    return;
+                };
+                if let Err(mpsc::error::TrySendError::Full(_)) = link.tx.try_send(bytes) {
+                    warn!(%peer, "peer is not reading its sync stream; disconnecting");
+                    self.disconnect(peer);
+                }
+            }
+            NetCommand::Disconnect { peer, reason } => {
+                debug!(%peer, %reason, "engine asked to disconnect");
+                self.disconnect(peer);
+            }
+            NetCommand::WakeAt(_) => {}
+        }
+    }
+
+    fn disconnect(&self, peer: PeerId) {
+        let net = self.net.clone();
+        self.shutdown.spawn(async move {
+            let _ = net.disconnect(peer).await;
+        });
+    }
+}
+
+async fn write_loop(
+    net: NetworkHandle,
+    peer: PeerId,
+    generation: u64,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    ended: mpsc::UnboundedSender<(PeerId, u64, String)>,
+) {
+    let mut stream = match net.open_stream(peer).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ended.send((peer, generation, format!("cannot open a stream: {e}")));
+            return;
+        }
+    };
+    while let Some(frame) = rx.recv().await {
+        if let Err(e) = write_frame(&mut stream, &frame).await {
+            let _ = ended.send((peer, generation, format!("write failed: {e}")));
+            return;
+        }
+    }
+    // The link was dropped (peer down or shutdown): close our side.
+    let _ = futures::AsyncWriteExt::close(&mut stream).await;
+}
+
+async fn read_loop(
+    peer: PeerId,
+    generation: u64,
+    mut stream: Stream,
+    frames: mpsc::Sender<(PeerId, u64, Vec<u8>)>,
+    ended: mpsc::UnboundedSender<(PeerId, u64, String)>,
+) {
+    let why = loop {
+        match read_frame(&mut stream).await {
+            Ok(Some(bytes)) => {
+                if frames.send((peer, generation, bytes)).await.is_err() {
+                    return; // the driver stopped
+                }
+            }
+            Ok(None) => break "the peer closed its stream".to_owned(),
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    let _ = ended.send((peer, generation, why));
+}
