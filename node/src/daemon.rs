@@ -24,10 +24,10 @@ use crate::dialer::{self, DialTarget, DialerHandle};
 use crate::discovery::{self, DiscoveryConfig, DiscoveryEvent};
 use crate::events::{EventBus, NodeEvent};
 use crate::identity::{Identity, IdentityError};
+use crate::local::Local;
 use crate::local_api::{self, ApiContext};
 use crate::peers::PeerTable;
 use crate::shutdown::{self, Shutdown};
-use crate::local::Local;
 use crate::storage_actor::ActorHandle;
 use crate::swarm;
 use crate::sync_core::{SyncCore, SyncStatus};
@@ -272,8 +272,12 @@ fn check_interfaces(names: &[String]) -> Result<(), DaemonError> {
     }
 }
 
-/// Holds the data dir's lock file for the life of the daemon.
-fn lock(data_dir: &Path) -> Result<std::fs::File, DaemonError> {
+/// Takes the data dir's lock file for as long as the returned file lives:
+/// the daemon for its whole life, a CLI command while it opens the store.
+///
+/// # Errors
+/// [`DaemonError::AlreadyRunning`] or [`DaemonError::DataDir`].
+pub fn lock(data_dir: &Path) -> Result<std::fs::File, DaemonError> {
     let path = data_dir.join(LOCK_FILE);
     let f = std::fs::OpenOptions::new()
         .create(true)

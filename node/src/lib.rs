@@ -12,35 +12,24 @@
 //! | [`local_api`] | HTTP + JSON on 127.0.0.1 with a bearer token, and its client |
 //! | [`storage_actor`] | blocking state on a named thread behind an async handle |
 //! | [`shutdown`] | one cancellation signal, task tracking, OS signals |
+//! | [`local`] | the store, the device key and clock: signing local bundles |
+//! | [`ops`] | every user command, run in the daemon or directly on the store |
+//! | [`sync_core`] | engine + store on the storage thread |
+//! | [`sync_driver`] | the task between libp2p streams and the core |
 //! | [`daemon`] | `troupe up`: wires the pieces together |
 //! | [`cli`] | argument parsing, validated config, error reports |
 //!
-//! # Where the sync driver plugs in
-//! The sync engine is a sans-IO state machine; the driver is the one task
-//! that feeds it. Everything it needs from the network is here:
-//!
-//! - **Connections** → `Input::PeerUp` / `PeerDown`: subscribe to
-//!   [`NetworkHandle::connection_events`] (typed [`swarm::ConnectionEvent`]);
-//!   map peers with [`identity::sync_peer`] and back with [`identity::libp2p_peer`].
-//! - **Inbound streams**: [`swarm::start`] returns an [`swarm::Inbound`]
-//!   receiver of `(peer, stream)`, fed by a dedicated acceptor task. Today
-//!   [`daemon`] closes them with a log line; the driver takes that receiver
-//!   instead and reads frames with [`framing::read_frame`] → `Input::Frame`.
-//! - **Outbound**: [`NetworkHandle::open_stream`] on a connected peer, then
-//!   [`framing::write_frame`] for each `Output::SendFrame`. One simple
-//!   convention: each side writes on the stream it opened and reads the
-//!   stream the peer opened, so no side has to win a race to open one.
-//! - **Disconnect**: [`NetworkHandle::disconnect`] for `Output::Disconnect`.
-//! - **Discovery**: members found by mDNS are dialled by [`dialer`] already;
-//!   the driver only sees the resulting connections. Workspaces for the
-//!   member tags come from [`discovery::DiscoveryConfig::workspaces`].
-//! - **The store**: [`storage_actor::ActorHandle`]`<Store>` on a named thread;
-//!   `call(|store| store.commit(..))` for `Output::CommitBatch`, answered with
-//!   `Input::BatchCommitted` / `BatchRejected`.
-//! - **Events for apps**: [`EventBus::publish`] a [`NodeEvent`] (add variants
-//!   for progress, new bundles and conflicts); `/v1/events` streams them.
-//! - **Status**: [`local_api::ApiContext::status`] is a closure, so sync
-//!   progress can be added to `GET /v1/status` without touching the API.
+//! # How sync is driven
+//! The sync engine is a sans-IO state machine. It lives with the store on the
+//! storage thread ([`sync_core::SyncCore`] behind a
+//! [`storage_actor::ActorHandle`]), so it always reads the store as it is and
+//! a batch is committed and acknowledged before the next input. The async
+//! [`sync_driver`] task turns connection events ([`swarm::ConnectionEvent`]),
+//! inbound streams ([`swarm::Inbound`]), frames ([`framing`]) and timers into
+//! engine inputs, and carries out the core's network commands: each side
+//! writes on the stream it opened and reads the one the peer opened. User
+//! commands ([`ops`]) run on the same thread through `POST /v1/command`, and
+//! a local commit is announced to connected members at once.
 
 pub mod cli;
 pub mod daemon;
@@ -51,6 +40,7 @@ pub mod framing;
 pub mod identity;
 pub mod local;
 pub mod local_api;
+pub mod ops;
 pub mod peers;
 pub mod shutdown;
 pub mod storage_actor;

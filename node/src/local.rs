@@ -26,6 +26,8 @@ use crate::identity::Identity;
 
 /// The store's file name inside the data dir.
 pub const STORE_FILE: &str = "store.redb";
+/// The device's display name (`troupe init --name`), one line of text.
+pub const NAME_FILE: &str = "device-name";
 
 /// Something that changed locally which connected peers should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +96,7 @@ pub struct Local {
     key: ActorKey,
     clock: HlcClock,
     path: PathBuf,
+    name: Option<String>,
 }
 
 impl std::fmt::Debug for Local {
@@ -123,12 +126,12 @@ impl Local {
         identity: &Identity,
     ) -> Result<(Local, Option<SalvageReport>), LocalError> {
         let path = data_dir.join(STORE_FILE);
-        let (store, report) =
-            Store::open_or_salvage(&path).map_err(|source| LocalError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let local = Local::with_store(store, identity.actor_key.clone(), path)?;
+        let (store, report) = Store::open_or_salvage(&path).map_err(|source| LocalError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let mut local = Local::with_store(store, identity.actor_key.clone(), path)?;
+        local.name = read_name(data_dir);
         Ok((local, report))
     }
 
@@ -152,6 +155,7 @@ impl Local {
             key,
             clock: HlcClock::starting_after(last),
             path,
+            name: None,
         })
     }
 
@@ -163,6 +167,11 @@ impl Local {
     /// The store file's path (for messages).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The device's display name, if one was set.
+    pub fn device_name(&self) -> Option<String> {
+        self.name.clone()
     }
 
     /// This device's actor id.
@@ -216,4 +225,11 @@ impl Local {
             change,
         ))
     }
+}
+
+/// Reads the display name file (first line, trimmed; `None` if absent or empty).
+pub fn read_name(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(NAME_FILE)).ok()?;
+    let line = text.lines().next()?.trim();
+    (!line.is_empty()).then(|| line.chars().take(100).collect())
 }

@@ -23,8 +23,10 @@
 //! | `GET /v1/status` | node identity, listen addresses, what is running |
 //! | `GET /v1/peers` | connected peers and mDNS sightings ([`PeersSnapshot`]) |
 //! | `GET /v1/events` | server-sent events: one `data:` line of JSON per [`NodeEvent`] |
+//! | `POST /v1/command` | one [`crate::ops::Request`] (JSON); answers its JSON result |
 //!
-//! Errors are JSON `{"error": "..."}` with a matching status code.
+//! Errors are JSON `{"error": "..."}` with a matching status code; command
+//! errors add `"kind"` ([`crate::ops::OpsError::kind`]).
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -62,6 +64,9 @@ pub const TOKEN_FILE: &str = "api.token";
 pub const EVENT_KEEPALIVE: Duration = Duration::from_secs(15);
 
 type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest `POST /v1/command` body accepted.
+pub const MAX_COMMAND_BODY: usize = 64 * 1024;
 
 /// Produces the JSON of `GET /v1/status`; the daemon supplies it so the
 /// status can grow (sync progress) without changing this module.
@@ -194,14 +199,50 @@ async fn handle(ctx: &ApiContext, req: Request<Incoming>) -> Response<Body> {
     if !token_matches(req.headers().get(header::AUTHORIZATION), &ctx.token) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
+    if req.method() == Method::POST && req.uri().path() == "/v1/command" {
+        return command(ctx, req).await;
+    }
     if req.method() != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served so far");
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, or POST /v1/command",
+        );
     }
     match req.uri().path() {
         "/v1/status" => json(StatusCode::OK, &(ctx.status)()),
         "/v1/peers" => json(StatusCode::OK, &ctx.peers.snapshot()),
         "/v1/events" => events(ctx.events.subscribe()),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// Runs one [`crate::ops::Request`] on the storage thread; a write is
+/// announced to connected members by the core.
+async fn command(ctx: &ApiContext, req: Request<Incoming>) -> Response<Body> {
+    let Some(core) = ctx.core.clone() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "this node has no store");
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "the command is too large"),
+    };
+    let request: crate::ops::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a command: {e}")),
+    };
+    match core
+        .call(move |c| c.write(|l| crate::ops::execute(l, request)))
+        .await
+    {
+        Ok(Ok(v)) => json(StatusCode::OK, &v),
+        Ok(Err(e)) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "error": e.to_string(), "kind": e.kind() }),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 

@@ -4,11 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use troupe_node::cli::args::{Cli, Command};
+use troupe_node::cli::args::{AssetsCommand, Cli, Command, WorkspaceCommand};
+use troupe_node::cli::commands;
 use troupe_node::cli::config::{Config, UpConfig};
 use troupe_node::cli::report::{EXIT_FAILED, Report};
 use troupe_node::daemon::{self, DaemonError};
 use troupe_node::local_api::ApiClient;
+use troupe_node::ops::Request;
 use troupe_node::shutdown::Shutdown;
 
 fn main() -> ExitCode {
@@ -38,7 +40,7 @@ fn init_tracing() {
 fn run(cli: Cli) -> Result<(), Report> {
     let cfg = Config::from_args(&cli.global).map_err(|e| Report::config(&e))?;
     match cli.command {
-        Command::Init => init(&cfg),
+        Command::Init { name } => init(&cfg, name.as_deref()),
         Command::Up(args) => {
             let up = UpConfig::from_args(&args).map_err(|e| Report::config(&e))?;
             runtime()?
@@ -47,12 +49,70 @@ fn run(cli: Cli) -> Result<(), Report> {
         }
         Command::Status => query(&cfg, "status", "/v1/status"),
         Command::Peers => query(&cfg, "peers", "/v1/peers"),
-        Command::Workspace(_) => Err(Report::not_available("workspace")),
-        Command::Set { .. } => Err(Report::not_available("set")),
-        Command::Get { .. } => Err(Report::not_available("get")),
-        Command::Show { .. } => Err(Report::not_available("show")),
-        Command::Assets(_) => Err(Report::not_available("assets")),
-        Command::History { .. } => Err(Report::not_available("history")),
+        Command::Workspace(w) => {
+            let (name, req) = match w {
+                WorkspaceCommand::Create { name, kind } => {
+                    ("workspace create", Request::WorkspaceCreate { name, kind })
+                }
+                WorkspaceCommand::Invite { workspace } => {
+                    ("workspace invite", Request::WorkspaceInvite { workspace })
+                }
+                WorkspaceCommand::Join { invite } => {
+                    ("workspace join", Request::WorkspaceJoin { invite })
+                }
+                WorkspaceCommand::List => ("workspace list", Request::WorkspaceList),
+            };
+            store_command(&cfg, name, req)
+        }
+        Command::Set {
+            workspace,
+            path,
+            value,
+        } => store_command(
+            &cfg,
+            "set",
+            Request::Set {
+                workspace,
+                path,
+                value,
+            },
+        ),
+        Command::Get { workspace, path } => {
+            store_command(&cfg, "get", Request::Get { workspace, path })
+        }
+        Command::Show { workspace, entity } => {
+            store_command(&cfg, "show", Request::Show { workspace, entity })
+        }
+        Command::Conflicts { workspace } => {
+            store_command(&cfg, "conflicts", Request::Conflicts { workspace })
+        }
+        Command::Assets(a) => {
+            let (name, req) = match a {
+                AssetsCommand::Add { workspace, file } => {
+                    let file = std::path::absolute(&file).unwrap_or(file);
+                    ("assets add", Request::AssetsAdd { workspace, file })
+                }
+                AssetsCommand::Get {
+                    workspace,
+                    hash,
+                    out,
+                } => {
+                    let out = std::path::absolute(&out).unwrap_or(out);
+                    (
+                        "assets get",
+                        Request::AssetsGet {
+                            workspace,
+                            hash,
+                            out,
+                        },
+                    )
+                }
+            };
+            store_command(&cfg, name, req)
+        }
+        Command::History { workspace, limit } => {
+            store_command(&cfg, "history", Request::History { workspace, limit })
+        }
         Command::Demo => Err(Report::not_available("demo")),
     }
 }
@@ -71,8 +131,28 @@ fn runtime() -> Result<tokio::runtime::Runtime, Report> {
         })
 }
 
-fn init(cfg: &Config) -> Result<(), Report> {
+fn store_command(cfg: &Config, name: &str, req: Request) -> Result<(), Report> {
+    let answer = commands::run(cfg, name, req)?;
+    if cfg.json {
+        println!("{answer}");
+    } else {
+        commands::print_human(name, &answer);
+    }
+    Ok(())
+}
+
+fn init(cfg: &Config, name: Option<&str>) -> Result<(), Report> {
     let (id, created) = daemon::init(&cfg.data_dir).map_err(|e| daemon_report(&e, cfg))?;
+    if let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) {
+        std::fs::write(cfg.data_dir.join(troupe_node::local::NAME_FILE), name).map_err(|e| {
+            Report::new(
+                EXIT_FAILED,
+                format!("Your name could not be saved: {e}."),
+                "The device key is set up; the name is not.",
+                "Check the data directory's permissions and run `troupe init --name` again.",
+            )
+        })?;
+    }
     if cfg.json {
         println!(
             "{}",
@@ -150,7 +230,10 @@ fn print_human(command: &str, v: &serde_json::Value) {
             println!("Listening: {}", v["listen_addrs"]);
             println!("Connected: {} peer(s)", v["connected_peers"]);
             println!("mDNS:      {}", v["mdns"]);
-            println!("Sync:      {}", v["sync"].as_str().unwrap_or("?"));
+            println!(
+                "Sync:      {} bundle(s) received from peers since start, {} sent",
+                v["sync"]["bundles_committed"], v["sync"]["bundles_sent"]
+            );
         }
     }
 }

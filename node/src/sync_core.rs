@@ -254,7 +254,11 @@ impl SyncCore {
     ) -> Input {
         let newest = bundles.iter().map(|b| b.body().hlc).max();
         let source = peer_name(&peer);
-        match self.local.store().commit_batch(&workspace, bundles, &source) {
+        match self
+            .local
+            .store()
+            .commit_batch(&workspace, bundles, &source)
+        {
             Ok(outcome) => {
                 if let Some(h) = newest {
                     self.local.observe(h);

@@ -266,7 +266,11 @@ impl Driver {
     /// so the connection is closed (the dialler reconnects, and both sides
     /// start a fresh session from their committed ranges).
     async fn ended(&mut self, peer: PeerId, generation: u64, why: String) {
-        if self.links.get(&peer).is_some_and(|l| l.generation == generation) {
+        if self
+            .links
+            .get(&peer)
+            .is_some_and(|l| l.generation == generation)
+        {
             info!(%peer, %why, "sync stream ended; closing the connection");
             self.disconnect(peer);
         }

@@ -33,7 +33,11 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the data directory and this device's key.
-    Init,
+    Init {
+        /// Your name as crew members will see it, e.g. "Alex (stage manager)".
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Create, share, join and list workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -67,8 +71,16 @@ pub enum Command {
     Peers,
     /// What the running node is doing (needs a running node).
     Status,
-    /// Recent changes in a workspace.
+    /// Recent changes in a workspace, newest first.
     History {
+        /// Workspace name or id.
+        workspace: String,
+        /// Show at most this many changes.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Fields with concurrent values, grouped and described in words.
+    Conflicts {
         /// Workspace name or id.
         workspace: String,
     },

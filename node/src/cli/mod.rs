@@ -2,6 +2,7 @@
 //! ([`config`]), and errors turned into sentences and exit codes ([`report`]).
 
 pub mod args;
+pub mod commands;
 pub mod config;
 pub mod report;
 

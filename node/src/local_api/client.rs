@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -34,6 +34,8 @@ pub enum ClientError {
         status: StatusCode,
         /// Its error text.
         message: String,
+        /// The error kind for command errors (`OpsError::kind`), else empty.
+        kind: String,
     },
     /// The answer was not the JSON we expected (a different program on that port?).
     #[error("the daemon's answer was not valid JSON: {0}")]
@@ -77,7 +79,7 @@ impl ApiClient {
     /// # Errors
     /// [`ClientError`].
     pub async fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        let (status, body) = self.get_raw(path, true).await?;
+        let (status, body) = self.request_raw(path, true, None).await?;
         let value: serde_json::Value = serde_json::from_slice(&body)?;
         if status.is_success() {
             Ok(value)
@@ -85,6 +87,7 @@ impl ApiClient {
             Err(ClientError::Status {
                 status,
                 message: value["error"].as_str().unwrap_or("").to_owned(),
+                kind: value["kind"].as_str().unwrap_or("").to_owned(),
             })
         }
     }
@@ -99,6 +102,38 @@ impl ApiClient {
         path: &str,
         with_token: bool,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.request_raw(path, with_token, None).await
+    }
+
+    /// `POST path` with a JSON body and parse the JSON answer.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let bytes = Bytes::from(serde_json::to_vec(body)?);
+        let (status, body) = self.request_raw(path, true, Some(bytes)).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(ClientError::Status {
+                status,
+                message: value["error"].as_str().unwrap_or("").to_owned(),
+                kind: value["kind"].as_str().unwrap_or("").to_owned(),
+            })
+        }
+    }
+
+    async fn request_raw(
+        &self,
+        path: &str,
+        with_token: bool,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable {
             port: self.port,
             reason,
@@ -111,12 +146,16 @@ impl ApiClient {
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             let conn = tokio::spawn(conn);
-            let mut req = Request::get(path).header(header::HOST, "127.0.0.1");
+            let mut req = match body {
+                Some(_) => Request::post(path),
+                None => Request::get(path),
+            }
+            .header(header::HOST, "127.0.0.1");
             if with_token {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {}", self.token));
             }
             let req = req
-                .body(Empty::<Bytes>::new())
+                .body(Full::new(body.unwrap_or_default()))
                 .map_err(|e| unreachable(e.to_string()))?;
             let resp = send
                 .send_request(req)
@@ -158,7 +197,7 @@ impl ApiClient {
         let req = Request::get("/v1/events")
             .header(header::HOST, "127.0.0.1")
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| unreachable(e.to_string()))?;
         tokio::spawn(conn);
         let resp = send
@@ -169,6 +208,7 @@ impl ApiClient {
             return Err(ClientError::Status {
                 status: resp.status(),
                 message: String::new(),
+                kind: String::new(),
             });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(64);

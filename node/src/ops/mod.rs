@@ -1,0 +1,255 @@
+//! What a person asks of their node, as one request type that runs the same
+//! way in the daemon (through `POST /v1/command`) and directly on the store
+//! (when no daemon runs). One code path means the CLI, the local API and the
+//! tests all see the same answers.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`invite`] | the invite code: workspace secret, name and kind, checksummed |
+//! | [`workspaces`] | create, invite, join, list; name-or-id lookup |
+//! | [`fields`] | set, get, show, history; conflicts described in words |
+//! | [`assets`] | adding files as content-addressed blobs, and reading them back |
+//!
+//! Every answer is JSON (what `--json` prints); [`crate::cli`] turns it into
+//! sentences. Every error is an [`OpsError`] the CLI explains in three
+//! sentences.
+
+pub mod assets;
+pub mod fields;
+pub mod invite;
+pub mod workspaces;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use troupe_storage::{BlobError, CommitError, ReadError};
+
+use crate::local::{Change, Local, LocalError};
+
+/// One command, as the CLI sends it to the daemon (JSON body of
+/// `POST /v1/command`) or runs it on the store itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Create a workspace.
+    WorkspaceCreate {
+        /// Its name.
+        name: String,
+        /// `show` or `library`.
+        kind: String,
+    },
+    /// Print an invite for a workspace.
+    WorkspaceInvite {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Join a workspace from an invite.
+    WorkspaceJoin {
+        /// The invite text.
+        invite: String,
+    },
+    /// List workspaces.
+    WorkspaceList,
+    /// Set one field to a text value.
+    Set {
+        /// Name or id.
+        workspace: String,
+        /// `type/id/field`.
+        path: String,
+        /// The text.
+        value: String,
+    },
+    /// Read one field.
+    Get {
+        /// Name or id.
+        workspace: String,
+        /// `type/id/field`.
+        path: String,
+    },
+    /// Read every field of an entity.
+    Show {
+        /// Name or id.
+        workspace: String,
+        /// `type/id`.
+        entity: String,
+    },
+    /// The bundles of a workspace, newest first.
+    History {
+        /// Name or id.
+        workspace: String,
+        /// At most this many.
+        limit: usize,
+    },
+    /// Open conflicts, grouped and in words.
+    Conflicts {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Store a file as an asset of the workspace.
+    AssetsAdd {
+        /// Name or id.
+        workspace: String,
+        /// The file (read by the process that runs the command).
+        file: PathBuf,
+    },
+    /// Write an asset's bytes to a file.
+    AssetsGet {
+        /// Name or id.
+        workspace: String,
+        /// Asset hash (hex) or a unique prefix.
+        hash: String,
+        /// Output file.
+        out: PathBuf,
+    },
+}
+
+impl Request {
+    /// Whether the command changes the store (the daemon then tells peers).
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Request::WorkspaceCreate { .. }
+                | Request::WorkspaceJoin { .. }
+                | Request::Set { .. }
+                | Request::AssetsAdd { .. }
+        )
+    }
+}
+
+/// Why a command failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// No workspace has that name or id.
+    #[error("there is no workspace called {0:?} on this device")]
+    NoSuchWorkspace(String),
+    /// Several workspaces match.
+    #[error("{given:?} matches several workspaces: {matches}")]
+    AmbiguousWorkspace {
+        /// What was typed.
+        given: String,
+        /// The candidates, by name and short id.
+        matches: String,
+    },
+    /// A field path or entity is malformed.
+    #[error("{0}")]
+    BadPath(String),
+    /// An invite could not be read.
+    #[error("the invite cannot be read: {0}")]
+    BadInvite(String),
+    /// An argument is not acceptable (unknown kind, empty name).
+    #[error("{0}")]
+    BadArgument(String),
+    /// The workspace is archived: read-only.
+    #[error("the workspace is archived and read-only")]
+    Archived,
+    /// A file could not be read or written.
+    #[error("cannot use the file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The asset is not held here (not yet fetched, or deleted long ago).
+    #[error("{0}")]
+    Asset(String),
+    /// The store failed (a disk error or damage).
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+impl From<LocalError> for OpsError {
+    fn from(e: LocalError) -> Self {
+        match e {
+            LocalError::Commit(CommitError::Archived(_)) => OpsError::Archived,
+            LocalError::Invalid(why) => OpsError::BadArgument(why),
+            other => OpsError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<ReadError> for OpsError {
+    fn from(e: ReadError) -> Self {
+        OpsError::Store(e.to_string())
+    }
+}
+
+impl From<CommitError> for OpsError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Archived(_) => OpsError::Archived,
+            other => OpsError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<BlobError> for OpsError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound(h) => OpsError::Asset(format!(
+                "asset {} is not on this device yet (it arrives when a member that has it is connected)",
+                h.short()
+            )),
+            BlobError::Unavailable(h) => OpsError::Asset(format!(
+                "asset {} was removed from this device by garbage collection",
+                h.short()
+            )),
+            other => OpsError::Store(other.to_string()),
+        }
+    }
+}
+
+/// A stable machine name for each error kind (the API's `kind` field).
+impl OpsError {
+    /// Short snake_case kind for JSON answers and exit codes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OpsError::NoSuchWorkspace(_) => "no_such_workspace",
+            OpsError::AmbiguousWorkspace { .. } => "ambiguous_workspace",
+            OpsError::BadPath(_) => "bad_path",
+            OpsError::BadInvite(_) => "bad_invite",
+            OpsError::BadArgument(_) => "bad_argument",
+            OpsError::Archived => "archived",
+            OpsError::File { .. } => "file",
+            OpsError::Asset(_) => "asset",
+            OpsError::Store(_) => "store",
+        }
+    }
+}
+
+/// Runs one request against the local store; returns the JSON answer and the
+/// changes to forward to sync.
+///
+/// # Errors
+/// [`OpsError`]; nothing is changed on error.
+pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), OpsError> {
+    match req {
+        Request::WorkspaceCreate { name, kind } => workspaces::create(local, &name, &kind),
+        Request::WorkspaceInvite { workspace } => {
+            Ok((workspaces::invite(local, &workspace)?, vec![]))
+        }
+        Request::WorkspaceJoin { invite } => workspaces::join(local, &invite),
+        Request::WorkspaceList => Ok((workspaces::list(local)?, vec![])),
+        Request::Set {
+            workspace,
+            path,
+            value,
+        } => fields::set(local, &workspace, &path, value),
+        Request::Get { workspace, path } => Ok((fields::get(local, &workspace, &path)?, vec![])),
+        Request::Show { workspace, entity } => {
+            Ok((fields::show(local, &workspace, &entity)?, vec![]))
+        }
+        Request::History { workspace, limit } => {
+            Ok((fields::history(local, &workspace, limit)?, vec![]))
+        }
+        Request::Conflicts { workspace } => Ok((fields::conflicts(local, &workspace)?, vec![])),
+        Request::AssetsAdd { workspace, file } => assets::add(local, &workspace, &file),
+        Request::AssetsGet {
+            workspace,
+            hash,
+            out,
+        } => Ok((assets::get(local, &workspace, &hash, &out)?, vec![])),
+    }
+}
