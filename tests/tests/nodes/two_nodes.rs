@@ -84,10 +84,6 @@ async fn two_nodes_on_loopback_connect_by_address_and_list_each_other() -> anyho
         a_view["discovered"].as_array().unwrap().is_empty(),
         "no mDNS with --no-mdns"
     );
-    assert!(
-        a.log().contains("sync is not wired"),
-        "the daemon says sync is not wired"
-    );
 
     // B remembered A's address for the next start.
     let known = std::fs::read_to_string(b.data_dir.join("known_peers.json"))?;
