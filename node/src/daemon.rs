@@ -226,7 +226,9 @@ async fn serve(
         net.clone(),
         sync_status,
     );
+    let stop_request = Shutdown::new();
     let ctx = ApiContext {
+        stop: Some(stop_request.clone()),
         core: Some(core.clone()),
         token: local_api::new_token(),
         status,
@@ -242,6 +244,7 @@ async fn serve(
             info!(signal = sig, "stopping");
         }
         _ = root.triggered() => info!("stopping"),
+        _ = stop_request.triggered() => info!("stopping: asked through the local API"),
     }
     for (name, stage) in [
         ("local API", &api_stage),

@@ -17,6 +17,7 @@
 //! | [`sync_core`] | engine + store on the storage thread |
 //! | [`sync_driver`] | the task between libp2p streams and the core |
 //! | [`daemon`] | `troupe up`: wires the pieces together |
+//! | [`demo`] | `troupe demo`: three real nodes on loopback, a conflict, convergence |
 //! | [`cli`] | argument parsing, validated config, error reports |
 //!
 //! # How sync is driven
@@ -33,6 +34,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod demo;
 pub mod dialer;
 pub mod discovery;
 pub mod events;

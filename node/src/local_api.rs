@@ -23,6 +23,7 @@
 //! | `GET /v1/status` | node identity, listen addresses, what is running |
 //! | `GET /v1/peers` | connected peers and mDNS sightings ([`PeersSnapshot`]) |
 //! | `GET /v1/events` | server-sent events: one `data:` line of JSON per [`NodeEvent`] |
+//! | `POST /v1/stop` | stops the node gracefully (as SIGTERM does) |
 //! | `POST /v1/command` | one [`crate::ops::Request`] (JSON); answers its JSON result |
 //!
 //! Errors are JSON `{"error": "..."}` with a matching status code; command
@@ -83,6 +84,9 @@ pub struct ApiContext {
     pub peers: PeerTable,
     /// Event source for `/v1/events`.
     pub events: EventBus,
+    /// Triggered by `POST /v1/stop`: the daemon then stops gracefully
+    /// (absent in API-only tests).
+    pub stop: Option<Shutdown>,
     /// The store and sync engine (absent in API-only tests).
     pub core: Option<crate::storage_actor::ActorHandle<crate::sync_core::SyncCore>>,
 }
@@ -201,6 +205,18 @@ async fn handle(ctx: &ApiContext, req: Request<Incoming>) -> Response<Body> {
     }
     if req.method() == Method::POST && req.uri().path() == "/v1/command" {
         return command(ctx, req).await;
+    }
+    if req.method() == Method::POST && req.uri().path() == "/v1/stop" {
+        return match &ctx.stop {
+            Some(stop) => {
+                stop.trigger();
+                json(StatusCode::OK, &serde_json::json!({ "stopping": true }))
+            }
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this node cannot be stopped here",
+            ),
+        };
     }
     if req.method() != Method::GET {
         return error(

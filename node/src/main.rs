@@ -49,6 +49,7 @@ fn run(cli: Cli) -> Result<(), Report> {
         }
         Command::Status => query(&cfg, "status", "/v1/status"),
         Command::Peers => query(&cfg, "peers", "/v1/peers"),
+        Command::Stop => stop(&cfg),
         Command::Workspace(w) => {
             let (name, req) = match w {
                 WorkspaceCommand::Create { name, kind } => {
@@ -113,7 +114,7 @@ fn run(cli: Cli) -> Result<(), Report> {
         Command::History { workspace, limit } => {
             store_command(&cfg, "history", Request::History { workspace, limit })
         }
-        Command::Demo => Err(Report::not_available("demo")),
+        Command::Demo { keep } => troupe_node::demo::run(keep),
     }
 }
 
@@ -129,6 +130,37 @@ fn runtime() -> Result<tokio::runtime::Runtime, Report> {
                 "Check the process and thread limits of this machine and try again.",
             )
         })
+}
+
+fn stop(cfg: &Config) -> Result<(), Report> {
+    runtime()?.block_on(async {
+        let client = ApiClient::detect(&cfg.data_dir)
+            .await
+            .ok_or_else(|| Report::no_daemon("stop", &cfg.data_dir))?;
+        client
+            .post("/v1/stop", &serde_json::json!({}))
+            .await
+            .map_err(|e| {
+                Report::new(
+                    EXIT_FAILED,
+                    format!("The running node did not accept `stop`: {e}."),
+                    "The node is still running.",
+                    "Press Ctrl-C in its terminal, or send it SIGTERM.",
+                )
+            })?;
+        // Wait until it no longer answers.
+        for _ in 0..100 {
+            if ApiClient::detect(&cfg.data_dir).await.is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok::<_, Report>(())
+    })?;
+    if !cfg.json {
+        println!("The node on {} has stopped.", cfg.data_dir.display());
+    }
+    Ok(())
 }
 
 fn store_command(cfg: &Config, name: &str, req: Request) -> Result<(), Report> {

@@ -71,6 +71,8 @@ pub enum Command {
     Peers,
     /// What the running node is doing (needs a running node).
     Status,
+    /// Stop the running node gracefully (as Ctrl-C in its terminal does).
+    Stop,
     /// Recent changes in a workspace, newest first.
     History {
         /// Workspace name or id.
@@ -86,8 +88,13 @@ pub enum Command {
     },
     /// Run the node: connect to peers, discover them on the LAN, serve the local API.
     Up(UpArgs),
-    /// Run a self-contained demonstration on this machine only (loopback).
-    Demo,
+    /// Run a self-contained demonstration on this machine only (loopback):
+    /// three nodes, an offline edit, a conflict, convergence.
+    Demo {
+        /// Keep the demo's data dirs and logs instead of removing them.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 /// `troupe workspace …`

@@ -6,6 +6,7 @@ async fn serve() -> (ApiClient, EventBus, Shutdown, tempfile::TempDir) {
     let events = EventBus::new();
     let ctx = ApiContext {
         core: None,
+        stop: None,
         token: new_token(),
         status: Arc::new(|| serde_json::json!({ "ok": true })),
         peers: PeerTable::new(),

@@ -9,3 +9,5 @@ mod redial;
 mod cli;
 // mDNS inside namespaces only, interfaces restricted: members find each other, strangers learn nothing.
 mod mdns;
+// `troupe demo`: three nodes, a conflict in words, convergence, cleanup.
+mod demo;
