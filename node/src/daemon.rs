@@ -178,6 +178,22 @@ async fn serve(
         &net_stage,
     );
 
+    // Check every stored bundle once at start; damaged ones are quarantined
+    // and fetched again from members. Runs on the storage thread after the
+    // network is up, so repairs can go out as soon as members connect.
+    let scrub_core = core.clone();
+    net_stage.spawn(
+        async move {
+            match scrub_core.call(|c| c.scrub_and_repair()).await {
+                Ok(Ok(0)) => info!("store scrubbed: every bundle verifies"),
+                Ok(Ok(n)) => warn!(bundles = n, "store scrubbed: damaged bundles quarantined; repairing from members"),
+                Ok(Err(e)) => warn!(error = %e, "the store scrub could not run"),
+                Err(_) => {}
+            }
+        }
+        .in_current_span(),
+    );
+
     let targets = up
         .peers
         .iter()

@@ -359,6 +359,29 @@ impl SyncCore {
         }
     }
 
+    /// Re-verifies the whole store (see `Store::scrub`): damaged bundles go
+    /// to quarantine and a clean copy of each is asked of connected members
+    /// (and, because quarantined bundles leave holes in the ranges, of every
+    /// member that connects later). Returns how many need repair.
+    ///
+    /// # Errors
+    /// The store's error when the scrub itself cannot run.
+    pub fn scrub_and_repair(&mut self) -> Result<usize, troupe_storage::QuarantineError> {
+        let needed = self.local.store().scrub()?;
+        for r in &needed {
+            warn!(workspace = %r.workspace, author = %r.author, seq = r.seq, "a stored bundle failed verification and was quarantined; asking members for a clean copy");
+            if let Some(hash) = r.expected {
+                self.input(Input::RepairWanted {
+                    workspace: r.workspace,
+                    author: r.author,
+                    seq: r.seq,
+                    hash,
+                });
+            }
+        }
+        Ok(needed.len())
+    }
+
     /// Forgets up-to-date marks for a peer that left.
     pub fn peer_gone(&mut self, peer: &libp2p::PeerId) {
         let name = peer.to_string();
