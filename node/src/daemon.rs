@@ -152,6 +152,13 @@ async fn serve(
         .map_err(|e| DaemonError::Store(e.to_string()))?
         .map_err(|e| DaemonError::Store(e.to_string()))?;
     info!(workspaces = workspaces.len(), "store open");
+    let (ws_tx, ws_rx) = tokio::sync::watch::channel(
+        workspaces
+            .iter()
+            .map(|w| w.secret.clone())
+            .collect::<Vec<_>>(),
+    );
+    let _ = core.call(move |c| c.publish_workspaces(ws_tx)).await;
 
     let (net, inbound) = swarm::start(
         &identity,
@@ -186,7 +193,10 @@ async fn serve(
         async move {
             match scrub_core.call(|c| c.scrub_and_repair()).await {
                 Ok(Ok(0)) => info!("store scrubbed: every bundle verifies"),
-                Ok(Ok(n)) => warn!(bundles = n, "store scrubbed: damaged bundles quarantined; repairing from members"),
+                Ok(Ok(n)) => warn!(
+                    bundles = n,
+                    "store scrubbed: damaged bundles quarantined; repairing from members"
+                ),
                 Ok(Err(e)) => warn!(error = %e, "the store scrub could not run"),
                 Err(_) => {}
             }
@@ -222,6 +232,7 @@ async fn serve(
             DiscoveryConfig {
                 interfaces: up.interfaces.clone(),
                 workspaces: workspaces.iter().map(|w| w.secret.clone()).collect(),
+                updates: Some(ws_rx),
                 port,
             },
             identity.peer_id(),

@@ -73,6 +73,9 @@ pub struct DiscoveryConfig {
     pub workspaces: Vec<WorkspaceSecret>,
     /// The TCP port we listen on.
     pub port: u16,
+    /// New workspace lists (after `workspace create`/`join` on a running
+    /// node): the advertisement is replaced at once, with a fresh salt.
+    pub updates: Option<tokio::sync::watch::Receiver<Vec<WorkspaceSecret>>>,
 }
 
 /// What discovery saw.
@@ -259,9 +262,33 @@ pub fn start(
         async move {
             let mut rotate = tokio::time::interval_at(tokio::time::Instant::now() + ROTATE_EVERY, ROTATE_EVERY);
             let mut fullname = fullname;
+            let mut cfg = cfg;
+            let mut updates = cfg.updates.take();
             loop {
+                let update = async {
+                    match updates.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = sd.triggered() => break,
+                    alive = update => {
+                        let Some(rx) = updates.as_mut() else { continue };
+                        if !alive {
+                            updates = None;
+                            continue;
+                        }
+                        cfg.workspaces = rx.borrow_and_update().clone();
+                        let _ = daemon.unregister(&fullname);
+                        match register(&daemon, &cfg, &me) {
+                            Ok(name) => {
+                                fullname = name;
+                                info!(workspaces = cfg.workspaces.len(), "advertising a new set of workspaces");
+                            }
+                            Err(e) => warn!(error = %e, "cannot re-advertise the new workspaces"),
+                        }
+                    }
                     _ = rotate.tick() => {
                         let _ = daemon.unregister(&fullname);
                         match register(&daemon, &cfg, &me) {

@@ -92,13 +92,6 @@ pub enum NodeEvent {
         /// Field paths, `type/id/field`.
         fields: Vec<String>,
     },
-    /// A bundle was written on this node.
-    LocalCommit {
-        /// Workspace id (hex).
-        workspace: String,
-        /// Bundle hash (hex).
-        bundle: String,
-    },
     /// A peer sent something invalid; it was refused and the peer blamed.
     PeerBlamed {
         /// libp2p peer id.

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use troupe_protocol::ids::WorkspaceId;
 use troupe_protocol::sync::{Engine, EngineConfig, Input, Millis, Output, SyncEvent, SyncStats};
+use troupe_protocol::workspace::WorkspaceSecret;
 
 use crate::events::{EventBus, NodeEvent};
 use crate::identity;
@@ -76,6 +77,7 @@ pub struct SyncCore {
     events: EventBus,
     status: Arc<Mutex<SyncStatus>>,
     last_wake: Option<Option<Millis>>,
+    workspaces_tx: Option<tokio::sync::watch::Sender<Vec<WorkspaceSecret>>>,
 }
 
 impl std::fmt::Debug for SyncCore {
@@ -116,7 +118,14 @@ impl SyncCore {
             events,
             status,
             last_wake: None,
+            workspaces_tx: None,
         })
+    }
+
+    /// Where to publish the workspace list whenever it changes (discovery
+    /// re-advertises from it).
+    pub fn publish_workspaces(&mut self, tx: tokio::sync::watch::Sender<Vec<WorkspaceSecret>>) {
+        self.workspaces_tx = Some(tx);
     }
 
     /// Read access for API handlers.
@@ -134,6 +143,9 @@ impl SyncCore {
         f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), E>,
     ) -> Result<R, E> {
         let (r, changes) = f(&mut self.local)?;
+        let membership = changes
+            .iter()
+            .any(|c| !matches!(c, Change::Committed { .. }));
         for c in changes {
             let input = match c {
                 Change::Committed {
@@ -149,6 +161,12 @@ impl SyncCore {
                 Change::WorkspaceRemoved(id) => Input::WorkspaceRemoved(id),
             };
             self.input(input);
+        }
+        if membership
+            && let Some(tx) = &self.workspaces_tx
+            && let Ok(list) = self.local.store().workspaces()
+        {
+            let _ = tx.send(list.into_iter().map(|w| w.secret).collect());
         }
         Ok(r)
     }
