@@ -41,12 +41,15 @@ pub fn troupe_bin() -> &'static Path {
             return PathBuf::from(p);
         }
         let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe
+        // target/<profile>/deps/<test> (tests) or target/<profile>/<bin>
+        // (the bench binary) → target/<profile>
+        let mut profile_dir = exe
             .parent()
-            .and_then(Path::parent)
-            .expect("test executable inside target/<profile>/deps")
+            .expect("executable inside target/<profile>")
             .to_owned();
+        if profile_dir.file_name().is_some_and(|n| n == "deps") {
+            profile_dir.pop();
+        }
         let target_dir = profile_dir.parent().expect("target dir").to_owned();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);

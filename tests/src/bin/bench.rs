@@ -1,0 +1,390 @@
+//! The node benchmark: real `troupe` processes over libp2p on loopback,
+//! release build, printing a table and one JSON line.
+//!
+//! Workload: contacts, 10 fields per person, one person = one bundle, short
+//! realistic strings from a deterministic PRNG; 1M field writes = 100,000
+//! bundles (`--bundles N` to change).
+//!
+//! Figures:
+//! - full sync to an empty peer, durable: from the moment the empty node sees
+//!   the full one prove membership (`sync_started` event) to its
+//!   `up_to_date` event, every bundle committed to its store;
+//! - bytes on the wire: sync frames both ways as the engines count them
+//!   (before noise/yamux framing);
+//! - catch-up of 1,000 bundles at 1M, three times (every time must be fast);
+//! - no-op re-sync at 1M: time and bytes;
+//! - peak RSS of each process (VmHWM) after the full sync;
+//! - local commit → visible on the peer, p50/p99 over 200 edits through the
+//!   local API.
+//!
+//! Run: `cargo run --release -p troupe-tests --bin bench` (add `-- --bundles 20000`
+//! for a quicker run). Everything stays on 127.0.0.1 with mDNS off.
+
+#![allow(clippy::disallowed_methods)] // a benchmark is a driver: it reads the clock
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value as Json, json};
+use troupe_node::identity::Identity;
+use troupe_node::local_api::ApiClient;
+use troupe_protocol::bundle::{Bundle, BundleKind};
+use troupe_protocol::draft::Draft;
+use troupe_protocol::hlc::HlcClock;
+use troupe_protocol::ids::WorkspaceId;
+use troupe_protocol::path::FieldPath;
+use troupe_protocol::testing::workload::{FIELDS, contact_value};
+use troupe_storage::Store;
+use troupe_tests::troupe_bin;
+
+const WS: &str = "bench";
+const DEADLINE: Duration = Duration::from_secs(300);
+
+struct Proc {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn troupe(dir: &Path, args: &[&str]) -> anyhow::Result<Json> {
+    let out = Command::new(troupe_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--json")
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "troupe {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or(Json::Null))
+}
+
+impl Proc {
+    fn up(dir: &Path, log: &str, peers: &[String]) -> anyhow::Result<Proc> {
+        let log = std::fs::File::create(dir.with_extension(log))?;
+        let mut cmd = Command::new(troupe_bin());
+        cmd.arg("--data-dir")
+            .arg(dir)
+            .args(["up", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        let child = cmd.spawn()?;
+        Ok(Proc {
+            dir: dir.to_owned(),
+            child: Some(child),
+        })
+    }
+
+    async fn api(&self) -> anyhow::Result<ApiClient> {
+        let t = Instant::now();
+        loop {
+            if let Some(c) = ApiClient::detect(&self.dir).await {
+                return Ok(c);
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("node on {} did not start", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn address(&self) -> anyhow::Result<String> {
+        let s = self.api().await?.get("/v1/status").await?;
+        Ok(format!(
+            "{}/p2p/{}",
+            s["listen_addrs"][0].as_str().unwrap_or_default(),
+            s["peer_id"].as_str().unwrap_or_default()
+        ))
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let Some(c) = &self.child else { return 0 };
+        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let api = self.api().await?;
+        let _ = api.post("/v1/stop", &json!({})).await;
+        if let Some(mut c) = self.child.take() {
+            let t = Instant::now();
+            while c.try_wait()?.is_none() {
+                if t.elapsed() > Duration::from_secs(30) {
+                    let _ = c.kill();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends `n` contact bundles by the node's own key to its (stopped) store.
+fn seed(dir: &Path, ws: &WorkspaceId, from: usize, n: usize) -> anyhow::Result<()> {
+    let (id, _) = Identity::load_or_create(dir)?;
+    let store = Store::open(dir.join(troupe_node::local::STORE_FILE))?;
+    let me = id.actor_id();
+    let mut tip = store.author_tip(ws, &me)?;
+    let mut clock = HlcClock::default();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ from as u64;
+    let mut chunk: Vec<Bundle> = Vec::with_capacity(1_000);
+    for i in from..from + n {
+        let mut d = Draft::new(*ws, BundleKind::UserEdit, "Add contact");
+        for f in FIELDS {
+            let path = FieldPath::new("contacts.person", &format!("p{i}"), f)?;
+            d.set(path, contact_value(&mut rng, f, i), vec![]);
+        }
+        let b = d.sign(
+            &id.actor_key,
+            &tip,
+            clock.tick(1_700_000_000_000 + i as u64),
+        )?;
+        tip = troupe_protocol::draft::AuthorTip::after(&b);
+        chunk.push(b);
+        if chunk.len() == 1_000 {
+            store.commit_local_many(&chunk)?;
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        store.commit_local_many(&chunk)?;
+    }
+    Ok(())
+}
+
+/// Waits on an event stream for `sync_started` then `up_to_date`; returns
+/// the time between them.
+async fn sync_time(events: &mut tokio::sync::mpsc::Receiver<Json>) -> anyhow::Result<Duration> {
+    let mut started: Option<Instant> = None;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .context("timed out waiting for sync")?
+            .context("event stream ended")?;
+        match ev["type"].as_str() {
+            Some("sync_started") => started = started.or(Some(Instant::now())),
+            Some("up_to_date") => {
+                if let Some(t) = started {
+                    return Ok(t.elapsed());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn sync_bytes(a: &ApiClient, b: &ApiClient) -> anyhow::Result<u64> {
+    let sa = a.get("/v1/status").await?;
+    let sb = b.get("/v1/status").await?;
+    Ok(sa["sync"]["bytes_sent"].as_u64().unwrap_or(0)
+        + sb["sync"]["bytes_sent"].as_u64().unwrap_or(0))
+}
+
+/// Starts B (waiting), subscribes to its events, then starts A dialling B,
+/// and times B's catch-up. Returns (A, B, time, bytes).
+async fn session(
+    a_dir: &Path,
+    b_dir: &Path,
+    tag: &str,
+) -> anyhow::Result<(Proc, Proc, Duration, u64)> {
+    let b = Proc::up(b_dir, &format!("{tag}.log"), &[])?;
+    let b_api = b.api().await?;
+    let mut events = b_api.events().await?;
+    let b_addr = b.address().await?;
+    let a = Proc::up(a_dir, &format!("{tag}.log"), &[b_addr])?;
+    let t = sync_time(&mut events).await?;
+    let a_api = a.api().await?;
+    // Let the last acknowledgements land before reading the counters.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bytes = sync_bytes(&a_api, &b_api).await?;
+    Ok((a, b, t, bytes))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut bundles = 100_000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bundles" => bundles = args.next().context("--bundles N")?.parse()?,
+            other => bail!("unknown argument {other} (use --bundles N)"),
+        }
+    }
+    let tmp = tempfile::tempdir()?;
+    let a_dir = tmp.path().join("a");
+    let b_dir = tmp.path().join("b");
+    eprintln!("building/locating the troupe binary…");
+    let _ = troupe_bin();
+    troupe(&a_dir, &["init", "--name", "A"])?;
+    troupe(&b_dir, &["init", "--name", "B"])?;
+    let created = troupe(&a_dir, &["workspace", "create", WS])?;
+    let ws: WorkspaceId = created["id"].as_str().unwrap_or_default().parse()?;
+    let invite = troupe(&a_dir, &["workspace", "invite", WS])?["invite"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // B joins without a display name write, so B starts with an empty log.
+    std::fs::remove_file(b_dir.join(troupe_node::local::NAME_FILE)).ok();
+    troupe(&b_dir, &["workspace", "join", &invite])?;
+    std::fs::remove_file(a_dir.join(troupe_node::local::NAME_FILE)).ok();
+
+    eprintln!(
+        "seeding {bundles} bundles ({} field writes) into A's store…",
+        bundles * 10
+    );
+    let t = Instant::now();
+    seed(&a_dir, &ws, 0, bundles)?;
+    eprintln!("seeded in {:.1} s", t.elapsed().as_secs_f64());
+
+    // 1. Full sync to an empty peer.
+    let (a, b, full, full_bytes) = session(&a_dir, &b_dir, "full").await?;
+    let rss_a = a.peak_rss_kib();
+    let rss_b = b.peak_rss_kib();
+    let b_status = b.api().await?.get("/v1/status").await?;
+    let committed = b_status["sync"]["bundles_committed"].as_u64().unwrap_or(0);
+    eprintln!(
+        "full sync: {:.3} s, {full_bytes} bytes, {committed} bundles committed",
+        full.as_secs_f64()
+    );
+
+    // 2. Local commit → visible on the peer (both running).
+    let a_api = a.api().await?;
+    let b_api = b.api().await?;
+    let mut b_events = b_api.events().await?;
+    let mut lat = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        a_api
+            .post(
+                "/v1/command",
+                &json!({"command": "set", "workspace": WS, "path": format!("contacts.person/live{i}/phone"), "value": format!("555-{i:04}")}),
+            )
+            .await?;
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), b_events.recv())
+                .await
+                .context("no bundle arrived on B within 10 s")?
+                .context("event stream ended")?;
+            if ev["type"] == "bundles_received" {
+                break;
+            }
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    eprintln!("commit → visible: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    a.stop().await?;
+    b.stop().await?;
+
+    // 3. Catch-up of 1,000 bundles, three times.
+    let mut catchups = Vec::new();
+    let mut catchup_bytes = Vec::new();
+    let mut next = bundles;
+    for round in 0..3 {
+        seed(&a_dir, &ws, next, 1_000)?;
+        next += 1_000;
+        let (a, b, t, bytes) = session(&a_dir, &b_dir, &format!("catchup{round}")).await?;
+        eprintln!(
+            "catch-up {round}: {:.1} ms, {bytes} bytes",
+            t.as_secs_f64() * 1000.0
+        );
+        catchups.push(t.as_secs_f64() * 1000.0);
+        catchup_bytes.push(bytes);
+        a.stop().await?;
+        b.stop().await?;
+    }
+
+    // 4. No-op re-sync.
+    let (a, b, noop, noop_bytes) = session(&a_dir, &b_dir, "noop").await?;
+    eprintln!(
+        "no-op: {:.1} ms, {noop_bytes} bytes",
+        noop.as_secs_f64() * 1000.0
+    );
+    a.stop().await?;
+    b.stop().await?;
+
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!();
+    println!("| figure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| full sync of {} field writes to an empty peer, durable | {:.3} s | ≤ 0.7 s |",
+        bundles * 10,
+        full.as_secs_f64()
+    );
+    println!(
+        "| bytes on the wire for it | {:.2} MiB | ≤ 6 MiB |",
+        mib(full_bytes)
+    );
+    println!(
+        "| catch-up of 1,000 bundles (3 runs) | {} ms | ≤ 30 ms every time |",
+        catchups
+            .iter()
+            .map(|c| format!("{c:.1}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    println!(
+        "| no-op re-sync | {:.1} ms, {} B | ≤ 10 ms, ≤ 1 KiB |",
+        noop.as_secs_f64() * 1000.0,
+        noop_bytes
+    );
+    println!(
+        "| peak RSS during the full sync (sender / receiver) | {:.1} / {:.1} MiB | ≤ 64 MiB |",
+        rss_a as f64 / 1024.0,
+        rss_b as f64 / 1024.0
+    );
+    println!(
+        "| local commit → visible on peer, p50 / p99 (200 edits) | {p50:.2} / {p99:.2} ms | ≤ 10 ms p99 |"
+    );
+    println!(
+        "{}",
+        json!({
+            "bundles": bundles,
+            "full_sync_s": full.as_secs_f64(),
+            "full_sync_bytes": full_bytes,
+            "catchup_ms": catchups,
+            "catchup_bytes": catchup_bytes,
+            "noop_ms": noop.as_secs_f64() * 1000.0,
+            "noop_bytes": noop_bytes,
+            "peak_rss_kib": {"sender": rss_a, "receiver": rss_b},
+            "commit_visible_ms": {"p50": p50, "p99": p99},
+        })
+    );
+    Ok(())
+}
