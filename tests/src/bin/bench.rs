@@ -226,6 +226,60 @@ async fn session(
     Ok((a, b, t, bytes))
 }
 
+/// Node start → discovered by mDNS and up to date, in two namespaces the
+/// bench creates (root only; `None` with the reason otherwise).
+async fn mdns_start(tmp: &Path) -> anyhow::Result<Result<f64, String>> {
+    use troupe_tests::Node;
+    use troupe_tests::netns::{Lab, NODE_IF};
+    let mut lab = match Lab::new("bn")? {
+        Ok(l) => l,
+        Err(skip) => return Ok(Err(skip.0)),
+    };
+    let (na, nb) = (lab.add_node()?, lab.add_node()?);
+    let (a_dir, b_dir) = (tmp.join("ma"), tmp.join("mb"));
+    troupe(&a_dir, &["init", "--name", "A"])?;
+    troupe(&b_dir, &["init", "--name", "B"])?;
+    troupe(&a_dir, &["workspace", "create", "mdns"])?;
+    let invite = troupe(&a_dir, &["workspace", "invite", "mdns"])?["invite"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    troupe(&b_dir, &["workspace", "join", &invite])?;
+    let args = |i: u8| {
+        vec![
+            "--interface".to_owned(),
+            NODE_IF.to_owned(),
+            "--listen".to_owned(),
+            format!("/ip4/10.99.0.{i}/tcp/0"),
+        ]
+    };
+    let a = Node::start_in("a", Some(&na), &a_dir, &args(1))?;
+    a.ready().await?;
+    let t = Instant::now();
+    let b = Node::start_in("b", Some(&nb), &b_dir, &args(2))?;
+    loop {
+        if let Ok(s) = b.cli_json(&["status"]).await
+            && s["sync"]["up_to_date"].as_object().is_some_and(|m| {
+                m.values()
+                    .any(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+            })
+        {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "B did not discover and sync with A within 30 s:\n{}",
+                b.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = t.elapsed().as_secs_f64();
+    drop((a, b));
+    drop(lab);
+    Ok(Ok(took))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -338,6 +392,13 @@ async fn main() -> anyhow::Result<()> {
     a.stop().await?;
     b.stop().await?;
 
+    // 5. mDNS: node start → discovered and syncing.
+    let mdns = mdns_start(tmp.path()).await?;
+    match &mdns {
+        Ok(s) => eprintln!("mDNS start → up to date: {:.3} s", s),
+        Err(why) => eprintln!("mDNS figure skipped: {why}"),
+    }
+
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!();
     println!("| figure | value | target |");
@@ -372,6 +433,16 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| local commit → visible on peer, p50 / p99 (200 edits) | {p50:.2} / {p99:.2} ms | ≤ 10 ms p99 |"
     );
+    match &mdns {
+        Ok(s) => println!(
+            "| node start → discovered by mDNS and up to date (namespaces) | {s:.3} s | ≤ 1.0 s |"
+        ),
+        Err(why) => {
+            println!(
+                "| node start → discovered by mDNS and up to date | skipped: {why} | ≤ 1.0 s |"
+            )
+        }
+    }
     println!(
         "{}",
         json!({
@@ -384,6 +455,7 @@ async fn main() -> anyhow::Result<()> {
             "noop_bytes": noop_bytes,
             "peak_rss_kib": {"sender": rss_a, "receiver": rss_b},
             "commit_visible_ms": {"p50": p50, "p99": p99},
+            "mdns_start_to_synced_s": mdns.as_ref().ok(),
         })
     );
     Ok(())
