@@ -177,20 +177,28 @@ impl SyncCore {
 
     /// Feeds one input and carries out everything the engine asks for.
     pub fn input(&mut self, input: Input) {
-        let mut queue = VecDeque::from([input]);
-        while let Some(input) = queue.pop_front() {
-            let now = self.now();
-            match self.local.store().view() {
-                Ok(view) => self.engine.handle_input(now, input, &view),
-                Err(e) => {
-                    warn!(error = %e, "cannot read the store; a sync step was skipped");
-                    continue;
+        self.inputs(vec![input]);
+    }
+
+    /// Feeds several inputs in order (frames that arrived together), carrying
+    /// out everything the engine asks for after each.
+    pub fn inputs(&mut self, inputs: Vec<Input>) {
+        for input in inputs {
+            // An input's acknowledgements go in before the next input.
+            let mut queue = VecDeque::from([input]);
+            while let Some(input) = queue.pop_front() {
+                let now = self.now();
+                match self.local.store().view() {
+                    Ok(view) => self.engine.handle_input(now, input, &view),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the store; a sync step was skipped");
+                        continue;
+                    }
                 }
-            }
-            while let Some(out) = self.engine.poll_output() {
-                if let Some(ack) = self.run(out) {
-                    // Acks go in after this drain, in order.
-                    queue.push_back(ack);
+                while let Some(out) = self.engine.poll_output() {
+                    if let Some(ack) = self.run(out) {
+                        queue.push_back(ack);
+                    }
                 }
             }
         }

@@ -37,6 +37,8 @@ use crate::sync_core::{NetCommand, SyncCore};
 pub const WRITE_QUEUE: usize = 256;
 /// Frames read from all peers and not yet handed to the core.
 pub const READ_QUEUE: usize = 64;
+/// At most this many waiting frames go to the core in one call.
+pub const FRAMES_PER_CALL: usize = 16;
 
 /// What the driver needs; see [`start`].
 pub struct DriverParts {
@@ -127,8 +129,17 @@ impl Driver {
                     Some((p, stream)) => self.inbound(p, stream).await,
                     None => break,
                 },
-                Some((p, generation, bytes)) = frames_rx.recv() => {
-                    self.frame(p, generation, bytes).await
+                Some(first) = frames_rx.recv() => {
+                    // Take every frame already waiting (up to a bound) in one
+                    // trip to the storage thread.
+                    let mut frames = vec![first];
+                    while frames.len() < FRAMES_PER_CALL {
+                        match frames_rx.try_recv() {
+                            Ok(f) => frames.push(f),
+                            Err(_) => break,
+                        }
+                    }
+                    self.frames(frames).await
                 }
                 Some((p, generation, why)) = ended_rx.recv() => {
                     self.ended(p, generation, why).await;
@@ -247,19 +258,23 @@ impl Driver {
         true
     }
 
-    async fn frame(&self, peer: PeerId, generation: u64, bytes: Vec<u8>) -> bool {
-        match self.links.get(&peer) {
-            Some(l) if l.generation == generation => {}
-            _ => return true, // a stale stream: its session is over
-        }
-        let Some(sync_peer) = identity::sync_peer(&peer) else {
+    async fn frames(&self, frames: Vec<(PeerId, u64, Vec<u8>)>) -> bool {
+        let inputs: Vec<Input> = frames
+            .into_iter()
+            .filter(|(peer, generation, _)| {
+                // A frame from a stale stream belongs to a session that is over.
+                self.links
+                    .get(peer)
+                    .is_some_and(|l| l.generation == *generation)
+            })
+            .filter_map(|(peer, _, bytes)| {
+                identity::sync_peer(&peer).map(|p| Input::Frame { peer: p, bytes })
+            })
+            .collect();
+        if inputs.is_empty() {
             return true;
-        };
-        self.input(Input::Frame {
-            peer: sync_peer,
-            bytes,
-        })
-        .await
+        }
+        self.core.call(move |c| c.inputs(inputs)).await.is_ok()
     }
 
     /// A stream of the current generation ended: the session cannot go on,
