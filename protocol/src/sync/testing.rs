@@ -110,8 +110,16 @@ pub struct Net {
     pub nodes: Vec<Node>,
     /// Current time.
     pub now: Millis,
-    work: VecDeque<(usize, Input)>,
+    /// (to, input, connection incarnation): frames and peer-ups belong to
+    /// one incarnation of a link; injected inputs to none.
+    work: VecDeque<(usize, Input, Option<u64>)>,
     links: BTreeSet<(usize, usize)>,
+    /// Current incarnation of each link (bumped on every connect).
+    link_gen: BTreeMap<(usize, usize), u64>,
+    /// The incarnation each node last saw come up, per peer: a node sends on
+    /// the connection it knows, and a frame from an older connection than
+    /// the receiver's is lost with that connection (as on a real transport).
+    seen_gen: BTreeMap<(usize, usize), u64>,
     /// Steps taken so far.
     pub steps: u64,
     /// Whether to keep every received frame in [`Node::frames_in`] (benchmarks turn it off).
@@ -144,6 +152,8 @@ impl Net {
             now: 0,
             work: VecDeque::new(),
             links: BTreeSet::new(),
+            link_gen: BTreeMap::new(),
+            seen_gen: BTreeMap::new(),
             steps: 0,
             record_frames: true,
         }
@@ -159,8 +169,11 @@ impl Net {
             return;
         }
         let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
-        self.work.push_back((a, Input::PeerUp { peer: ib }));
-        self.work.push_back((b, Input::PeerUp { peer: ia }));
+        let g = self.link_gen.entry((a.min(b), a.max(b))).or_insert(0);
+        *g += 1;
+        let g = Some(*g);
+        self.work.push_back((a, Input::PeerUp { peer: ib }, g));
+        self.work.push_back((b, Input::PeerUp { peer: ia }, g));
     }
 
     /// Breaks the connection: frames in flight are lost, both sides see it go down.
@@ -169,31 +182,46 @@ impl Net {
             return;
         }
         let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
-        self.work.retain(|(to, input)| {
+        self.work.retain(|(to, input, _)| {
             !matches!(input, Input::Frame { peer, .. }
                 if (*to == a && *peer == ib) || (*to == b && *peer == ia))
         });
-        self.work.push_back((a, Input::PeerDown { peer: ib }));
-        self.work.push_back((b, Input::PeerDown { peer: ia }));
+        self.work.push_back((a, Input::PeerDown { peer: ib }, None));
+        self.work.push_back((b, Input::PeerDown { peer: ia }, None));
     }
 
     /// Feeds an input from outside (a local commit, a repair request).
     pub fn input(&mut self, node: usize, input: Input) {
-        self.work.push_back((node, input));
+        self.work.push_back((node, input, None));
     }
 
     /// Injects a raw frame as if `from` sent it to `to`.
     pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
         let peer = self.nodes[from].id;
-        self.work.push_back((to, Input::Frame { peer, bytes }));
+        self.work.push_back((to, Input::Frame { peer, bytes }, None));
     }
 
     /// Processes one queued input; false when idle.
     pub fn step(&mut self) -> bool {
-        let Some((i, input)) = self.work.pop_front() else {
+        let Some((i, input, generation)) = self.work.pop_front() else {
             return false;
         };
         self.steps += 1;
+        match (&input, generation) {
+            (Input::PeerUp { peer }, Some(g)) => {
+                if let Some(j) = self.index(*peer) {
+                    self.seen_gen.insert((i, j), g);
+                }
+            }
+            (Input::Frame { peer, .. }, Some(g)) => {
+                if let Some(j) = self.index(*peer)
+                    && self.seen_gen.get(&(i, j)) != Some(&g)
+                {
+                    return true; // sent on a connection this node no longer has
+                }
+            }
+            _ => {}
+        }
         let node = &mut self.nodes[i];
         if let Input::Frame { peer, bytes } = &input
             && self.record_frames
@@ -210,7 +238,10 @@ impl Net {
                     if let Some(j) = self.index(peer)
                         && self.links.contains(&(i.min(j), i.max(j)))
                     {
-                        self.work.push_back((j, Input::Frame { peer: me, bytes }));
+                        let g = self.seen_gen.get(&(i, j)).copied();
+                        if g == self.link_gen.get(&(i.min(j), i.max(j))).copied() {
+                            self.work.push_back((j, Input::Frame { peer: me, bytes }, g));
+                        }
                     }
                 }
                 Output::CommitBatch {
@@ -238,7 +269,7 @@ impl Net {
             }
         }
         for input in later {
-            self.work.push_back((i, input));
+            self.work.push_back((i, input, None));
         }
         true
     }
@@ -271,7 +302,7 @@ impl Net {
                 .poll_timeout()
                 .is_some_and(|d| d <= self.now)
             {
-                self.work.push_back((i, Input::Timeout));
+                self.work.push_back((i, Input::Timeout, None));
             }
         }
     }
