@@ -351,6 +351,7 @@ fn commit_in(
             tips.insert(ak.as_slice(), v.as_slice())?;
         }
     }
+    state.flush()?;
     drop((bundles_t, seq_hash, hash_index, ranges_t, tips, state));
     let mut rebuild = false;
     for ((author, seq), seen) in &fork_slots {

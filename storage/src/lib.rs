@@ -49,6 +49,7 @@
 
 pub mod blob;
 pub mod commit;
+mod entity;
 pub mod error;
 pub mod export;
 mod fork;

@@ -16,9 +16,9 @@ use troupe_protocol::{
 
 use crate::Store;
 use crate::commit::{decode_ranges, decode_tip};
+use crate::entity::{EntityRow, entity_key_of, path, row_fields};
 use crate::error::{CorruptBundle, DamagedRow, ReadError};
 use crate::schema::*;
-use crate::state::decode_heads;
 
 /// One line of a workspace's history.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,8 +114,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         Ok(WorkspaceView {
             ws: *ws,
-            heads: open(&txn, HEADS)?,
-            deletes: open(&txn, DELETES)?,
+            entities: open(&txn, ENTITIES)?,
             superseded: open(&txn, SUPERSEDED)?,
             bundles: open(&txn, BUNDLES)?,
             seq_hash: open(&txn, SEQ_HASH)?,
@@ -199,12 +198,8 @@ impl Store {
     /// [`ReadError::Storage`], [`ReadError::Damaged`].
     pub fn field_heads(&self, ws: &WorkspaceId, path: &FieldPath) -> Result<Vec<Head>, ReadError> {
         let txn = self.db.begin_read()?;
-        let t = open(&txn, HEADS)?;
-        let k = field_key(ws, path);
-        match t.get(k.as_slice())? {
-            Some(v) => Ok(decode_heads(&k, v.value())?),
-            None => Ok(Vec::new()),
-        }
+        let t = open(&txn, ENTITIES)?;
+        Ok(field_in(&t, ws, path)?.unwrap_or_default())
     }
 
     /// The value shown for a field: the winning head's, `None` when unknown
@@ -227,8 +222,12 @@ impl Store {
         id: &EntityId,
     ) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
         let txn = self.db.begin_read()?;
-        let t = open(&txn, HEADS)?;
-        fields_with_prefix(&t, &entity_prefix(ws, entity_type, id))
+        let t = open(&txn, ENTITIES)?;
+        let k = entity_prefix(ws, entity_type, id);
+        match t.get(k.as_slice())? {
+            Some(v) => Ok(row_fields(&k, v.value())?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Every known field of a workspace with its heads, in key order.
@@ -237,7 +236,7 @@ impl Store {
     /// As [`Store::field_heads`].
     pub fn fields(&self, ws: &WorkspaceId) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
         let txn = self.db.begin_read()?;
-        let t = open(&txn, HEADS)?;
+        let t = open(&txn, ENTITIES)?;
         fields_with_prefix(&t, &ws.0)
     }
 
@@ -290,11 +289,23 @@ fn fields_with_prefix(
 ) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
     let mut out = Vec::new();
     scan_prefix(t, prefix, |k, v| {
-        let p = parse_field_key(k).ok_or(DamagedRow { what: "field key" })?;
-        out.push((p, decode_heads(k, v)?));
+        out.extend(row_fields(k, v)?);
         Ok(())
     })?;
     Ok(out)
+}
+
+/// A field's heads from its entity row (`None` when the field is unknown).
+fn field_in(t: &RoTable, ws: &WorkspaceId, p: &FieldPath) -> Result<Option<Vec<Head>>, ReadError> {
+    Ok(entity_in(t, &entity_key_of(ws, p))?.and_then(|r| r.field(&p.field).cloned()))
+}
+
+/// An entity's row, verified.
+fn entity_in(t: &RoTable, k: &[u8]) -> Result<Option<EntityRow>, ReadError> {
+    match t.get(k)? {
+        Some(v) => Ok(Some(EntityRow::decode(k, v.value())?)),
+        None => Ok(None),
+    }
 }
 
 fn ranges_in(t: &RoTable, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ReadError> {
@@ -397,8 +408,7 @@ impl OplogView for StoreView {
 /// refused) and op lookup, for planning undo with `troupe_protocol::undo`.
 pub struct WorkspaceView {
     ws: WorkspaceId,
-    heads: RoTable,
-    deletes: RoTable,
+    entities: RoTable,
     superseded: RoTable,
     bundles: RoTable,
     seq_hash: RoTable,
@@ -414,11 +424,7 @@ impl StateBackend for WorkspaceView {
     type Error = ReadError;
 
     fn field_heads(&mut self, path: &FieldPath) -> Result<Option<Vec<Head>>, ReadError> {
-        let k = field_key(&self.ws, path);
-        match self.heads.get(k.as_slice())? {
-            Some(v) => Ok(Some(decode_heads(&k, v.value())?)),
-            None => Ok(None),
-        }
+        field_in(&self.entities, &self.ws, path)
     }
     fn put_field_heads(&mut self, _: &FieldPath, _: &[Head]) -> Result<(), ReadError> {
         Err(DamagedRow {
@@ -427,19 +433,17 @@ impl StateBackend for WorkspaceView {
         .into())
     }
     fn entity_fields(&mut self, ty: &str, id: &EntityId) -> Result<Vec<FieldPath>, ReadError> {
-        Ok(
-            fields_with_prefix(&self.heads, &entity_prefix(&self.ws, ty, id))?
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect(),
-        )
+        let row = entity_in(&self.entities, &entity_prefix(&self.ws, ty, id))?;
+        Ok(row
+            .map(|r| r.fields)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, _)| path(ty, id, f))
+            .collect())
     }
     fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, ReadError> {
-        let k = entity_prefix(&self.ws, ty, id);
-        match self.deletes.get(k.as_slice())? {
-            Some(v) => Ok(decode_heads(&k, v.value())?),
-            None => Ok(Vec::new()),
-        }
+        let row = entity_in(&self.entities, &entity_prefix(&self.ws, ty, id))?;
+        Ok(row.map(|r| r.deletes).unwrap_or_default())
     }
     fn put_entity_deletes(&mut self, _: &str, _: &EntityId, _: &[Head]) -> Result<(), ReadError> {
         Err(DamagedRow {

@@ -69,6 +69,9 @@ fn replay_into(
         st.apply(&bundle)?;
         n += 1;
     }
+    if let Some(st) = &mut state {
+        st.flush()?;
+    }
     Ok(RebuildReport {
         replayed: n,
         skipped_corrupt: skipped,
@@ -135,6 +138,7 @@ pub(crate) fn rebuild_workspace(
             state.apply(&b)?;
         }
     }
+    state.flush()?;
     Ok(())
 }
 
@@ -245,8 +249,7 @@ trait TableName {
 impl TableName for Tbl {
     fn to_string_name(&self) -> &'static str {
         match redb::TableHandle::name(self) {
-            "heads" => "heads",
-            "deletes" => "deletes",
+            "entities" => "entities",
             "superseded" => "superseded",
             "asset_deletes" => "asset_deletes",
             "asset_refs" => "asset_refs",

@@ -1,10 +1,15 @@
 //! The register's [`StateBackend`] on redb tables, inside a write transaction.
 
+use std::collections::{BTreeSet, HashMap};
+
 use redb::{ReadableTable, Table, WriteTransaction};
 use troupe_protocol::hlc::Hlc;
 use troupe_protocol::register::{self, ApplyReport, Head, Scope, StateBackend};
-use troupe_protocol::{BlobHash, Bundle, EntityId, FieldPath, Op, OpId, Value, WorkspaceId};
+use troupe_protocol::{
+    ActorId, BlobHash, Bundle, EntityId, FieldPath, Op, OpId, Value, WorkspaceId,
+};
 
+use crate::entity::{EntityRow, entity_key_of, path};
 use crate::error::DamagedRow;
 use crate::schema::*;
 
@@ -43,31 +48,35 @@ state_into!(crate::error::CommitError);
 state_into!(crate::error::RebuildError);
 state_into!(crate::error::QuarantineError);
 
-pub(crate) fn decode_heads(key: &[u8], bytes: &[u8]) -> Result<Vec<Head>, DamagedRow> {
-    let body = unseal(key, bytes).ok_or(DamagedRow {
-        what: "field heads",
-    })?;
-    postcard::from_bytes(body).map_err(|_| DamagedRow {
-        what: "field heads",
-    })
+/// Entity rows cached per transaction before they are written back: bounds
+/// memory during a long replay (rebuild) while a sync batch stays in one pass.
+const CACHE_MAX_ENTITIES: usize = 8192;
+
+struct Cached {
+    row: EntityRow,
+    dirty: bool,
 }
 
-pub(crate) fn encode_heads(key: &[u8], heads: &[Head]) -> Result<Vec<u8>, DamagedRow> {
-    postcard::to_allocvec(heads)
-        .map(|b| seal(key, b))
-        .map_err(|_| DamagedRow {
-            what: "field heads (encode)",
-        })
-}
-
-/// State tables of one write transaction, scoped to one workspace.
+/// State tables of one write transaction, scoped to one workspace at a time.
+///
+/// Entity rows and new `superseded` rows are cached in memory and written
+/// back in key order by [`TxnState::flush`], so a batch reads and writes each
+/// entity once however many of its ops touch it. Every row read from redb is
+/// checked against its seal first. Callers must call `flush` before the
+/// transaction commits.
 pub(crate) struct TxnState<'t> {
     pub(crate) ws: WorkspaceId,
-    heads: Table<'t, &'static [u8], &'static [u8]>,
-    deletes: Table<'t, &'static [u8], &'static [u8]>,
+    entities: Table<'t, &'static [u8], &'static [u8]>,
     superseded: Table<'t, &'static [u8], &'static [u8]>,
     asset_deletes: Table<'t, &'static [u8], &'static [u8]>,
     asset_refs: Table<'t, &'static [u8], &'static [u8]>,
+    cache: HashMap<Vec<u8>, Cached>,
+    /// `superseded` keys added in this transaction, not yet written.
+    sup_new: BTreeSet<Vec<u8>>,
+    /// The bundle being applied, and whether redb holds `superseded` rows
+    /// naming any of its ops (almost never: only when an op naming it was
+    /// applied first).
+    current: Option<(ActorId, u64, bool)>,
 }
 
 impl<'t> TxnState<'t> {
@@ -77,20 +86,31 @@ impl<'t> TxnState<'t> {
     ) -> Result<Self, redb::TableError> {
         Ok(TxnState {
             ws,
-            heads: txn.open_table(HEADS)?,
-            deletes: txn.open_table(DELETES)?,
+            entities: txn.open_table(ENTITIES)?,
             superseded: txn.open_table(SUPERSEDED)?,
             asset_deletes: txn.open_table(ASSET_DELETES)?,
             asset_refs: txn.open_table(ASSET_REFS)?,
+            cache: HashMap::new(),
+            sup_new: BTreeSet::new(),
+            current: None,
         })
     }
 
     /// Applies one verified bundle with the register rule, and records the
     /// asset references it makes (for blob GC).
     pub(crate) fn apply(&mut self, bundle: &Bundle) -> Result<ApplyReport, StateError> {
-        let report = register::apply_bundle(self, bundle)?;
-        let wall = bundle.body().hlc.wall_ms;
-        for op in &bundle.body().ops {
+        let body = bundle.body();
+        let prefix = superseded_bundle_prefix(&self.ws, &body.author, body.seq);
+        let named = match self.superseded.range(prefix.as_slice()..)?.next() {
+            Some(row) => row?.0.value().starts_with(&prefix),
+            None => false,
+        };
+        self.current = Some((body.author, body.seq, named));
+        let report = register::apply_bundle(self, bundle);
+        self.current = None;
+        let report = report?;
+        let wall = body.hlc.wall_ms;
+        for op in &body.ops {
             if let Op::Set {
                 value: Value::Asset(a),
                 ..
@@ -110,7 +130,51 @@ impl<'t> TxnState<'t> {
                 }
             }
         }
+        if self.cache.len() > CACHE_MAX_ENTITIES || self.sup_new.len() > CACHE_MAX_ENTITIES {
+            self.flush()?;
+        }
         Ok(report)
+    }
+
+    /// Writes every changed entity row and new `superseded` row, in key
+    /// order, and empties the cache.
+    pub(crate) fn flush(&mut self) -> Result<(), StateError> {
+        let mut dirty: Vec<(Vec<u8>, EntityRow)> = self
+            .cache
+            .drain()
+            .filter(|(_, c)| c.dirty)
+            .map(|(k, c)| (k, c.row))
+            .collect();
+        dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, row) in dirty {
+            if row.is_empty() {
+                self.entities.remove(k.as_slice())?;
+            } else {
+                let v = row.encode(&k).map_err(StateError::Damaged)?;
+                self.entities.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        for k in std::mem::take(&mut self.sup_new) {
+            self.superseded.insert(k.as_slice(), [].as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// The cached row of an entity, loaded (and verified) on first use.
+    fn row(&mut self, key: Vec<u8>) -> Result<&mut Cached, StateError> {
+        use std::collections::hash_map::Entry;
+        match self.cache.entry(key) {
+            Entry::Occupied(o) => Ok(o.into_mut()),
+            Entry::Vacant(v) => {
+                let row = match self.entities.get(v.key().as_slice())? {
+                    Some(bytes) => {
+                        EntityRow::decode(v.key(), bytes.value()).map_err(StateError::Damaged)?
+                    }
+                    None => EntityRow::default(),
+                };
+                Ok(v.insert(Cached { row, dirty: false }))
+            }
+        }
     }
 }
 
@@ -122,44 +186,31 @@ impl StateBackend for TxnState<'_> {
     type Error = StateError;
 
     fn field_heads(&mut self, path: &FieldPath) -> Result<Option<Vec<Head>>, StateError> {
-        let k = field_key(&self.ws, path);
-        match self.heads.get(k.as_slice())? {
-            Some(v) => Ok(Some(
-                decode_heads(&k, v.value()).map_err(StateError::Damaged)?,
-            )),
-            None => Ok(None),
-        }
+        let k = entity_key_of(&self.ws, path);
+        Ok(self.row(k)?.row.field(&path.field).cloned())
     }
 
     fn put_field_heads(&mut self, path: &FieldPath, heads: &[Head]) -> Result<(), StateError> {
-        let k = field_key(&self.ws, path);
-        let v = encode_heads(&k, heads).map_err(StateError::Damaged)?;
-        self.heads.insert(k.as_slice(), v.as_slice())?;
+        let k = entity_key_of(&self.ws, path);
+        let c = self.row(k)?;
+        c.row.put_field(&path.field, heads);
+        c.dirty = true;
         Ok(())
     }
 
     fn entity_fields(&mut self, ty: &str, id: &EntityId) -> Result<Vec<FieldPath>, StateError> {
-        let prefix = entity_prefix(&self.ws, ty, id);
-        let mut out = Vec::new();
-        for row in self.heads.range(prefix.as_slice()..)? {
-            let (k, _) = row?;
-            let k = k.value();
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.push(
-                parse_field_key(k).ok_or(StateError::Damaged(DamagedRow { what: "field key" }))?,
-            );
-        }
-        Ok(out)
+        let k = entity_prefix(&self.ws, ty, id);
+        let c = self.row(k)?;
+        Ok(c.row
+            .fields
+            .iter()
+            .map(|(f, _)| path(ty, id, f.clone()))
+            .collect())
     }
 
     fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, StateError> {
         let k = entity_prefix(&self.ws, ty, id);
-        match self.deletes.get(k.as_slice())? {
-            Some(v) => Ok(decode_heads(&k, v.value()).map_err(StateError::Damaged)?),
-            None => Ok(Vec::new()),
-        }
+        Ok(self.row(k)?.row.deletes.clone())
     }
 
     fn put_entity_deletes(
@@ -169,23 +220,32 @@ impl StateBackend for TxnState<'_> {
         heads: &[Head],
     ) -> Result<(), StateError> {
         let k = entity_prefix(&self.ws, ty, id);
-        if heads.is_empty() {
-            self.deletes.remove(k.as_slice())?;
-        } else {
-            let v = encode_heads(&k, heads).map_err(StateError::Damaged)?;
-            self.deletes.insert(k.as_slice(), v.as_slice())?;
-        }
+        let c = self.row(k)?;
+        c.row.deletes = heads.to_vec();
+        c.dirty = true;
         Ok(())
     }
 
     fn add_superseded(&mut self, scope: Scope<'_>, op: OpId) -> Result<(), StateError> {
         let k = superseded_key(&self.ws, scope, &op);
-        self.superseded.insert(k.as_slice(), [].as_slice())?;
+        self.sup_new.insert(k);
         Ok(())
     }
 
     fn is_superseded(&mut self, scope: Scope<'_>, op: OpId) -> Result<bool, StateError> {
         let k = superseded_key(&self.ws, scope, &op);
+        if self.sup_new.contains(&k) {
+            return Ok(true);
+        }
+        // An op of the bundle being applied: redb can only name it if the
+        // probe at the start of the bundle found rows for it.
+        if let Some((a, s, named)) = self.current
+            && a == op.author
+            && s == op.seq
+            && !named
+        {
+            return Ok(false);
+        }
         Ok(self.superseded.get(k.as_slice())?.is_some())
     }
 
