@@ -12,7 +12,11 @@ use troupe_protocol::register::Head;
 use troupe_protocol::{EntityId, FieldPath, WorkspaceId};
 
 use crate::error::DamagedRow;
-use crate::schema::{entity_prefix, parse_entity_key, seal, unseal};
+use crate::schema::{parse_entity_key, row_tag, unseal};
+
+/// Refuse to encode an entity row beyond this (redb's value limit is far
+/// higher; a row this large means a runaway conflict set).
+const MAX_ROW: usize = 1 << 30;
 
 /// The state of one entity.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -59,19 +63,42 @@ impl EntityRow {
         })
     }
 
-    /// Encodes and seals the row for `key`.
-    pub(crate) fn encode(&self, key: &[u8]) -> Result<Vec<u8>, DamagedRow> {
-        postcard::to_allocvec(self)
-            .map(|b| seal(key, b))
-            .map_err(|_| DamagedRow {
-                what: "entity state (encode)",
-            })
+    /// Encodes and seals the row for `key` into `buf` (grown as needed),
+    /// returning the stored bytes.
+    pub(crate) fn encode_into<'b>(
+        &self,
+        key: &[u8],
+        buf: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], DamagedRow> {
+        loop {
+            let cap = buf.len();
+            let r = postcard::to_slice(self, buf.as_mut_slice()).map(|b| b.len());
+            match r {
+                Ok(n) => {
+                    if buf.len() < n + 8 {
+                        buf.resize(n + 8, 0);
+                    }
+                    let tag = row_tag(key, &buf[..n]);
+                    buf[n..n + 8].copy_from_slice(&tag);
+                    return Ok(&buf[..n + 8]);
+                }
+                Err(postcard::Error::SerializeBufferFull) if cap < MAX_ROW => {
+                    let grown = (cap * 2).max(4096);
+                    buf.resize(grown, 0);
+                }
+                Err(_) => {
+                    return Err(DamagedRow {
+                        what: "entity state (encode)",
+                    });
+                }
+            }
+        }
     }
 }
 
 /// The `entities` key of a field's entity.
 pub(crate) fn entity_key_of(ws: &WorkspaceId, p: &FieldPath) -> Vec<u8> {
-    entity_prefix(ws, &p.entity_type, &p.entity_id)
+    crate::schema::entity_prefix(ws, &p.entity_type, &p.entity_id)
 }
 
 /// Expands a stored row into (path, heads) pairs, in field order.

@@ -87,7 +87,7 @@ pub(crate) fn record_fork(
         return Ok(false);
     };
     if let Some(h) = held_hash {
-        txn.open_table(HASH_INDEX)?.remove(h.0.as_slice())?;
+        crate::hashidx::forget(txn, &h)?;
     }
     {
         let mut ranges = txn.open_table(RANGES)?;

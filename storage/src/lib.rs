@@ -53,6 +53,7 @@ mod entity;
 pub mod error;
 pub mod export;
 mod fork;
+mod hashidx;
 pub mod progress;
 pub mod quarantine;
 pub mod read;

@@ -148,19 +148,20 @@ impl Store {
     /// As [`Store::bundle`].
     pub fn bundle_by_hash(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
         let txn = self.db.begin_read()?;
-        let idx = open(&txn, HASH_INDEX)?;
-        let Some(loc) = idx.get(hash.0.as_slice())? else {
+        let Some((ws, author, seq)) =
+            crate::hashidx::lookup(&open(&txn, HASH_INDEX)?, &open(&txn, HASH_LOG)?, hash)?
+        else {
             return Ok(None);
         };
-        let (ws, author, seq) =
-            parse_seq_key(loc.value()).ok_or(DamagedRow { what: "hash index" })?;
-        read_bundle(
+        // The index only locates; the slot's own hash decides.
+        Ok(read_bundle(
             &open(&txn, BUNDLES)?,
             &open(&txn, SEQ_HASH)?,
             &ws,
             &author,
             seq,
-        )
+        )?
+        .filter(|b| b.hash() == *hash))
     }
 
     /// The tip to sign the author's next bundle against: the highest seq ever
@@ -171,9 +172,10 @@ impl Store {
     pub fn author_tip(&self, ws: &WorkspaceId, author: &ActorId) -> Result<AuthorTip, ReadError> {
         let txn = self.db.begin_read()?;
         let t = open(&txn, TIPS)?;
-        match t.get(author_key(ws, author).as_slice())? {
+        let ak = author_key(ws, author);
+        match t.get(ak.as_slice())? {
             Some(v) => {
-                let (seq, h) = decode_tip(v.value())?;
+                let (seq, h) = decode_tip(&ak, v.value())?;
                 Ok(AuthorTip {
                     last_seq: seq,
                     last_hash: Some(h),

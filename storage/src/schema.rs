@@ -8,6 +8,7 @@
 //! | `bundles` | ws, author, seq | raw bundle bytes (held copies) |
 //! | `seq_hash` | ws, author, seq | hash of the bundle applied at that slot (kept when the copy is quarantined) |
 //! | `hash_index` | hash | sealed ws, author, seq |
+//! | `hash_log` | commit counter | sealed sorted (hash, ws, author, seq) entries of recent commits, merged into `hash_index` every 64 rows |
 //! | `ranges` | ws, author | postcard seq ranges held |
 //! | `tips` | ws, author | sealed: highest seq ever committed and its hash |
 //! | `entities` | ws, type 0 id 0 | sealed postcard `EntityRow`: every known field's heads and the live entity deletions, one row per entity |
@@ -36,6 +37,7 @@ pub(crate) const WORKSPACES: Tbl = TableDefinition::new("workspaces");
 pub(crate) const BUNDLES: Tbl = TableDefinition::new("bundles");
 pub(crate) const SEQ_HASH: Tbl = TableDefinition::new("seq_hash");
 pub(crate) const HASH_INDEX: Tbl = TableDefinition::new("hash_index");
+pub(crate) const HASH_LOG: Tbl = TableDefinition::new("hash_log");
 pub(crate) const RANGES: Tbl = TableDefinition::new("ranges");
 pub(crate) const TIPS: Tbl = TableDefinition::new("tips");
 pub(crate) const ENTITIES: Tbl = TableDefinition::new("entities");
@@ -52,12 +54,13 @@ pub(crate) const PEER_PROGRESS: Tbl = TableDefinition::new("peer_progress");
 /// Tables holding materialised state (cleared and refilled by rebuild).
 pub(crate) const STATE_TABLES: [Tbl; 4] = [ENTITIES, SUPERSEDED, ASSET_DELETES, ASSET_REFS];
 
-pub(crate) const ALL_TABLES: [Tbl; 17] = [
+pub(crate) const ALL_TABLES: [Tbl; 18] = [
     META,
     WORKSPACES,
     BUNDLES,
     SEQ_HASH,
     HASH_INDEX,
+    HASH_LOG,
     RANGES,
     TIPS,
     ENTITIES,
@@ -100,12 +103,17 @@ pub(crate) fn parse_seq_key(k: &[u8]) -> Option<(WorkspaceId, ActorId, u64)> {
 
 pub(crate) fn entity_prefix(ws: &WorkspaceId, ty: &str, id: &EntityId) -> Vec<u8> {
     let mut k = Vec::with_capacity(32 + ty.len() + id.as_str().len() + 2);
+    push_entity_prefix(&mut k, ws, ty, id);
+    k
+}
+
+/// Appends an `entities` key to `k` (a reused buffer).
+pub(crate) fn push_entity_prefix(k: &mut Vec<u8>, ws: &WorkspaceId, ty: &str, id: &EntityId) {
     k.extend_from_slice(&ws.0);
     k.extend_from_slice(ty.as_bytes());
     k.push(0);
     k.extend_from_slice(id.as_str().as_bytes());
     k.push(0);
-    k
 }
 
 /// Decodes the type and id of an `entities` key (after the 32-byte
@@ -166,7 +174,7 @@ pub(crate) fn asset_delete_key(ws: &WorkspaceId, hash: &[u8; 32], op: &OpId) -> 
     k
 }
 
-fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
+pub(crate) fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
     let mut h = blake3::Hasher::new();
     h.update(&(key.len() as u32).to_be_bytes());
     h.update(key);

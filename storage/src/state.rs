@@ -9,7 +9,7 @@ use troupe_protocol::{
     ActorId, BlobHash, Bundle, EntityId, FieldPath, Op, OpId, Value, WorkspaceId,
 };
 
-use crate::entity::{EntityRow, entity_key_of, path};
+use crate::entity::{EntityRow, path};
 use crate::error::DamagedRow;
 use crate::schema::*;
 
@@ -73,10 +73,14 @@ pub(crate) struct TxnState<'t> {
     cache: HashMap<Vec<u8>, Cached>,
     /// `superseded` keys added in this transaction, not yet written.
     sup_new: BTreeSet<Vec<u8>>,
-    /// The bundle being applied, and whether redb holds `superseded` rows
-    /// naming any of its ops (almost never: only when an op naming it was
-    /// applied first).
+    /// The bundle being applied, and whether any `superseded` row (in redb
+    /// or added in this transaction) may name one of its ops (almost never:
+    /// only when an op naming it was applied first).
     current: Option<(ActorId, u64, bool)>,
+    /// Scratch key buffer (no allocation per lookup).
+    key: Vec<u8>,
+    /// Scratch encode buffer for entity rows.
+    buf: Vec<u8>,
 }
 
 impl<'t> TxnState<'t> {
@@ -93,6 +97,8 @@ impl<'t> TxnState<'t> {
             cache: HashMap::new(),
             sup_new: BTreeSet::new(),
             current: None,
+            key: Vec::with_capacity(128),
+            buf: vec![0; 4096],
         })
     }
 
@@ -104,7 +110,11 @@ impl<'t> TxnState<'t> {
         let named = match self.superseded.range(prefix.as_slice()..)?.next() {
             Some(row) => row?.0.value().starts_with(&prefix),
             None => false,
-        };
+        } || self
+            .sup_new
+            .range(prefix.to_vec()..)
+            .next()
+            .is_some_and(|k| k.starts_with(&prefix));
         self.current = Some((body.author, body.seq, named));
         let report = register::apply_bundle(self, bundle);
         self.current = None;
@@ -150,8 +160,10 @@ impl<'t> TxnState<'t> {
             if row.is_empty() {
                 self.entities.remove(k.as_slice())?;
             } else {
-                let v = row.encode(&k).map_err(StateError::Damaged)?;
-                self.entities.insert(k.as_slice(), v.as_slice())?;
+                let v = row
+                    .encode_into(&k, &mut self.buf)
+                    .map_err(StateError::Damaged)?;
+                self.entities.insert(k.as_slice(), v)?;
             }
         }
         for k in std::mem::take(&mut self.sup_new) {
@@ -161,20 +173,23 @@ impl<'t> TxnState<'t> {
     }
 
     /// The cached row of an entity, loaded (and verified) on first use.
-    fn row(&mut self, key: Vec<u8>) -> Result<&mut Cached, StateError> {
-        use std::collections::hash_map::Entry;
-        match self.cache.entry(key) {
-            Entry::Occupied(o) => Ok(o.into_mut()),
-            Entry::Vacant(v) => {
-                let row = match self.entities.get(v.key().as_slice())? {
-                    Some(bytes) => {
-                        EntityRow::decode(v.key(), bytes.value()).map_err(StateError::Damaged)?
-                    }
-                    None => EntityRow::default(),
-                };
-                Ok(v.insert(Cached { row, dirty: false }))
-            }
+    fn row(&mut self, ty: &str, id: &EntityId) -> Result<&mut Cached, StateError> {
+        self.key.clear();
+        push_entity_prefix(&mut self.key, &self.ws, ty, id);
+        if !self.cache.contains_key(self.key.as_slice()) {
+            let row = match self.entities.get(self.key.as_slice())? {
+                Some(bytes) => {
+                    EntityRow::decode(&self.key, bytes.value()).map_err(StateError::Damaged)?
+                }
+                None => EntityRow::default(),
+            };
+            self.cache
+                .insert(self.key.clone(), Cached { row, dirty: false });
         }
+        Ok(self
+            .cache
+            .get_mut(self.key.as_slice())
+            .expect("inserted above"))
     }
 }
 
@@ -186,21 +201,22 @@ impl StateBackend for TxnState<'_> {
     type Error = StateError;
 
     fn field_heads(&mut self, path: &FieldPath) -> Result<Option<Vec<Head>>, StateError> {
-        let k = entity_key_of(&self.ws, path);
-        Ok(self.row(k)?.row.field(&path.field).cloned())
+        Ok(self
+            .row(&path.entity_type, &path.entity_id)?
+            .row
+            .field(&path.field)
+            .cloned())
     }
 
     fn put_field_heads(&mut self, path: &FieldPath, heads: &[Head]) -> Result<(), StateError> {
-        let k = entity_key_of(&self.ws, path);
-        let c = self.row(k)?;
+        let c = self.row(&path.entity_type, &path.entity_id)?;
         c.row.put_field(&path.field, heads);
         c.dirty = true;
         Ok(())
     }
 
     fn entity_fields(&mut self, ty: &str, id: &EntityId) -> Result<Vec<FieldPath>, StateError> {
-        let k = entity_prefix(&self.ws, ty, id);
-        let c = self.row(k)?;
+        let c = self.row(ty, id)?;
         Ok(c.row
             .fields
             .iter()
@@ -209,8 +225,7 @@ impl StateBackend for TxnState<'_> {
     }
 
     fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, StateError> {
-        let k = entity_prefix(&self.ws, ty, id);
-        Ok(self.row(k)?.row.deletes.clone())
+        Ok(self.row(ty, id)?.row.deletes.clone())
     }
 
     fn put_entity_deletes(
@@ -219,32 +234,37 @@ impl StateBackend for TxnState<'_> {
         id: &EntityId,
         heads: &[Head],
     ) -> Result<(), StateError> {
-        let k = entity_prefix(&self.ws, ty, id);
-        let c = self.row(k)?;
+        let c = self.row(ty, id)?;
         c.row.deletes = heads.to_vec();
         c.dirty = true;
         Ok(())
     }
 
     fn add_superseded(&mut self, scope: Scope<'_>, op: OpId) -> Result<(), StateError> {
+        if let Some((a, s, named)) = &mut self.current
+            && *a == op.author
+            && *s == op.seq
+        {
+            *named = true;
+        }
         let k = superseded_key(&self.ws, scope, &op);
         self.sup_new.insert(k);
         Ok(())
     }
 
     fn is_superseded(&mut self, scope: Scope<'_>, op: OpId) -> Result<bool, StateError> {
-        let k = superseded_key(&self.ws, scope, &op);
-        if self.sup_new.contains(&k) {
-            return Ok(true);
-        }
-        // An op of the bundle being applied: redb can only name it if the
-        // probe at the start of the bundle found rows for it.
+        // An op of the bundle being applied: only rows found by the probe at
+        // the start of the bundle, or added since, can name it.
         if let Some((a, s, named)) = self.current
             && a == op.author
             && s == op.seq
             && !named
         {
             return Ok(false);
+        }
+        let k = superseded_key(&self.ws, scope, &op);
+        if self.sup_new.contains(&k) {
+            return Ok(true);
         }
         Ok(self.superseded.get(k.as_slice())?.is_some())
     }
