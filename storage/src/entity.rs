@@ -41,6 +41,19 @@ impl EntityRow {
             .map(|i| &self.fields[i].1)
     }
 
+    /// A field's heads for editing; an unknown field is added with `init`.
+    pub(crate) fn field_mut(&mut self, name: &str, init: Option<Vec<Head>>) -> &mut Vec<Head> {
+        let i = match self.fields.binary_search_by(|(f, _)| f.as_str().cmp(name)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.fields
+                    .insert(i, (name.to_string(), init.unwrap_or_default()));
+                i
+            }
+        };
+        &mut self.fields[i].1
+    }
+
     /// Replaces (or adds) a field's heads.
     pub(crate) fn put_field(&mut self, name: &str, heads: &[Head]) {
         match self.fields.binary_search_by(|(f, _)| f.as_str().cmp(name)) {
