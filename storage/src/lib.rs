@@ -60,6 +60,7 @@ pub mod read;
 pub mod rebuild;
 pub mod salvage;
 mod schema;
+pub mod scrub;
 mod state;
 
 use std::path::Path;
@@ -80,6 +81,7 @@ pub use quarantine::{QuarantineEntry, RepairNeeded, SkippedEntry};
 pub use read::{HistoryEntry, StoreView, WorkspaceView};
 pub use rebuild::{RebuildDiff, RebuildReport};
 pub use salvage::{LostRange, SalvageReport, salvage_copy};
+pub use scrub::ScrubReport;
 
 use schema::*;
 

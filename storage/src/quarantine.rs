@@ -142,7 +142,7 @@ fn decode_entry(v: &[u8]) -> Result<QuarantineEntry, DamagedRow> {
 /// Moves the held copy at (ws, author, seq) to quarantine when it fails its
 /// hash (or is missing while the ranges claim it), inside `txn`. Returns the
 /// quarantine id, or `None` when the copy verifies.
-fn quarantine_slot(
+pub(crate) fn quarantine_slot(
     txn: &WriteTransaction,
     ws: &WorkspaceId,
     author: &ActorId,
@@ -395,89 +395,6 @@ impl Store {
                 }
             }
         };
-        txn.commit()?;
-        Ok(out)
-    }
-
-    /// Re-verifies every held bundle against the hash index (and its chain
-    /// link to the previous held bundle), moves failing copies and copies
-    /// missing from the ranges' claim to quarantine, all in one write
-    /// transaction, and returns the slots that need a clean copy from peers.
-    ///
-    /// # Errors
-    /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
-    pub fn scrub(&self) -> Result<Vec<RepairNeeded>, QuarantineError> {
-        let txn = self.db.begin_write()?;
-        let mut suspects: Vec<(WorkspaceId, ActorId, u64)> = Vec::new();
-        {
-            let ranges = txn.open_table(RANGES)?;
-            let bundles = txn.open_table(BUNDLES)?;
-            let seq_hash = txn.open_table(SEQ_HASH)?;
-            for row in ranges.iter()? {
-                let (k, v) = row?;
-                let k = k.value();
-                if k.len() != 64 {
-                    return Err(DamagedRow { what: "ranges key" }.into());
-                }
-                let ws = WorkspaceId(
-                    k[..32]
-                        .try_into()
-                        .map_err(|_| DamagedRow { what: "ranges key" })?,
-                );
-                let author = ActorId(
-                    k[32..]
-                        .try_into()
-                        .map_err(|_| DamagedRow { what: "ranges key" })?,
-                );
-                let set = decode_ranges(k, v.value())?;
-                let mut prev: Option<(u64, BundleHash)> = None;
-                for seq in set.iter() {
-                    let sk = seq_key(&ws, &author, seq);
-                    let expected = seq_hash
-                        .get(sk.as_slice())?
-                        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash));
-                    let ok = match (bundles.get(sk.as_slice())?, expected) {
-                        (Some(b), Some(h)) => {
-                            match Bundle::decode_expecting(b.value().to_vec(), &h) {
-                                Ok(b) => match prev {
-                                    Some((ps, ph)) if ps.checked_add(1) == Some(seq) => {
-                                        b.body().prev_hash == Some(ph)
-                                    }
-                                    _ => true,
-                                },
-                                Err(_) => false,
-                            }
-                        }
-                        _ => false,
-                    };
-                    prev = expected.map(|h| (seq, h));
-                    if !ok {
-                        suspects.push((ws, author, seq));
-                    }
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for (ws, author, seq) in suspects {
-            match quarantine_slot(&txn, &ws, &author, seq, "scrub")? {
-                Some((_, expected)) => out.push(RepairNeeded {
-                    workspace: ws,
-                    author,
-                    seq,
-                    expected,
-                }),
-                None => {
-                    // The copy matches its index but breaks the chain: the
-                    // index itself is suspect. Report it for repair.
-                    out.push(RepairNeeded {
-                        workspace: ws,
-                        author,
-                        seq,
-                        expected: None,
-                    });
-                }
-            }
-        }
         txn.commit()?;
         Ok(out)
     }

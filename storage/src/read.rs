@@ -124,22 +124,38 @@ impl Store {
     /// A held bundle, verified. `Ok(None)` when not held.
     ///
     /// # Errors
-    /// [`ReadError::Corrupt`] when the copy fails its hash (call
-    /// [`Store::quarantine_corrupt`]); [`ReadError::Storage`].
+    /// [`ReadError::Corrupt`] when the copy fails its hash: it was not
+    /// returned, and it has already been moved to quarantine and out of the
+    /// ranges (so sync fetches a clean copy; [`Store::scrub`] lists the slot
+    /// with its expected hash until one arrives); [`ReadError::Storage`].
     pub fn bundle(
         &self,
         ws: &WorkspaceId,
         author: &ActorId,
         seq: u64,
     ) -> Result<Option<Bundle>, ReadError> {
-        let txn = self.db.begin_read()?;
-        read_bundle(
-            &open(&txn, BUNDLES)?,
-            &open(&txn, SEQ_HASH)?,
-            ws,
-            author,
-            seq,
-        )
+        let r = {
+            let txn = self.db.begin_read()?;
+            read_bundle(
+                &open(&txn, BUNDLES)?,
+                &open(&txn, SEQ_HASH)?,
+                ws,
+                author,
+                seq,
+            )
+        };
+        self.quarantine_on_read(r)
+    }
+
+    /// Moves the copy behind a [`ReadError::Corrupt`] to quarantine, then
+    /// hands the result back unchanged. Best effort: when the move itself
+    /// fails (a full disk), the corrupt copy is still never returned and
+    /// the next read or scrub tries again.
+    fn quarantine_on_read<T>(&self, r: Result<T, ReadError>) -> Result<T, ReadError> {
+        if let Err(ReadError::Corrupt(c)) = &r {
+            let _ = self.quarantine_corrupt(&c.workspace, &c.author, c.seq);
+        }
+        r
     }
 
     /// A held bundle by hash, verified.
@@ -147,6 +163,11 @@ impl Store {
     /// # Errors
     /// As [`Store::bundle`].
     pub fn bundle_by_hash(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
+        let r = self.bundle_by_hash_in(hash);
+        self.quarantine_on_read(r)
+    }
+
+    fn bundle_by_hash_in(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
         let txn = self.db.begin_read()?;
         let Some((ws, author, seq)) =
             crate::hashidx::lookup(&open(&txn, HASH_INDEX)?, &open(&txn, HASH_LOG)?, hash)?
@@ -256,8 +277,14 @@ impl Store {
     /// Every bundle is verified as it is read.
     ///
     /// # Errors
-    /// [`ReadError::Corrupt`] at the first copy that fails its hash.
+    /// [`ReadError::Corrupt`] at the first copy that fails its hash (moved
+    /// to quarantine, as for [`Store::bundle`]; call again for the rest).
     pub fn history(&self, ws: &WorkspaceId) -> Result<Vec<HistoryEntry>, ReadError> {
+        let r = self.history_in(ws);
+        self.quarantine_on_read(r)
+    }
+
+    fn history_in(&self, ws: &WorkspaceId) -> Result<Vec<HistoryEntry>, ReadError> {
         let txn = self.db.begin_read()?;
         let bundles = open(&txn, BUNDLES)?;
         let seq_hash = open(&txn, SEQ_HASH)?;
