@@ -204,8 +204,10 @@ fn commit_in(
             let held_hash = if body.seq > tip {
                 None
             } else {
+                // A row failing its seal counts as unrecorded: the bundle is
+                // verified and applied again (applying is idempotent).
                 match seq_hash.get(k.as_slice())? {
-                    Some(h) => Some(read_hash(h.value())?),
+                    Some(h) => read_seq_hash(&k, h.value()),
                     None => None,
                 }
             };
@@ -267,13 +269,7 @@ fn commit_in(
         let verdicts = verify_bundles(ws, &candidates, |a, s| {
             let k = seq_key(ws, a, s);
             match seq_hash.get(k.as_slice()) {
-                Ok(Some(v)) => match read_hash(v.value()) {
-                    Ok(h) => Some(h),
-                    Err(e) => {
-                        failure = Some(e.into());
-                        None
-                    }
-                },
+                Ok(Some(v)) => read_seq_hash(&k, v.value()),
                 Ok(None) => None,
                 Err(e) => {
                     failure = Some(e.into());
@@ -347,7 +343,7 @@ fn commit_in(
             continue;
         }
         store_copy(b, &mut ranges)?;
-        seq_hash.insert(k.as_slice(), b.hash().0.as_slice())?;
+        seq_hash.insert(k.as_slice(), seq_hash_value(&k, &b.hash()).as_slice())?;
         index_entries.push((b.hash().0, k));
         let t = tip_updates.entry(body.author).or_insert((0, b.hash()));
         if body.seq > t.0 {

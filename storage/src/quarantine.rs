@@ -153,7 +153,7 @@ pub(crate) fn quarantine_slot(
     let expected = {
         let t = txn.open_table(SEQ_HASH)?;
         let v = t.get(k.as_slice())?;
-        v.and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash))
+        v.and_then(|v| read_seq_hash(&k, v.value()))
     };
     let mut bundles = txn.open_table(BUNDLES)?;
     let bytes = bundles.get(k.as_slice())?.map(|v| v.value().to_vec());

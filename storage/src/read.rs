@@ -57,7 +57,7 @@ pub(crate) fn read_bundle(
     };
     let expected = seq_hash
         .get(k.as_slice())?
-        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash));
+        .and_then(|v| read_seq_hash(&k, v.value()));
     let corrupt = |reason: String| {
         ReadError::Corrupt(Box::new(CorruptBundle {
             workspace: *ws,
@@ -412,7 +412,7 @@ impl OplogView for StoreView {
         let v = h
             .get(k.as_slice())
             .map_err(|e| ViewError::Storage(e.to_string()))?;
-        Ok(v.and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash)))
+        Ok(v.and_then(|v| read_seq_hash(&k, v.value())))
     }
 
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, ViewError> {

@@ -8,7 +8,7 @@
 
 use redb::backends::InMemoryBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
-use troupe_protocol::{ActorId, Bundle, BundleHash, WorkspaceId};
+use troupe_protocol::{ActorId, Bundle, WorkspaceId};
 
 use crate::Store;
 use crate::error::{CommitError, DamagedRow, RebuildError};
@@ -53,7 +53,7 @@ fn replay_into(
             parse_seq_key(k.value()).ok_or(DamagedRow { what: "bundle key" })?;
         let expected = seq_hash
             .get(k.value())?
-            .and_then(|h| <[u8; 32]>::try_from(h.value()).ok().map(BundleHash));
+            .and_then(|h| read_seq_hash(k.value(), h.value()));
         let bundle = match expected.map(|h| Bundle::decode_expecting(v.value().to_vec(), &h)) {
             Some(Ok(b)) => b,
             _ => {
@@ -133,7 +133,7 @@ pub(crate) fn rebuild_workspace(
         }
         let expected = seq_hash
             .get(k.value())?
-            .and_then(|h| <[u8; 32]>::try_from(h.value()).ok().map(BundleHash));
+            .and_then(|h| read_seq_hash(k.value(), h.value()));
         if let Some(Ok(b)) = expected.map(|h| Bundle::decode_expecting(v.value().to_vec(), &h)) {
             state.apply(&b)?;
         }

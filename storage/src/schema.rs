@@ -6,15 +6,15 @@
 //! | `meta` | name | schema version, counters |
 //! | `workspaces` | ws | postcard `WorkspaceInfo` |
 //! | `bundles` | ws, author, seq | raw bundle bytes (held copies) |
-//! | `seq_hash` | ws, author, seq | hash of the bundle applied at that slot (kept when the copy is quarantined) |
+//! | `seq_hash` | ws, author, seq | sealed hash of the bundle applied at that slot (kept when the copy is quarantined) |
 //! | `hash_index` | hash | sealed ws, author, seq |
 //! | `hash_log` | commit counter | sealed sorted (hash, ws, author, seq) entries of recent commits, merged into `hash_index` every 64 rows |
-//! | `ranges` | ws, author | postcard seq ranges held |
+//! | `ranges` | ws, author | sealed postcard seq ranges held |
 //! | `tips` | ws, author | sealed: highest seq ever committed and its hash |
 //! | `entities` | ws, type 0 id 0 | sealed postcard `EntityRow`: every known field's heads and the live entity deletions, one row per entity |
 //! | `superseded` | ws, op id (author, seq, index), scope tag, scope | empty; keyed by the superseded op so one prefix probe per bundle answers for all its ops |
-//! | `asset_deletes` | ws, blob hash, op id | postcard (hlc, reason) |
-//! | `asset_refs` | blob hash, ws | newest referencing op's wall clock (ms) |
+//! | `asset_deletes` | ws, blob hash, op id | sealed postcard (hlc, reason) |
+//! | `asset_refs` | blob hash, ws | sealed newest referencing op's wall clock (ms) |
 //! | `quarantine` | id | postcard `QuarantineEntry` |
 //! | `blob_meta` | blob hash | postcard `BlobMeta` |
 //! | `blob_chunks` | blob hash, chunk index | zstd chunk (complete) or plain piece (partial) |
@@ -24,12 +24,12 @@
 
 use redb::TableDefinition;
 use troupe_protocol::register::Scope;
-use troupe_protocol::{ActorId, EntityId, FieldPath, OpId, WorkspaceId};
+use troupe_protocol::{ActorId, BundleHash, EntityId, FieldPath, OpId, WorkspaceId};
 
 pub(crate) type Tbl = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
-/// Version 2: one state row per entity, superseded keyed by op, sealed
-/// tips and hash index rows.
+/// Version 2: one state row per entity, superseded keyed by op, hash index
+/// log; `seq_hash`, tips, hash index and asset rows sealed.
 pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const META: Tbl = TableDefinition::new("meta");
@@ -182,6 +182,18 @@ pub(crate) fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
     let mut t = [0u8; 8];
     t.copy_from_slice(&h.finalize().as_bytes()[..8]);
     t
+}
+
+/// A sealed `seq_hash` value: the hash of the bundle applied at the slot.
+pub(crate) fn seq_hash_value(key: &[u8], h: &BundleHash) -> Vec<u8> {
+    seal(key, h.0.to_vec())
+}
+
+/// The hash recorded at a slot; `None` when the row fails its seal (then
+/// the slot counts as unrecorded: its copy cannot be trusted, and a clean
+/// copy verified through its chain records it again).
+pub(crate) fn read_seq_hash(key: &[u8], v: &[u8]) -> Option<BundleHash> {
+    unseal(key, v)?.try_into().ok().map(BundleHash)
 }
 
 /// Appends a checksum over key and value, so a damaged state row (redb does

@@ -89,10 +89,6 @@ fn check_copy(
         .then_some((h.prev_hash, signed))
 }
 
-fn read_expected(v: &[u8]) -> Option<BundleHash> {
-    <[u8; 32]>::try_from(v).ok().map(BundleHash)
-}
-
 /// Per-author state of the merge-join.
 struct Walk {
     ws: WorkspaceId,
@@ -165,7 +161,7 @@ fn bundle_pass(
         }
         let w = walk.as_mut().expect("set above");
         let expected = match (&hk, &h) {
-            (Some(x), Some((_, v))) if *x == key => Some(read_expected(v.value())),
+            (Some(x), Some((_, v))) if *x == key => Some(read_seq_hash(&key, v.value())),
             _ => None,
         };
         let copy = match (&bk, &b) {

@@ -134,14 +134,14 @@ impl<'t> TxnState<'t> {
                 let mut k = a.hash.0.to_vec();
                 k.extend_from_slice(&self.ws.0);
                 let old = match self.asset_refs.get(k.as_slice())? {
-                    Some(v) => read_u64(v.value()).ok_or(StateError::Damaged(DamagedRow {
+                    Some(v) => read_u64(&k, v.value()).ok_or(StateError::Damaged(DamagedRow {
                         what: "asset reference",
                     }))?,
                     None => 0,
                 };
                 if wall >= old {
-                    self.asset_refs
-                        .insert(k.as_slice(), wall.to_be_bytes().as_slice())?;
+                    let v = seal(&k, wall.to_be_bytes().to_vec());
+                    self.asset_refs.insert(k.as_slice(), v.as_slice())?;
                 }
             }
         }
@@ -268,8 +268,9 @@ impl<'t> TxnState<'t> {
     }
 }
 
-pub(crate) fn read_u64(b: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(b.try_into().ok()?))
+/// A sealed u64 row value (`asset_refs`); `None` when damaged.
+pub(crate) fn read_u64(key: &[u8], v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(unseal(key, v)?.try_into().ok()?))
 }
 
 impl StateBackend for TxnState<'_> {
@@ -357,6 +358,7 @@ impl StateBackend for TxnState<'_> {
                 what: "asset delete (encode)",
             })
         })?;
+        let v = seal(&k, v);
         self.asset_deletes.insert(k.as_slice(), v.as_slice())?;
         Ok(())
     }
