@@ -37,6 +37,10 @@ pub struct BatchOutcome {
     pub already_quarantined: usize,
 }
 
+/// Stands for a tip row that fails its seal: above every seq, so no slot
+/// lookup is skipped and the row is never overwritten by a lower tip.
+const UNKNOWN_TIP: u64 = u64::MAX;
+
 const FORK_REASON: &str = "fork: a different bundle exists for this author and seq; neither is applied until one is chosen";
 
 #[derive(Clone, Copy, PartialEq)]
@@ -193,8 +197,11 @@ fn commit_in(
                 Some(t) => *t,
                 None => {
                     let ak = author_key(ws, &body.author);
+                    // A tip row failing its seal: no shortcut, and it is
+                    // left as found (the local signer gets a typed error
+                    // from `author_tip` rather than a seq that may be reused).
                     let t = match tips.get(ak.as_slice())? {
-                        Some(v) => decode_tip(&ak, v.value())?.0,
+                        Some(v) => decode_tip(&ak, v.value()).map_or(UNKNOWN_TIP, |t| t.0),
                         None => 0,
                     };
                     tip_of.insert(body.author, t);
@@ -364,7 +371,7 @@ fn commit_in(
         let old = match tip_of.get(&author) {
             Some(t) => *t,
             None => match tips.get(ak.as_slice())? {
-                Some(v) => decode_tip(&ak, v.value())?.0,
+                Some(v) => decode_tip(&ak, v.value()).map_or(UNKNOWN_TIP, |t| t.0),
                 None => 0,
             },
         };

@@ -124,15 +124,18 @@ pub(crate) fn lookup(
     log: &impl ReadableTable<&'static [u8], &'static [u8]>,
     hash: &BundleHash,
 ) -> Result<Option<(WorkspaceId, ActorId, u64)>, StoreErr> {
-    if let Some(v) = idx.get(hash.0.as_slice())? {
-        let slot = unseal(&hash.0, v.value()).ok_or(DamagedRow { what: "hash index" })?;
-        return Ok(Some(
-            parse_seq_key(slot).ok_or(DamagedRow { what: "hash index" })?,
-        ));
+    // A damaged index or log row locates nothing (the bundle is then asked
+    // of peers by slot; `Store::rebuild` refills the index).
+    if let Some(v) = idx.get(hash.0.as_slice())?
+        && let Some(slot) = unseal(&hash.0, v.value()).and_then(parse_seq_key)
+    {
+        return Ok(Some(slot));
     }
     for row in log.iter()? {
         let (k, v) = row?;
-        let body = decode_log(k.value(), v.value())?;
+        let Ok(body) = decode_log(k.value(), v.value()) else {
+            continue;
+        };
         if let Some(slot) = search_log(body, &hash.0) {
             return Ok(parse_seq_key(&slot));
         }
@@ -161,6 +164,54 @@ pub(crate) fn forget(txn: &WriteTransaction, hash: &BundleHash) -> Result<(), St
     }
     for (k, kept) in rewrite {
         log.insert(k.as_slice(), encode_log(&k, &kept).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Refills `hash_index` from `seq_hash` (empties the log) and repairs
+/// author tips that fail their seal or lag the highest recorded slot. Part
+/// of [`crate::Store::rebuild`].
+pub(crate) fn rebuild_indexes(txn: &WriteTransaction) -> Result<(), StoreErr> {
+    let mut all: Vec<Entry> = Vec::new();
+    let mut top: std::collections::BTreeMap<[u8; 64], (u64, BundleHash)> = Default::default();
+    {
+        let seq_hash = txn.open_table(SEQ_HASH)?;
+        for row in seq_hash.iter()? {
+            let (k, v) = row?;
+            let (Some(h), Ok(slot)) = (
+                read_seq_hash(k.value(), v.value()),
+                <[u8; 72]>::try_from(k.value()),
+            ) else {
+                continue;
+            };
+            all.push((h.0, slot));
+            let (ws, author, seq) = parse_seq_key(&slot).ok_or(DamagedRow { what: "slot key" })?;
+            let t = top.entry(author_key(&ws, &author)).or_insert((seq, h));
+            if seq >= t.0 {
+                *t = (seq, h);
+            }
+        }
+    }
+    txn.delete_table(HASH_INDEX)?;
+    txn.delete_table(HASH_LOG)?;
+    all.sort_unstable_by_key(|e| e.0);
+    {
+        let mut idx: Rw<'_> = txn.open_table(HASH_INDEX)?;
+        for (h, s) in &all {
+            idx.insert(h.as_slice(), index_value(h, s).as_slice())?;
+        }
+        txn.open_table(HASH_LOG)?;
+    }
+    let mut tips: Rw<'_> = txn.open_table(TIPS)?;
+    for (ak, (seq, h)) in top {
+        let keep = match tips.get(ak.as_slice())? {
+            Some(v) => crate::commit::decode_tip(&ak, v.value()).is_ok_and(|t| t.0 >= seq),
+            None => false,
+        };
+        if !keep {
+            let v = crate::commit::encode_tip(&ak, seq, &h);
+            tips.insert(ak.as_slice(), v.as_slice())?;
+        }
     }
     Ok(())
 }
@@ -202,6 +253,7 @@ macro_rules! store_err_into {
 }
 store_err_into!(crate::error::CommitError);
 store_err_into!(crate::error::ReadError);
+store_err_into!(crate::error::RebuildError);
 
 impl From<StoreErr> for crate::quarantine::QuarantineErrorInner {
     fn from(e: StoreErr) -> Self {

@@ -144,7 +144,8 @@ pub(crate) fn rebuild_workspace(
 
 impl Store {
     /// Clears materialised state and replays the oplog into it, in one write
-    /// transaction. Returns how many bundles were replayed and the slots
+    /// transaction; the hash index and damaged or low author tips are
+    /// rebuilt from the per-slot hashes in the same transaction. Returns how many bundles were replayed and the slots
     /// skipped because their copy is corrupt (scrub and repair those, then
     /// rebuild again).
     ///
@@ -163,6 +164,7 @@ impl Store {
         for t in STATE_TABLES {
             txn.open_table(t)?;
         }
+        crate::hashidx::rebuild_indexes(&txn)?;
         txn.commit()?;
         Ok(r)
     }

@@ -206,4 +206,12 @@ fn the_hash_index_finds_bundles_before_and_after_its_log_is_merged() {
     let (_, other) = chain(4, 1);
     assert_eq!(store.bundle_by_hash(&other[0].hash()).unwrap(), None);
     assert!(store.scrub().unwrap().is_empty());
+    // Rebuild refills the index from the per-slot hashes and keeps the tip.
+    let tip = store.author_tip(&ws, &key(3).actor_id()).unwrap();
+    store.rebuild().unwrap();
+    for b in [&bundles[0], &bundles[100], &bundles[149]] {
+        assert_eq!(store.bundle_by_hash(&b.hash()).unwrap().as_ref(), Some(b));
+    }
+    assert_eq!(store.author_tip(&ws, &key(3).actor_id()).unwrap(), tip);
+    assert!(store.verify_rebuild().unwrap().is_empty());
 }
