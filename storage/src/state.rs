@@ -70,7 +70,11 @@ pub(crate) struct TxnState<'t> {
     superseded: Table<'t, &'static [u8], &'static [u8]>,
     asset_deletes: Table<'t, &'static [u8], &'static [u8]>,
     asset_refs: Table<'t, &'static [u8], &'static [u8]>,
-    cache: HashMap<Vec<u8>, Cached>,
+    /// Cached rows in load order, their index by key, and the last one used
+    /// (consecutive ops of a bundle usually edit one entity).
+    rows: Vec<(Vec<u8>, Cached)>,
+    cache: HashMap<Vec<u8>, usize>,
+    last: usize,
     /// `superseded` keys added in this transaction, not yet written.
     sup_new: BTreeSet<Vec<u8>>,
     /// The bundle being applied, and whether any `superseded` row (in redb
@@ -94,7 +98,9 @@ impl<'t> TxnState<'t> {
             superseded: txn.open_table(SUPERSEDED)?,
             asset_deletes: txn.open_table(ASSET_DELETES)?,
             asset_refs: txn.open_table(ASSET_REFS)?,
+            rows: Vec::new(),
             cache: HashMap::new(),
+            last: usize::MAX,
             sup_new: BTreeSet::new(),
             current: None,
             key: Vec::with_capacity(128),
@@ -224,9 +230,11 @@ impl<'t> TxnState<'t> {
     /// Writes every changed entity row and new `superseded` row, in key
     /// order, and empties the cache.
     pub(crate) fn flush(&mut self) -> Result<(), StateError> {
+        self.cache.clear();
+        self.last = usize::MAX;
         let mut dirty: Vec<(Vec<u8>, EntityRow)> = self
-            .cache
-            .drain()
+            .rows
+            .drain(..)
             .filter(|(_, c)| c.dirty)
             .map(|(k, c)| (k, c.row))
             .collect();
@@ -251,20 +259,27 @@ impl<'t> TxnState<'t> {
     fn row(&mut self, ty: &str, id: &EntityId) -> Result<&mut Cached, StateError> {
         self.key.clear();
         push_entity_prefix(&mut self.key, &self.ws, ty, id);
-        if !self.cache.contains_key(self.key.as_slice()) {
-            let row = match self.entities.get(self.key.as_slice())? {
-                Some(bytes) => {
-                    EntityRow::decode(&self.key, bytes.value()).map_err(StateError::Damaged)?
+        let hit = self
+            .rows
+            .get(self.last)
+            .is_some_and(|(k, _)| *k == self.key);
+        if !hit {
+            self.last = match self.cache.get(self.key.as_slice()) {
+                Some(&i) => i,
+                None => {
+                    let row = match self.entities.get(self.key.as_slice())? {
+                        Some(bytes) => EntityRow::decode(&self.key, bytes.value())
+                            .map_err(StateError::Damaged)?,
+                        None => EntityRow::default(),
+                    };
+                    self.rows
+                        .push((self.key.clone(), Cached { row, dirty: false }));
+                    self.cache.insert(self.key.clone(), self.rows.len() - 1);
+                    self.rows.len() - 1
                 }
-                None => EntityRow::default(),
             };
-            self.cache
-                .insert(self.key.clone(), Cached { row, dirty: false });
         }
-        Ok(self
-            .cache
-            .get_mut(self.key.as_slice())
-            .expect("inserted above"))
+        Ok(&mut self.rows[self.last].1)
     }
 }
 
