@@ -141,7 +141,8 @@ fn decode_entry(v: &[u8]) -> Result<QuarantineEntry, DamagedRow> {
 
 /// Moves the held copy at (ws, author, seq) to quarantine when it fails its
 /// hash (or is missing while the ranges claim it), inside `txn`. Returns the
-/// quarantine id, or `None` when the copy verifies.
+/// quarantine id, or `None` when the copy verifies or is already gone (a
+/// read moved it before: no second entry).
 pub(crate) fn quarantine_slot(
     txn: &WriteTransaction,
     ws: &WorkspaceId,
@@ -155,8 +156,20 @@ pub(crate) fn quarantine_slot(
         let v = t.get(k.as_slice())?;
         v.and_then(|v| read_seq_hash(&k, v.value()))
     };
+    let ak = author_key(ws, author);
+    let claimed = {
+        let ranges = txn.open_table(RANGES)?;
+        let cur = ranges.get(ak.as_slice())?.map(|v| v.value().to_vec());
+        match cur {
+            Some(cur) => Some(decode_ranges(&ak, &cur)?),
+            None => None,
+        }
+    };
     let mut bundles = txn.open_table(BUNDLES)?;
     let bytes = bundles.get(k.as_slice())?.map(|v| v.value().to_vec());
+    if bytes.is_none() && !claimed.as_ref().is_some_and(|r| r.contains(seq)) {
+        return Ok(None);
+    }
     let reason = match (&bytes, &expected) {
         (Some(b), Some(h)) => match Bundle::decode_expecting(b.clone(), h) {
             Ok(_) => return Ok(None),
@@ -167,16 +180,12 @@ pub(crate) fn quarantine_slot(
     };
     bundles.remove(k.as_slice())?;
     drop(bundles);
-    let mut ranges = txn.open_table(RANGES)?;
-    let ak = author_key(ws, author);
-    let cur = ranges.get(ak.as_slice())?.map(|v| v.value().to_vec());
-    if let Some(cur) = cur {
-        let mut r = decode_ranges(&ak, &cur)?;
+    if let Some(mut r) = claimed {
         r.remove(seq);
         let v = encode_ranges(&ak, &r)?;
-        ranges.insert(ak.as_slice(), v.as_slice())?;
+        txn.open_table(RANGES)?
+            .insert(ak.as_slice(), v.as_slice())?;
     }
-    drop(ranges);
     let mut q = txn.open_table(QUARANTINE)?;
     let id = put_entry(
         &mut q,
@@ -199,7 +208,9 @@ pub(crate) fn quarantine_slot(
 impl Store {
     /// Moves a held bundle whose copy fails verification to quarantine and
     /// removes it from the ranges, so sync asks peers for a clean copy.
-    /// Returns the quarantine id, or `None` when the copy verifies after all.
+    /// Returns the quarantine id, or `None` when the copy verifies after all
+    /// or was already moved ([`Store::bundle`] moves a corrupt copy itself;
+    /// this is for snapshot readers such as the sync engine's view).
     ///
     /// # Errors
     /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].

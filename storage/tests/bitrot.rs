@@ -115,6 +115,9 @@ fn a_rotten_bundle_is_never_served_and_is_repaired() {
         9,
         "history skips the gap"
     );
+    // A caller that still quarantines after the read adds no second entry.
+    assert_eq!(store.quarantine_corrupt(&ws, &author, 5).unwrap(), None);
+    assert_eq!(store.quarantine_list().unwrap().len(), 1);
 
     // Scrub keeps listing the slot, with its hash, until a clean copy comes.
     for _ in 0..2 {
