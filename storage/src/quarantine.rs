@@ -142,13 +142,16 @@ fn decode_entry(v: &[u8]) -> Result<QuarantineEntry, DamagedRow> {
 /// Moves the held copy at (ws, author, seq) to quarantine when it fails its
 /// hash (or is missing while the ranges claim it), inside `txn`. Returns the
 /// quarantine id, or `None` when the copy verifies or is already gone (a
-/// read moved it before: no second entry).
+/// read moved it before: no second entry). With `failed`, the copy is
+/// known bad for that reason (e.g. its signature) and moves even though
+/// its hash matches.
 pub(crate) fn quarantine_slot(
     txn: &WriteTransaction,
     ws: &WorkspaceId,
     author: &ActorId,
     seq: u64,
     source: &str,
+    failed: Option<&str>,
 ) -> Result<Option<(u64, Option<BundleHash>)>, QuarantineErrorInner> {
     let k = seq_key(ws, author, seq);
     let expected = {
@@ -171,6 +174,7 @@ pub(crate) fn quarantine_slot(
         return Ok(None);
     }
     let reason = match (&bytes, &expected) {
+        (Some(_), _) if failed.is_some() => format!("stored copy {}", failed.unwrap_or("")),
         (Some(b), Some(h)) => match Bundle::decode_expecting(b.clone(), h) {
             Ok(_) => return Ok(None),
             Err(e) => format!("stored copy is corrupt: {e}"),
@@ -221,7 +225,7 @@ impl Store {
         seq: u64,
     ) -> Result<Option<u64>, QuarantineError> {
         let txn = self.db.begin_write()?;
-        let r = quarantine_slot(&txn, ws, author, seq, "read")?;
+        let r = quarantine_slot(&txn, ws, author, seq, "read", None)?;
         txn.commit()?;
         Ok(r.map(|(id, _)| id))
     }

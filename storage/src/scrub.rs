@@ -103,14 +103,19 @@ struct Walk {
 /// A bundle slot: workspace, author, seq.
 type Slot = (WorkspaceId, ActorId, u64);
 
+/// Slots to quarantine, the subset whose copy fails its run's signature
+/// (hash intact), and slots whose copy is already gone.
+type Suspects = (Vec<Slot>, Vec<Slot>, Vec<RepairNeeded>);
+
 fn bundle_pass(
     txn: &WriteTransaction,
     report: &mut ScrubReport,
-) -> Result<(Vec<Slot>, Vec<RepairNeeded>), QuarantineError> {
+) -> Result<Suspects, QuarantineError> {
     let seq_hash = txn.open_table(SEQ_HASH)?;
     let bundles = txn.open_table(BUNDLES)?;
     let forks = txn.open_table(FORKS)?;
     let mut suspects: Vec<Slot> = Vec::new();
+    let mut bad_signature: Vec<Slot> = Vec::new();
     let mut gone: Vec<RepairNeeded> = Vec::new();
     let mut present: std::collections::BTreeMap<(WorkspaceId, ActorId), SeqRangeSet> =
         Default::default();
@@ -119,21 +124,22 @@ fn bundle_pass(
     let mut h = hi.next().transpose()?;
     let mut b = bi.next().transpose()?;
     let mut walk: Option<Walk> = None;
-    let close_run = |w: &Walk, suspects: &mut Vec<_>| -> Result<(), QuarantineError> {
-        if let Some(s) = w.run_signed {
-            let k = seq_key(&w.ws, &w.author, s);
-            let ok = match bundles.get(k.as_slice())? {
-                Some(v) => {
-                    Bundle::decode(v.value().to_vec()).is_ok_and(|b| b.check_signature().is_ok())
+    let close_run =
+        |w: &Walk, suspects: &mut Vec<_>, bad: &mut Vec<_>| -> Result<(), QuarantineError> {
+            if let Some(s) = w.run_signed {
+                let k = seq_key(&w.ws, &w.author, s);
+                let ok = match bundles.get(k.as_slice())? {
+                    Some(v) => Bundle::decode(v.value().to_vec())
+                        .is_ok_and(|b| b.check_signature().is_ok()),
+                    None => false,
+                };
+                if !ok {
+                    suspects.push((w.ws, w.author, s));
+                    bad.push((w.ws, w.author, s));
                 }
-                None => false,
-            };
-            if !ok {
-                suspects.push((w.ws, w.author, s));
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     loop {
         let hk = h.as_ref().map(|(k, _)| k.value().to_vec());
         let bk = b.as_ref().map(|(k, _)| k.value().to_vec());
@@ -149,7 +155,7 @@ fn bundle_pass(
             .is_some_and(|w| w.ws == ws && w.author == author);
         if !same_author {
             if let Some(w) = &walk {
-                close_run(w, &mut suspects)?;
+                close_run(w, &mut suspects, &mut bad_signature)?;
             }
             walk = Some(Walk {
                 ws,
@@ -186,7 +192,7 @@ fn bundle_pass(
                     Some((prev, signed)) if link_ok(prev) => {
                         present.entry((ws, author)).or_default().insert(seq);
                         if w.run_end.is_some_and(|r| r.checked_add(1) != Some(seq)) {
-                            close_run(w, &mut suspects)?;
+                            close_run(w, &mut suspects, &mut bad_signature)?;
                             w.run_signed = None;
                         }
                         w.run_end = Some(seq);
@@ -216,7 +222,7 @@ fn bundle_pass(
         w.prev = expected.map(|e| (seq, e));
     }
     if let Some(w) = &walk {
-        close_run(w, &mut suspects)?;
+        close_run(w, &mut suspects, &mut bad_signature)?;
     }
     // Slots the ranges claim without a verified copy.
     let ranges = txn.open_table(RANGES)?;
@@ -244,7 +250,7 @@ fn bundle_pass(
     }
     suspects.sort();
     suspects.dedup();
-    Ok((suspects, gone))
+    Ok((suspects, bad_signature, gone))
 }
 
 fn blob_pass(txn: &WriteTransaction, report: &mut ScrubReport) -> Result<(), QuarantineError> {
@@ -357,10 +363,12 @@ impl Store {
     pub fn scrub_report(&self) -> Result<ScrubReport, QuarantineError> {
         let txn = self.db.begin_write()?;
         let mut report = ScrubReport::default();
-        let (suspects, gone) = bundle_pass(&txn, &mut report)?;
+        let (suspects, bad_signature, gone) = bundle_pass(&txn, &mut report)?;
         let mut out = Vec::new();
         for (ws, author, seq) in suspects {
-            let expected = match quarantine_slot(&txn, &ws, &author, seq, "scrub")? {
+            let failed = bad_signature.contains(&(ws, author, seq));
+            let why = failed.then_some("fails its signature check");
+            let expected = match quarantine_slot(&txn, &ws, &author, seq, "scrub", why)? {
                 Some((_, expected)) => expected,
                 // The copy matches its index but breaks the chain or its
                 // run's signature: the index itself is suspect.

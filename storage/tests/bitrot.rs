@@ -218,3 +218,54 @@ fn the_hash_index_finds_bundles_before_and_after_its_log_is_merged() {
     assert_eq!(store.author_tip(&ws, &key(3).actor_id()).unwrap(), tip);
     assert!(store.verify_rebuild().unwrap().is_empty());
 }
+
+#[test]
+fn scrub_catches_a_rotten_signature_that_the_hash_does_not_cover() {
+    let mem = Mem::default();
+    let store = Store::open_with_backend(mem.clone()).unwrap();
+    store
+        .add_workspace(&WorkspaceInfo::new(
+            test_workspace(),
+            "t",
+            WorkspaceKind::Show,
+        ))
+        .unwrap();
+    let (ws, bundles) = chain(7, 10);
+    store.commit_batch(&ws, bundles.clone(), "peer").unwrap();
+    let author = key(7).actor_id();
+    let victim = &bundles[9];
+    assert!(victim.signature().is_some());
+    drop(store);
+    {
+        let needle = victim.bytes();
+        let mut img = mem.0.lock().unwrap();
+        let mut i = 0;
+        let mut hits = 0;
+        while i + needle.len() <= img.len() {
+            if &img[i..i + needle.len()] == needle {
+                img[i + 10] ^= 0x04; // inside the signature, outside the hashed body
+                hits += 1;
+                i += needle.len();
+            } else {
+                i += 1;
+            }
+        }
+        assert!(hits >= 1);
+    }
+    let store = Store::open_unchecked_with_backend(mem.clone()).unwrap();
+    let repair = store.scrub().unwrap();
+    assert_eq!(repair.len(), 1);
+    assert_eq!(
+        (repair[0].seq, repair[0].expected),
+        (10, Some(victim.hash()))
+    );
+    let q = store.quarantine_list().unwrap();
+    assert!(q[0].reason.contains("signature"), "{}", q[0].reason);
+    assert_eq!(store.ranges(&ws).unwrap()[&author].ranges(), &[(1, 9)]);
+    let out = store
+        .commit_batch(&ws, vec![victim.clone()], "peer")
+        .unwrap();
+    assert_eq!(out.committed.len(), 1);
+    assert!(store.scrub().unwrap().is_empty());
+    assert!(store.verify_rebuild().unwrap().is_empty());
+}
