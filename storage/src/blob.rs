@@ -407,7 +407,7 @@ impl Store {
                         break;
                     }
                     referenced = true;
-                    let last = read_u64(rv.value()).ok_or(DamagedRow {
+                    let last = read_u64(rk, rv.value()).ok_or(DamagedRow {
                         what: "asset reference",
                     })?;
                     let days = match workspaces.get(&rk[32..])? {

@@ -1,15 +1,16 @@
 //! The one write path: local bundles and remote batches, each in one write
 //! transaction with their state changes, ranges, tips and quarantine rows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use troupe_protocol::ranges::SeqRangeSet;
 use troupe_protocol::verify::verify_bundles;
 use troupe_protocol::{ActorId, Bundle, BundleHash, FieldPath, VerifyError, WorkspaceId};
 
 use crate::error::{CommitError, DamagedRow};
 use crate::fork::{forked, record_fork};
+use crate::hashidx;
 use crate::quarantine::{QuarantineEntry, put_entry};
 use crate::rebuild::rebuild_workspace;
 use crate::schema::*;
@@ -35,6 +36,10 @@ pub struct BatchOutcome {
     /// Copies of forked slots that were already in quarantine (not added again).
     pub already_quarantined: usize,
 }
+
+/// Stands for a tip row that fails its seal: above every seq, so no slot
+/// lookup is skipped and the row is never overwritten by a lower tip.
+const UNKNOWN_TIP: u64 = u64::MAX;
 
 const FORK_REASON: &str = "fork: a different bundle exists for this author and seq; neither is applied until one is chosen";
 
@@ -163,10 +168,15 @@ fn commit_in(
     let mut restore: Vec<Bundle> = Vec::new();
     // Slots seen forked in this batch, with every hash seen there.
     let mut fork_slots: BTreeMap<(ActorId, u64), BTreeSet<BundleHash>> = BTreeMap::new();
+    // Highest seq committed per author (loaded once per author): a slot
+    // above it has no `seq_hash` row, so new bundles skip those lookups.
+    let mut tip_of: HashMap<ActorId, u64> = HashMap::new();
     {
         let seq_hash = txn.open_table(SEQ_HASH)?;
         let held = txn.open_table(BUNDLES)?;
         let forks = txn.open_table(FORKS)?;
+        let tips = txn.open_table(TIPS)?;
+        let no_forks = forks.is_empty()?;
         // Two different copies of one slot inside the batch are a fork too.
         let mut in_batch: BTreeMap<(ActorId, u64), BTreeSet<BundleHash>> = BTreeMap::new();
         if mode != Mode::Local {
@@ -183,11 +193,33 @@ fn commit_in(
             let body = b.body();
             let slot = (body.author, body.seq);
             let k = seq_key(ws, &body.author, body.seq);
-            let held_hash = match seq_hash.get(k.as_slice())? {
-                Some(h) => Some(read_hash(h.value())?),
-                None => None,
+            let tip = match tip_of.get(&body.author) {
+                Some(t) => *t,
+                None => {
+                    let ak = author_key(ws, &body.author);
+                    // A tip row failing its seal: no shortcut, and it is
+                    // left as found (the local signer gets a typed error
+                    // from `author_tip` rather than a seq that may be reused).
+                    let t = match tips.get(ak.as_slice())? {
+                        Some(v) => decode_tip(&ak, v.value()).map_or(UNKNOWN_TIP, |t| t.0),
+                        None => 0,
+                    };
+                    tip_of.insert(body.author, t);
+                    t
+                }
             };
-            if let Some(known) = forked(&forks, &k)? {
+            let held_hash = if body.seq > tip {
+                None
+            } else {
+                // A row failing its seal counts as unrecorded: the bundle is
+                // verified and applied again (applying is idempotent).
+                match seq_hash.get(k.as_slice())? {
+                    Some(h) => read_seq_hash(&k, h.value()),
+                    None => None,
+                }
+            };
+            let fork = if no_forks { None } else { forked(&forks, &k)? };
+            if let Some(known) = fork {
                 if mode == Mode::Local {
                     return Err(CommitError::SeqReused {
                         author: body.author,
@@ -244,13 +276,7 @@ fn commit_in(
         let verdicts = verify_bundles(ws, &candidates, |a, s| {
             let k = seq_key(ws, a, s);
             match seq_hash.get(k.as_slice()) {
-                Ok(Some(v)) => match read_hash(v.value()) {
-                    Ok(h) => Some(h),
-                    Err(e) => {
-                        failure = Some(e.into());
-                        None
-                    }
-                },
+                Ok(Some(v)) => read_seq_hash(&k, v.value()),
                 Ok(None) => None,
                 Err(e) => {
                     failure = Some(e.into());
@@ -282,7 +308,8 @@ fn commit_in(
 
     let mut bundles_t = txn.open_table(BUNDLES)?;
     let mut seq_hash = txn.open_table(SEQ_HASH)?;
-    let mut hash_index = txn.open_table(HASH_INDEX)?;
+    let mut index_entries: Vec<hashidx::Entry> = Vec::with_capacity(candidates.len());
+    let mut written: HashSet<(ActorId, u64)> = HashSet::with_capacity(candidates.len());
     let mut ranges_t = txn.open_table(RANGES)?;
     let mut tips = txn.open_table(TIPS)?;
     let mut ranges: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
@@ -318,13 +345,13 @@ fn commit_in(
         let body = b.body();
         let k = seq_key(ws, &body.author, body.seq);
         // An exact duplicate inside the batch: the first copy was written.
-        if seq_hash.get(k.as_slice())?.is_some() {
+        if !written.insert((body.author, body.seq)) {
             out.already_held += 1;
             continue;
         }
         store_copy(b, &mut ranges)?;
-        seq_hash.insert(k.as_slice(), b.hash().0.as_slice())?;
-        hash_index.insert(b.hash().0.as_slice(), k.as_slice())?;
+        seq_hash.insert(k.as_slice(), seq_hash_value(&k, &b.hash()).as_slice())?;
+        index_entries.push((b.hash().0, k));
         let t = tip_updates.entry(body.author).or_insert((0, b.hash()));
         if body.seq > t.0 {
             *t = (body.seq, b.hash());
@@ -341,17 +368,20 @@ fn commit_in(
     }
     for (author, (seq, hash)) in tip_updates {
         let ak = author_key(ws, &author);
-        let old = match tips.get(ak.as_slice())? {
-            Some(v) => decode_tip(v.value())?.0,
-            None => 0,
+        let old = match tip_of.get(&author) {
+            Some(t) => *t,
+            None => match tips.get(ak.as_slice())? {
+                Some(v) => decode_tip(&ak, v.value()).map_or(UNKNOWN_TIP, |t| t.0),
+                None => 0,
+            },
         };
         if seq > old {
-            let mut v = seq.to_be_bytes().to_vec();
-            v.extend_from_slice(&hash.0);
-            tips.insert(ak.as_slice(), v.as_slice())?;
+            tips.insert(ak.as_slice(), encode_tip(&ak, seq, &hash).as_slice())?;
         }
     }
-    drop((bundles_t, seq_hash, hash_index, ranges_t, tips, state));
+    state.flush()?;
+    drop((bundles_t, seq_hash, ranges_t, tips, state));
+    hashidx::append(txn, index_entries)?;
     let mut rebuild = false;
     for ((author, seq), seen) in &fork_slots {
         rebuild |= record_fork(txn, ws, author, *seq, seen)?;
@@ -409,7 +439,15 @@ pub(crate) fn encode_ranges(key: &[u8], r: &SeqRangeSet) -> Result<Vec<u8>, Dama
         })
 }
 
-pub(crate) fn decode_tip(v: &[u8]) -> Result<(u64, BundleHash), DamagedRow> {
+/// A sealed `tips` value: the seq and hash of the author's highest bundle.
+pub(crate) fn encode_tip(key: &[u8], seq: u64, hash: &BundleHash) -> Vec<u8> {
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend_from_slice(&hash.0);
+    seal(key, v)
+}
+
+pub(crate) fn decode_tip(key: &[u8], v: &[u8]) -> Result<(u64, BundleHash), DamagedRow> {
+    let v = unseal(key, v).ok_or(DamagedRow { what: "author tip" })?;
     if v.len() != 40 {
         return Err(DamagedRow { what: "author tip" });
     }

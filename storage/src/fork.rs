@@ -76,7 +76,7 @@ pub(crate) fn record_fork(
     let held_hash = {
         let t = txn.open_table(SEQ_HASH)?;
         let v = t.get(k.as_slice())?;
-        v.and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash))
+        v.and_then(|v| read_seq_hash(&k, v.value()))
     };
     let bytes = {
         let mut bundles = txn.open_table(BUNDLES)?;
@@ -87,7 +87,7 @@ pub(crate) fn record_fork(
         return Ok(false);
     };
     if let Some(h) = held_hash {
-        txn.open_table(HASH_INDEX)?.remove(h.0.as_slice())?;
+        crate::hashidx::forget(txn, &h)?;
     }
     {
         let mut ranges = txn.open_table(RANGES)?;

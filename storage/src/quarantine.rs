@@ -141,23 +141,40 @@ fn decode_entry(v: &[u8]) -> Result<QuarantineEntry, DamagedRow> {
 
 /// Moves the held copy at (ws, author, seq) to quarantine when it fails its
 /// hash (or is missing while the ranges claim it), inside `txn`. Returns the
-/// quarantine id, or `None` when the copy verifies.
-fn quarantine_slot(
+/// quarantine id, or `None` when the copy verifies or is already gone (a
+/// read moved it before: no second entry). With `failed`, the copy is
+/// known bad for that reason (e.g. its signature) and moves even though
+/// its hash matches.
+pub(crate) fn quarantine_slot(
     txn: &WriteTransaction,
     ws: &WorkspaceId,
     author: &ActorId,
     seq: u64,
     source: &str,
+    failed: Option<&str>,
 ) -> Result<Option<(u64, Option<BundleHash>)>, QuarantineErrorInner> {
     let k = seq_key(ws, author, seq);
     let expected = {
         let t = txn.open_table(SEQ_HASH)?;
         let v = t.get(k.as_slice())?;
-        v.and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash))
+        v.and_then(|v| read_seq_hash(&k, v.value()))
+    };
+    let ak = author_key(ws, author);
+    let claimed = {
+        let ranges = txn.open_table(RANGES)?;
+        let cur = ranges.get(ak.as_slice())?.map(|v| v.value().to_vec());
+        match cur {
+            Some(cur) => Some(decode_ranges(&ak, &cur)?),
+            None => None,
+        }
     };
     let mut bundles = txn.open_table(BUNDLES)?;
     let bytes = bundles.get(k.as_slice())?.map(|v| v.value().to_vec());
+    if bytes.is_none() && !claimed.as_ref().is_some_and(|r| r.contains(seq)) {
+        return Ok(None);
+    }
     let reason = match (&bytes, &expected) {
+        (Some(_), _) if failed.is_some() => format!("stored copy {}", failed.unwrap_or("")),
         (Some(b), Some(h)) => match Bundle::decode_expecting(b.clone(), h) {
             Ok(_) => return Ok(None),
             Err(e) => format!("stored copy is corrupt: {e}"),
@@ -167,16 +184,12 @@ fn quarantine_slot(
     };
     bundles.remove(k.as_slice())?;
     drop(bundles);
-    let mut ranges = txn.open_table(RANGES)?;
-    let ak = author_key(ws, author);
-    let cur = ranges.get(ak.as_slice())?.map(|v| v.value().to_vec());
-    if let Some(cur) = cur {
-        let mut r = decode_ranges(&ak, &cur)?;
+    if let Some(mut r) = claimed {
         r.remove(seq);
         let v = encode_ranges(&ak, &r)?;
-        ranges.insert(ak.as_slice(), v.as_slice())?;
+        txn.open_table(RANGES)?
+            .insert(ak.as_slice(), v.as_slice())?;
     }
-    drop(ranges);
     let mut q = txn.open_table(QUARANTINE)?;
     let id = put_entry(
         &mut q,
@@ -199,7 +212,9 @@ fn quarantine_slot(
 impl Store {
     /// Moves a held bundle whose copy fails verification to quarantine and
     /// removes it from the ranges, so sync asks peers for a clean copy.
-    /// Returns the quarantine id, or `None` when the copy verifies after all.
+    /// Returns the quarantine id, or `None` when the copy verifies after all
+    /// or was already moved ([`Store::bundle`] moves a corrupt copy itself;
+    /// this is for snapshot readers such as the sync engine's view).
     ///
     /// # Errors
     /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
@@ -210,7 +225,7 @@ impl Store {
         seq: u64,
     ) -> Result<Option<u64>, QuarantineError> {
         let txn = self.db.begin_write()?;
-        let r = quarantine_slot(&txn, ws, author, seq, "read")?;
+        let r = quarantine_slot(&txn, ws, author, seq, "read", None)?;
         txn.commit()?;
         Ok(r.map(|(id, _)| id))
     }
@@ -395,89 +410,6 @@ impl Store {
                 }
             }
         };
-        txn.commit()?;
-        Ok(out)
-    }
-
-    /// Re-verifies every held bundle against the hash index (and its chain
-    /// link to the previous held bundle), moves failing copies and copies
-    /// missing from the ranges' claim to quarantine, all in one write
-    /// transaction, and returns the slots that need a clean copy from peers.
-    ///
-    /// # Errors
-    /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
-    pub fn scrub(&self) -> Result<Vec<RepairNeeded>, QuarantineError> {
-        let txn = self.db.begin_write()?;
-        let mut suspects: Vec<(WorkspaceId, ActorId, u64)> = Vec::new();
-        {
-            let ranges = txn.open_table(RANGES)?;
-            let bundles = txn.open_table(BUNDLES)?;
-            let seq_hash = txn.open_table(SEQ_HASH)?;
-            for row in ranges.iter()? {
-                let (k, v) = row?;
-                let k = k.value();
-                if k.len() != 64 {
-                    return Err(DamagedRow { what: "ranges key" }.into());
-                }
-                let ws = WorkspaceId(
-                    k[..32]
-                        .try_into()
-                        .map_err(|_| DamagedRow { what: "ranges key" })?,
-                );
-                let author = ActorId(
-                    k[32..]
-                        .try_into()
-                        .map_err(|_| DamagedRow { what: "ranges key" })?,
-                );
-                let set = decode_ranges(k, v.value())?;
-                let mut prev: Option<(u64, BundleHash)> = None;
-                for seq in set.iter() {
-                    let sk = seq_key(&ws, &author, seq);
-                    let expected = seq_hash
-                        .get(sk.as_slice())?
-                        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash));
-                    let ok = match (bundles.get(sk.as_slice())?, expected) {
-                        (Some(b), Some(h)) => {
-                            match Bundle::decode_expecting(b.value().to_vec(), &h) {
-                                Ok(b) => match prev {
-                                    Some((ps, ph)) if ps.checked_add(1) == Some(seq) => {
-                                        b.body().prev_hash == Some(ph)
-                                    }
-                                    _ => true,
-                                },
-                                Err(_) => false,
-                            }
-                        }
-                        _ => false,
-                    };
-                    prev = expected.map(|h| (seq, h));
-                    if !ok {
-                        suspects.push((ws, author, seq));
-                    }
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for (ws, author, seq) in suspects {
-            match quarantine_slot(&txn, &ws, &author, seq, "scrub")? {
-                Some((_, expected)) => out.push(RepairNeeded {
-                    workspace: ws,
-                    author,
-                    seq,
-                    expected,
-                }),
-                None => {
-                    // The copy matches its index but breaks the chain: the
-                    // index itself is suspect. Report it for repair.
-                    out.push(RepairNeeded {
-                        workspace: ws,
-                        author,
-                        seq,
-                        expected: None,
-                    });
-                }
-            }
-        }
         txn.commit()?;
         Ok(out)
     }

@@ -16,9 +16,9 @@ use troupe_protocol::{
 
 use crate::Store;
 use crate::commit::{decode_ranges, decode_tip};
+use crate::entity::{EntityRow, entity_key_of, path, row_fields};
 use crate::error::{CorruptBundle, DamagedRow, ReadError};
 use crate::schema::*;
-use crate::state::decode_heads;
 
 /// One line of a workspace's history.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +57,7 @@ pub(crate) fn read_bundle(
     };
     let expected = seq_hash
         .get(k.as_slice())?
-        .and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash));
+        .and_then(|v| read_seq_hash(&k, v.value()));
     let corrupt = |reason: String| {
         ReadError::Corrupt(Box::new(CorruptBundle {
             workspace: *ws,
@@ -114,8 +114,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         Ok(WorkspaceView {
             ws: *ws,
-            heads: open(&txn, HEADS)?,
-            deletes: open(&txn, DELETES)?,
+            entities: open(&txn, ENTITIES)?,
             superseded: open(&txn, SUPERSEDED)?,
             bundles: open(&txn, BUNDLES)?,
             seq_hash: open(&txn, SEQ_HASH)?,
@@ -125,22 +124,38 @@ impl Store {
     /// A held bundle, verified. `Ok(None)` when not held.
     ///
     /// # Errors
-    /// [`ReadError::Corrupt`] when the copy fails its hash (call
-    /// [`Store::quarantine_corrupt`]); [`ReadError::Storage`].
+    /// [`ReadError::Corrupt`] when the copy fails its hash: it was not
+    /// returned, and it has already been moved to quarantine and out of the
+    /// ranges (so sync fetches a clean copy; [`Store::scrub`] lists the slot
+    /// with its expected hash until one arrives); [`ReadError::Storage`].
     pub fn bundle(
         &self,
         ws: &WorkspaceId,
         author: &ActorId,
         seq: u64,
     ) -> Result<Option<Bundle>, ReadError> {
-        let txn = self.db.begin_read()?;
-        read_bundle(
-            &open(&txn, BUNDLES)?,
-            &open(&txn, SEQ_HASH)?,
-            ws,
-            author,
-            seq,
-        )
+        let r = {
+            let txn = self.db.begin_read()?;
+            read_bundle(
+                &open(&txn, BUNDLES)?,
+                &open(&txn, SEQ_HASH)?,
+                ws,
+                author,
+                seq,
+            )
+        };
+        self.quarantine_on_read(r)
+    }
+
+    /// Moves the copy behind a [`ReadError::Corrupt`] to quarantine, then
+    /// hands the result back unchanged. Best effort: when the move itself
+    /// fails (a full disk), the corrupt copy is still never returned and
+    /// the next read or scrub tries again.
+    fn quarantine_on_read<T>(&self, r: Result<T, ReadError>) -> Result<T, ReadError> {
+        if let Err(ReadError::Corrupt(c)) = &r {
+            let _ = self.quarantine_corrupt(&c.workspace, &c.author, c.seq);
+        }
+        r
     }
 
     /// A held bundle by hash, verified.
@@ -148,20 +163,26 @@ impl Store {
     /// # Errors
     /// As [`Store::bundle`].
     pub fn bundle_by_hash(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
+        let r = self.bundle_by_hash_in(hash);
+        self.quarantine_on_read(r)
+    }
+
+    fn bundle_by_hash_in(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
         let txn = self.db.begin_read()?;
-        let idx = open(&txn, HASH_INDEX)?;
-        let Some(loc) = idx.get(hash.0.as_slice())? else {
+        let Some((ws, author, seq)) =
+            crate::hashidx::lookup(&open(&txn, HASH_INDEX)?, &open(&txn, HASH_LOG)?, hash)?
+        else {
             return Ok(None);
         };
-        let (ws, author, seq) =
-            parse_seq_key(loc.value()).ok_or(DamagedRow { what: "hash index" })?;
-        read_bundle(
+        // The index only locates; the slot's own hash decides.
+        Ok(read_bundle(
             &open(&txn, BUNDLES)?,
             &open(&txn, SEQ_HASH)?,
             &ws,
             &author,
             seq,
-        )
+        )?
+        .filter(|b| b.hash() == *hash))
     }
 
     /// The tip to sign the author's next bundle against: the highest seq ever
@@ -172,9 +193,10 @@ impl Store {
     pub fn author_tip(&self, ws: &WorkspaceId, author: &ActorId) -> Result<AuthorTip, ReadError> {
         let txn = self.db.begin_read()?;
         let t = open(&txn, TIPS)?;
-        match t.get(author_key(ws, author).as_slice())? {
+        let ak = author_key(ws, author);
+        match t.get(ak.as_slice())? {
             Some(v) => {
-                let (seq, h) = decode_tip(v.value())?;
+                let (seq, h) = decode_tip(&ak, v.value())?;
                 Ok(AuthorTip {
                     last_seq: seq,
                     last_hash: Some(h),
@@ -199,12 +221,8 @@ impl Store {
     /// [`ReadError::Storage`], [`ReadError::Damaged`].
     pub fn field_heads(&self, ws: &WorkspaceId, path: &FieldPath) -> Result<Vec<Head>, ReadError> {
         let txn = self.db.begin_read()?;
-        let t = open(&txn, HEADS)?;
-        let k = field_key(ws, path);
-        match t.get(k.as_slice())? {
-            Some(v) => Ok(decode_heads(&k, v.value())?),
-            None => Ok(Vec::new()),
-        }
+        let t = open(&txn, ENTITIES)?;
+        Ok(field_in(&t, ws, path)?.unwrap_or_default())
     }
 
     /// The value shown for a field: the winning head's, `None` when unknown
@@ -227,8 +245,12 @@ impl Store {
         id: &EntityId,
     ) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
         let txn = self.db.begin_read()?;
-        let t = open(&txn, HEADS)?;
-        fields_with_prefix(&t, &entity_prefix(ws, entity_type, id))
+        let t = open(&txn, ENTITIES)?;
+        let k = entity_prefix(ws, entity_type, id);
+        match t.get(k.as_slice())? {
+            Some(v) => Ok(row_fields(&k, v.value())?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Every known field of a workspace with its heads, in key order.
@@ -237,7 +259,7 @@ impl Store {
     /// As [`Store::field_heads`].
     pub fn fields(&self, ws: &WorkspaceId) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
         let txn = self.db.begin_read()?;
-        let t = open(&txn, HEADS)?;
+        let t = open(&txn, ENTITIES)?;
         fields_with_prefix(&t, &ws.0)
     }
 
@@ -255,8 +277,14 @@ impl Store {
     /// Every bundle is verified as it is read.
     ///
     /// # Errors
-    /// [`ReadError::Corrupt`] at the first copy that fails its hash.
+    /// [`ReadError::Corrupt`] at the first copy that fails its hash (moved
+    /// to quarantine, as for [`Store::bundle`]; call again for the rest).
     pub fn history(&self, ws: &WorkspaceId) -> Result<Vec<HistoryEntry>, ReadError> {
+        let r = self.history_in(ws);
+        self.quarantine_on_read(r)
+    }
+
+    fn history_in(&self, ws: &WorkspaceId) -> Result<Vec<HistoryEntry>, ReadError> {
         let txn = self.db.begin_read()?;
         let bundles = open(&txn, BUNDLES)?;
         let seq_hash = open(&txn, SEQ_HASH)?;
@@ -290,11 +318,23 @@ fn fields_with_prefix(
 ) -> Result<Vec<(FieldPath, Vec<Head>)>, ReadError> {
     let mut out = Vec::new();
     scan_prefix(t, prefix, |k, v| {
-        let p = parse_field_key(k).ok_or(DamagedRow { what: "field key" })?;
-        out.push((p, decode_heads(k, v)?));
+        out.extend(row_fields(k, v)?);
         Ok(())
     })?;
     Ok(out)
+}
+
+/// A field's heads from its entity row (`None` when the field is unknown).
+fn field_in(t: &RoTable, ws: &WorkspaceId, p: &FieldPath) -> Result<Option<Vec<Head>>, ReadError> {
+    Ok(entity_in(t, &entity_key_of(ws, p))?.and_then(|r| r.field(&p.field).cloned()))
+}
+
+/// An entity's row, verified.
+fn entity_in(t: &RoTable, k: &[u8]) -> Result<Option<EntityRow>, ReadError> {
+    match t.get(k)? {
+        Some(v) => Ok(Some(EntityRow::decode(k, v.value())?)),
+        None => Ok(None),
+    }
 }
 
 fn ranges_in(t: &RoTable, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ReadError> {
@@ -372,7 +412,7 @@ impl OplogView for StoreView {
         let v = h
             .get(k.as_slice())
             .map_err(|e| ViewError::Storage(e.to_string()))?;
-        Ok(v.and_then(|v| <[u8; 32]>::try_from(v.value()).ok().map(BundleHash)))
+        Ok(v.and_then(|v| read_seq_hash(&k, v.value())))
     }
 
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, ViewError> {
@@ -397,8 +437,7 @@ impl OplogView for StoreView {
 /// refused) and op lookup, for planning undo with `troupe_protocol::undo`.
 pub struct WorkspaceView {
     ws: WorkspaceId,
-    heads: RoTable,
-    deletes: RoTable,
+    entities: RoTable,
     superseded: RoTable,
     bundles: RoTable,
     seq_hash: RoTable,
@@ -414,11 +453,7 @@ impl StateBackend for WorkspaceView {
     type Error = ReadError;
 
     fn field_heads(&mut self, path: &FieldPath) -> Result<Option<Vec<Head>>, ReadError> {
-        let k = field_key(&self.ws, path);
-        match self.heads.get(k.as_slice())? {
-            Some(v) => Ok(Some(decode_heads(&k, v.value())?)),
-            None => Ok(None),
-        }
+        field_in(&self.entities, &self.ws, path)
     }
     fn put_field_heads(&mut self, _: &FieldPath, _: &[Head]) -> Result<(), ReadError> {
         Err(DamagedRow {
@@ -427,19 +462,17 @@ impl StateBackend for WorkspaceView {
         .into())
     }
     fn entity_fields(&mut self, ty: &str, id: &EntityId) -> Result<Vec<FieldPath>, ReadError> {
-        Ok(
-            fields_with_prefix(&self.heads, &entity_prefix(&self.ws, ty, id))?
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect(),
-        )
+        let row = entity_in(&self.entities, &entity_prefix(&self.ws, ty, id))?;
+        Ok(row
+            .map(|r| r.fields)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, _)| path(ty, id, f))
+            .collect())
     }
     fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, ReadError> {
-        let k = entity_prefix(&self.ws, ty, id);
-        match self.deletes.get(k.as_slice())? {
-            Some(v) => Ok(decode_heads(&k, v.value())?),
-            None => Ok(Vec::new()),
-        }
+        let row = entity_in(&self.entities, &entity_prefix(&self.ws, ty, id))?;
+        Ok(row.map(|r| r.deletes).unwrap_or_default())
     }
     fn put_entity_deletes(&mut self, _: &str, _: &EntityId, _: &[Head]) -> Result<(), ReadError> {
         Err(DamagedRow {

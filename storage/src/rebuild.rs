@@ -8,7 +8,7 @@
 
 use redb::backends::InMemoryBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
-use troupe_protocol::{ActorId, Bundle, BundleHash, WorkspaceId};
+use troupe_protocol::{ActorId, Bundle, WorkspaceId};
 
 use crate::Store;
 use crate::error::{CommitError, DamagedRow, RebuildError};
@@ -53,7 +53,7 @@ fn replay_into(
             parse_seq_key(k.value()).ok_or(DamagedRow { what: "bundle key" })?;
         let expected = seq_hash
             .get(k.value())?
-            .and_then(|h| <[u8; 32]>::try_from(h.value()).ok().map(BundleHash));
+            .and_then(|h| read_seq_hash(k.value(), h.value()));
         let bundle = match expected.map(|h| Bundle::decode_expecting(v.value().to_vec(), &h)) {
             Some(Ok(b)) => b,
             _ => {
@@ -68,6 +68,9 @@ fn replay_into(
         st.ws = ws;
         st.apply(&bundle)?;
         n += 1;
+    }
+    if let Some(st) = &mut state {
+        st.flush()?;
     }
     Ok(RebuildReport {
         replayed: n,
@@ -130,17 +133,19 @@ pub(crate) fn rebuild_workspace(
         }
         let expected = seq_hash
             .get(k.value())?
-            .and_then(|h| <[u8; 32]>::try_from(h.value()).ok().map(BundleHash));
+            .and_then(|h| read_seq_hash(k.value(), h.value()));
         if let Some(Ok(b)) = expected.map(|h| Bundle::decode_expecting(v.value().to_vec(), &h)) {
             state.apply(&b)?;
         }
     }
+    state.flush()?;
     Ok(())
 }
 
 impl Store {
     /// Clears materialised state and replays the oplog into it, in one write
-    /// transaction. Returns how many bundles were replayed and the slots
+    /// transaction; the hash index and damaged or low author tips are
+    /// rebuilt from the per-slot hashes in the same transaction. Returns how many bundles were replayed and the slots
     /// skipped because their copy is corrupt (scrub and repair those, then
     /// rebuild again).
     ///
@@ -159,6 +164,7 @@ impl Store {
         for t in STATE_TABLES {
             txn.open_table(t)?;
         }
+        crate::hashidx::rebuild_indexes(&txn)?;
         txn.commit()?;
         Ok(r)
     }
@@ -245,8 +251,7 @@ trait TableName {
 impl TableName for Tbl {
     fn to_string_name(&self) -> &'static str {
         match redb::TableHandle::name(self) {
-            "heads" => "heads",
-            "deletes" => "deletes",
+            "entities" => "entities",
             "superseded" => "superseded",
             "asset_deletes" => "asset_deletes",
             "asset_refs" => "asset_refs",

@@ -6,15 +6,15 @@
 //! | `meta` | name | schema version, counters |
 //! | `workspaces` | ws | postcard `WorkspaceInfo` |
 //! | `bundles` | ws, author, seq | raw bundle bytes (held copies) |
-//! | `seq_hash` | ws, author, seq | hash of the bundle applied at that slot (kept when the copy is quarantined) |
-//! | `hash_index` | hash | ws, author, seq |
-//! | `ranges` | ws, author | postcard seq ranges held |
-//! | `tips` | ws, author | highest seq ever committed and its hash |
-//! | `heads` | ws, type 0 id 0 field | postcard `Vec<Head>`; a prefix scan per entity is the entity→fields index |
-//! | `deletes` | ws, type 0 id | postcard `Vec<Head>` (live entity deletions) |
-//! | `superseded` | ws, scope tag, len-prefixed scope, op id | empty |
-//! | `asset_deletes` | ws, blob hash, op id | postcard (hlc, reason) |
-//! | `asset_refs` | blob hash, ws | newest referencing op's wall clock (ms) |
+//! | `seq_hash` | ws, author, seq | sealed hash of the bundle applied at that slot (kept when the copy is quarantined) |
+//! | `hash_index` | hash | sealed ws, author, seq |
+//! | `hash_log` | commit counter | sealed sorted (hash, ws, author, seq) entries of recent commits, merged into `hash_index` every 64 rows |
+//! | `ranges` | ws, author | sealed postcard seq ranges held |
+//! | `tips` | ws, author | sealed: highest seq ever committed and its hash |
+//! | `entities` | ws, type 0 id 0 | sealed postcard `EntityRow`: every known field's heads and the live entity deletions, one row per entity |
+//! | `superseded` | ws, op id (author, seq, index), scope tag, scope | empty; keyed by the superseded op so one prefix probe per bundle answers for all its ops |
+//! | `asset_deletes` | ws, blob hash, op id | sealed postcard (hlc, reason) |
+//! | `asset_refs` | blob hash, ws | sealed newest referencing op's wall clock (ms) |
 //! | `quarantine` | id | postcard `QuarantineEntry` |
 //! | `blob_meta` | blob hash | postcard `BlobMeta` |
 //! | `blob_chunks` | blob hash, chunk index | zstd chunk (complete) or plain piece (partial) |
@@ -24,21 +24,23 @@
 
 use redb::TableDefinition;
 use troupe_protocol::register::Scope;
-use troupe_protocol::{ActorId, EntityId, FieldPath, OpId, WorkspaceId};
+use troupe_protocol::{ActorId, BundleHash, EntityId, FieldPath, OpId, WorkspaceId};
 
 pub(crate) type Tbl = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+/// Version 2: one state row per entity, superseded keyed by op, hash index
+/// log; `seq_hash`, tips, hash index and asset rows sealed.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const META: Tbl = TableDefinition::new("meta");
 pub(crate) const WORKSPACES: Tbl = TableDefinition::new("workspaces");
 pub(crate) const BUNDLES: Tbl = TableDefinition::new("bundles");
 pub(crate) const SEQ_HASH: Tbl = TableDefinition::new("seq_hash");
 pub(crate) const HASH_INDEX: Tbl = TableDefinition::new("hash_index");
+pub(crate) const HASH_LOG: Tbl = TableDefinition::new("hash_log");
 pub(crate) const RANGES: Tbl = TableDefinition::new("ranges");
 pub(crate) const TIPS: Tbl = TableDefinition::new("tips");
-pub(crate) const HEADS: Tbl = TableDefinition::new("heads");
-pub(crate) const DELETES: Tbl = TableDefinition::new("deletes");
+pub(crate) const ENTITIES: Tbl = TableDefinition::new("entities");
 pub(crate) const SUPERSEDED: Tbl = TableDefinition::new("superseded");
 pub(crate) const ASSET_DELETES: Tbl = TableDefinition::new("asset_deletes");
 pub(crate) const ASSET_REFS: Tbl = TableDefinition::new("asset_refs");
@@ -50,7 +52,7 @@ pub(crate) const SKIPPED: Tbl = TableDefinition::new("skipped");
 pub(crate) const PEER_PROGRESS: Tbl = TableDefinition::new("peer_progress");
 
 /// Tables holding materialised state (cleared and refilled by rebuild).
-pub(crate) const STATE_TABLES: [Tbl; 5] = [HEADS, DELETES, SUPERSEDED, ASSET_DELETES, ASSET_REFS];
+pub(crate) const STATE_TABLES: [Tbl; 4] = [ENTITIES, SUPERSEDED, ASSET_DELETES, ASSET_REFS];
 
 pub(crate) const ALL_TABLES: [Tbl; 18] = [
     META,
@@ -58,10 +60,10 @@ pub(crate) const ALL_TABLES: [Tbl; 18] = [
     BUNDLES,
     SEQ_HASH,
     HASH_INDEX,
+    HASH_LOG,
     RANGES,
     TIPS,
-    HEADS,
-    DELETES,
+    ENTITIES,
     SUPERSEDED,
     ASSET_DELETES,
     ASSET_REFS,
@@ -101,26 +103,28 @@ pub(crate) fn parse_seq_key(k: &[u8]) -> Option<(WorkspaceId, ActorId, u64)> {
 
 pub(crate) fn entity_prefix(ws: &WorkspaceId, ty: &str, id: &EntityId) -> Vec<u8> {
     let mut k = Vec::with_capacity(32 + ty.len() + id.as_str().len() + 2);
+    push_entity_prefix(&mut k, ws, ty, id);
+    k
+}
+
+/// Appends an `entities` key to `k` (a reused buffer).
+pub(crate) fn push_entity_prefix(k: &mut Vec<u8>, ws: &WorkspaceId, ty: &str, id: &EntityId) {
     k.extend_from_slice(&ws.0);
     k.extend_from_slice(ty.as_bytes());
     k.push(0);
     k.extend_from_slice(id.as_str().as_bytes());
     k.push(0);
-    k
 }
 
-pub(crate) fn field_key(ws: &WorkspaceId, p: &FieldPath) -> Vec<u8> {
-    let mut k = entity_prefix(ws, &p.entity_type, &p.entity_id);
-    k.extend_from_slice(p.field.as_bytes());
-    k
-}
-
-/// Decodes the path part of a `heads` key (after the 32-byte workspace).
-pub(crate) fn parse_field_key(k: &[u8]) -> Option<FieldPath> {
+/// Decodes the type and id of an `entities` key (after the 32-byte
+/// workspace); the key ends with the separator after the id.
+pub(crate) fn parse_entity_key(k: &[u8]) -> Option<(String, EntityId)> {
     let rest = std::str::from_utf8(k.get(32..)?).ok()?;
-    let mut parts = rest.split('\0');
-    let (t, i, f) = (parts.next()?, parts.next()?, parts.next()?);
-    FieldPath::new(t, i, f).ok()
+    let rest = rest.strip_suffix('\0')?;
+    let (t, i) = rest.split_once('\0')?;
+    // Validate through the path rules (a dummy field name).
+    let p = FieldPath::new(t, i, "f").ok()?;
+    Some((p.entity_type, p.entity_id))
 }
 
 fn push_op(k: &mut Vec<u8>, op: &OpId) {
@@ -129,23 +133,36 @@ fn push_op(k: &mut Vec<u8>, op: &OpId) {
     k.extend_from_slice(&op.index.to_be_bytes());
 }
 
+/// Prefix of every `superseded` row naming an op of the bundle at
+/// (ws, author, seq): one probe tells whether any op of the bundle is
+/// superseded anywhere.
+pub(crate) fn superseded_bundle_prefix(ws: &WorkspaceId, author: &ActorId, seq: u64) -> [u8; 72] {
+    seq_key(ws, author, seq)
+}
+
+/// `superseded` key: the superseded op first (so a bundle's rows share a
+/// prefix), then the scope it is superseded in.
 pub(crate) fn superseded_key(ws: &WorkspaceId, scope: Scope<'_>, op: &OpId) -> Vec<u8> {
     let mut k = Vec::with_capacity(128);
     k.extend_from_slice(&ws.0);
-    let scope_bytes = match scope {
+    push_op(&mut k, op);
+    match scope {
         Scope::Field(p) => {
             k.push(0);
-            field_key(ws, p)
+            k.extend_from_slice(p.entity_type.as_bytes());
+            k.push(0);
+            k.extend_from_slice(p.entity_id.as_str().as_bytes());
+            k.push(0);
+            k.extend_from_slice(p.field.as_bytes());
         }
         Scope::Entity(t, id) => {
             k.push(1);
-            entity_prefix(ws, t, id)
+            k.extend_from_slice(t.as_bytes());
+            k.push(0);
+            k.extend_from_slice(id.as_str().as_bytes());
+            k.push(0);
         }
-    };
-    let s = &scope_bytes[32..];
-    k.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    k.extend_from_slice(s);
-    push_op(&mut k, op);
+    }
     k
 }
 
@@ -157,7 +174,7 @@ pub(crate) fn asset_delete_key(ws: &WorkspaceId, hash: &[u8; 32], op: &OpId) -> 
     k
 }
 
-fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
+pub(crate) fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
     let mut h = blake3::Hasher::new();
     h.update(&(key.len() as u32).to_be_bytes());
     h.update(key);
@@ -165,6 +182,18 @@ fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
     let mut t = [0u8; 8];
     t.copy_from_slice(&h.finalize().as_bytes()[..8]);
     t
+}
+
+/// A sealed `seq_hash` value: the hash of the bundle applied at the slot.
+pub(crate) fn seq_hash_value(key: &[u8], h: &BundleHash) -> Vec<u8> {
+    seal(key, h.0.to_vec())
+}
+
+/// The hash recorded at a slot; `None` when the row fails its seal (then
+/// the slot counts as unrecorded: its copy cannot be trusted, and a clean
+/// copy verified through its chain records it again).
+pub(crate) fn read_seq_hash(key: &[u8], v: &[u8]) -> Option<BundleHash> {
+    unseal(key, v)?.try_into().ok().map(BundleHash)
 }
 
 /// Appends a checksum over key and value, so a damaged state row (redb does

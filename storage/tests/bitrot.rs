@@ -1,7 +1,7 @@
 //! Bit rot under a running store: a bundle whose stored bytes change is never
-//! served. The read answers a typed Corrupt error, `quarantine_corrupt` moves
-//! it to quarantine and out of the ranges, scrub lists it for repair with the
-//! expected hash, and a clean copy from a peer restores it.
+//! served. A snapshot read answers a typed Corrupt error; a store read also
+//! moves the copy to quarantine and out of the ranges; scrub lists it for
+//! repair with the expected hash until a clean copy from a peer restores it.
 
 use std::sync::{Arc, Mutex};
 
@@ -83,13 +83,7 @@ fn a_rotten_bundle_is_never_served_and_is_repaired() {
     drop(store);
     let store = Store::open_unchecked_with_backend(mem.clone()).unwrap();
 
-    match store.bundle(&ws, &author, 5) {
-        Err(ReadError::Corrupt(c)) => {
-            assert_eq!(c.seq, 5);
-            assert_eq!(c.expected, Some(victim.hash()));
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    // A snapshot taken before any store read sees the rot as a typed error.
     let view = store.view().unwrap();
     assert!(matches!(
         view.bundle(&ws, &author, 5),
@@ -100,26 +94,42 @@ fn a_rotten_bundle_is_never_served_and_is_repaired() {
         bundles[3].bytes()
     );
     drop(view);
-    assert!(
-        store.history(&ws).is_err(),
-        "history refuses to show a rotten bundle"
-    );
 
-    let repair = store.scrub().unwrap();
-    assert_eq!(repair.len(), 1);
-    assert_eq!(
-        (repair[0].seq, repair[0].expected),
-        (5, Some(victim.hash()))
-    );
+    match store.bundle(&ws, &author, 5) {
+        Err(ReadError::Corrupt(c)) => {
+            assert_eq!(c.seq, 5);
+            assert_eq!(c.expected, Some(victim.hash()));
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // The read moved it to quarantine and out of the ranges.
+    let q = store.quarantine_list().unwrap();
+    assert_eq!((q.len(), q[0].source.as_str()), (1, "read"));
     assert_eq!(
         store.ranges(&ws).unwrap()[&author].ranges(),
         &[(1, 4), (6, 10)]
     );
     assert_eq!(store.bundle(&ws, &author, 5).unwrap(), None);
+    assert_eq!(
+        store.history(&ws).unwrap().len(),
+        9,
+        "history skips the gap"
+    );
+    // A caller that still quarantines after the read adds no second entry.
+    assert_eq!(store.quarantine_corrupt(&ws, &author, 5).unwrap(), None);
+    assert_eq!(store.quarantine_list().unwrap().len(), 1);
+
+    // Scrub keeps listing the slot, with its hash, until a clean copy comes.
+    for _ in 0..2 {
+        let repair = store.scrub().unwrap();
+        assert_eq!(repair.len(), 1);
+        assert_eq!(
+            (repair[0].seq, repair[0].expected),
+            (5, Some(victim.hash()))
+        );
+    }
     assert!(store.quarantine_corrupt(&ws, &author, 6).unwrap().is_none());
-    let q = store.quarantine_list().unwrap();
-    assert_eq!((q.len(), q[0].source.as_str()), (1, "scrub"));
-    assert!(store.scrub().unwrap().is_empty());
+    assert_eq!(store.quarantine_list().unwrap().len(), 1);
 
     // A clean copy arrives: restored, not applied twice.
     let out = store
@@ -133,4 +143,129 @@ fn a_rotten_bundle_is_never_served_and_is_repaired() {
     );
     assert!(store.verify_rebuild().unwrap().is_empty());
     assert_eq!(store.history(&ws).unwrap().len(), 10);
+    assert!(store.scrub().unwrap().is_empty());
+}
+
+#[test]
+fn a_rotten_blob_is_dropped_by_scrub_and_reported_for_refetch() {
+    let mem = Mem::default();
+    let store = Store::open_with_backend(mem.clone()).unwrap();
+    // Incompressible bytes: zstd stores them verbatim, so they are findable.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let blob: Vec<u8> = (0..8192)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let h = store.put_blob(&blob).unwrap();
+    assert!(store.scrub_report().unwrap().blobs.is_empty());
+    drop(store);
+    {
+        let needle = &blob[1000..1064];
+        let mut img = mem.0.lock().unwrap();
+        let at = img
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("blob bytes are in the image");
+        img[at + 10] ^= 0x01;
+    }
+    let store = Store::open_unchecked_with_backend(mem.clone()).unwrap();
+    assert!(store.get_blob(&h).is_err(), "a rotten blob is never served");
+    let report = store.scrub_report().unwrap();
+    assert_eq!(report.blobs, vec![h]);
+    assert!(matches!(
+        store.blob_state(&h).unwrap(),
+        troupe_protocol::sync::oplog_view::BlobState::Absent
+    ));
+    let q = store.quarantine_list().unwrap();
+    assert_eq!((q.len(), q[0].source.as_str()), (1, "scrub"));
+    assert!(store.scrub_report().unwrap().blobs.is_empty());
+    // A clean copy can be received again.
+    assert_eq!(store.put_blob(&blob).unwrap(), h);
+    assert_eq!(store.get_blob(&h).unwrap(), blob);
+}
+
+#[test]
+fn the_hash_index_finds_bundles_before_and_after_its_log_is_merged() {
+    let store = Store::open_with_backend(Mem::default()).unwrap();
+    store
+        .add_workspace(&WorkspaceInfo::new(
+            test_workspace(),
+            "t",
+            WorkspaceKind::Show,
+        ))
+        .unwrap();
+    // 150 commits of one bundle: the log is merged twice (every 64 rows).
+    let (ws, bundles) = chain(3, 150);
+    for b in &bundles {
+        store.commit_batch(&ws, vec![b.clone()], "peer").unwrap();
+    }
+    for b in [&bundles[0], &bundles[63], &bundles[64], &bundles[149]] {
+        assert_eq!(store.bundle_by_hash(&b.hash()).unwrap().as_ref(), Some(b));
+    }
+    let (_, other) = chain(4, 1);
+    assert_eq!(store.bundle_by_hash(&other[0].hash()).unwrap(), None);
+    assert!(store.scrub().unwrap().is_empty());
+    // Rebuild refills the index from the per-slot hashes and keeps the tip.
+    let tip = store.author_tip(&ws, &key(3).actor_id()).unwrap();
+    store.rebuild().unwrap();
+    for b in [&bundles[0], &bundles[100], &bundles[149]] {
+        assert_eq!(store.bundle_by_hash(&b.hash()).unwrap().as_ref(), Some(b));
+    }
+    assert_eq!(store.author_tip(&ws, &key(3).actor_id()).unwrap(), tip);
+    assert!(store.verify_rebuild().unwrap().is_empty());
+}
+
+#[test]
+fn scrub_catches_a_rotten_signature_that_the_hash_does_not_cover() {
+    let mem = Mem::default();
+    let store = Store::open_with_backend(mem.clone()).unwrap();
+    store
+        .add_workspace(&WorkspaceInfo::new(
+            test_workspace(),
+            "t",
+            WorkspaceKind::Show,
+        ))
+        .unwrap();
+    let (ws, bundles) = chain(7, 10);
+    store.commit_batch(&ws, bundles.clone(), "peer").unwrap();
+    let author = key(7).actor_id();
+    let victim = &bundles[9];
+    assert!(victim.signature().is_some());
+    drop(store);
+    {
+        let needle = victim.bytes();
+        let mut img = mem.0.lock().unwrap();
+        let mut i = 0;
+        let mut hits = 0;
+        while i + needle.len() <= img.len() {
+            if &img[i..i + needle.len()] == needle {
+                img[i + 10] ^= 0x04; // inside the signature, outside the hashed body
+                hits += 1;
+                i += needle.len();
+            } else {
+                i += 1;
+            }
+        }
+        assert!(hits >= 1);
+    }
+    let store = Store::open_unchecked_with_backend(mem.clone()).unwrap();
+    let repair = store.scrub().unwrap();
+    assert_eq!(repair.len(), 1);
+    assert_eq!(
+        (repair[0].seq, repair[0].expected),
+        (10, Some(victim.hash()))
+    );
+    let q = store.quarantine_list().unwrap();
+    assert!(q[0].reason.contains("signature"), "{}", q[0].reason);
+    assert_eq!(store.ranges(&ws).unwrap()[&author].ranges(), &[(1, 9)]);
+    let out = store
+        .commit_batch(&ws, vec![victim.clone()], "peer")
+        .unwrap();
+    assert_eq!(out.committed.len(), 1);
+    assert!(store.scrub().unwrap().is_empty());
+    assert!(store.verify_rebuild().unwrap().is_empty());
 }

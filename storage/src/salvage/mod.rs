@@ -241,14 +241,14 @@ pub fn salvage_copy(src: &Path, dst: &Path) -> Result<SalvageReport, SalvageErro
     {
         let mut tips = txn.open_table(TIPS)?;
         for (k, v) in tip_rows {
-            let Ok((seq, _)) = decode_tip(&v) else {
+            let Ok((seq, _)) = decode_tip(&k, &v) else {
                 continue;
             };
             if k.len() != 64 || !known.iter().any(|w| k.starts_with(&w.0)) {
                 continue;
             }
             let ours = match tips.get(k.as_slice())? {
-                Some(t) => decode_tip(t.value()).map(|t| t.0).unwrap_or(0),
+                Some(t) => decode_tip(&k, t.value()).map(|t| t.0).unwrap_or(0),
                 None => 0,
             };
             if seq > ours {
