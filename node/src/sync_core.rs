@@ -8,6 +8,8 @@
 //!
 //! - `CommitBatch` runs as ONE store transaction right here and is answered
 //!   with `BatchCommitted` / `BatchRejected` before anything else happens;
+//!   the batches of one call are flushed to disk together before the call
+//!   returns, i.e. before any acknowledgement reaches the network;
 //! - `Quarantine` goes into the store's quarantine with its source peer;
 //! - `SendFrame`, `Disconnect` and the next wake-up become [`NetCommand`]s for
 //!   the async driver ([`crate::sync_driver`]), which owns the streams;
@@ -77,6 +79,8 @@ pub struct SyncCore {
     events: EventBus,
     status: Arc<Mutex<SyncStatus>>,
     last_wake: Option<Option<Millis>>,
+    /// Batches committed since the last flush to disk.
+    unflushed: bool,
     workspaces_tx: Option<tokio::sync::watch::Sender<Vec<WorkspaceSecret>>>,
 }
 
@@ -118,6 +122,7 @@ impl SyncCore {
             events,
             status,
             last_wake: None,
+            unflushed: false,
             workspaces_tx: None,
         })
     }
@@ -202,7 +207,19 @@ impl SyncCore {
                 }
             }
         }
+        self.flush();
         self.after_drain();
+    }
+
+    /// Makes the batches committed during this call durable before any of
+    /// their acknowledgements leave (the driver sends frames only after the
+    /// call returns), so one disk flush covers a run of batches.
+    fn flush(&mut self) {
+        if std::mem::take(&mut self.unflushed)
+            && let Err(e) = self.local.store().flush()
+        {
+            warn!(error = %e, "could not flush received batches to disk; they are fetched again if lost");
+        }
     }
 
     fn after_drain(&mut self) {
@@ -283,9 +300,10 @@ impl SyncCore {
         match self
             .local
             .store()
-            .commit_batch(&workspace, bundles, &source)
+            .commit_batch_deferred(&workspace, bundles, &source)
         {
             Ok(outcome) => {
+                self.unflushed = true;
                 if let Some(h) = newest {
                     self.local.observe(h);
                 }

@@ -102,6 +102,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::commit_batch`] (atomic, all or nothing), but not made
+    /// durable on its own: a crash before the next [`Store::flush`] (or any
+    /// durable commit) rolls the store back to the last durable state, as if
+    /// the batch had never arrived. Sync uses this to make a run of batches
+    /// durable with one disk flush; it acknowledges them only after the flush.
+    ///
+    /// # Errors
+    /// As [`Store::commit_batch`].
+    pub fn commit_batch_deferred(
+        &self,
+        workspace: &WorkspaceId,
+        bundles: Vec<Bundle>,
+        source: &str,
+    ) -> Result<BatchOutcome, CommitError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
+        let out = commit_in(&txn, workspace, bundles, Mode::Remote(source))?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Makes every earlier deferred commit durable (one flush to disk).
+    ///
+    /// # Errors
+    /// [`CommitError::Storage`]: the deferred commits may be lost on a crash;
+    /// retry, or treat them as not yet received.
+    pub fn flush(&self) -> Result<(), CommitError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// A batch commit for salvage: not durable on its own (salvage ends with
     /// one durable commit before the new file is put in place).
     pub(crate) fn commit_salvaged(
