@@ -12,19 +12,20 @@
 //!
 //! | line | schema 1 | schema 2 (one row per entity) |
 //! |---|---|---|
-//! | apply, durable [<= 0.5 s] | 6.4–10.7 s | 3.7–4.6 s |
+//! | apply, durable [<= 0.5 s] | 6.4–11.8 s | 3.0–5.6 s |
 //! | peak RSS [<= 64 MiB] | 31 MiB | 36 MiB |
-//! | scrub [<= 0.5 s] | 0.49–0.63 s | 0.19–0.29 s |
+//! | scrub [<= 0.5 s] | 0.49–0.76 s | 0.19–0.31 s |
 //! | blob put / get [>= 400 MB/s] | 1.0–1.5 / 0.7–1.0 GB/s | same |
-//! | group commit [>= 50,000/s] | 32–42k/s | 52–57k/s |
-//! | single commit | 1.8–2.5k/s | 1.4–2.3k/s |
+//! | group commit [>= 50,000/s] | 23–42k/s | 50–65k/s |
+//! | single commit | 1.6–2.5k/s | 1.7–2.3k/s |
 //!
-//! Where apply's time goes now (perf, on-CPU samples of the applying
-//! process): the register on cached entity rows about a third, writing the
-//! rows back (encode, seal, insert) a fifth, redb's commit (copying and
-//! checksumming dirty pages) a fifth; the rest is bundle and slot inserts,
-//! the hash index log, and verification. Off-CPU, each of the 391 commits
-//! waits for its sync.
+//! Where apply's time goes now (perf, on-CPU samples inside
+//! `commit_batch`): the register on cached entity rows 28 %, writing the
+//! rows back (B-tree inserts, encode, seal) 21 %, redb's commit (copying,
+//! checksumming and writing dirty pages) 25 %, bundle and slot inserts
+//! 12 %, the hash index log 8 %, verification 3 %. Off-CPU, each of the 391
+//! commits waits for its sync. The decode and hash of the stream (the
+//! "of which" figure) is the bench's own work.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;

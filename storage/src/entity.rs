@@ -6,10 +6,16 @@
 //! touches one row. Fields are kept sorted by name, so the row (and the
 //! order [`crate::Store::fields`] reports) is a pure function of the state:
 //! rebuilt and materialised rows compare byte for byte.
+//!
+//! Stored form: the distinct authors of the row's heads once, then each
+//! head names its author by position (a row of ten fields with two heads
+//! each is about half the size of one repeating the 32-byte author ids).
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeTuple;
+use serde::{Serialize, Serializer};
+use troupe_protocol::hlc::Hlc;
 use troupe_protocol::register::Head;
-use troupe_protocol::{EntityId, FieldPath, WorkspaceId};
+use troupe_protocol::{ActorId, EntityId, FieldPath, OpId, Value, WorkspaceId};
 
 use crate::error::DamagedRow;
 use crate::schema::{parse_entity_key, row_tag, unseal};
@@ -19,7 +25,7 @@ use crate::schema::{parse_entity_key, row_tag, unseal};
 const MAX_ROW: usize = 1 << 30;
 
 /// The state of one entity.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct EntityRow {
     /// Every known field (a field stays known with no heads), sorted by name.
     pub(crate) fields: Vec<(String, Vec<Head>)>,
@@ -68,12 +74,33 @@ impl EntityRow {
 
     /// Decodes a stored row after checking its seal.
     pub(crate) fn decode(key: &[u8], v: &[u8]) -> Result<EntityRow, DamagedRow> {
-        let body = unseal(key, v).ok_or(DamagedRow {
+        let damaged = DamagedRow {
             what: "entity state",
-        })?;
-        postcard::from_bytes(body).map_err(|_| DamagedRow {
-            what: "entity state",
-        })
+        };
+        let body = unseal(key, v).ok_or(damaged.clone())?;
+        let (authors, fields, deletes): StoredRow =
+            postcard::from_bytes(body).map_err(|_| damaged.clone())?;
+        let head = |h: StoredHead| -> Result<Head, DamagedRow> {
+            let (a, seq, index, hlc, value) = h;
+            let author = *authors.get(a as usize).ok_or(damaged.clone())?;
+            Ok(Head {
+                op: OpId { author, seq, index },
+                hlc,
+                value,
+            })
+        };
+        let mut row = EntityRow {
+            fields: Vec::with_capacity(fields.len()),
+            deletes: Vec::with_capacity(deletes.len()),
+        };
+        for (f, hs) in fields {
+            let hs = hs.into_iter().map(head).collect::<Result<Vec<_>, _>>()?;
+            row.fields.push((f, hs));
+        }
+        for h in deletes {
+            row.deletes.push(head(h)?);
+        }
+        Ok(row)
     }
 
     /// Encodes and seals the row for `key` into `buf` (grown as needed),
@@ -85,7 +112,7 @@ impl EntityRow {
     ) -> Result<&'b [u8], DamagedRow> {
         loop {
             let cap = buf.len();
-            let r = postcard::to_slice(self, buf.as_mut_slice()).map(|b| b.len());
+            let r = postcard::to_slice(&Compact::new(self), buf.as_mut_slice()).map(|b| b.len());
             match r {
                 Ok(n) => {
                     if buf.len() < n + 8 {
@@ -106,6 +133,78 @@ impl EntityRow {
                 }
             }
         }
+    }
+}
+
+/// A stored head: author position, seq, op index, hlc, value.
+type StoredHead = (u32, u64, u32, Hlc, Option<Value>);
+/// A stored row: authors, fields with their heads, deletions.
+type StoredRow = (
+    Vec<ActorId>,
+    Vec<(String, Vec<StoredHead>)>,
+    Vec<StoredHead>,
+);
+
+/// Serializes an [`EntityRow`] in the stored form without copying values.
+struct Compact<'a> {
+    row: &'a EntityRow,
+    authors: Vec<ActorId>,
+}
+
+impl<'a> Compact<'a> {
+    fn new(row: &'a EntityRow) -> Self {
+        let mut authors: Vec<ActorId> = Vec::new();
+        let all = row.fields.iter().flat_map(|(_, h)| h).chain(&row.deletes);
+        for h in all {
+            if !authors.contains(&h.op.author) {
+                authors.push(h.op.author);
+            }
+        }
+        Compact { row, authors }
+    }
+
+    fn pos(&self, a: &ActorId) -> u32 {
+        self.authors.iter().position(|x| x == a).unwrap_or(0) as u32
+    }
+}
+
+struct Heads<'a>(&'a Compact<'a>, &'a [Head]);
+
+impl Serialize for Heads<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.1.iter().map(|h| {
+            (
+                self.0.pos(&h.op.author),
+                h.op.seq,
+                h.op.index,
+                h.hlc,
+                &h.value,
+            )
+        }))
+    }
+}
+
+impl Serialize for Compact<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&self.authors)?;
+        t.serialize_element(&Fields(self))?;
+        t.serialize_element(&Heads(self, &self.row.deletes))?;
+        t.end()
+    }
+}
+
+struct Fields<'a>(&'a Compact<'a>);
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .row
+                .fields
+                .iter()
+                .map(|(f, hs)| (f.as_str(), Heads(self.0, hs))),
+        )
     }
 }
 
