@@ -200,6 +200,11 @@ async fn serve(
                 Ok(Err(e)) => warn!(error = %e, "the store scrub could not run"),
                 Err(_) => {}
             }
+            match scrub_core.call(|c| c.want_missing_assets()).await {
+                Ok(Ok(0)) | Err(_) => {}
+                Ok(Ok(n)) => info!(assets = n, "fetching assets whose bytes are not here yet"),
+                Ok(Err(e)) => warn!(error = %e, "could not list the assets to fetch"),
+            }
         }
         .in_current_span(),
     );

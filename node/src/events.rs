@@ -92,6 +92,21 @@ pub enum NodeEvent {
         /// Field paths, `type/id/field`.
         fields: Vec<String>,
     },
+    /// An asset's bytes arrived from a member and verified.
+    AssetReceived {
+        /// Workspace id (hex).
+        workspace: String,
+        /// Blob hash (hex).
+        asset: String,
+    },
+    /// No connected member has an asset's bytes (never had them, or removed
+    /// them); asked again when new data references it.
+    AssetUnavailable {
+        /// Workspace id (hex).
+        workspace: String,
+        /// Blob hash (hex).
+        asset: String,
+    },
     /// A peer sent something invalid; it was refused and the peer blamed.
     PeerBlamed {
         /// libp2p peer id.

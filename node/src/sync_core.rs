@@ -81,6 +81,8 @@ pub struct SyncCore {
     last_wake: Option<Option<Millis>>,
     /// Batches committed since the last flush to disk.
     unflushed: bool,
+    /// Assets seen in received bundles, to fetch once this call's inputs are done.
+    blob_wants: Vec<(WorkspaceId, troupe_protocol::ids::BlobHash, u64)>,
     workspaces_tx: Option<tokio::sync::watch::Sender<Vec<WorkspaceSecret>>>,
 }
 
@@ -123,6 +125,7 @@ impl SyncCore {
             status,
             last_wake: None,
             unflushed: false,
+            blob_wants: Vec::new(),
             workspaces_tx: None,
         })
     }
@@ -208,6 +211,18 @@ impl SyncCore {
             }
         }
         self.flush();
+        let wants = std::mem::take(&mut self.blob_wants);
+        if !wants.is_empty() {
+            let inputs = wants
+                .into_iter()
+                .map(|(workspace, hash, size)| Input::BlobWanted {
+                    workspace,
+                    hash,
+                    size,
+                })
+                .collect();
+            return self.inputs(inputs);
+        }
         self.after_drain();
     }
 
@@ -285,7 +300,64 @@ impl SyncCore {
                 self.event(ev);
                 None
             }
+            Output::WriteBlobChunk {
+                hash,
+                offset,
+                size,
+                bytes,
+                ..
+            } => Some(self.write_blob(hash, offset, size, &bytes)),
         }
+    }
+
+    /// Appends a received blob chunk (beginning the receive at offset 0);
+    /// the store verifies the whole blob before it becomes visible.
+    fn write_blob(
+        &mut self,
+        hash: troupe_protocol::ids::BlobHash,
+        offset: u64,
+        size: u64,
+        bytes: &[u8],
+    ) -> Input {
+        let store = self.local.store();
+        let result = if offset == 0 {
+            store.blob_begin(&hash, size).map(|_| ())
+        } else {
+            Ok(())
+        }
+        .and_then(|()| store.blob_write_chunk(&hash, offset, bytes));
+        match result {
+            Ok(complete) => Input::BlobChunkWritten {
+                hash,
+                offset,
+                len: bytes.len() as u64,
+                complete,
+            },
+            Err(e) => Input::BlobChunkRejected {
+                hash,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// Assets referenced by bundles just received: their bytes are fetched
+    /// from members, so a file added on one device appears on the others.
+    fn assets_in(
+        bundles: &[troupe_protocol::bundle::Bundle],
+    ) -> Vec<(troupe_protocol::ids::BlobHash, u64)> {
+        let mut out = Vec::new();
+        for b in bundles {
+            for op in &b.body().ops {
+                if let troupe_protocol::op::Op::Set {
+                    value: troupe_protocol::value::Value::Asset(a),
+                    ..
+                } = op
+                {
+                    out.push((a.hash, a.size));
+                }
+            }
+        }
+        out
     }
 
     fn commit(
@@ -296,6 +368,7 @@ impl SyncCore {
         bundles: Vec<troupe_protocol::bundle::Bundle>,
     ) -> Input {
         let newest = bundles.iter().map(|b| b.body().hlc).max();
+        let assets = Self::assets_in(&bundles);
         let source = peer_name(&peer);
         match self
             .local
@@ -330,6 +403,14 @@ impl SyncCore {
                 }
                 for (id, author, seq, reason) in &outcome.quarantined {
                     warn!(id, %author, seq, %reason, "the store quarantined a bundle from a peer");
+                }
+                for (hash, size) in assets {
+                    if !matches!(
+                        self.local.store().blob_state(&hash),
+                        Ok(troupe_protocol::sync::BlobState::Complete { .. })
+                    ) {
+                        self.blob_wants.push((workspace, hash, size));
+                    }
                 }
                 Input::BatchCommitted {
                     peer,
@@ -393,6 +474,20 @@ impl SyncCore {
                     reason,
                 });
             }
+            SyncEvent::BlobComplete { workspace, hash } => {
+                info!(%workspace, blob = %hash, "received an asset");
+                self.events.publish(NodeEvent::AssetReceived {
+                    workspace: workspace.to_string(),
+                    asset: hash.to_string(),
+                });
+            }
+            SyncEvent::BlobUnavailable { workspace, hash } => {
+                warn!(%workspace, blob = %hash, "no connected member has this asset's bytes");
+                self.events.publish(NodeEvent::AssetUnavailable {
+                    workspace: workspace.to_string(),
+                    asset: hash.to_string(),
+                });
+            }
             SyncEvent::RepairFailed {
                 workspace,
                 author,
@@ -424,6 +519,41 @@ impl SyncCore {
             }
         }
         Ok(needed.len())
+    }
+
+    /// Asks members for every asset the workspaces reference whose bytes are
+    /// not complete here (a receive cut short by a restart resumes from what
+    /// is held). Returns how many were asked for.
+    ///
+    /// # Errors
+    /// The store's read error.
+    pub fn want_missing_assets(&mut self) -> Result<usize, troupe_storage::ReadError> {
+        let mut wants = Vec::new();
+        for info in self.local.store().workspaces()? {
+            let ws = info.id();
+            for (_, heads) in self.local.store().fields(&ws)? {
+                for h in heads {
+                    if let Some(troupe_protocol::value::Value::Asset(a)) = h.value
+                        && !matches!(
+                            self.local.store().blob_state(&a.hash),
+                            Ok(troupe_protocol::sync::BlobState::Complete { .. })
+                                | Ok(troupe_protocol::sync::BlobState::Unavailable)
+                        )
+                    {
+                        wants.push(Input::BlobWanted {
+                            workspace: ws,
+                            hash: a.hash,
+                            size: a.size,
+                        });
+                    }
+                }
+            }
+        }
+        let n = wants.len();
+        if n > 0 {
+            self.inputs(wants);
+        }
+        Ok(n)
     }
 
     /// Forgets up-to-date marks for a peer that left.

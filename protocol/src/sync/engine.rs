@@ -100,6 +100,8 @@ pub struct Engine {
     /// Batches handed to the driver: (source, workspace, local id) → what.
     pub(crate) committing: BTreeMap<(PeerId, WorkspaceId, u64), Pending>,
     pub(crate) repairs: BTreeMap<(WorkspaceId, ActorId, u64), Repair>,
+    /// Blobs being fetched.
+    pub(crate) blobs: BTreeMap<crate::ids::BlobHash, super::blobs::BlobFetch>,
     pub(crate) next_local_batch: u64,
     pub(crate) stats: SyncStats,
     pub(crate) codec: super::message::BatchCodec,
@@ -123,6 +125,7 @@ impl Engine {
             uncommitted: BTreeMap::new(),
             committing: BTreeMap::new(),
             repairs: BTreeMap::new(),
+            blobs: BTreeMap::new(),
             next_local_batch: 0,
             stats: SyncStats::default(),
             codec: super::message::BatchCodec::default(),
@@ -198,6 +201,18 @@ impl Engine {
                 self.secrets.insert(secret.workspace_id(), secret);
             }
             Input::WorkspaceRemoved(ws) => self.workspace_removed(ws),
+            Input::BlobWanted {
+                workspace,
+                hash,
+                size,
+            } => self.blob_wanted(workspace, hash, size, view),
+            Input::BlobChunkWritten {
+                hash,
+                offset,
+                len,
+                complete,
+            } => self.blob_written(hash, offset, len, complete),
+            Input::BlobChunkRejected { hash, reason } => self.blob_rejected(hash, reason, view),
         }
     }
 
@@ -264,6 +279,7 @@ impl Engine {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
+        self.release_blobs(peer);
         let mut touched = Vec::new();
         if let Some(Session::Active(a)) = p.session {
             for (ws, sh) in a.shared {
@@ -399,8 +415,15 @@ impl Engine {
                 return;
             }
         };
+        let joined: Vec<WorkspaceId> = match &next {
+            Session::Active(a) => a.shared.keys().copied().collect(),
+            _ => Vec::new(),
+        };
         if let Some(p) = self.peers.get_mut(&peer) {
             p.session = Some(next);
+        }
+        for ws in joined {
+            self.resume_blobs(ws);
         }
     }
 
@@ -444,6 +467,20 @@ impl Engine {
             Message::Hello { .. } | Message::Proofs { .. } => {
                 self.blame(peer, "handshake message after handshake".into(), view);
             }
+            Message::BlobWant {
+                workspace,
+                hash,
+                offset,
+                len,
+            } => self.on_blob_want(peer, workspace, hash, offset, len, view),
+            Message::BlobChunk {
+                workspace,
+                hash,
+                offset,
+                size,
+                bytes,
+            } => self.on_blob_chunk(peer, workspace, hash, offset, size, bytes, view),
+            Message::BlobUnavailable { hash, .. } => self.on_blob_unavailable(peer, hash, view),
         }
     }
 

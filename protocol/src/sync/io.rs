@@ -8,7 +8,7 @@
 use std::fmt;
 
 use crate::bundle::Bundle;
-use crate::ids::{ActorId, BundleHash, WorkspaceId};
+use crate::ids::{ActorId, BlobHash, BundleHash, WorkspaceId};
 use crate::workspace::WorkspaceSecret;
 
 /// Milliseconds on the driver's monotonic clock. The engine only compares and
@@ -93,6 +93,37 @@ pub enum Input {
     WorkspaceAdded(WorkspaceSecret),
     /// The node left a workspace; nothing more of it is sent or accepted.
     WorkspaceRemoved(WorkspaceId),
+    /// Fetch a blob's bytes (an asset referenced in `workspace`) from a
+    /// member; ends with [`SyncEvent::BlobComplete`] or
+    /// [`SyncEvent::BlobUnavailable`].
+    BlobWanted {
+        /// Workspace whose members are asked.
+        workspace: WorkspaceId,
+        /// Blob.
+        hash: BlobHash,
+        /// Its plain size, as the asset reference names it.
+        size: u64,
+    },
+    /// The driver wrote an [`Output::WriteBlobChunk`]; `complete` when the
+    /// store verified the whole blob and made it visible.
+    BlobChunkWritten {
+        /// Blob.
+        hash: BlobHash,
+        /// Offset written.
+        offset: u64,
+        /// Bytes written.
+        len: u64,
+        /// Whether the blob is now complete and verified.
+        complete: bool,
+    },
+    /// The driver could not write a chunk, or the finished blob did not hash
+    /// to `hash` (the store discarded it): the sender is blamed.
+    BlobChunkRejected {
+        /// Blob.
+        hash: BlobHash,
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 /// One thing for the driver to do, from [`Engine::poll_output`](super::Engine::poll_output).
@@ -137,6 +168,23 @@ pub enum Output {
     },
     /// Something to show or log.
     Event(SyncEvent),
+    /// Append these plain bytes to the blob's receive at `offset` (begin it
+    /// when `offset` is 0), then answer [`Input::BlobChunkWritten`] or
+    /// [`Input::BlobChunkRejected`]. Chunks of one blob come in order.
+    WriteBlobChunk {
+        /// Who sent them.
+        peer: PeerId,
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Blob.
+        hash: BlobHash,
+        /// Offset of the first byte.
+        offset: u64,
+        /// The blob's full plain size.
+        size: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// What a person (or the log) may want to know.
@@ -173,6 +221,21 @@ pub enum SyncEvent {
         peer: PeerId,
         /// What was wrong.
         reason: String,
+    },
+    /// A wanted blob is complete and verified here.
+    BlobComplete {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Blob.
+        hash: BlobHash,
+    },
+    /// No connected member holds a wanted blob (never had it, or garbage
+    /// collected it); asked once, not retried until wanted again.
+    BlobUnavailable {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Blob.
+        hash: BlobHash,
     },
     /// No connected peer could supply a clean copy of a corrupt bundle.
     RepairFailed {

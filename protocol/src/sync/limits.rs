@@ -47,3 +47,10 @@ pub const KEEPALIVE: Millis = 10_000;
 pub const IDLE_TIMEOUT: Millis = 30_000;
 /// Most repairs outstanding at once.
 pub const MAX_REPAIRS: usize = 1024;
+
+/// Bytes of one blob chunk (a frame carries one, well under [`MAX_FRAME`]).
+pub const BLOB_CHUNK: usize = 1024 * 1024;
+/// Blob chunks asked of one peer and not yet received.
+pub const BLOB_WINDOW: usize = 4;
+/// Blobs being fetched at once; more wants are answered "unavailable".
+pub const MAX_BLOB_FETCHES: usize = 1024;

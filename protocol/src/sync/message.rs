@@ -17,11 +17,11 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{
-    MAX_AUTHORS, MAX_BATCH_BUNDLES, MAX_BATCH_PLAIN, MAX_FRAME, MAX_PROOFS, MAX_RANGE_WORKSPACES,
-    MAX_REASON_BYTES, PROOF_PAD,
+    BLOB_CHUNK, MAX_AUTHORS, MAX_BATCH_BUNDLES, MAX_BATCH_PLAIN, MAX_FRAME, MAX_PROOFS,
+    MAX_RANGE_WORKSPACES, MAX_REASON_BYTES, PROOF_PAD,
 };
 use crate::error::DecodeError;
-use crate::ids::{ActorId, BundleHash, WorkspaceId};
+use crate::ids::{ActorId, BlobHash, BundleHash, WorkspaceId};
 use crate::limits::MAX_BUNDLE_BYTES;
 use crate::ranges::SeqRangeSet;
 
@@ -121,6 +121,37 @@ pub enum Message {
         /// Why.
         reason: String,
     },
+    /// "Send me these plain bytes of this blob."
+    BlobWant {
+        /// Workspace whose ops reference the blob (membership scope).
+        workspace: WorkspaceId,
+        /// Blob.
+        hash: BlobHash,
+        /// First plain byte.
+        offset: u64,
+        /// How many (at most [`BLOB_CHUNK`]).
+        len: u32,
+    },
+    /// Answer to [`Message::BlobWant`]: the bytes asked for.
+    BlobChunk {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Blob.
+        hash: BlobHash,
+        /// First plain byte.
+        offset: u64,
+        /// The blob's full plain size.
+        size: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Answer to [`Message::BlobWant`]: not held here (or garbage collected).
+    BlobUnavailable {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Blob.
+        hash: BlobHash,
+    },
 }
 
 impl Message {
@@ -187,6 +218,12 @@ impl Message {
                 bundle: Some(b), ..
             } => too_many("bundle too large", b.len(), MAX_BUNDLE_BYTES),
             Message::Bye { reason } => too_many("reason too long", reason.len(), MAX_REASON_BYTES),
+            Message::BlobWant { len, .. } => {
+                too_many("blob chunk too large", *len as usize, BLOB_CHUNK)
+            }
+            Message::BlobChunk { bytes, .. } => {
+                too_many("blob chunk too large", bytes.len(), BLOB_CHUNK)
+            }
             _ => Ok(()),
         }
     }

@@ -4,7 +4,7 @@
 //! (committed ranges are the resume point), verified (every received bundle
 //! passes [`crate::verify`] before the driver may commit it), deterministic
 //! (time and randomness are inputs). Non-goals: transport, discovery, storage
-//! and blob transfer (not yet implemented) live elsewhere or later.
+//! live elsewhere.
 //!
 //! | module | owns |
 //! |---|---|
@@ -16,9 +16,11 @@
 //! | `transfer` | ranges, wants, batches, announces |
 //! | `batch` | building one outgoing batch |
 //! | `repair` | fetching clean copies of corrupt bundles |
+//! | `blobs` | fetching blob bytes in chunks, resumable, verified |
 //! | [`oplog_view`] | what the engine reads from storage |
 
 mod batch;
+mod blobs;
 mod engine;
 mod handshake;
 pub mod io;

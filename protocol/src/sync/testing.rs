@@ -17,9 +17,76 @@ use crate::workspace::WorkspaceSecret;
 pub struct MemView {
     /// Stored bytes and indexed hash.
     pub bundles: BTreeMap<(WorkspaceId, ActorId, u64), (Vec<u8>, BundleHash)>,
+    /// Blobs by hash.
+    pub blobs: BTreeMap<BlobHash, MemBlob>,
+}
+
+/// A blob held (or being received) by a [`MemView`].
+#[derive(Clone, Debug, Default)]
+pub struct MemBlob {
+    /// Plain bytes held so far.
+    pub bytes: Vec<u8>,
+    /// Full size.
+    pub size: u64,
+    /// Whether complete and verified.
+    pub complete: bool,
 }
 
 impl MemView {
+    /// Holds a complete blob (what `assets add` does on a real store).
+    pub fn put_blob(&mut self, bytes: &[u8]) -> BlobHash {
+        let hash = BlobHash(*blake3::hash(bytes).as_bytes());
+        self.blobs.insert(
+            hash,
+            MemBlob {
+                bytes: bytes.to_vec(),
+                size: bytes.len() as u64,
+                complete: true,
+            },
+        );
+        hash
+    }
+
+    /// What the driver does for `Output::WriteBlobChunk`: appends at the
+    /// held length, verifies the whole blob when it is complete.
+    pub fn write_blob_chunk(
+        &mut self,
+        hash: BlobHash,
+        offset: u64,
+        size: u64,
+        bytes: &[u8],
+    ) -> Input {
+        let b = self.blobs.entry(hash).or_insert_with(|| MemBlob {
+            bytes: Vec::new(),
+            size,
+            complete: false,
+        });
+        if b.complete || offset != b.bytes.len() as u64 || b.size != size {
+            return Input::BlobChunkRejected {
+                hash,
+                reason: "offset does not follow what is held".into(),
+            };
+        }
+        b.bytes.extend_from_slice(bytes);
+        let complete = b.bytes.len() as u64 == size;
+        if complete {
+            if *blake3::hash(&b.bytes).as_bytes() != hash.0 {
+                self.blobs.remove(&hash);
+                return Input::BlobChunkRejected {
+                    hash,
+                    reason: "the blob does not hash to its name".into(),
+                };
+            }
+            b.complete = true;
+        }
+        Input::BlobChunkWritten {
+            hash,
+            offset,
+            len: bytes.len() as u64,
+            complete,
+        }
+    }
+
     /// Stores verified bundles (what the driver does for `CommitBatch`).
     pub fn commit(&mut self, bundles: &[Bundle]) {
         for b in bundles {
@@ -75,12 +142,30 @@ impl OplogView for MemView {
         Ok(self.bundles.get(&(*ws, *a, s)).map(|(_, h)| *h))
     }
 
-    fn blob_state(&self, _: &BlobHash) -> Result<BlobState, ViewError> {
-        Ok(BlobState::Absent)
+    fn blob_state(&self, h: &BlobHash) -> Result<BlobState, ViewError> {
+        Ok(match self.blobs.get(h) {
+            None => BlobState::Absent,
+            Some(b) if b.complete => BlobState::Complete {
+                size: b.bytes.len() as u64,
+            },
+            Some(b) => BlobState::Partial {
+                verified_len: b.bytes.len() as u64,
+                size: b.size,
+            },
+        })
     }
 
-    fn blob_range(&self, _: &BlobHash, _: u64, _: u32) -> Result<Option<Vec<u8>>, ViewError> {
-        Ok(None)
+    fn blob_range(
+        &self,
+        h: &BlobHash,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, ViewError> {
+        Ok(self.blobs.get(h).filter(|b| b.complete).map(|b| {
+            let start = (offset as usize).min(b.bytes.len());
+            let end = start.saturating_add(len as usize).min(b.bytes.len());
+            b.bytes[start..end].to_vec()
+        }))
     }
 }
 
@@ -198,7 +283,8 @@ impl Net {
     /// Injects a raw frame as if `from` sent it to `to`.
     pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
         let peer = self.nodes[from].id;
-        self.work.push_back((to, Input::Frame { peer, bytes }, None));
+        self.work
+            .push_back((to, Input::Frame { peer, bytes }, None));
     }
 
     /// Processes one queued input; false when idle.
@@ -240,7 +326,8 @@ impl Net {
                     {
                         let g = self.seen_gen.get(&(i, j)).copied();
                         if g == self.link_gen.get(&(i.min(j), i.max(j))).copied() {
-                            self.work.push_back((j, Input::Frame { peer: me, bytes }, g));
+                            self.work
+                                .push_back((j, Input::Frame { peer: me, bytes }, g));
                         }
                     }
                 }
@@ -266,6 +353,13 @@ impl Net {
                     }
                 }
                 Output::Event(e) => node.events.push(e),
+                Output::WriteBlobChunk {
+                    hash,
+                    offset,
+                    size,
+                    bytes,
+                    ..
+                } => later.push(node.view.write_blob_chunk(hash, offset, size, &bytes)),
             }
         }
         for input in later {

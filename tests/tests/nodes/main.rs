@@ -11,3 +11,5 @@ mod cli;
 mod mdns;
 // `troupe demo`: three nodes, a conflict in words, convergence, cleanup.
 mod demo;
+// A 50 MiB asset: killed receiver, resumed transfer, verified bytes.
+mod assets;

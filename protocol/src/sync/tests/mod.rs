@@ -1,5 +1,6 @@
 //! Scenario tests of the sync engine on the deterministic in-memory network.
 
+mod blobs;
 mod malicious;
 mod pair;
 mod wire;

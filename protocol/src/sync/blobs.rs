@@ -1,0 +1,299 @@
+//! Blob transfer: fetching an asset's bytes by hash from a member that holds
+//! them, in chunks, resumable, verified before visible.
+//!
+//! - **Want/have**: the driver asks with `Input::BlobWanted`; the engine asks
+//!   one member of the workspace at a time for chunks (`BlobWant`), keeping
+//!   [`BLOB_WINDOW`] chunks in flight on that peer's ordered stream.
+//! - **Resumable**: a fetch starts (and restarts, after a disconnect or on
+//!   another peer) from what the store holds (`OplogView::blob_state`
+//!   `Partial { verified_len }`), never from zero when bytes are already held.
+//! - **Verified**: the driver writes each chunk with
+//!   `Output::WriteBlobChunk`; the store hashes the whole blob when the last
+//!   chunk arrives and only then makes it visible. A mismatch
+//!   (`Input::BlobChunkRejected`) blames the sender and tries another member.
+//! - **Unavailable is an answer**: a member that does not hold the bytes (or
+//!   garbage-collected them) says `BlobUnavailable`; once every connected
+//!   member has said so, `SyncEvent::BlobUnavailable` is emitted once and the
+//!   fetch ends. No loop.
+//! - **Scoped**: only a peer that proved membership of the workspace may ask,
+//!   and only members are asked.
+
+use std::collections::BTreeSet;
+
+use super::engine::Engine;
+use super::io::{Output, PeerId, SyncEvent};
+use super::limits::{BLOB_CHUNK, BLOB_WINDOW, MAX_BLOB_FETCHES};
+use super::message::Message;
+use super::oplog_view::{BlobState, OplogView};
+use crate::ids::{BlobHash, WorkspaceId};
+
+/// One blob being fetched.
+#[derive(Debug)]
+pub(crate) struct BlobFetch {
+    pub(crate) workspace: WorkspaceId,
+    pub(crate) size: u64,
+    /// The member being asked now.
+    pub(crate) peer: Option<PeerId>,
+    /// Members that answered "unavailable" or sent bad bytes.
+    pub(crate) tried: Vec<PeerId>,
+    /// Plain bytes written and acknowledged by the driver.
+    pub(crate) written: u64,
+    /// Next offset to ask for.
+    pub(crate) next: u64,
+    /// Offsets asked and not yet received.
+    pub(crate) in_flight: BTreeSet<u64>,
+}
+
+fn chunk_len(size: u64, offset: u64) -> u32 {
+    // BLOB_CHUNK fits in u32, so the min does too.
+    size.saturating_sub(offset).min(BLOB_CHUNK as u64) as u32
+}
+
+fn held(view: &impl OplogView, hash: &BlobHash) -> (u64, bool) {
+    match view.blob_state(hash) {
+        Ok(BlobState::Complete { size }) => (size, true),
+        Ok(BlobState::Partial { verified_len, .. }) => (verified_len, false),
+        _ => (0, false),
+    }
+}
+
+impl Engine {
+    /// `Input::BlobWanted`.
+    pub(crate) fn blob_wanted(
+        &mut self,
+        ws: WorkspaceId,
+        hash: BlobHash,
+        size: u64,
+        view: &impl OplogView,
+    ) {
+        let (have, complete) = held(view, &hash);
+        if complete {
+            return self.event(SyncEvent::BlobComplete {
+                workspace: ws,
+                hash,
+            });
+        }
+        if self.blobs.contains_key(&hash) {
+            return;
+        }
+        if !self.secrets.contains_key(&ws) || self.blobs.len() >= MAX_BLOB_FETCHES {
+            return self.event(SyncEvent::BlobUnavailable {
+                workspace: ws,
+                hash,
+            });
+        }
+        self.blobs.insert(
+            hash,
+            BlobFetch {
+                workspace: ws,
+                size,
+                peer: None,
+                tried: Vec::new(),
+                written: have,
+                next: have,
+                in_flight: BTreeSet::new(),
+            },
+        );
+        self.try_blob(hash, false);
+    }
+
+    /// Asks the next untried member. With `give_up`, a fetch nobody can
+    /// serve ends with one `BlobUnavailable`; otherwise it waits for a member
+    /// to connect.
+    pub(crate) fn try_blob(&mut self, hash: BlobHash, give_up: bool) {
+        let Some(ws) = self.blobs.get(&hash).map(|f| f.workspace) else {
+            return;
+        };
+        let members = self.members(ws);
+        let Some(f) = self.blobs.get_mut(&hash) else {
+            return;
+        };
+        f.in_flight.clear();
+        f.next = f.written;
+        f.peer = members.into_iter().find(|p| !f.tried.contains(p));
+        if f.peer.is_none() {
+            if give_up {
+                self.blobs.remove(&hash);
+                self.event(SyncEvent::BlobUnavailable {
+                    workspace: ws,
+                    hash,
+                });
+            }
+            return;
+        }
+        self.request_chunks(hash);
+    }
+
+    /// Keeps [`BLOB_WINDOW`] chunks in flight.
+    fn request_chunks(&mut self, hash: BlobHash) {
+        let mut asks = Vec::new();
+        let Some(f) = self.blobs.get_mut(&hash) else {
+            return;
+        };
+        let Some(peer) = f.peer else { return };
+        while f.in_flight.len() < BLOB_WINDOW && f.next < f.size {
+            let len = chunk_len(f.size, f.next);
+            f.in_flight.insert(f.next);
+            asks.push(Message::BlobWant {
+                workspace: f.workspace,
+                hash,
+                offset: f.next,
+                len,
+            });
+            f.next += u64::from(len);
+        }
+        for m in asks {
+            self.send(peer, &m);
+        }
+    }
+
+    /// A member of `ws` connected: resume fetches that were waiting for one.
+    pub(crate) fn resume_blobs(&mut self, ws: WorkspaceId) {
+        let waiting: Vec<BlobHash> = self
+            .blobs
+            .iter()
+            .filter(|(_, f)| f.workspace == ws && f.peer.is_none())
+            .map(|(h, _)| *h)
+            .collect();
+        for h in waiting {
+            self.try_blob(h, false);
+        }
+    }
+
+    /// `peer` went away: its fetches move to another member or wait.
+    pub(crate) fn release_blobs(&mut self, peer: PeerId) {
+        let mine: Vec<BlobHash> = self
+            .blobs
+            .iter()
+            .filter(|(_, f)| f.peer == Some(peer))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in mine {
+            if let Some(f) = self.blobs.get_mut(&h) {
+                f.peer = None;
+            }
+            self.try_blob(h, false);
+        }
+    }
+
+    pub(crate) fn on_blob_want(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        hash: BlobHash,
+        offset: u64,
+        len: u32,
+        view: &impl OplogView,
+    ) {
+        if self.shared_mut(peer, ws).is_none() {
+            return self.blame(peer, "blob want for a workspace not shared".into(), view);
+        }
+        let answer = match view.blob_state(&hash) {
+            Ok(BlobState::Complete { size }) if offset < size => {
+                match view.blob_range(&hash, offset, len.min(BLOB_CHUNK as u32)) {
+                    Ok(Some(bytes)) => Message::BlobChunk {
+                        workspace: ws,
+                        hash,
+                        offset,
+                        size,
+                        bytes,
+                    },
+                    _ => Message::BlobUnavailable {
+                        workspace: ws,
+                        hash,
+                    },
+                }
+            }
+            Ok(BlobState::Complete { .. }) => {
+                return self.blame(peer, "blob want past the end".into(), view);
+            }
+            _ => Message::BlobUnavailable {
+                workspace: ws,
+                hash,
+            },
+        };
+        self.send(peer, &answer);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_blob_chunk(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        hash: BlobHash,
+        offset: u64,
+        size: u64,
+        bytes: Vec<u8>,
+        view: &impl OplogView,
+    ) {
+        let ok = self.blobs.get(&hash).is_some_and(|f| {
+            f.peer == Some(peer)
+                && f.workspace == ws
+                && f.size == size
+                && f.in_flight.contains(&offset)
+                && bytes.len() as u64 == u64::from(chunk_len(size, offset))
+        });
+        if !ok {
+            return self.blame(peer, "blob chunk nobody asked for".into(), view);
+        }
+        if let Some(f) = self.blobs.get_mut(&hash) {
+            f.in_flight.remove(&offset);
+        }
+        self.out.push_back(Output::WriteBlobChunk {
+            peer,
+            workspace: ws,
+            hash,
+            offset,
+            size,
+            bytes,
+        });
+    }
+
+    pub(crate) fn on_blob_unavailable(
+        &mut self,
+        peer: PeerId,
+        hash: BlobHash,
+        view: &impl OplogView,
+    ) {
+        let Some(f) = self.blobs.get_mut(&hash).filter(|f| f.peer == Some(peer)) else {
+            return self.blame(peer, "blob answer nobody asked for".into(), view);
+        };
+        f.tried.push(peer);
+        f.peer = None;
+        self.try_blob(hash, true);
+    }
+
+    /// `Input::BlobChunkWritten`.
+    pub(crate) fn blob_written(&mut self, hash: BlobHash, offset: u64, len: u64, complete: bool) {
+        let Some(f) = self.blobs.get_mut(&hash) else {
+            return;
+        };
+        f.written = f.written.max(offset.saturating_add(len));
+        if complete {
+            let ws = f.workspace;
+            self.blobs.remove(&hash);
+            return self.event(SyncEvent::BlobComplete {
+                workspace: ws,
+                hash,
+            });
+        }
+        self.request_chunks(hash);
+    }
+
+    /// `Input::BlobChunkRejected`: the bytes did not verify (or could not be
+    /// written); the sender is blamed and the fetch restarts from what the
+    /// store holds, on another member.
+    pub(crate) fn blob_rejected(&mut self, hash: BlobHash, reason: String, view: &impl OplogView) {
+        let Some(f) = self.blobs.get_mut(&hash) else {
+            return;
+        };
+        let (have, _) = held(view, &hash);
+        f.written = have;
+        let culprit = f.peer.take();
+        if let Some(p) = culprit {
+            f.tried.push(p);
+            self.blame(p, format!("blob bytes did not verify: {reason}"), view);
+        }
+        self.try_blob(hash, true);
+    }
+}

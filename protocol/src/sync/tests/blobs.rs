@@ -1,0 +1,201 @@
+//! Blob transfer: chunked, resumable after a cut, verified, scoped to members,
+//! and "unavailable" answered once.
+
+use super::{members, pid, stranger, ws};
+use crate::ids::BlobHash;
+use crate::sync::io::{Input, SyncEvent};
+use crate::sync::limits::BLOB_CHUNK;
+use crate::sync::message::Message;
+use crate::sync::testing::Net;
+use crate::testing::test_workspace;
+
+/// Deterministic bytes that do not compress to nothing.
+fn logo(len: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn want(net: &mut Net, node: usize, hash: BlobHash, size: u64) {
+    net.input(
+        node,
+        Input::BlobWanted {
+            workspace: ws(),
+            hash,
+            size,
+        },
+    );
+}
+
+fn completed(net: &Net, node: usize, hash: BlobHash) -> usize {
+    net.nodes[node]
+        .events
+        .iter()
+        .filter(|e| matches!(e, SyncEvent::BlobComplete { hash: h, .. } if *h == hash))
+        .count()
+}
+
+fn chunks_received(net: &Net, node: usize) -> usize {
+    net.nodes[node]
+        .frames_in
+        .iter()
+        .filter(|(_, f)| matches!(Message::from_frame(f), Ok(Message::BlobChunk { .. })))
+        .count()
+}
+
+#[test]
+fn a_multi_chunk_blob_arrives_verified() {
+    let mut net = members(2);
+    let bytes = logo(3 * BLOB_CHUNK + 12_345);
+    let hash = net.nodes[0].view.put_blob(&bytes);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    want(&mut net, 1, hash, bytes.len() as u64);
+    net.drive_bounded(1_000);
+    assert_eq!(completed(&net, 1, hash), 1);
+    let got = &net.nodes[1].view.blobs[&hash];
+    assert!(got.complete);
+    assert_eq!(got.bytes, bytes);
+    assert_eq!(
+        chunks_received(&net, 1),
+        4,
+        "exactly one copy of each chunk"
+    );
+}
+
+#[test]
+fn a_cut_transfer_resumes_from_what_is_held() {
+    let mut net = members(2);
+    let bytes = logo(10 * BLOB_CHUNK);
+    let hash = net.nodes[0].view.put_blob(&bytes);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    want(&mut net, 1, hash, bytes.len() as u64);
+    // Run until part of the blob is held, then cut the connection.
+    while net.nodes[1]
+        .view
+        .blobs
+        .get(&hash)
+        .is_none_or(|b| b.bytes.len() < 3 * BLOB_CHUNK)
+    {
+        assert!(net.step(), "transfer stalled before the cut");
+    }
+    let held = net.nodes[1].view.blobs[&hash].bytes.len();
+    assert!(held < bytes.len(), "cut before the end");
+    net.cut(0, 1);
+    net.drive_bounded(1_000);
+    assert_eq!(completed(&net, 1, hash), 0);
+    let before = chunks_received(&net, 1);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    assert_eq!(completed(&net, 1, hash), 1, "resumed without a new want");
+    assert_eq!(net.nodes[1].view.blobs[&hash].bytes, bytes);
+    let resent = chunks_received(&net, 1) - before;
+    assert_eq!(
+        resent,
+        (bytes.len() - held).div_ceil(BLOB_CHUNK),
+        "only the missing chunks crossed again"
+    );
+}
+
+#[test]
+fn bytes_that_do_not_hash_right_are_refused_and_fetched_elsewhere() {
+    let mut net = members(3);
+    let bytes = logo(2 * BLOB_CHUNK + 7);
+    let hash = net.nodes[0].view.put_blob(&bytes);
+    net.nodes[2].view.put_blob(&bytes);
+    // Node 0's copy rots on disk (its view still claims the hash).
+    net.nodes[0].view.blobs.get_mut(&hash).unwrap().bytes[5] ^= 0x40;
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    want(&mut net, 1, hash, bytes.len() as u64);
+    net.drive_bounded(1_000);
+    assert_eq!(completed(&net, 1, hash), 0, "the bad copy is never visible");
+    assert!(
+        net.nodes[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, SyncEvent::PeerBlamed { peer, .. } if *peer == pid(100)))
+    );
+    net.connect(1, 2);
+    net.drive_bounded(1_000);
+    // Node 0 was tried and blamed; the want ended as unavailable, so ask again.
+    want(&mut net, 1, hash, bytes.len() as u64);
+    net.drive_bounded(1_000);
+    assert_eq!(completed(&net, 1, hash), 1);
+    assert_eq!(net.nodes[1].view.blobs[&hash].bytes, bytes);
+}
+
+#[test]
+fn unavailable_is_an_answer_given_once() {
+    let mut net = members(3);
+    let hash = BlobHash([9; 32]);
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.drive_bounded(1_000);
+    want(&mut net, 0, hash, 1_000);
+    net.drive_bounded(1_000); // terminates: no retry loop
+    let unavailable = net.nodes[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, SyncEvent::BlobUnavailable { .. }))
+        .count();
+    assert_eq!(unavailable, 1);
+    assert!(net.nodes[0].view.blobs.is_empty());
+}
+
+#[test]
+fn a_non_member_can_neither_fetch_nor_be_asked() {
+    let mut net = Net::new(vec![
+        (pid(100), vec![test_workspace()]),
+        (pid(101), vec![stranger()]),
+    ]);
+    let bytes = logo(1_000);
+    let hash = net.nodes[0].view.put_blob(&bytes);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    // The stranger asks for it by hash anyway, naming the member's workspace.
+    let ask = Message::BlobWant {
+        workspace: ws(),
+        hash,
+        offset: 0,
+        len: 1_000,
+    };
+    net.inject(1, 0, ask.to_frame());
+    net.drive_bounded(1_000);
+    assert!(
+        net.nodes[1]
+            .frames_in
+            .iter()
+            .all(|(_, f)| !f.windows(64).any(|w| w == &bytes[..64])),
+        "no blob bytes reached the stranger"
+    );
+    assert!(
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, SyncEvent::PeerBlamed { peer, .. } if *peer == pid(101)))
+    );
+    // And a member's want is never sent to the stranger.
+    let mut net2 = Net::new(vec![
+        (pid(100), vec![test_workspace()]),
+        (pid(101), vec![stranger()]),
+    ]);
+    net2.nodes[1].view.put_blob(&bytes);
+    net2.connect(0, 1);
+    net2.drive_bounded(1_000);
+    want(&mut net2, 0, hash, bytes.len() as u64);
+    net2.drive_bounded(1_000);
+    assert!(
+        net2.nodes[1]
+            .frames_in
+            .iter()
+            .all(|(_, f)| !matches!(Message::from_frame(f), Ok(Message::BlobWant { .. })))
+    );
+}
