@@ -59,6 +59,8 @@ pub mod rebuild;
 pub mod salvage;
 mod schema;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::Path;
 
