@@ -78,6 +78,18 @@ impl CrashBackend {
         g.crash_at = Some(g.syncs + n);
     }
 
+    /// Cancels a power cut armed by [`CrashBackend::crash_at_sync`] that has
+    /// not happened yet.
+    pub fn disarm(&self) {
+        self.lock().crash_at = None;
+    }
+
+    /// Whether a power cut is armed and has not happened yet.
+    pub fn armed(&self) -> bool {
+        let g = self.lock();
+        g.crash_at.is_some_and(|k| k > g.syncs)
+    }
+
     /// Cuts power now: every later call fails.
     pub fn crash_now(&self) {
         self.lock().crashed = true;
