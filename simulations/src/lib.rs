@@ -20,6 +20,29 @@
 //! | [`sim`] | the driver loop of one run |
 //!
 //! Not simulated yet: blob transfer (being written separately) and blob GC.
+//!
+//! # Commands
+//! - one seed: `cargo run -p troupe-simulations --release -- --seed 0x2a`
+//! - a sweep: `cargo run -p troupe-simulations --release -- --seeds 1000 --quiet`
+//!   (`--from S` to start elsewhere; `TROUPE_SIM_SEED` / `TROUPE_SIM_SEEDS` work too)
+//! - the large run: `cargo run -p troupe-simulations --release -- --seed 1 --nodes 100`
+//! - live sessions kept across healing: add `--no-bounce`
+//! - an event log of one run on stderr: `TROUPE_SIM_LOG=1`
+//!
+//! # Figures (2-core machine shared with other builds, November 2026)
+//! - sweep, release: 1,000 small seeds, each run twice, in 134 s: 449 seeds
+//!   per minute, 29.1 simulated node-hours (58 counting the determinism re-runs).
+//! - CI (`cargo test --workspace`, test profile at opt-level 3 for this crate,
+//!   storage and protocol): the 1,000-seed sweep takes about 180 s on both
+//!   cores; the 100-node run 5 s; the regression seeds 3 s.
+//! - 100 nodes, 4 workspaces, seed 1, all fault kinds (10 crashes, 4 bit
+//!   rots, 9 corrupted frames, 130 stream breaks): converged within 1 s of
+//!   simulated time after healing (the checker looks every second).
+//! - bytes received per delivered bundle per node: 1.95x the mean bundle
+//!   size over all frames, of which bundle-carrying frames are 0.81x (batches
+//!   are compressed and no bundle is delivered twice); the rest is control
+//!   traffic, mostly one `Announce` per new bundle from every neighbour. The
+//!   goal of 1.5x is missed because of announces, not data.
 
 pub mod checkers;
 pub mod error;

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                 node_ms += o.node_ms;
                 if !a.quiet || seeds.len() == 1 {
                     println!(
-                        "ok  seed {seed:#x}: {} events, {} authored (mean {:.0} B), {} delivered, converged {} ms after healing, {} crashes, {} rots, {} corrupted frames, {} breaks, {} quarantined, {} blamed; bytes in per delivered bundle {:.0} ({:.2}x bundle); trace {}",
+                        "ok  seed {seed:#x}: {} events, {} authored (mean {:.0} B), {} delivered, converged {} ms after healing, {} crashes, {} rots, {} corrupted frames, {} breaks, {} quarantined, {} blamed; bytes in per delivered bundle {:.0} ({:.2}x bundle; bundle-carrying frames alone {:.2}x); trace {}",
                         o.events,
                         o.authored,
                         o.mean_bundle_bytes,
@@ -100,6 +100,9 @@ fn main() -> ExitCode {
                         o.blamed,
                         o.bytes_in as f64 / o.delivered.max(1) as f64,
                         o.bytes_in as f64
+                            / o.delivered.max(1) as f64
+                            / o.mean_bundle_bytes.max(1.0),
+                        o.data_bytes_in as f64
                             / o.delivered.max(1) as f64
                             / o.mean_bundle_bytes.max(1.0),
                         &o.trace_hash[..16]

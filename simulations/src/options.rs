@@ -139,8 +139,9 @@ impl Options {
             }
         };
         let large = matches!(scale, Scale::Large(_));
+        // Small runs draw which fault kinds are on; the large run has all of them.
         let faulty = |rng: &mut SimRng, ppm: u32, v: Millis| {
-            if rng.chance(ppm) { v } else { 0 }
+            if rng.chance(ppm) || large { v } else { 0 }
         };
         Options {
             seed,
@@ -163,10 +164,8 @@ impl Options {
             corrupt_ppm: rng.range(0, 2_000) as u32,
             flap_mean_ms: rng.range(2_000, 20_000) * if large { 10 } else { 1 },
             partition_mean_ms: faulty(&mut rng, 600_000, rng_copy(seed, 1, 3_000, 20_000)),
-            crash_mean_ms: faulty(&mut rng, 600_000, rng_copy(seed, 2, 3_000, 20_000))
-                * if large { 5 } else { 1 },
-            rot_mean_ms: faulty(&mut rng, 500_000, rng_copy(seed, 3, 5_000, 30_000))
-                * if large { 5 } else { 1 },
+            crash_mean_ms: faulty(&mut rng, 600_000, rng_copy(seed, 2, 3_000, 20_000)),
+            rot_mean_ms: faulty(&mut rng, 500_000, rng_copy(seed, 3, 5_000, 30_000)),
             edit_mean_ms: if large {
                 rng.range(5_000, 15_000)
             } else {
