@@ -43,6 +43,20 @@
 //!   are compressed and no bundle is delivered twice); the rest is control
 //!   traffic, mostly one `Announce` per new bundle from every neighbour. The
 //!   goal of 1.5x is missed because of announces, not data.
+//!
+//! # Engine findings (sync engine, not fixed here)
+//! Both show with `--no-bounce` (5 of seeds 0..300 stall: 0xaf, 0xb9, 0xce,
+//! 0xd5, 0xf8); healing bounces connections by default, so CI converges.
+//! - A slot refused once from a peer (its copy arrived corrupt) is dropped
+//!   from that peer's claimed ranges for the rest of the session. When no
+//!   other connected peer holds it, it is never fetched until the connection
+//!   ends, and the engine still reports `UpToDate` for that peer (0xce: node 0
+//!   lacks node 1's seq 7; node 1 is the only other member).
+//! - A wanted slot has no deadline: when the answer never comes (the batch's
+//!   damaged copy no longer names that seq, or the peer ignores a `Want` for
+//!   a slot it does not hold), the slot stays in `requested` and in the
+//!   peer's `wanted`, so no peer is asked again while keepalives hold the
+//!   session open (0xaf: node 2 lacks seq 21 that five members hold).
 
 pub mod checkers;
 pub mod error;
