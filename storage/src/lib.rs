@@ -105,6 +105,8 @@ pub mod salvage;
 mod schema;
 pub mod scrub;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::Path;
 

@@ -4,95 +4,13 @@
 //! re-open, either the whole batch (bundles, ranges, tips, state) or none of
 //! it, and the state always equals a replay of the oplog.
 
-use std::sync::{Arc, Mutex};
-
-use redb::StorageBackend;
-
-type BackendIoError = std::io::Error;
 use troupe_protocol::testing::{chain, key, test_workspace};
 use troupe_protocol::workspace::{WorkspaceInfo, WorkspaceKind};
 use troupe_storage::Store;
-
-#[derive(Debug, Default)]
-struct Images {
-    live: Vec<u8>,
-    durable: Vec<u8>,
-    syncs: u64,
-    crash_at: Option<u64>,
-    crashed: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-struct CrashBackend(Arc<Mutex<Images>>);
-
-fn crashed() -> BackendIoError {
-    std::io::Error::other("simulated power loss")
-}
-
-impl StorageBackend for CrashBackend {
-    fn len(&self) -> Result<u64, BackendIoError> {
-        let g = self.0.lock().unwrap();
-        if g.crashed {
-            return Err(crashed());
-        }
-        Ok(g.live.len() as u64)
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
-        let g = self.0.lock().unwrap();
-        if g.crashed {
-            return Err(crashed());
-        }
-        let o = offset as usize;
-        let src = g
-            .live
-            .get(o..o + out.len())
-            .ok_or_else(|| std::io::Error::other("read past end"))?;
-        out.copy_from_slice(src);
-        Ok(())
-    }
-    fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
-        let mut g = self.0.lock().unwrap();
-        if g.crashed {
-            return Err(crashed());
-        }
-        g.live.resize(len as usize, 0);
-        Ok(())
-    }
-    fn sync_data(&self) -> Result<(), BackendIoError> {
-        let mut g = self.0.lock().unwrap();
-        if g.crashed {
-            return Err(crashed());
-        }
-        g.syncs += 1;
-        if g.crash_at == Some(g.syncs) {
-            g.crashed = true;
-            return Err(crashed());
-        }
-        g.durable = g.live.clone();
-        Ok(())
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
-        let mut g = self.0.lock().unwrap();
-        if g.crashed {
-            return Err(crashed());
-        }
-        let o = offset as usize;
-        if g.live.len() < o + data.len() {
-            g.live.resize(o + data.len(), 0);
-        }
-        g.live[o..o + data.len()].copy_from_slice(data);
-        Ok(())
-    }
-}
+use troupe_storage::testing::CrashBackend;
 
 fn reopen(durable: Vec<u8>) -> Store {
-    let b = CrashBackend::default();
-    {
-        let mut g = b.0.lock().unwrap();
-        g.live = durable.clone();
-        g.durable = durable;
-    }
-    Store::open_with_backend(b).expect("a crashed store re-opens")
+    Store::open_with_backend(CrashBackend::from_image(durable)).expect("a crashed store re-opens")
 }
 
 /// Commits a base, then the batch with a crash at sync `k` after the base
@@ -111,17 +29,15 @@ fn scenario(crash_after_base: Option<u64>) -> (Vec<u8>, u64, bool) {
         ))
         .unwrap();
     store.commit_batch(&ws, base, "peer").unwrap();
-    let start = {
-        let mut g = backend.0.lock().unwrap();
-        g.crash_at = crash_after_base.map(|k| g.syncs + k);
-        g.syncs
-    };
+    let start = backend.syncs();
+    if let Some(k) = crash_after_base {
+        backend.crash_at_sync(k);
+    }
     let mut all = batch;
     all.extend(chain(1, 8).1[5..].iter().cloned());
     let ok = store.commit_batch(&ws, all, "peer").is_ok();
     drop(store);
-    let g = backend.0.lock().unwrap();
-    (g.durable.clone(), g.syncs - start, ok)
+    (backend.durable_image(), backend.syncs() - start, ok)
 }
 
 #[test]
