@@ -243,6 +243,12 @@ impl Sim {
                         }
                     }
                 }
+                // The workload asks for no blobs (blob transfer is covered by
+                // the engine's own tests); refuse if one ever arrives.
+                Output::WriteBlobChunk { hash, .. } => later.push(Input::BlobChunkRejected {
+                    hash,
+                    reason: "blobs are not simulated".into(),
+                }),
                 Output::CommitBatch {
                     peer,
                     workspace,
