@@ -22,6 +22,8 @@
 mod batch;
 mod blobs;
 mod engine;
+#[cfg(any(test, feature = "testing"))]
+pub mod fuzz;
 mod handshake;
 pub mod io;
 pub mod limits;
