@@ -9,3 +9,5 @@ mod redial;
 mod cli;
 // mDNS inside namespaces only, interfaces restricted: members find each other, strangers learn nothing.
 mod mdns;
+// Data crosses between processes: edits, conflicts, chains.
+mod sync;

@@ -1,0 +1,78 @@
+//! Data in a node's store, written and read while that node is stopped
+//! (the daemon holds the store's lock while it runs).
+//!
+//! Writes go through `troupe_node::local::Local`, so they are signed by the
+//! node's own identity exactly as its own edits would be.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use troupe_node::identity::Identity;
+use troupe_node::local::Local;
+use troupe_protocol::bundle::BundleKind;
+use troupe_protocol::draft::Draft;
+use troupe_protocol::path::FieldPath;
+use troupe_protocol::value::Value;
+use troupe_protocol::workspace::{WorkspaceInfo, WorkspaceKind, WorkspaceSecret};
+use troupe_storage::Store;
+
+/// The store file inside a data dir.
+pub fn store_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("store.redb")
+}
+
+/// Opens (creating if needed) the data dir's identity and store, joins
+/// `secret`'s workspace, and commits one bundle per `(TYPE/ID/FIELD, text)`
+/// as this node's own edits.
+///
+/// # Errors
+/// If the identity, the store or a commit fails.
+pub fn write_fields(
+    data_dir: &Path,
+    secret: &WorkspaceSecret,
+    edits: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let (identity, _) = Identity::load_or_create(data_dir)?;
+    let (mut local, _) = Local::open(data_dir, &identity)?;
+    let ws = secret.workspace_id();
+    if local.store().workspace(&ws)?.is_none() {
+        let info = WorkspaceInfo::new(
+            secret.clone(),
+            format!("show {}", ws.short()),
+            WorkspaceKind::Show,
+        );
+        local.store().add_workspace(&info)?;
+    }
+    for (path, text) in edits {
+        let path: FieldPath = path.parse().with_context(|| format!("path {path}"))?;
+        let mut d = Draft::new(ws, BundleKind::UserEdit, format!("set {path}"));
+        d.set(path, Value::Text((*text).to_owned()), vec![]);
+        local.commit(d)?;
+    }
+    Ok(())
+}
+
+/// The texts a field holds in a stopped node's store, sorted: one when
+/// settled, several when concurrent edits conflict, none when unset.
+///
+/// # Errors
+/// If the store cannot be opened or read.
+pub fn field_values(
+    data_dir: &Path,
+    secret: &WorkspaceSecret,
+    path: &str,
+) -> anyhow::Result<Vec<String>> {
+    let store = Store::open(store_path(data_dir))?;
+    let path: FieldPath = path.parse().with_context(|| format!("path {path}"))?;
+    let mut out: Vec<String> = store
+        .field_heads(&secret.workspace_id(), &path)?
+        .into_iter()
+        .map(|h| match h.value {
+            Some(Value::Text(t)) => t,
+            other => format!("{other:?}"),
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
