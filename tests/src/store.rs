@@ -76,3 +76,34 @@ pub fn field_values(
     out.sort();
     Ok(out)
 }
+
+/// Flips one byte inside the stored copy of `author`'s bundle `seq` in a
+/// stopped node's store file, found by searching the file for its exact
+/// encoded bytes. Returns the file offset that was changed.
+///
+/// # Errors
+/// If the bundle is not held or its bytes are not found in the file.
+pub fn corrupt_bundle(
+    data_dir: &Path,
+    secret: &WorkspaceSecret,
+    seq: u64,
+) -> anyhow::Result<usize> {
+    let path = store_path(data_dir);
+    let (identity, _) = Identity::load_or_create(data_dir)?;
+    let bytes = {
+        let store = Store::open(&path)?;
+        let b = store
+            .bundle(&secret.workspace_id(), &identity.actor_id(), seq)?
+            .context("the bundle is held")?;
+        b.bytes().to_vec()
+    };
+    let mut file = std::fs::read(&path)?;
+    let at = file
+        .windows(bytes.len())
+        .position(|w| w == bytes.as_slice())
+        .context("the bundle's bytes are stored verbatim")?;
+    let flip = at + bytes.len() / 2;
+    file[flip] ^= 0xff;
+    std::fs::write(&path, file)?;
+    Ok(flip)
+}
