@@ -159,7 +159,6 @@ async fn an_edit_crosses_a_chain_of_three_by_address() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the daemon never scrubs its store at start: nothing calls Store::scrub or feeds Input::RepairWanted to the engine (node/src/daemon.rs open_core, node/src/sync_core.rs)"]
 async fn a_corrupted_bundle_is_quarantined_and_repaired_from_a_peer() -> anyhow::Result<()> {
     let ws = secret(64);
     let (_ta, a_dir) = data_dir()?;
@@ -181,6 +180,19 @@ async fn a_corrupted_bundle_is_quarantined_and_repaired_from_a_peer() -> anyhow:
     let (a, _) = start("a", &a_dir, Some(&c_addr)).await?;
     wait_committed(&a, 1, &[&a, &c]).await?;
     eprintln!("repair of one corrupted bundle took {:?}", t.elapsed());
+    let log = a.log();
+    assert!(
+        log.contains("salvaged") || log.contains("quarantin"),
+        "a says it set the damaged copy aside:\n{log}"
+    );
+    eprintln!(
+        "a's damaged copy was handled by {}",
+        if log.contains("salvaged") {
+            "salvage at open"
+        } else {
+            "quarantine"
+        }
+    );
     assert!(a.stop().await?.success());
     assert!(c.stop().await?.success());
     assert_eq!(field_values(&a_dir, &ws, "cue/q9/label")?, ["Curtain"]);
