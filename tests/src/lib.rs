@@ -16,6 +16,7 @@
 //! daemon detection is exercised too.
 
 pub mod netns;
+pub mod store;
 pub mod wait;
 
 use std::path::{Path, PathBuf};

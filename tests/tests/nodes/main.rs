@@ -13,3 +13,5 @@ mod mdns;
 mod demo;
 // A 50 MiB asset: killed receiver, resumed transfer, verified bytes.
 mod assets;
+// Data crosses between processes: edits, conflicts, chains.
+mod sync;

@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
+use troupe_protocol::workspace::WorkspaceSecret;
 use troupe_tests::netns::{Lab, NODE_IF};
+use troupe_tests::store::{field_values, store_path, write_fields};
 use troupe_tests::{Node, ids, wait_for};
 
 const DISCOVERY_DEADLINE: Duration = Duration::from_secs(60);
@@ -82,6 +84,19 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
     troupe_tests::troupe_bin();
     let started = Instant::now();
     let mut nodes = Vec::new();
+    let show_secret = WorkspaceSecret::from_hex(&show)?;
+    let dirs = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    // A has one edit in the shared show before anyone starts.
+    write_fields(
+        &dirs[0].path().join("data"),
+        &show_secret,
+        &[("cue/q1/label", "Preset")],
+    )?;
     let roles = [
         ("a", &show_file),
         ("b", &show_file),
@@ -97,7 +112,8 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
             "--workspace-secrets".to_owned(),
             file.display().to_string(),
         ];
-        nodes.push(Node::start(name, Some(ns), &args)?);
+        let dir = dirs[i].path().join("data");
+        nodes.push(Node::start_in(name, Some(ns), &dir, &args)?);
     }
     let mut peer_ids = Vec::new();
     for n in &nodes {
@@ -143,6 +159,28 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
             );
         }
     }
+
+    // B and C get A's edit.
+    for m in &members[1..] {
+        wait_for(
+            &format!("{} to commit a's edit", m.name),
+            DISCOVERY_DEADLINE,
+            || async {
+                let s = m.cli_json(&["status"]).await.map_err(|e| e.to_string())?;
+                if s["sync"]["bundles_committed"].as_u64().unwrap_or(0) >= 1 {
+                    Ok(())
+                } else {
+                    Err(s["sync"].to_string())
+                }
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nlog:\n{}", m.log()))?;
+    }
+    eprintln!(
+        "mDNS: 3 members converged {:?} after the first node started",
+        started.elapsed()
+    );
 
     // The stranger sees all three advertisements, as non-members.
     wait_for(
@@ -226,7 +264,32 @@ async fn members_discover_each_other_and_a_stranger_learns_nothing() -> anyhow::
         "mDNS: all stopped {:?} after the first node started",
         started.elapsed()
     );
+    for (i, d) in dirs.iter().enumerate().take(3) {
+        assert_eq!(
+            field_values(&d.path().join("data"), &show_secret, "cue/q1/label")?,
+            ["Preset"],
+            "member {i} holds a's edit"
+        );
+    }
+    // The stranger's store knows nothing of the show, and its log never names it.
+    let stranger_dir = dirs[3].path().join("data");
+    let store = troupe_storage::Store::open(store_path(&stranger_dir))?;
+    let show_id = show_secret.workspace_id();
+    assert!(
+        store.workspace(&show_id)?.is_none(),
+        "the stranger joined the show"
+    );
+    assert!(
+        store.fields(&show_id)?.is_empty(),
+        "the stranger holds show data"
+    );
+    drop(store);
+    assert!(
+        !stranger.log().contains(&show_id.to_string()),
+        "the stranger's log names the show's workspace"
+    );
     drop(nodes);
+    drop(dirs);
     drop(lab);
     Ok(())
 }

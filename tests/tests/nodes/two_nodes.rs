@@ -84,6 +84,10 @@ async fn two_nodes_on_loopback_connect_by_address_and_list_each_other() -> anyho
         a_view["discovered"].as_array().unwrap().is_empty(),
         "no mDNS with --no-mdns"
     );
+    assert!(
+        a_status["sync"].is_object(),
+        "the status reports the sync engine: {a_status}"
+    );
 
     // B remembered A's address for the next start.
     let known = std::fs::read_to_string(b.data_dir.join("known_peers.json"))?;
