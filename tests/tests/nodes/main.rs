@@ -11,3 +11,5 @@ mod cli;
 mod mdns;
 // `troupe demo`: three nodes, a conflict in words, convergence, cleanup.
 mod demo;
+// Conflicts, undo/redo, jobs, history/search, quarantine, GC and export as a person uses them.
+mod operations;
