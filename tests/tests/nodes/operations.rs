@@ -565,6 +565,12 @@ async fn a_conflict_is_resolved_in_one_bundle_everywhere_and_stays_in_history() 
     wait_value(&b2, "contacts.person/jane/name", "Jane Doe").await?;
     wait_value(&b2, "contacts.person/jane/phone", "222").await?;
 
+    // Scrub and repair also run inside a running node (the repair request
+    // goes to the sync engine); nothing is damaged here.
+    let r = a.cli_json(&["repair"]).await?;
+    assert_eq!(r["damaged"], 0, "{r}");
+    assert_eq!(b2.cli_json(&["scrub"]).await?["damaged"], 0);
+
     // The resolution stays in history on both devices, with its choices.
     for n in [&a, &b2] {
         let h = n.cli_json(&["conflicts", "history", "Hamlet"]).await?;
