@@ -45,6 +45,17 @@ pub enum Change {
     WorkspaceAdded(WorkspaceSecret),
     /// This node left a workspace.
     WorkspaceRemoved(WorkspaceId),
+    /// A bundle here failed verification; members should send a clean copy.
+    RepairWanted {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// Author.
+        author: ActorId,
+        /// Seq.
+        seq: u64,
+        /// The hash the clean copy must have.
+        hash: BundleHash,
+    },
 }
 
 /// A local bundle that was committed.

@@ -4,9 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use troupe_node::cli::args::{AssetsCommand, Cli, Command, WorkspaceCommand};
+use troupe_node::cli::args::{
+    AssetsCommand, Cli, Command, ConflictsCommand, JobCommand, QuarantineCommand, WorkspaceCommand,
+};
 use troupe_node::cli::commands;
 use troupe_node::cli::config::{Config, UpConfig};
+use troupe_node::cli::operations;
 use troupe_node::cli::report::{EXIT_FAILED, Report};
 use troupe_node::daemon::{self, DaemonError};
 use troupe_node::local_api::ApiClient;
@@ -84,14 +87,152 @@ fn run(cli: Cli) -> Result<(), Report> {
         Command::Show { workspace, entity } => {
             store_command(&cfg, "show", Request::Show { workspace, entity })
         }
-        Command::Conflicts { workspace } => {
-            store_command(&cfg, "conflicts", Request::Conflicts { workspace })
+        Command::Conflicts(c) => match (c.command, c.workspace) {
+            (Some(ConflictsCommand::List { workspace }), _) | (None, Some(workspace)) => {
+                store_command(&cfg, "conflicts", Request::Conflicts { workspace })
+            }
+            (
+                Some(ConflictsCommand::Resolve {
+                    workspace,
+                    entity,
+                    fields,
+                    picks,
+                    take,
+                }),
+                _,
+            ) => {
+                if fields.len() != picks.len() {
+                    return Err(Report::new(
+                        troupe_node::cli::report::EXIT_USAGE,
+                        format!(
+                            "`troupe conflicts resolve` got {} --field and {} --pick.",
+                            fields.len(),
+                            picks.len()
+                        ),
+                        "Nothing was changed.",
+                        "Give each --field its own --pick, e.g. --field phone --pick Jordan.",
+                    ));
+                }
+                let picks = fields
+                    .into_iter()
+                    .zip(picks)
+                    .map(|(field, pick)| troupe_node::ops::conflicts::Pick { field, pick })
+                    .collect();
+                store_command(
+                    &cfg,
+                    "conflicts resolve",
+                    Request::ConflictResolve {
+                        workspace,
+                        entity,
+                        picks,
+                        take,
+                    },
+                )
+            }
+            (Some(ConflictsCommand::History { workspace }), _) => store_command(
+                &cfg,
+                "conflicts history",
+                Request::ConflictHistory { workspace },
+            ),
+            (None, None) => Err(Report::new(
+                troupe_node::cli::report::EXIT_USAGE,
+                "`troupe conflicts` needs a workspace or a subcommand.",
+                "Nothing was read or changed.",
+                "Run `troupe conflicts list WORKSPACE`, `troupe conflicts resolve WORKSPACE TYPE/ID --take NAME` or `troupe conflicts history WORKSPACE`.",
+            )),
+        },
+        Command::Undo { workspace, bundle } => {
+            store_command(&cfg, "undo", Request::Undo { workspace, bundle })
+        }
+        Command::Redo { workspace, bundle } => {
+            store_command(&cfg, "redo", Request::Redo { workspace, bundle })
+        }
+        Command::Job(JobCommand::Run { workspace, command }) => {
+            let answer = operations::job_run(&cfg, workspace, &command)?;
+            print_answer(&cfg, "job run", &answer);
+            Ok(())
+        }
+        Command::Import { workspace, file } => {
+            let file = std::path::absolute(&file).unwrap_or(file);
+            let answer = troupe_node::cli::progress::around("Importing", || {
+                commands::run(&cfg, "import", Request::Import { workspace, file })
+            })?;
+            print_answer(&cfg, "import", &answer);
+            Ok(())
+        }
+        Command::Search { workspace, text } => {
+            store_command(&cfg, "search", Request::Search { workspace, text })
+        }
+        Command::ShowBundle { workspace, bundle } => store_command(
+            &cfg,
+            "show-bundle",
+            Request::ShowBundle { workspace, bundle },
+        ),
+        Command::Quarantine(q) => {
+            let (name, req) = match q {
+                QuarantineCommand::List => ("quarantine list", Request::QuarantineList),
+                QuarantineCommand::Show { id } => {
+                    ("quarantine show", Request::QuarantineShow { id })
+                }
+                QuarantineCommand::Retry { id } => {
+                    ("quarantine retry", Request::QuarantineRetry { id })
+                }
+                QuarantineCommand::Skip { id } => {
+                    ("quarantine skip", Request::QuarantineSkip { id })
+                }
+            };
+            store_command(&cfg, name, req)
+        }
+        cmd @ (Command::Scrub | Command::Repair) => {
+            let (name, req) = if matches!(cmd, Command::Scrub) {
+                ("scrub", Request::Scrub)
+            } else {
+                ("repair", Request::Repair)
+            };
+            let answer =
+                troupe_node::cli::progress::around("Checking every stored change", || {
+                    commands::run(&cfg, name, req)
+                })?;
+            print_answer(&cfg, name, &answer);
+            Ok(())
+        }
+        Command::Gc { workspace, apply } => {
+            if let Some(w) = workspace {
+                // Validates the name; GC itself covers the whole device.
+                commands::run(&cfg, "gc", Request::WorkspaceInvite { workspace: w }).map(|_| ())?;
+            }
+            let answer = troupe_node::cli::progress::around("Looking for files to free", || {
+                commands::run(&cfg, "gc", Request::Gc { apply })
+            })?;
+            print_answer(&cfg, "gc", &answer);
+            Ok(())
+        }
+        Command::Export { workspace, dir } => {
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            let answer = operations::export(&cfg, workspace, &dir)?;
+            print_answer(&cfg, "export", &answer);
+            Ok(())
         }
         Command::Assets(a) => {
             let (name, req) = match a {
                 AssetsCommand::Add { workspace, file } => {
                     let file = std::path::absolute(&file).unwrap_or(file);
                     ("assets add", Request::AssetsAdd { workspace, file })
+                }
+                AssetsCommand::Delete {
+                    workspace,
+                    hash,
+                    reason,
+                } => (
+                    "assets delete",
+                    Request::AssetsDelete {
+                        workspace,
+                        hash,
+                        reason,
+                    },
+                ),
+                AssetsCommand::List { workspace } => {
+                    ("assets list", Request::AssetsList { workspace })
                 }
                 AssetsCommand::Get {
                     workspace,
@@ -111,9 +252,21 @@ fn run(cli: Cli) -> Result<(), Report> {
             };
             store_command(&cfg, name, req)
         }
-        Command::History { workspace, limit } => {
-            store_command(&cfg, "history", Request::History { workspace, limit })
-        }
+        Command::History(h) => store_command(
+            &cfg,
+            "history",
+            Request::History {
+                workspace: h.workspace,
+                limit: h.limit,
+                filter: troupe_node::ops::search::HistoryFilter {
+                    entity: h.entity,
+                    field: h.field,
+                    author: h.author,
+                    since: h.since,
+                    until: h.until,
+                },
+            },
+        ),
         Command::Demo { keep } => troupe_node::demo::run(keep),
     }
 }
@@ -165,12 +318,16 @@ fn stop(cfg: &Config) -> Result<(), Report> {
 
 fn store_command(cfg: &Config, name: &str, req: Request) -> Result<(), Report> {
     let answer = commands::run(cfg, name, req)?;
+    print_answer(cfg, name, &answer);
+    Ok(())
+}
+
+fn print_answer(cfg: &Config, name: &str, answer: &serde_json::Value) {
     if cfg.json {
         println!("{answer}");
     } else {
-        commands::print_human(name, &answer);
+        commands::print_human(name, answer);
     }
-    Ok(())
 }
 
 fn init(cfg: &Config, name: Option<&str>) -> Result<(), Report> {

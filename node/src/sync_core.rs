@@ -153,7 +153,7 @@ impl SyncCore {
         let (r, changes) = f(&mut self.local)?;
         let membership = changes
             .iter()
-            .any(|c| !matches!(c, Change::Committed { .. }));
+            .any(|c| !matches!(c, Change::Committed { .. } | Change::RepairWanted { .. }));
         for c in changes {
             let input = match c {
                 Change::Committed {
@@ -167,6 +167,17 @@ impl SyncCore {
                 },
                 Change::WorkspaceAdded(secret) => Input::WorkspaceAdded(secret),
                 Change::WorkspaceRemoved(id) => Input::WorkspaceRemoved(id),
+                Change::RepairWanted {
+                    workspace,
+                    author,
+                    seq,
+                    hash,
+                } => Input::RepairWanted {
+                    workspace,
+                    author,
+                    seq,
+                    hash,
+                },
             };
             self.input(input);
         }

@@ -379,6 +379,19 @@ impl Store {
     /// # Errors
     /// [`BlobError::Storage`], [`BlobError::Damaged`].
     pub fn gc_blobs(&self, now_ms: u64) -> Result<GcReport, BlobError> {
+        self.gc_run(now_ms, true)
+    }
+
+    /// What [`Store::gc_blobs`] would free as of `now_ms`, without freeing
+    /// anything (the `gc` dry run a person reviews first).
+    ///
+    /// # Errors
+    /// [`BlobError::Storage`], [`BlobError::Damaged`].
+    pub fn gc_blobs_dry_run(&self, now_ms: u64) -> Result<GcReport, BlobError> {
+        self.gc_run(now_ms, false)
+    }
+
+    fn gc_run(&self, now_ms: u64, apply: bool) -> Result<GcReport, BlobError> {
         let txn = self.db.begin_write()?;
         let mut report = GcReport::default();
         {
@@ -438,7 +451,11 @@ impl Store {
                 report.freed.push(h);
             }
         }
-        txn.commit()?;
+        if apply {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
         Ok(report)
     }
 }

@@ -73,18 +73,70 @@ pub enum Command {
     Status,
     /// Stop the running node gracefully (as Ctrl-C in its terminal does).
     Stop,
-    /// Recent changes in a workspace, newest first.
-    History {
+    /// Recent changes in a workspace, newest first, optionally filtered.
+    History(HistoryArgs),
+    /// Conflicts: list them in words, resolve them, see past resolutions.
+    /// `troupe conflicts WORKSPACE` is short for `troupe conflicts list WORKSPACE`.
+    Conflicts(ConflictsArgs),
+    /// Undo a change (default: your last change in the workspace).
+    Undo {
         /// Workspace name or id.
         workspace: String,
-        /// Show at most this many changes.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        /// The change's id (from `troupe history`); default: your last.
+        bundle: Option<String>,
     },
-    /// Fields with concurrent values, grouped and described in words.
-    Conflicts {
+    /// Redo an undone change (default: your last undo).
+    Redo {
         /// Workspace name or id.
         workspace: String,
+        /// The undo's id; default: your last undo.
+        bundle: Option<String>,
+    },
+    /// Run jobs: programs whose output becomes one change.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Import contacts from a JSON or CSV file as one change.
+    Import {
+        /// Workspace name or id.
+        workspace: String,
+        /// The file (.json: an array of objects; .csv: a header row).
+        file: PathBuf,
+    },
+    /// Search current values and history for a text.
+    Search {
+        /// Workspace name or id.
+        workspace: String,
+        /// What to look for (case-insensitive).
+        text: String,
+    },
+    /// Show one change with everything it did, in words.
+    ShowBundle {
+        /// Workspace name or id.
+        workspace: String,
+        /// The change's id (from `troupe history`).
+        bundle: String,
+    },
+    /// Review changes that failed verification and were set aside.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+    /// Re-check every stored change and ask members now for clean copies of damaged ones.
+    Repair,
+    /// Re-check every stored change; damaged ones go to quarantine.
+    Scrub,
+    /// Free the bytes of deleted files whose retention has passed (dry run unless --apply).
+    Gc {
+        /// Workspace name or id (optional; GC covers the whole device).
+        workspace: Option<String>,
+        /// Free the space (without it, only show what would be freed).
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Export a workspace as JSON plus its files, also from a damaged store.
+    Export {
+        /// Workspace name or id (its full id works even when the store is too damaged to open).
+        workspace: String,
+        /// Directory to write into (created if needed).
+        dir: PathBuf,
     },
     /// Run the node: connect to peers, discover them on the LAN, serve the local API.
     Up(UpArgs),
@@ -132,6 +184,21 @@ pub enum AssetsCommand {
         /// The file.
         file: PathBuf,
     },
+    /// Record a file as deleted; its bytes are freed by `troupe gc` after the retention period.
+    Delete {
+        /// Workspace name or id.
+        workspace: String,
+        /// The asset hash (or its first characters).
+        hash: String,
+        /// Why, in your words.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List the files of a workspace and whether they are on this device.
+    List {
+        /// Workspace name or id.
+        workspace: String,
+    },
     /// Write an asset's bytes to a file.
     Get {
         /// Workspace name or id.
@@ -166,4 +233,107 @@ pub struct UpArgs {
     /// one per line) this node advertises membership of over mDNS.
     #[arg(long, value_name = "FILE")]
     pub workspace_secrets: Option<PathBuf>,
+}
+
+/// `troupe history` options.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Workspace name or id.
+    pub workspace: String,
+    /// Show at most this many changes.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Only changes to this entity (TYPE/ID).
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Only changes to this field name.
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Only changes by this person (name, "me", or id prefix).
+    #[arg(long)]
+    pub author: Option<String>,
+    /// Only changes at or after this time (2026-11-25, 2026-11-25T14:30, or 2h, 7d ago).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only changes at or before this time.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// `troupe conflicts …`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ConflictsArgs {
+    /// Workspace name or id (same as `conflicts list`).
+    pub workspace: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<ConflictsCommand>,
+}
+
+/// `troupe conflicts list|resolve|history`
+#[derive(Debug, Subcommand)]
+pub enum ConflictsCommand {
+    /// Open conflicts, grouped and described in words.
+    List {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Settle the conflicts of one entity in one change.
+    Resolve {
+        /// Workspace name or id.
+        workspace: String,
+        /// The entity, TYPE/ID.
+        entity: String,
+        /// A conflicted field (repeatable; each needs a --pick).
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// For the --field before it: a person's name (keep their version) or a new value.
+        #[arg(long = "pick")]
+        picks: Vec<String>,
+        /// Keep this person's version of every field not picked.
+        #[arg(long)]
+        take: Option<String>,
+    },
+    /// Past resolutions and what was chosen.
+    History {
+        /// Workspace name or id.
+        workspace: String,
+    },
+}
+
+/// `troupe job …`
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Run a command whose stdout lists changes as JSON lines; they become one
+    /// change only if it succeeds and every line is valid.
+    Run {
+        /// Workspace name or id.
+        workspace: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// `troupe quarantine …`
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Changes set aside, with reasons, sources and what is missing because of them.
+    List,
+    /// One entry in detail.
+    Show {
+        /// Its number from `quarantine list`.
+        id: u64,
+    },
+    /// Try to apply it again (after what it waited for arrived).
+    Retry {
+        /// Its number.
+        id: u64,
+    },
+    /// Drop it for good (recorded as your choice).
+    Skip {
+        /// Its number.
+        id: u64,
+    },
 }

@@ -154,6 +154,18 @@ pub fn report_kind(command: &str, kind: &str, message: &str, writes: bool) -> Re
             EXIT_FAILED,
             "Connect to a member that has the file (`troupe up`), then try again.",
         ),
+        "not_found" => (
+            EXIT_USAGE,
+            "List what is there first (`troupe history`, `troupe conflicts list`, `troupe quarantine list`) and use one of those ids.",
+        ),
+        "nothing_to_do" => (
+            EXIT_FAILED,
+            "Check `troupe history` and `troupe conflicts list` to see the current state.",
+        ),
+        "rejected" => (
+            EXIT_FAILED,
+            "Fix the line named above (the format is in the README under \"Jobs\") and run it again.",
+        ),
         _ => (
             EXIT_FAILED,
             "Check the disk; `troupe up` salvages a damaged store and fetches lost data from other members.",
@@ -254,7 +266,11 @@ pub fn print_human(command: &str, v: &Json) {
             }
         }
         "history" => {
-            for e in v.as_array().cloned().unwrap_or_default() {
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("No changes match.");
+            }
+            for e in list {
                 println!(
                     "{}  {:<10} {} ({})",
                     &e["bundle"].as_str().unwrap_or("")
@@ -263,6 +279,9 @@ pub fn print_human(command: &str, v: &Json) {
                     e["summary"].as_str().unwrap_or(""),
                     e["kind"].as_str().unwrap_or("")
                 );
+                for o in e["matching_ops"].as_array().cloned().unwrap_or_default() {
+                    println!("            {}", o.as_str().unwrap_or(""));
+                }
             }
         }
         "assets add" => println!(
@@ -272,6 +291,7 @@ pub fn print_human(command: &str, v: &Json) {
             s("asset")
         ),
         "assets get" => println!("Wrote {} bytes to {}.", v["size"], s("out")),
+        other if super::operations::print_human(other, v) => {}
         _ => println!("{v}"),
     }
 }

@@ -22,7 +22,7 @@ use crate::local::{Change, Local};
 /// Fields whose text names an entity in conflict descriptions, in order.
 const LABEL_FIELDS: [&str; 3] = ["name", "title", "label"];
 
-fn parse_path(path: &str) -> Result<FieldPath, OpsError> {
+pub(crate) fn parse_path(path: &str) -> Result<FieldPath, OpsError> {
     let parts: Vec<&str> = path.trim().split('/').collect();
     let [t, id, field] = parts.as_slice() else {
         return Err(OpsError::BadPath(format!(
@@ -32,7 +32,7 @@ fn parse_path(path: &str) -> Result<FieldPath, OpsError> {
     FieldPath::new(t, id, field).map_err(|e| OpsError::BadPath(format!("{path:?}: {e}")))
 }
 
-fn parse_entity(entity: &str) -> Result<(String, EntityId), OpsError> {
+pub(crate) fn parse_entity(entity: &str) -> Result<(String, EntityId), OpsError> {
     let parts: Vec<&str> = entity.trim().split('/').collect();
     let [t, id] = parts.as_slice() else {
         return Err(OpsError::BadPath(format!(

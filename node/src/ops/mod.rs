@@ -9,14 +9,24 @@
 //! | [`workspaces`] | create, invite, join, list; name-or-id lookup |
 //! | [`fields`] | set, get, show, history; conflicts described in words |
 //! | [`assets`] | adding files as content-addressed blobs, and reading them back |
+//! | [`conflicts`] | resolving conflicts in one bundle; the history of resolutions |
+//! | [`undo`] | undo and redo of whole bundles |
+//! | [`jobs`] | job output (JSON lines) and contact imports as one bundle |
+//! | [`search`] | filtered history, text search, one bundle in words |
+//! | [`maintenance`] | quarantine, scrub, repair, asset delete, GC, export |
 //!
 //! Every answer is JSON (what `--json` prints); [`crate::cli`] turns it into
 //! sentences. Every error is an [`OpsError`] the CLI explains in three
 //! sentences.
 
 pub mod assets;
+pub mod conflicts;
 pub mod fields;
 pub mod invite;
+pub mod jobs;
+pub mod maintenance;
+pub mod search;
+pub mod undo;
 pub mod workspaces;
 
 use std::path::PathBuf;
@@ -80,6 +90,9 @@ pub enum Request {
         workspace: String,
         /// At most this many.
         limit: usize,
+        /// Entity, field, author and time filters.
+        #[serde(default)]
+        filter: search::HistoryFilter,
     },
     /// Open conflicts, grouped and in words.
     Conflicts {
@@ -102,6 +115,118 @@ pub enum Request {
         /// Output file.
         out: PathBuf,
     },
+    /// Settle the conflicts of one entity in one `merge_resolution` bundle.
+    ConflictResolve {
+        /// Name or id.
+        workspace: String,
+        /// `type/id`.
+        entity: String,
+        /// Per-field choices.
+        #[serde(default)]
+        picks: Vec<conflicts::Pick>,
+        /// Take this member's side for every field not picked.
+        #[serde(default)]
+        take: Option<String>,
+    },
+    /// Past conflict resolutions with their choices.
+    ConflictHistory {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Undo a bundle (default: this device's last change).
+    Undo {
+        /// Name or id.
+        workspace: String,
+        /// Bundle id or prefix.
+        #[serde(default)]
+        bundle: Option<String>,
+    },
+    /// Redo an undo (default: this device's last undo).
+    Redo {
+        /// Name or id.
+        workspace: String,
+        /// Undo bundle id or prefix.
+        #[serde(default)]
+        bundle: Option<String>,
+    },
+    /// Commit a job's staged output (JSON lines) as one `job_output` bundle.
+    JobCommit {
+        /// Name or id.
+        workspace: String,
+        /// The command as typed, for the summary.
+        label: String,
+        /// The staged output file.
+        ops_file: PathBuf,
+    },
+    /// Import contacts from a JSON or CSV file as one `import` bundle.
+    Import {
+        /// Name or id.
+        workspace: String,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Text search over current values and history.
+    Search {
+        /// Name or id.
+        workspace: String,
+        /// The text.
+        text: String,
+    },
+    /// One bundle with its ops in words.
+    ShowBundle {
+        /// Name or id.
+        workspace: String,
+        /// Bundle id or prefix.
+        bundle: String,
+    },
+    /// Quarantined bundles with reasons.
+    QuarantineList,
+    /// One quarantine entry.
+    QuarantineShow {
+        /// Quarantine id.
+        id: u64,
+    },
+    /// Retry a quarantined bundle.
+    QuarantineRetry {
+        /// Quarantine id.
+        id: u64,
+    },
+    /// Drop a quarantined bundle for good.
+    QuarantineSkip {
+        /// Quarantine id.
+        id: u64,
+    },
+    /// Re-verify the store.
+    Scrub,
+    /// Scrub, and ask members for clean copies now.
+    Repair,
+    /// Record an asset as deleted.
+    AssetsDelete {
+        /// Name or id.
+        workspace: String,
+        /// Asset hash or prefix.
+        hash: String,
+        /// Why, in the user's words.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Assets of a workspace and whether their bytes are here.
+    AssetsList {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Free asset bytes no longer needed (dry run unless `apply`).
+    Gc {
+        /// Free them (otherwise only report).
+        apply: bool,
+    },
+    /// Export a workspace as JSON plus asset files.
+    Export {
+        /// Name or id.
+        workspace: String,
+        /// Target directory.
+        dir: PathBuf,
+    },
 }
 
 impl Request {
@@ -113,6 +238,17 @@ impl Request {
                 | Request::WorkspaceJoin { .. }
                 | Request::Set { .. }
                 | Request::AssetsAdd { .. }
+                | Request::ConflictResolve { .. }
+                | Request::Undo { .. }
+                | Request::Redo { .. }
+                | Request::JobCommit { .. }
+                | Request::Import { .. }
+                | Request::QuarantineRetry { .. }
+                | Request::QuarantineSkip { .. }
+                | Request::Scrub
+                | Request::Repair
+                | Request::AssetsDelete { .. }
+                | Request::Gc { apply: true }
         )
     }
 }
@@ -158,6 +294,15 @@ pub enum OpsError {
     /// The store failed (a disk error or damage).
     #[error("the store failed: {0}")]
     Store(String),
+    /// The thing named (bundle, conflict, quarantine entry) is not here.
+    #[error("{0}")]
+    NotFound(String),
+    /// The command had nothing to do (no conflict, nothing left to undo).
+    #[error("{0}")]
+    NothingToDo(String),
+    /// A job's or import's output did not validate; nothing was applied.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl From<LocalError> for OpsError {
@@ -215,6 +360,9 @@ impl OpsError {
             OpsError::File { .. } => "file",
             OpsError::Asset(_) => "asset",
             OpsError::Store(_) => "store",
+            OpsError::NotFound(_) => "not_found",
+            OpsError::NothingToDo(_) => "nothing_to_do",
+            OpsError::Rejected(_) => "rejected",
         }
     }
 }
@@ -241,9 +389,11 @@ pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), O
         Request::Show { workspace, entity } => {
             Ok((fields::show(local, &workspace, &entity)?, vec![]))
         }
-        Request::History { workspace, limit } => {
-            Ok((fields::history(local, &workspace, limit)?, vec![]))
-        }
+        Request::History {
+            workspace,
+            limit,
+            filter,
+        } => Ok((search::history(local, &workspace, limit, &filter)?, vec![])),
         Request::Conflicts { workspace } => Ok((fields::conflicts(local, &workspace)?, vec![])),
         Request::AssetsAdd { workspace, file } => assets::add(local, &workspace, &file),
         Request::AssetsGet {
@@ -251,5 +401,50 @@ pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), O
             hash,
             out,
         } => Ok((assets::get(local, &workspace, &hash, &out)?, vec![])),
+        Request::ConflictResolve {
+            workspace,
+            entity,
+            picks,
+            take,
+        } => conflicts::resolve_conflict(local, &workspace, &entity, &picks, take.as_deref()),
+        Request::ConflictHistory { workspace } => {
+            Ok((conflicts::history(local, &workspace)?, vec![]))
+        }
+        Request::Undo { workspace, bundle } => {
+            undo::run(local, &workspace, bundle.as_deref(), undo::Direction::Undo)
+        }
+        Request::Redo { workspace, bundle } => {
+            undo::run(local, &workspace, bundle.as_deref(), undo::Direction::Redo)
+        }
+        Request::JobCommit {
+            workspace,
+            label,
+            ops_file,
+        } => jobs::commit_ops(local, &workspace, &label, &ops_file),
+        Request::Import { workspace, file } => jobs::import(local, &workspace, &file),
+        Request::Search { workspace, text } => {
+            Ok((search::search(local, &workspace, &text)?, vec![]))
+        }
+        Request::ShowBundle { workspace, bundle } => {
+            Ok((search::show_bundle(local, &workspace, &bundle)?, vec![]))
+        }
+        Request::QuarantineList => Ok((maintenance::quarantine_list(local)?, vec![])),
+        Request::QuarantineShow { id } => Ok((maintenance::quarantine_show(local, id)?, vec![])),
+        Request::QuarantineRetry { id } => maintenance::quarantine_retry(local, id),
+        Request::QuarantineSkip { id } => maintenance::quarantine_skip(local, id),
+        Request::Scrub => maintenance::scrub(local),
+        Request::Repair => maintenance::repair(local),
+        Request::AssetsDelete {
+            workspace,
+            hash,
+            reason,
+        } => maintenance::assets_delete(local, &workspace, &hash, &reason),
+        Request::AssetsList { workspace } => {
+            Ok((maintenance::assets_list(local, &workspace)?, vec![]))
+        }
+        Request::Gc { apply } => maintenance::gc(local, apply),
+        Request::Export { workspace, dir } => {
+            Ok((maintenance::export(local, &workspace, &dir)?, vec![]))
+        }
     }
 }

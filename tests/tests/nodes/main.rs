@@ -15,3 +15,5 @@ mod demo;
 mod assets;
 // Data crosses between processes: edits, conflicts, chains.
 mod sync;
+// Conflicts, undo/redo, jobs, history/search, quarantine, GC and export as a person uses them.
+mod operations;
