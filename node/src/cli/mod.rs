@@ -4,6 +4,7 @@
 pub mod args;
 pub mod commands;
 pub mod config;
+pub mod lifecycle;
 pub mod report;
 
 pub use args::Cli;

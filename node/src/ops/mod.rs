@@ -9,6 +9,9 @@
 //! | [`workspaces`] | create, invite, join, list; name-or-id lookup |
 //! | [`fields`] | set, get, show, history; conflicts described in words |
 //! | [`assets`] | adding files as content-addressed blobs, and reading them back |
+//! | [`lifecycle`] | archive, retention, `workspace show`, leave; isolation checks |
+//! | [`templates`] | template files and clones: current state, no history |
+//! | [`library`] | copying an entity between workspaces, with provenance |
 //!
 //! Every answer is JSON (what `--json` prints); [`crate::cli`] turns it into
 //! sentences. Every error is an [`OpsError`] the CLI explains in three
@@ -17,6 +20,9 @@
 pub mod assets;
 pub mod fields;
 pub mod invite;
+pub mod library;
+pub mod lifecycle;
+pub mod templates;
 pub mod workspaces;
 
 use std::path::PathBuf;
@@ -43,6 +49,13 @@ pub enum Request {
     WorkspaceInvite {
         /// Name or id.
         workspace: String,
+        /// Addresses a joiner can dial without mDNS (multiaddrs).
+        #[serde(default)]
+        peers: Vec<String>,
+        /// Invite to a library workspace anyway (libraries are meant for
+        /// one person's devices).
+        #[serde(default)]
+        force: bool,
     },
     /// Join a workspace from an invite.
     WorkspaceJoin {
@@ -51,6 +64,72 @@ pub enum Request {
     },
     /// List workspaces.
     WorkspaceList,
+    /// Leave a workspace: stop syncing it, keep an export or delete its data.
+    WorkspaceLeave {
+        /// Name or id.
+        workspace: String,
+        /// Delete the data instead of keeping an export.
+        #[serde(default)]
+        delete_data: bool,
+    },
+    /// Kind, retention, archived, members and counts of one workspace.
+    WorkspaceShow {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Archive a workspace (read-only on every member).
+    WorkspaceArchive {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Un-archive a workspace.
+    WorkspaceUnarchive {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Set the retention window (days removed files are kept).
+    WorkspaceRetention {
+        /// Name or id.
+        workspace: String,
+        /// Days.
+        days: u32,
+    },
+    /// Write a workspace's current state as a template file.
+    WorkspaceTemplateExport {
+        /// Name or id.
+        workspace: String,
+        /// The template file to write.
+        file: PathBuf,
+    },
+    /// Create a workspace from a template file.
+    WorkspaceCreateFromTemplate {
+        /// Its name.
+        name: String,
+        /// `show` or `library`; the template's kind when absent.
+        #[serde(default)]
+        kind: Option<String>,
+        /// The template file.
+        file: PathBuf,
+    },
+    /// Copy a workspace's current state into a new workspace.
+    WorkspaceClone {
+        /// Name or id of the source.
+        workspace: String,
+        /// The new workspace's name.
+        new_name: String,
+    },
+    /// Copy an entity into another workspace, with provenance.
+    Copy {
+        /// Source workspace.
+        from: String,
+        /// `type/id`.
+        entity: String,
+        /// Target workspace.
+        to: String,
+        /// Id for the copy (the same id when absent).
+        #[serde(default)]
+        new_id: Option<String>,
+    },
     /// Set one field to a text value.
     Set {
         /// Name or id.
@@ -113,6 +192,13 @@ impl Request {
                 | Request::WorkspaceJoin { .. }
                 | Request::Set { .. }
                 | Request::AssetsAdd { .. }
+                | Request::WorkspaceLeave { .. }
+                | Request::WorkspaceArchive { .. }
+                | Request::WorkspaceUnarchive { .. }
+                | Request::WorkspaceRetention { .. }
+                | Request::WorkspaceCreateFromTemplate { .. }
+                | Request::WorkspaceClone { .. }
+                | Request::Copy { .. }
         )
     }
 }
@@ -144,6 +230,12 @@ pub enum OpsError {
     /// The workspace is archived: read-only.
     #[error("the workspace is archived and read-only")]
     Archived,
+    /// A value names an entity that is not in the target workspace.
+    #[error("{0}")]
+    CrossWorkspace(String),
+    /// A library workspace may only be shared among one person's devices.
+    #[error("'{0}' is a personal library, meant for your own devices only")]
+    LibraryInvite(String),
     /// A file could not be read or written.
     #[error("cannot use the file {path}: {reason}")]
     File {
@@ -212,6 +304,8 @@ impl OpsError {
             OpsError::BadInvite(_) => "bad_invite",
             OpsError::BadArgument(_) => "bad_argument",
             OpsError::Archived => "archived",
+            OpsError::CrossWorkspace(_) => "cross_workspace",
+            OpsError::LibraryInvite(_) => "library_invite",
             OpsError::File { .. } => "file",
             OpsError::Asset(_) => "asset",
             OpsError::Store(_) => "store",
@@ -227,16 +321,50 @@ impl OpsError {
 pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), OpsError> {
     match req {
         Request::WorkspaceCreate { name, kind } => workspaces::create(local, &name, &kind),
-        Request::WorkspaceInvite { workspace } => {
-            Ok((workspaces::invite(local, &workspace)?, vec![]))
-        }
+        Request::WorkspaceInvite {
+            workspace,
+            peers,
+            force,
+        } => Ok((
+            workspaces::invite_with(local, &workspace, &peers, force)?,
+            vec![],
+        )),
         Request::WorkspaceJoin { invite } => workspaces::join(local, &invite),
         Request::WorkspaceList => Ok((workspaces::list(local)?, vec![])),
+        Request::WorkspaceLeave {
+            workspace,
+            delete_data,
+        } => lifecycle::leave(local, &workspace, delete_data),
+        Request::WorkspaceShow { workspace } => Ok((lifecycle::show(local, &workspace)?, vec![])),
+        Request::WorkspaceArchive { workspace } => lifecycle::archive(local, &workspace),
+        Request::WorkspaceUnarchive { workspace } => lifecycle::unarchive(local, &workspace),
+        Request::WorkspaceRetention { workspace, days } => {
+            Ok((lifecycle::retention(local, &workspace, days)?, vec![]))
+        }
+        Request::WorkspaceTemplateExport { workspace, file } => {
+            Ok((templates::export(local, &workspace, &file)?, vec![]))
+        }
+        Request::WorkspaceCreateFromTemplate { name, kind, file } => {
+            templates::create_from(local, &name, kind.as_deref(), &file)
+        }
+        Request::WorkspaceClone {
+            workspace,
+            new_name,
+        } => templates::clone(local, &workspace, &new_name),
+        Request::Copy {
+            from,
+            entity,
+            to,
+            new_id,
+        } => library::copy(local, &from, &entity, &to, new_id.as_deref()),
         Request::Set {
             workspace,
             path,
             value,
-        } => fields::set(local, &workspace, &path, value),
+        } => {
+            lifecycle::ensure_writable(local, &workspace)?;
+            fields::set(local, &workspace, &path, value)
+        }
         Request::Get { workspace, path } => Ok((fields::get(local, &workspace, &path)?, vec![])),
         Request::Show { workspace, entity } => {
             Ok((fields::show(local, &workspace, &entity)?, vec![]))
@@ -245,7 +373,10 @@ pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), O
             Ok((fields::history(local, &workspace, limit)?, vec![]))
         }
         Request::Conflicts { workspace } => Ok((fields::conflicts(local, &workspace)?, vec![])),
-        Request::AssetsAdd { workspace, file } => assets::add(local, &workspace, &file),
+        Request::AssetsAdd { workspace, file } => {
+            lifecycle::ensure_writable(local, &workspace)?;
+            assets::add(local, &workspace, &file)
+        }
         Request::AssetsGet {
             workspace,
             hash,
