@@ -11,3 +11,5 @@ mod cli;
 mod mdns;
 // `troupe demo`: three nodes, a conflict in words, convergence, cleanup.
 mod demo;
+// Workspaces as crews live them: isolation, library copies, archive, templates, clone, leave.
+mod lifecycle;
