@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use troupe_node::cli::args::{
-    AssetsCommand, Cli, Command, ConflictsCommand, JobCommand, QuarantineCommand, WorkspaceCommand,
+    AssetsCommand, Cli, Command, ConflictsCommand, JobCommand, QuarantineCommand, TemplateCommand,
+    WorkspaceCommand,
 };
 use troupe_node::cli::commands;
 use troupe_node::cli::config::{Config, UpConfig};
@@ -55,19 +56,98 @@ fn run(cli: Cli) -> Result<(), Report> {
         Command::Stop => stop(&cfg),
         Command::Workspace(w) => {
             let (name, req) = match w {
-                WorkspaceCommand::Create { name, kind } => {
-                    ("workspace create", Request::WorkspaceCreate { name, kind })
-                }
-                WorkspaceCommand::Invite { workspace } => {
-                    ("workspace invite", Request::WorkspaceInvite { workspace })
-                }
+                WorkspaceCommand::Create {
+                    name,
+                    kind,
+                    from_template: None,
+                } => ("workspace create", Request::WorkspaceCreate { name, kind }),
+                WorkspaceCommand::Create {
+                    name,
+                    kind,
+                    from_template: Some(file),
+                } => (
+                    "workspace create",
+                    Request::WorkspaceCreateFromTemplate {
+                        name,
+                        kind: (kind != "show").then_some(kind),
+                        file: absolute(file),
+                    },
+                ),
+                WorkspaceCommand::Invite {
+                    workspace,
+                    peers,
+                    force,
+                } => (
+                    "workspace invite",
+                    Request::WorkspaceInvite {
+                        workspace,
+                        peers,
+                        force,
+                    },
+                ),
                 WorkspaceCommand::Join { invite } => {
                     ("workspace join", Request::WorkspaceJoin { invite })
                 }
                 WorkspaceCommand::List => ("workspace list", Request::WorkspaceList),
+                WorkspaceCommand::Leave {
+                    workspace,
+                    delete_data,
+                } => (
+                    "workspace leave",
+                    Request::WorkspaceLeave {
+                        workspace,
+                        delete_data,
+                    },
+                ),
+                WorkspaceCommand::Show { workspace } => {
+                    ("workspace show", Request::WorkspaceShow { workspace })
+                }
+                WorkspaceCommand::Archive { workspace } => {
+                    ("workspace archive", Request::WorkspaceArchive { workspace })
+                }
+                WorkspaceCommand::Unarchive { workspace } => (
+                    "workspace unarchive",
+                    Request::WorkspaceUnarchive { workspace },
+                ),
+                WorkspaceCommand::Retention { workspace, days } => (
+                    "workspace retention",
+                    Request::WorkspaceRetention { workspace, days },
+                ),
+                WorkspaceCommand::Template(TemplateCommand::Export { workspace, file }) => (
+                    "workspace template export",
+                    Request::WorkspaceTemplateExport {
+                        workspace,
+                        file: absolute(file),
+                    },
+                ),
+                WorkspaceCommand::Clone {
+                    workspace,
+                    new_name,
+                } => (
+                    "workspace clone",
+                    Request::WorkspaceClone {
+                        workspace,
+                        new_name,
+                    },
+                ),
             };
             store_command(&cfg, name, req)
         }
+        Command::Copy {
+            from,
+            entity,
+            to,
+            new_id,
+        } => store_command(
+            &cfg,
+            "copy",
+            Request::Copy {
+                from,
+                entity,
+                to,
+                new_id,
+            },
+        ),
         Command::Set {
             workspace,
             path,
@@ -199,7 +279,7 @@ fn run(cli: Cli) -> Result<(), Report> {
         Command::Gc { workspace, apply } => {
             if let Some(w) = workspace {
                 // Validates the name; GC itself covers the whole device.
-                commands::run(&cfg, "gc", Request::WorkspaceInvite { workspace: w }).map(|_| ())?;
+                commands::run(&cfg, "gc", Request::WorkspaceShow { workspace: w }).map(|_| ())?;
             }
             let answer = troupe_node::cli::progress::around("Looking for files to free", || {
                 commands::run(&cfg, "gc", Request::Gc { apply })
@@ -449,4 +529,9 @@ fn daemon_report(e: &DaemonError, cfg: &Config) -> Report {
             "Fix the cause above (a busy port, a missing interface) and start it again.",
         ),
     }
+}
+
+/// The daemon may run in another directory: file arguments are made absolute.
+fn absolute(p: std::path::PathBuf) -> std::path::PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
 }

@@ -101,6 +101,7 @@ pub mod progress;
 pub mod quarantine;
 pub mod read;
 pub mod rebuild;
+pub mod remove;
 pub mod salvage;
 mod schema;
 pub mod scrub;
@@ -125,6 +126,7 @@ pub use progress::PeerProgress;
 pub use quarantine::{QuarantineEntry, RepairNeeded, SkippedEntry};
 pub use read::{HistoryEntry, StoreView, WorkspaceView};
 pub use rebuild::{RebuildDiff, RebuildReport};
+pub use remove::RemoveReport;
 pub use salvage::{LostRange, SalvageReport, salvage_copy};
 pub use scrub::ScrubReport;
 

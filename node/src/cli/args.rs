@@ -64,6 +64,19 @@ pub enum Command {
         /// Entity, as TYPE/ID.
         entity: String,
     },
+    /// Copy an entity into another workspace (e.g. from your library into a
+    /// show), recording where it came from.
+    Copy {
+        /// Source workspace.
+        from: String,
+        /// The entity, as TYPE/ID.
+        entity: String,
+        /// Target workspace.
+        to: String,
+        /// Give the copy another id.
+        #[arg(long = "as", value_name = "NEW_ID")]
+        new_id: Option<String>,
+    },
     /// Add or fetch files (assets).
     #[command(subcommand)]
     Assets(AssetsCommand),
@@ -159,11 +172,22 @@ pub enum WorkspaceCommand {
         /// `show` (shared by a crew) or `library` (your own devices).
         #[arg(long, default_value = "show")]
         kind: String,
+        /// Start from a template file (`workspace template export`): its
+        /// current state, new id and secret, no history.
+        #[arg(long, value_name = "FILE")]
+        from_template: Option<PathBuf>,
     },
     /// Print an invite that lets another device join.
     Invite {
         /// Workspace name or id.
         workspace: String,
+        /// A member address to put in the invite, so the joiner can dial it
+        /// without mDNS (repeatable), e.g. /ip4/192.168.1.20/tcp/4001/p2p/12D3….
+        #[arg(long = "peer", value_name = "MULTIADDR")]
+        peers: Vec<String>,
+        /// Invite to a personal library anyway (libraries are for your own devices).
+        #[arg(long)]
+        force: bool,
     },
     /// Join a workspace from an invite.
     Join {
@@ -172,6 +196,59 @@ pub enum WorkspaceCommand {
     },
     /// List the workspaces this node belongs to.
     List,
+    /// Stop syncing a workspace on this device; its data is kept as an
+    /// export in <data dir>/left/ unless --delete-data is given.
+    Leave {
+        /// Workspace name or id.
+        workspace: String,
+        /// Delete the workspace's data from this device.
+        #[arg(long)]
+        delete_data: bool,
+    },
+    /// Kind, retention, archived, members and counts of a workspace.
+    Show {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Make a workspace read-only on every member's device.
+    Archive {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Make an archived workspace writable again.
+    Unarchive {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Set how many days removed files are kept on this device.
+    Retention {
+        /// Workspace name or id.
+        workspace: String,
+        /// Days (default for new workspaces: 90).
+        days: u32,
+    },
+    /// Templates: a workspace's current state as a file.
+    #[command(subcommand)]
+    Template(TemplateCommand),
+    /// Copy a workspace's current state (no history) into a new workspace.
+    Clone {
+        /// Workspace name or id.
+        workspace: String,
+        /// The new workspace's name.
+        new_name: String,
+    },
+}
+
+/// `troupe workspace template …`
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Write a workspace's current state and files to a template file.
+    Export {
+        /// Workspace name or id.
+        workspace: String,
+        /// The file to write.
+        file: PathBuf,
+    },
 }
 
 /// `troupe assets …`

@@ -147,7 +147,15 @@ pub fn report_kind(command: &str, kind: &str, message: &str, writes: bool) -> Re
         "bad_argument" => (EXIT_USAGE, "Fix the argument and run the command again."),
         "archived" => (
             EXIT_FAILED,
-            "Un-archive the workspace first if the show is running again; it can still be read and exported.",
+            "Un-archive it with `troupe workspace unarchive WORKSPACE` if the show is running again; it can still be read, exported and cloned.",
+        ),
+        "cross_workspace" => (
+            EXIT_USAGE,
+            "Copy the referenced entity into the target workspace first (`troupe copy FROM TYPE/ID TO`), or leave the reference out.",
+        ),
+        "library_invite" => (
+            EXIT_USAGE,
+            "Invite only your own devices; to do so, run `troupe workspace invite WORKSPACE --force`, or copy entities into a show with `troupe copy`.",
         ),
         "file" => (EXIT_FAILED, "Check the file's path and permissions."),
         "asset" => (
@@ -185,6 +193,9 @@ pub fn print_human(command: &str, v: &Json) {
     match command {
         "workspace create" => {
             println!("Created workspace '{}' ({}).", s("name"), s("kind"));
+            if let Some(n) = v["fields"].as_u64() {
+                println!("Filled from the template with {n} fields (no history).");
+            }
             println!("Id: {}", s("id"));
             println!(
                 "Invite others with: troupe workspace invite \"{}\"",
@@ -192,6 +203,9 @@ pub fn print_human(command: &str, v: &Json) {
             );
         }
         "workspace invite" => {
+            if v["kind"] == "library" {
+                println!("Note: this is a personal library; invite only your own devices.");
+            }
             println!(
                 "Invite to '{}' (anyone holding it can join; share it like a key):",
                 s("name")
@@ -291,6 +305,7 @@ pub fn print_human(command: &str, v: &Json) {
             s("asset")
         ),
         "assets get" => println!("Wrote {} bytes to {}.", v["size"], s("out")),
+        c if crate::cli::lifecycle::is_lifecycle(c) => crate::cli::lifecycle::print_lifecycle(c, v),
         other if super::operations::print_human(other, v) => {}
         _ => println!("{v}"),
     }

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod commands;
 pub mod config;
+pub mod lifecycle;
 pub mod operations;
 pub mod progress;
 pub mod report;

@@ -24,6 +24,17 @@ pub struct Invite {
     pub name: String,
     /// Show or library.
     pub kind: WorkspaceKind,
+    /// Addresses (multiaddrs) of members, so a joiner can dial without mDNS.
+    /// Invites made before this field existed decode with none.
+    pub peers: Vec<String>,
+}
+
+/// The invite layout before peer addresses were added (still accepted).
+#[derive(Deserialize)]
+struct InviteV0 {
+    secret: WorkspaceSecret,
+    name: String,
+    kind: WorkspaceKind,
 }
 
 impl Invite {
@@ -61,7 +72,17 @@ impl Invite {
         if &blake3::hash(body).as_bytes()[..4] != sum {
             return Err("its checksum does not match (a character was changed or lost)".into());
         }
-        postcard::from_bytes(body).map_err(|_| "its contents are not an invite".to_string())
+        match postcard::from_bytes::<Invite>(body) {
+            Ok(i) => Ok(i),
+            Err(_) => postcard::from_bytes::<InviteV0>(body)
+                .map(|o| Invite {
+                    secret: o.secret,
+                    name: o.name,
+                    kind: o.kind,
+                    peers: vec![],
+                })
+                .map_err(|_| "its contents are not an invite".to_string()),
+        }
     }
 }
 
@@ -74,7 +95,30 @@ mod tests {
             secret: WorkspaceSecret([7; 32]),
             name: "Hamlet — spring tour".into(),
             kind: WorkspaceKind::Show,
+            peers: vec!["/ip4/10.0.0.2/tcp/4001".into()],
         }
+    }
+
+    #[test]
+    fn an_invite_without_peer_addresses_still_decodes() {
+        #[derive(Serialize)]
+        struct Old {
+            secret: WorkspaceSecret,
+            name: String,
+            kind: WorkspaceKind,
+        }
+        let mut bytes = postcard::to_allocvec(&Old {
+            secret: WorkspaceSecret([7; 32]),
+            name: "Old".into(),
+            kind: WorkspaceKind::Show,
+        })
+        .unwrap();
+        let sum = blake3::hash(&bytes);
+        bytes.extend_from_slice(&sum.as_bytes()[..4]);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let i = Invite::decode(&format!("{PREFIX}{hex}")).unwrap();
+        assert_eq!(i.name, "Old");
+        assert!(i.peers.is_empty());
     }
 
     #[test]

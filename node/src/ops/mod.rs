@@ -14,6 +14,9 @@
 //! | [`jobs`] | job output (JSON lines) and contact imports as one bundle |
 //! | [`search`] | filtered history, text search, one bundle in words |
 //! | [`maintenance`] | quarantine, scrub, repair, asset delete, GC, export |
+//! | [`lifecycle`] | archive, retention, `workspace show`, leave; isolation checks |
+//! | [`templates`] | template files and clones: current state, no history |
+//! | [`library`] | copying an entity between workspaces, with provenance |
 //!
 //! Every answer is JSON (what `--json` prints); [`crate::cli`] turns it into
 //! sentences. Every error is an [`OpsError`] the CLI explains in three
@@ -24,8 +27,11 @@ pub mod conflicts;
 pub mod fields;
 pub mod invite;
 pub mod jobs;
+pub mod library;
+pub mod lifecycle;
 pub mod maintenance;
 pub mod search;
+pub mod templates;
 pub mod undo;
 pub mod workspaces;
 
@@ -53,6 +59,13 @@ pub enum Request {
     WorkspaceInvite {
         /// Name or id.
         workspace: String,
+        /// Addresses a joiner can dial without mDNS (multiaddrs).
+        #[serde(default)]
+        peers: Vec<String>,
+        /// Invite to a library workspace anyway (libraries are meant for
+        /// one person's devices).
+        #[serde(default)]
+        force: bool,
     },
     /// Join a workspace from an invite.
     WorkspaceJoin {
@@ -61,6 +74,72 @@ pub enum Request {
     },
     /// List workspaces.
     WorkspaceList,
+    /// Leave a workspace: stop syncing it, keep an export or delete its data.
+    WorkspaceLeave {
+        /// Name or id.
+        workspace: String,
+        /// Delete the data instead of keeping an export.
+        #[serde(default)]
+        delete_data: bool,
+    },
+    /// Kind, retention, archived, members and counts of one workspace.
+    WorkspaceShow {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Archive a workspace (read-only on every member).
+    WorkspaceArchive {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Un-archive a workspace.
+    WorkspaceUnarchive {
+        /// Name or id.
+        workspace: String,
+    },
+    /// Set the retention window (days removed files are kept).
+    WorkspaceRetention {
+        /// Name or id.
+        workspace: String,
+        /// Days.
+        days: u32,
+    },
+    /// Write a workspace's current state as a template file.
+    WorkspaceTemplateExport {
+        /// Name or id.
+        workspace: String,
+        /// The template file to write.
+        file: PathBuf,
+    },
+    /// Create a workspace from a template file.
+    WorkspaceCreateFromTemplate {
+        /// Its name.
+        name: String,
+        /// `show` or `library`; the template's kind when absent.
+        #[serde(default)]
+        kind: Option<String>,
+        /// The template file.
+        file: PathBuf,
+    },
+    /// Copy a workspace's current state into a new workspace.
+    WorkspaceClone {
+        /// Name or id of the source.
+        workspace: String,
+        /// The new workspace's name.
+        new_name: String,
+    },
+    /// Copy an entity into another workspace, with provenance.
+    Copy {
+        /// Source workspace.
+        from: String,
+        /// `type/id`.
+        entity: String,
+        /// Target workspace.
+        to: String,
+        /// Id for the copy (the same id when absent).
+        #[serde(default)]
+        new_id: Option<String>,
+    },
     /// Set one field to a text value.
     Set {
         /// Name or id.
@@ -249,6 +328,13 @@ impl Request {
                 | Request::Repair
                 | Request::AssetsDelete { .. }
                 | Request::Gc { apply: true }
+                | Request::WorkspaceLeave { .. }
+                | Request::WorkspaceArchive { .. }
+                | Request::WorkspaceUnarchive { .. }
+                | Request::WorkspaceRetention { .. }
+                | Request::WorkspaceCreateFromTemplate { .. }
+                | Request::WorkspaceClone { .. }
+                | Request::Copy { .. }
         )
     }
 }
@@ -280,6 +366,12 @@ pub enum OpsError {
     /// The workspace is archived: read-only.
     #[error("the workspace is archived and read-only")]
     Archived,
+    /// A value names an entity that is not in the target workspace.
+    #[error("{0}")]
+    CrossWorkspace(String),
+    /// A library workspace may only be shared among one person's devices.
+    #[error("'{0}' is a personal library, meant for your own devices only")]
+    LibraryInvite(String),
     /// A file could not be read or written.
     #[error("cannot use the file {path}: {reason}")]
     File {
@@ -357,6 +449,8 @@ impl OpsError {
             OpsError::BadInvite(_) => "bad_invite",
             OpsError::BadArgument(_) => "bad_argument",
             OpsError::Archived => "archived",
+            OpsError::CrossWorkspace(_) => "cross_workspace",
+            OpsError::LibraryInvite(_) => "library_invite",
             OpsError::File { .. } => "file",
             OpsError::Asset(_) => "asset",
             OpsError::Store(_) => "store",
@@ -373,18 +467,65 @@ impl OpsError {
 /// # Errors
 /// [`OpsError`]; nothing is changed on error.
 pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), OpsError> {
+    // Every command that writes bundles into a workspace is refused while it
+    // is archived (`set`, `assets add` and `copy` check this themselves).
+    match &req {
+        Request::ConflictResolve { workspace, .. }
+        | Request::Undo { workspace, .. }
+        | Request::Redo { workspace, .. }
+        | Request::JobCommit { workspace, .. }
+        | Request::Import { workspace, .. }
+        | Request::AssetsDelete { workspace, .. } => {
+            lifecycle::ensure_writable(local, workspace)?;
+        }
+        _ => {}
+    }
     match req {
         Request::WorkspaceCreate { name, kind } => workspaces::create(local, &name, &kind),
-        Request::WorkspaceInvite { workspace } => {
-            Ok((workspaces::invite(local, &workspace)?, vec![]))
-        }
+        Request::WorkspaceInvite {
+            workspace,
+            peers,
+            force,
+        } => Ok((
+            workspaces::invite_with(local, &workspace, &peers, force)?,
+            vec![],
+        )),
         Request::WorkspaceJoin { invite } => workspaces::join(local, &invite),
         Request::WorkspaceList => Ok((workspaces::list(local)?, vec![])),
+        Request::WorkspaceLeave {
+            workspace,
+            delete_data,
+        } => lifecycle::leave(local, &workspace, delete_data),
+        Request::WorkspaceShow { workspace } => Ok((lifecycle::show(local, &workspace)?, vec![])),
+        Request::WorkspaceArchive { workspace } => lifecycle::archive(local, &workspace),
+        Request::WorkspaceUnarchive { workspace } => lifecycle::unarchive(local, &workspace),
+        Request::WorkspaceRetention { workspace, days } => {
+            Ok((lifecycle::retention(local, &workspace, days)?, vec![]))
+        }
+        Request::WorkspaceTemplateExport { workspace, file } => {
+            Ok((templates::export(local, &workspace, &file)?, vec![]))
+        }
+        Request::WorkspaceCreateFromTemplate { name, kind, file } => {
+            templates::create_from(local, &name, kind.as_deref(), &file)
+        }
+        Request::WorkspaceClone {
+            workspace,
+            new_name,
+        } => templates::clone(local, &workspace, &new_name),
+        Request::Copy {
+            from,
+            entity,
+            to,
+            new_id,
+        } => library::copy(local, &from, &entity, &to, new_id.as_deref()),
         Request::Set {
             workspace,
             path,
             value,
-        } => fields::set(local, &workspace, &path, value),
+        } => {
+            lifecycle::ensure_writable(local, &workspace)?;
+            fields::set(local, &workspace, &path, value)
+        }
         Request::Get { workspace, path } => Ok((fields::get(local, &workspace, &path)?, vec![])),
         Request::Show { workspace, entity } => {
             Ok((fields::show(local, &workspace, &entity)?, vec![]))
@@ -395,7 +536,10 @@ pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), O
             filter,
         } => Ok((search::history(local, &workspace, limit, &filter)?, vec![])),
         Request::Conflicts { workspace } => Ok((fields::conflicts(local, &workspace)?, vec![])),
-        Request::AssetsAdd { workspace, file } => assets::add(local, &workspace, &file),
+        Request::AssetsAdd { workspace, file } => {
+            lifecycle::ensure_writable(local, &workspace)?;
+            assets::add(local, &workspace, &file)
+        }
         Request::AssetsGet {
             workspace,
             hash,

@@ -75,6 +75,8 @@ fn parse_kind(kind: &str) -> Result<WorkspaceKind, OpsError> {
 }
 
 fn describe(info: &WorkspaceInfo) -> Json {
+    // `archived` here is the store's local flag; the synced archive setting
+    // is reported by `workspace show` and `workspace list`.
     json!({
         "id": info.id().to_string(),
         "name": info.name,
@@ -126,19 +128,88 @@ pub fn create(local: &mut Local, name: &str, kind: &str) -> Result<(Json, Vec<Ch
     Ok((describe(&info), changes))
 }
 
+/// Most peer addresses an invite carries (it must stay short enough to paste).
+pub const MAX_INVITE_PEERS: usize = 4;
+
 /// The invite for a workspace.
 ///
 /// # Errors
 /// Lookup and store errors.
 pub fn invite(local: &Local, workspace: &str) -> Result<Json, OpsError> {
+    invite_with(local, workspace, &[], true)
+}
+
+/// The invite for a workspace, carrying member addresses a joiner dials
+/// without mDNS. A library workspace (one person's devices) needs `force`.
+///
+/// # Errors
+/// [`OpsError::LibraryInvite`] for a library without `force`;
+/// [`OpsError::BadArgument`] for a bad or excess address; lookup errors.
+pub fn invite_with(
+    local: &Local,
+    workspace: &str,
+    peers: &[String],
+    force: bool,
+) -> Result<Json, OpsError> {
     let info = resolve(local, workspace)?;
+    if info.kind == WorkspaceKind::Library && !force {
+        return Err(OpsError::LibraryInvite(info.name));
+    }
+    if peers.len() > MAX_INVITE_PEERS {
+        return Err(OpsError::BadArgument(format!(
+            "an invite carries at most {MAX_INVITE_PEERS} addresses, not {}",
+            peers.len()
+        )));
+    }
+    for p in peers {
+        p.parse::<libp2p::Multiaddr>().map_err(|e| {
+            OpsError::BadArgument(format!(
+                "{p:?} is not a peer address ({e}); write it like /ip4/192.168.1.20/tcp/4001/p2p/12D3…"
+            ))
+        })?;
+    }
     let code = Invite {
         secret: info.secret.clone(),
         name: info.name.clone(),
         kind: info.kind,
+        peers: peers.to_vec(),
     }
     .encode();
-    Ok(json!({ "id": info.id().to_string(), "name": info.name, "invite": code }))
+    Ok(json!({
+        "id": info.id().to_string(),
+        "name": info.name,
+        "kind": info.kind.to_string(),
+        "peers": peers,
+        "invite": code,
+    }))
+}
+
+/// Adds an invite's addresses to `known_peers.json` in the data dir, which
+/// the node dials at its next start (a running node is not redialled from
+/// here: restart it, or pass `--peer`).
+fn remember_peers(local: &Local, peers: &[String]) -> Vec<String> {
+    let Some(dir) = local.path().parent() else {
+        return vec![];
+    };
+    let file = dir.join(crate::dialer::KNOWN_PEERS_FILE);
+    let mut known: Vec<String> = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let mut added = Vec::new();
+    for p in peers {
+        if p.parse::<libp2p::Multiaddr>().is_ok() && !known.contains(p) {
+            known.push(p.clone());
+            added.push(p.clone());
+        }
+    }
+    if !added.is_empty() {
+        let text = serde_json::to_string_pretty(&known).unwrap_or_default();
+        if std::fs::write(&file, text).is_err() {
+            return vec![];
+        }
+    }
+    added
 }
 
 /// Joins a workspace from an invite; joining one already held is a no-op.
@@ -148,9 +219,11 @@ pub fn invite(local: &Local, workspace: &str) -> Result<Json, OpsError> {
 pub fn join(local: &mut Local, text: &str) -> Result<(Json, Vec<Change>), OpsError> {
     let inv = Invite::decode(text).map_err(OpsError::BadInvite)?;
     let id = inv.secret.workspace_id();
+    let remembered = remember_peers(local, &inv.peers);
     if let Some(held) = local.store().workspace(&id)? {
         let mut j = describe(&held);
         j["already_member"] = json!(true);
+        j["peers_remembered"] = json!(remembered);
         return Ok((j, vec![]));
     }
     let name: String = inv.name.chars().take(MAX_NAME_LEN).collect();
@@ -160,6 +233,7 @@ pub fn join(local: &mut Local, text: &str) -> Result<(Json, Vec<Change>), OpsErr
     changes.extend(introduce(local, id)?);
     let mut j = describe(&info);
     j["already_member"] = json!(false);
+    j["peers_remembered"] = json!(remembered);
     Ok((j, changes))
 }
 
@@ -168,7 +242,11 @@ pub fn join(local: &mut Local, text: &str) -> Result<(Json, Vec<Change>), OpsErr
 /// # Errors
 /// Store errors.
 pub fn list(local: &Local) -> Result<Json, OpsError> {
-    Ok(Json::Array(
-        local.store().workspaces()?.iter().map(describe).collect(),
-    ))
+    let mut out = Vec::new();
+    for w in local.store().workspaces()? {
+        let mut j = describe(&w);
+        j["archived"] = json!(w.archived || super::lifecycle::is_archived(local, &w.id())?);
+        out.push(j);
+    }
+    Ok(Json::Array(out))
 }

@@ -17,3 +17,5 @@ mod assets;
 mod sync;
 // Conflicts, undo/redo, jobs, history/search, quarantine, GC and export as a person uses them.
 mod operations;
+// Workspaces as crews live them: isolation, library copies, archive, templates, clone, leave.
+mod lifecycle;
