@@ -152,7 +152,12 @@ impl Engine {
                 match &p.session {
                     Some(Session::AwaitHello(s)) => s.deadline.min(idle),
                     Some(Session::AwaitProofs(s)) => s.deadline.min(idle),
-                    _ => idle.min(p.last_send.saturating_add(KEEPALIVE)),
+                    Some(Session::Active(a)) => a
+                        .shared
+                        .values()
+                        .filter_map(super::session::Shared::deadline)
+                        .fold(idle.min(p.last_send.saturating_add(KEEPALIVE)), Millis::min),
+                    None => idle.min(p.last_send.saturating_add(KEEPALIVE)),
                 }
             })
             .min()
@@ -334,6 +339,9 @@ impl Engine {
                 self.disconnect(id, "peer silent".into(), view);
             } else if active && now >= p.last_send.saturating_add(KEEPALIVE) {
                 self.send(id, &Message::Ping(now));
+            }
+            if active {
+                self.transfer_deadlines(id, view);
             }
         }
     }

@@ -54,3 +54,11 @@ pub const BLOB_CHUNK: usize = 1024 * 1024;
 pub const BLOB_WINDOW: usize = 4;
 /// Blobs being fetched at once; more wants are answered "unavailable".
 pub const MAX_BLOB_FETCHES: usize = 1024;
+/// Wants a peer has not served for this long (no batch from it) are released
+/// and asked of other members: a peer must not stall a sync by staying silent
+/// about one range while answering keepalives.
+pub const WANT_TIMEOUT: Millis = 15_000;
+/// Seqs a peer sent a bad copy of are asked of it again after this long (the
+/// bad copy may have been a transient fault); repeated bad copies disconnect
+/// it through [`MAX_BAD_ITEMS`].
+pub const RETRY_REFUSED: Millis = 5_000;

@@ -79,6 +79,30 @@ pub(crate) struct Shared {
     pub(crate) in_flight: BTreeSet<u64>,
     /// Next id for a batch we send.
     pub(crate) next_batch: u64,
+    /// When this peer last made progress on our wants (a want sent, a batch
+    /// received); wants outstanding [`WANT_TIMEOUT`](super::limits::WANT_TIMEOUT)
+    /// past it are released and asked elsewhere.
+    pub(crate) progress_at: Millis,
+    /// Seqs this peer sent a bad copy of (or did not serve in time) in this
+    /// session: asked of others first, and of this peer again after
+    /// [`RETRY_REFUSED`](super::limits::RETRY_REFUSED).
+    pub(crate) refused: BTreeMap<ActorId, SeqRangeSet>,
+    /// When `refused` was last added to.
+    pub(crate) refused_at: Millis,
+}
+
+impl Shared {
+    /// The next time this workspace's transfer needs the timer, if any.
+    pub(crate) fn deadline(&self) -> Option<Millis> {
+        let want = (!self.wanted.is_empty())
+            .then(|| self.progress_at.saturating_add(super::limits::WANT_TIMEOUT));
+        let retry = (!self.refused.is_empty())
+            .then(|| self.refused_at.saturating_add(super::limits::RETRY_REFUSED));
+        match (want, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// Adds `b` into `map[k]`.

@@ -91,7 +91,11 @@ impl Engine {
             for (author, need) in wants {
                 let r = self.requested.entry((ws, author)).or_default();
                 *r = r.union(&need);
+                let now = self.now;
                 if let Some(sh) = self.shared_mut(peer, ws) {
+                    if sh.wanted.is_empty() {
+                        sh.progress_at = now;
+                    }
                     add(&mut sh.wanted, author, &need);
                     sh.expected = sh.expected.saturating_add(count(&need));
                     sh.up_to_date = false;
@@ -125,7 +129,12 @@ impl Engine {
             let Some(sh) = self.shared_mut(peer, ws) else {
                 continue;
             };
-            if sh.ranges_known && sh.wanted.is_empty() && !sh.up_to_date && !busy {
+            if sh.ranges_known
+                && sh.wanted.is_empty()
+                && sh.refused.is_empty()
+                && !sh.up_to_date
+                && !busy
+            {
                 sh.up_to_date = true;
                 self.event(SyncEvent::UpToDate {
                     peer,
@@ -210,8 +219,10 @@ impl Engine {
         data: &[u8],
         view: &impl OplogView,
     ) {
-        if self.shared_ref(peer, ws).is_none() {
-            return self.blame(peer, "batch for a workspace not shared".into(), view);
+        let now = self.now;
+        match self.shared_mut(peer, ws) {
+            Some(sh) => sh.progress_at = now,
+            None => return self.blame(peer, "batch for a workspace not shared".into(), view),
         }
         let epoch = self.peers.get(&peer).map_or(0, |p| p.epoch);
         let reused = self.committing.iter().any(|((p, w, _), pd)| {
@@ -278,9 +289,11 @@ impl Engine {
                 // An honest holder may lack a signature for a run tail; ask elsewhere.
                 Err(VerifyError::Unsigned { .. }) => {
                     self.forget_from(peer, ws, author, &single(seq));
+                    self.note_refused(peer, ws, author, &single(seq));
                 }
                 Err(e) => {
                     self.forget_from(peer, ws, author, &single(seq));
+                    self.note_refused(peer, ws, author, &single(seq));
                     self.refuse(peer, ws, b.into_bytes(), &e, view);
                 }
             }
@@ -319,6 +332,73 @@ impl Engine {
             batch_id: local,
             bundles: good,
         });
+    }
+
+    /// Remembers that `peer` did not deliver `seqs` of `author` (bad copy or
+    /// no answer), so they are asked of it again later.
+    fn note_refused(&mut self, peer: PeerId, ws: WorkspaceId, author: ActorId, seqs: &SeqRangeSet) {
+        let now = self.now;
+        if let Some(sh) = self.shared_mut(peer, ws) {
+            add(&mut sh.refused, author, seqs);
+            sh.refused_at = now;
+            sh.up_to_date = false;
+        }
+    }
+
+    /// The timer for `peer`'s transfers: wants unserved for
+    /// [`WANT_TIMEOUT`](super::limits::WANT_TIMEOUT) are released and asked
+    /// elsewhere; refused seqs are trusted to `peer` again after
+    /// [`RETRY_REFUSED`](super::limits::RETRY_REFUSED). Either way, nothing a
+    /// member holds stays un-asked for the whole session.
+    pub(crate) fn transfer_deadlines(&mut self, peer: PeerId, view: &impl OplogView) {
+        let now = self.now;
+        let workspaces: Vec<WorkspaceId> = self
+            .shared_ref_all(peer)
+            .into_iter()
+            .filter(|(_, sh)| sh.deadline().is_some_and(|d| now >= d))
+            .map(|(ws, _)| ws)
+            .collect();
+        for ws in workspaces {
+            let (stale, retry) = match self.shared_mut(peer, ws) {
+                Some(sh) => {
+                    let stale = if !sh.wanted.is_empty()
+                        && now >= sh.progress_at.saturating_add(super::limits::WANT_TIMEOUT)
+                    {
+                        std::mem::take(&mut sh.wanted)
+                    } else {
+                        BTreeMap::new()
+                    };
+                    let retry = if !sh.refused.is_empty()
+                        && now >= sh.refused_at.saturating_add(super::limits::RETRY_REFUSED)
+                    {
+                        std::mem::take(&mut sh.refused)
+                    } else {
+                        BTreeMap::new()
+                    };
+                    for (author, set) in &retry {
+                        add(&mut sh.theirs, *author, set);
+                    }
+                    (stale, retry)
+                }
+                None => continue,
+            };
+            for (author, set) in &stale {
+                self.forget_from(peer, ws, *author, set);
+                self.note_refused(peer, ws, *author, set);
+            }
+            if !stale.is_empty() || !retry.is_empty() {
+                self.request_missing(ws, view);
+            }
+        }
+    }
+
+    fn shared_ref_all(&self, peer: PeerId) -> Vec<(WorkspaceId, &super::session::Shared)> {
+        match self.peers.get(&peer).and_then(|p| p.session.as_ref()) {
+            Some(super::session::Session::Active(a)) => {
+                a.shared.iter().map(|(w, sh)| (*w, sh)).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Quarantines refused bytes and blames their sender.
