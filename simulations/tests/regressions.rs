@@ -17,6 +17,11 @@
 //!   the receiver reported `UpToDate` while lacking it. Fixed in the engine
 //!   (want deadlines, retry of refused slots); these seeds now converge both
 //!   with and without bouncing connections at healing.
+//! - 0xb6: with those retries, an unsigned bundle whose signed successor was
+//!   already held was verified by the engine (the successor vouched for it in
+//!   the batch) but dropped before commit, so the store saw it alone and
+//!   quarantined it, again and again. Now the engine sends the vouching
+//!   successor along and the store verifies held copies with the candidates.
 
 use troupe_simulations::{Options, Scale, run_twice};
 
@@ -73,6 +78,11 @@ fn seed_0xc0() {
 }
 
 #[test]
+fn seed_0xb6() {
+    seed(0xb6);
+}
+
+#[test]
 fn seed_0xce() {
     seed(0xce);
 }
@@ -93,7 +103,7 @@ fn seed_0xf8() {
 /// `WANT_TIMEOUT` and asks again for refused slots after `RETRY_REFUSED`.
 #[test]
 fn no_bounce_liveness() {
-    for s in [0xce, 0xaf, 0xd5, 0xf8, 0xb9] {
+    for s in [0xce, 0xaf, 0xd5, 0xf8, 0xb9, 0xb6] {
         let mut opts = Options::from_seed(s, Scale::Small);
         opts.bounce_on_heal = false;
         if let Err(e) = run_twice(&opts) {

@@ -200,6 +200,7 @@ fn commit_in(
     let mut out = BatchOutcome::default();
     let mut bad: Vec<(Bundle, String, Option<BundleHash>)> = Vec::new();
     let mut candidates: Vec<Bundle> = Vec::with_capacity(bundles.len());
+    let mut vouchers: Vec<Bundle> = Vec::new();
     let mut restore: Vec<Bundle> = Vec::new();
     // Slots seen forked in this batch, with every hash seen there.
     let mut fork_slots: BTreeMap<(ActorId, u64), BTreeSet<BundleHash>> = BTreeMap::new();
@@ -302,13 +303,18 @@ fn commit_in(
                         restore.push(b);
                     } else {
                         out.already_held += 1;
+                        // Kept for verification only: it may be the signed
+                        // successor that vouches for an unsigned candidate.
+                        vouchers.push(b);
                     }
                 }
                 None => candidates.push(b),
             }
         }
         let mut failure: Option<CommitError> = None;
-        let verdicts = verify_bundles(ws, &candidates, |a, s| {
+        let n_candidates = candidates.len();
+        candidates.append(&mut vouchers);
+        let mut verdicts = verify_bundles(ws, &candidates, |a, s| {
             let k = seq_key(ws, a, s);
             match seq_hash.get(k.as_slice()) {
                 Ok(Some(v)) => read_seq_hash(&k, v.value()),
@@ -322,6 +328,8 @@ fn commit_in(
         if let Some(e) = failure {
             return Err(e);
         }
+        candidates.truncate(n_candidates);
+        verdicts.truncate(n_candidates);
         let mut good = Vec::with_capacity(candidates.len());
         for (b, v) in candidates.into_iter().zip(verdicts) {
             match v {

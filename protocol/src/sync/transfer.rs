@@ -272,6 +272,10 @@ impl Engine {
                 .or_else(|| uncommitted.get(&(ws, *a, s)).copied())
         });
         let mut good = Vec::new();
+        // Verified copies not kept (already held): an unsigned bundle that is
+        // kept travels with the signed successor that vouches for it, so the
+        // store can verify the run on its own.
+        let mut vouchers: BTreeMap<(ActorId, u64), Bundle> = BTreeMap::new();
         for (b, res) in decoded.into_iter().zip(results) {
             let (author, seq) = (b.body().author, b.body().seq);
             match res {
@@ -284,6 +288,8 @@ impl Engine {
                         .is_some_and(|w| w.contains(seq));
                     if wanted && !held {
                         good.push(b);
+                    } else {
+                        vouchers.insert((author, seq), b);
                     }
                 }
                 // An honest holder may lack a signature for a run tail; ask elsewhere.
@@ -311,6 +317,28 @@ impl Engine {
             );
             return self.request_missing(ws, view);
         }
+        let mut extra = Vec::new();
+        for b in &good {
+            let (author, mut seq) = (b.body().author, b.body().seq);
+            let mut signed = b.signature().is_some();
+            while !signed {
+                seq += 1;
+                if good
+                    .iter()
+                    .any(|g| g.body().author == author && g.body().seq == seq)
+                {
+                    break; // the successor is kept anyway
+                }
+                match vouchers.remove(&(author, seq)) {
+                    Some(v) => {
+                        signed = v.signature().is_some();
+                        extra.push(v);
+                    }
+                    None => break,
+                }
+            }
+        }
+        good.extend(extra);
         good.sort_by_key(|b| (b.body().author, b.body().seq));
         let mut slots = Vec::with_capacity(good.len());
         for b in &good {
