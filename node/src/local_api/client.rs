@@ -42,6 +42,21 @@ pub enum ClientError {
     Json(#[from] serde_json::Error),
 }
 
+/// An answer's JSON, or the daemon's error (`{"error", "kind"}`) as a
+/// [`ClientError::Status`].
+fn answer(status: StatusCode, body: &[u8]) -> Result<serde_json::Value, ClientError> {
+    let value: serde_json::Value = serde_json::from_slice(body)?;
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(ClientError::Status {
+            status,
+            message: value["error"].as_str().unwrap_or("").to_owned(),
+            kind: value["kind"].as_str().unwrap_or("").to_owned(),
+        })
+    }
+}
+
 /// Where a daemon listens and the token to show it.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
@@ -80,16 +95,7 @@ impl ApiClient {
     /// [`ClientError`].
     pub async fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let (status, body) = self.request_raw(path, true, None).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)?;
-        if status.is_success() {
-            Ok(value)
-        } else {
-            Err(ClientError::Status {
-                status,
-                message: value["error"].as_str().unwrap_or("").to_owned(),
-                kind: value["kind"].as_str().unwrap_or("").to_owned(),
-            })
-        }
+        answer(status, &body)
     }
 
     /// `GET path`, with or without the token, returning status and body
@@ -116,16 +122,7 @@ impl ApiClient {
     ) -> Result<serde_json::Value, ClientError> {
         let bytes = Bytes::from(serde_json::to_vec(body)?);
         let (status, body) = self.request_raw(path, true, Some(bytes)).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)?;
-        if status.is_success() {
-            Ok(value)
-        } else {
-            Err(ClientError::Status {
-                status,
-                message: value["error"].as_str().unwrap_or("").to_owned(),
-                kind: value["kind"].as_str().unwrap_or("").to_owned(),
-            })
-        }
+        answer(status, &body)
     }
 
     async fn request_raw(

@@ -1,4 +1,4 @@
-//! Setting and reading fields, entity views, history, and open conflicts
+//! Setting and reading fields, entity views, and open conflicts
 //! described in words.
 //!
 //! A field shows one value (the register's winner: newest timestamp) but
@@ -214,33 +214,6 @@ pub fn conflicts(local: &Local, workspace: &str) -> Result<Json, OpsError> {
                     "fields": g.fields.iter().map(|f| f.path.field.clone()).collect::<Vec<_>>(),
                     "bundles": g.bundles.iter().map(|(a, s)| json!({"author": a.to_string(), "seq": s})).collect::<Vec<_>>(),
                     "description": g.describe(&names),
-                })
-            })
-            .collect(),
-    ))
-}
-
-/// The newest `limit` bundles of a workspace.
-///
-/// # Errors
-/// [`OpsError`].
-pub fn history(local: &Local, workspace: &str, limit: usize) -> Result<Json, OpsError> {
-    let info = resolve(local, workspace)?;
-    let names = WorkspaceNames::new(local, info.id());
-    let entries = local.store().history(&info.id())?;
-    Ok(Json::Array(
-        entries
-            .iter()
-            .take(limit)
-            .map(|e| {
-                json!({
-                    "bundle": e.hash.to_string(),
-                    "author": e.author.to_string(),
-                    "author_name": names.actor(&e.author),
-                    "seq": e.seq,
-                    "kind": e.kind,
-                    "summary": e.summary,
-                    "time_ms": e.hlc.wall_ms,
                 })
             })
             .collect(),

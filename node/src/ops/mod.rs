@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`invite`] | the invite code: workspace secret, name and kind, checksummed |
 //! | [`workspaces`] | create, invite, join, list; name-or-id lookup |
-//! | [`fields`] | set, get, show, history; conflicts described in words |
+//! | [`fields`] | set, get, show; conflicts described in words |
 //! | [`assets`] | adding files as content-addressed blobs, and reading them back |
 //! | [`conflicts`] | resolving conflicts in one bundle; the history of resolutions |
 //! | [`undo`] | undo and redo of whole bundles |
