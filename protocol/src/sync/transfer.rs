@@ -318,23 +318,26 @@ impl Engine {
             return self.request_missing(ws, view);
         }
         let mut extra = Vec::new();
-        for b in &good {
-            let (author, mut seq) = (b.body().author, b.body().seq);
-            let mut signed = b.signature().is_some();
-            while !signed {
-                seq += 1;
-                if good
-                    .iter()
-                    .any(|g| g.body().author == author && g.body().seq == seq)
-                {
-                    break; // the successor is kept anyway
-                }
-                match vouchers.remove(&(author, seq)) {
-                    Some(v) => {
-                        signed = v.signature().is_some();
-                        extra.push(v);
+        if !vouchers.is_empty() {
+            let kept: std::collections::BTreeSet<(ActorId, u64)> = good
+                .iter()
+                .map(|b| (b.body().author, b.body().seq))
+                .collect();
+            for b in &good {
+                let (author, mut seq) = (b.body().author, b.body().seq);
+                let mut signed = b.signature().is_some();
+                while !signed {
+                    seq += 1;
+                    if kept.contains(&(author, seq)) {
+                        break; // the successor is kept anyway
                     }
-                    None => break,
+                    match vouchers.remove(&(author, seq)) {
+                        Some(v) => {
+                            signed = v.signature().is_some();
+                            extra.push(v);
+                        }
+                        None => break,
+                    }
                 }
             }
         }
