@@ -223,6 +223,32 @@ async fn serve(
         &net_stage,
     );
 
+    // Invites joined on the running node carry addresses: dial them now.
+    let (dial_tx, mut dial_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+    let _ = core.call(move |c| c.dial_requests(dial_tx)).await;
+    let invite_dialer = dialer.clone();
+    let me = identity.peer_id();
+    net_stage.spawn(
+        async move {
+            while let Some(addrs) = dial_rx.recv().await {
+                for a in addrs {
+                    let Ok(addr) = a.parse::<libp2p::Multiaddr>() else {
+                        continue;
+                    };
+                    let target = DialTarget::from_addr(addr);
+                    // Our own invite, joined again: nothing to dial.
+                    if target.peer != Some(me) {
+                        info!(addr = %a, "dialling an address from an invite");
+                        if !invite_dialer.add(target).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        .in_current_span(),
+    );
+
     if !up.no_mdns {
         check_interfaces(&up.interfaces)?;
         let port = listen

@@ -45,6 +45,9 @@ pub enum Change {
     WorkspaceAdded(WorkspaceSecret),
     /// This node left a workspace.
     WorkspaceRemoved(WorkspaceId),
+    /// Addresses (from an invite) a running node should dial now rather than
+    /// at its next start.
+    Dial(Vec<String>),
     /// A bundle here failed verification; members should send a clean copy.
     RepairWanted {
         /// Workspace.

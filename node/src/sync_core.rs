@@ -84,6 +84,7 @@ pub struct SyncCore {
     /// Assets seen in received bundles, to fetch once this call's inputs are done.
     blob_wants: Vec<(WorkspaceId, troupe_protocol::ids::BlobHash, u64)>,
     workspaces_tx: Option<tokio::sync::watch::Sender<Vec<WorkspaceSecret>>>,
+    dial_tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<String>>>,
 }
 
 impl std::fmt::Debug for SyncCore {
@@ -127,6 +128,7 @@ impl SyncCore {
             unflushed: false,
             blob_wants: Vec::new(),
             workspaces_tx: None,
+            dial_tx: None,
         })
     }
 
@@ -134,6 +136,12 @@ impl SyncCore {
     /// re-advertises from it).
     pub fn publish_workspaces(&mut self, tx: tokio::sync::watch::Sender<Vec<WorkspaceSecret>>) {
         self.workspaces_tx = Some(tx);
+    }
+
+    /// Where to send addresses to dial now (the daemon hands them to its
+    /// dialler), so joining from an invite connects at once.
+    pub fn dial_requests(&mut self, tx: tokio::sync::mpsc::UnboundedSender<Vec<String>>) {
+        self.dial_tx = Some(tx);
     }
 
     /// Read access for API handlers.
@@ -153,7 +161,7 @@ impl SyncCore {
         let (r, changes) = f(&mut self.local)?;
         let membership = changes
             .iter()
-            .any(|c| !matches!(c, Change::Committed { .. } | Change::RepairWanted { .. }));
+            .any(|c| matches!(c, Change::WorkspaceAdded(_) | Change::WorkspaceRemoved(_)));
         for c in changes {
             let input = match c {
                 Change::Committed {
@@ -167,6 +175,12 @@ impl SyncCore {
                 },
                 Change::WorkspaceAdded(secret) => Input::WorkspaceAdded(secret),
                 Change::WorkspaceRemoved(id) => Input::WorkspaceRemoved(id),
+                Change::Dial(addrs) => {
+                    if let Some(tx) = &self.dial_tx {
+                        let _ = tx.send(addrs);
+                    }
+                    continue;
+                }
                 Change::RepairWanted {
                     workspace,
                     author,

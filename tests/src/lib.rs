@@ -150,6 +150,22 @@ impl Node {
     }
 
     /// Runs `troupe --data-dir <dir> --json <args>` in the node's namespace
+    /// and returns what it printed and how it exited (for commands expected
+    /// to be refused).
+    ///
+    /// # Errors
+    /// If the command cannot be run.
+    pub async fn cli(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        tokio::process::Command::from(command(self.netns.as_deref()))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--json")
+            .args(args)
+            .output()
+            .await
+    }
+
+    /// Runs `troupe --data-dir <dir> --json <args>` in the node's namespace
     /// and parses its JSON output.
     ///
     /// # Errors

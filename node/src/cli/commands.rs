@@ -32,6 +32,18 @@ pub fn run(cfg: &Config, command: &str, req: Request) -> Result<Json, Report> {
             )
         })?;
     if let Some(client) = rt.block_on(ApiClient::detect(&cfg.data_dir)) {
+        let req = match req {
+            Request::WorkspaceInvite {
+                workspace,
+                peers,
+                force,
+            } if peers.is_empty() => Request::WorkspaceInvite {
+                workspace,
+                peers: own_addresses(&rt.block_on(client.get("/v1/status")).unwrap_or_default()),
+                force,
+            },
+            other => other,
+        };
         let body = serde_json::to_value(&req).unwrap_or_default();
         return rt
             .block_on(client.post("/v1/command", &body))
@@ -48,6 +60,26 @@ pub fn run(cfg: &Config, command: &str, req: Request) -> Result<Json, Report> {
             });
     }
     direct(cfg, command, req)
+}
+
+/// A running node's own dialable addresses (from its status), for an invite
+/// made without `--peer`: addresses other machines can reach first, loopback
+/// last, each ending in `/p2p/<peer id>`, at most
+/// [`MAX_INVITE_PEERS`](crate::ops::workspaces::MAX_INVITE_PEERS).
+fn own_addresses(status: &Json) -> Vec<String> {
+    let Some(id) = status["peer_id"].as_str() else {
+        return Vec::new();
+    };
+    let mut addrs: Vec<&str> = status["listen_addrs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    addrs.sort_by_key(|a| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/"));
+    addrs
+        .into_iter()
+        .take(crate::ops::workspaces::MAX_INVITE_PEERS)
+        .map(|a| format!("{a}/p2p/{id}"))
+        .collect()
 }
 
 fn direct(cfg: &Config, command: &str, req: Request) -> Result<Json, Report> {

@@ -224,13 +224,14 @@ pub fn join(local: &mut Local, text: &str) -> Result<(Json, Vec<Change>), OpsErr
         let mut j = describe(&held);
         j["already_member"] = json!(true);
         j["peers_remembered"] = json!(remembered);
-        return Ok((j, vec![]));
+        return Ok((j, vec![Change::Dial(inv.peers)]));
     }
     let name: String = inv.name.chars().take(MAX_NAME_LEN).collect();
     let info = WorkspaceInfo::new(inv.secret, name, inv.kind);
     local.store().add_workspace(&info)?;
     let mut changes = vec![Change::WorkspaceAdded(info.secret.clone())];
     changes.extend(introduce(local, id)?);
+    changes.push(Change::Dial(inv.peers.clone()));
     let mut j = describe(&info);
     j["already_member"] = json!(false);
     j["peers_remembered"] = json!(remembered);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::handshake;
 use super::io::{Input, Millis, Output, PeerId, SyncEvent};
-use super::limits::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE, MAX_BAD_ITEMS};
+use super::limits::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE, MAX_BAD_ITEMS, MAX_PROOFS};
 use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
 use super::rng::SplitMix64;
@@ -88,7 +88,7 @@ pub(crate) struct Pending {
 pub struct Engine {
     pub(crate) local: PeerId,
     pub(crate) secrets: BTreeMap<WorkspaceId, WorkspaceSecret>,
-    rng: SplitMix64,
+    pub(crate) rng: SplitMix64,
     pub(crate) now: Millis,
     pub(crate) peers: BTreeMap<PeerId, Peer>,
     pub(crate) out: VecDeque<Output>,
@@ -202,9 +202,7 @@ impl Engine {
                 seq,
                 hash,
             } => self.repair_wanted(workspace, author, seq, hash),
-            Input::WorkspaceAdded(secret) => {
-                self.secrets.insert(secret.workspace_id(), secret);
-            }
+            Input::WorkspaceAdded(secret) => self.workspace_added(secret),
             Input::WorkspaceRemoved(ws) => self.workspace_removed(ws),
             Input::BlobWanted {
                 workspace,
@@ -310,17 +308,6 @@ impl Engine {
         }
     }
 
-    fn workspace_removed(&mut self, ws: WorkspaceId) {
-        self.secrets.remove(&ws);
-        for p in self.peers.values_mut() {
-            if let Some(Session::Active(a)) = &mut p.session {
-                a.shared.remove(&ws);
-            }
-        }
-        self.requested.retain(|(w, _), _| *w != ws);
-        self.repairs.retain(|(w, _, _), _| *w != ws);
-    }
-
     fn timeout(&mut self, view: &impl OplogView) {
         let now = self.now;
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -358,9 +345,11 @@ impl Engine {
         let Some(session) = self.peers.get_mut(&peer).and_then(|p| p.session.take()) else {
             return;
         };
+        let mut late_since = None;
         let next = match (session, msg) {
             (Session::AwaitHello(s), Message::Hello { nonce }) => {
-                let s = s.hello(nonce);
+                let proved = self.secrets.keys().take(MAX_PROOFS).copied().collect();
+                let s = s.hello(nonce, proved);
                 let proofs = handshake::our_proofs(
                     self.secrets.values(),
                     &self.local,
@@ -374,7 +363,9 @@ impl Engine {
             }
             (Session::AwaitProofs(s), Message::Proofs { proofs }) => {
                 let shared = handshake::shared(
-                    self.secrets.values(),
+                    self.secrets
+                        .values()
+                        .filter(|x| s.proved.contains(&x.workspace_id())),
                     &proofs,
                     &self.local,
                     &peer,
@@ -398,6 +389,7 @@ impl Engine {
                 }
                 // Always answered, so "no shared workspace" looks the same to everyone.
                 self.send(peer, &Message::Ranges { workspaces });
+                late_since = Some(s.proved.clone());
                 Session::Active(s.proven(shared))
             }
             (Session::Active(a), msg) => {
@@ -433,9 +425,18 @@ impl Engine {
         for ws in joined {
             self.resume_blobs(ws);
         }
+        if let Some(proved) = late_since {
+            self.prove_added_since(peer, &proved);
+        }
     }
 
     fn active(&mut self, peer: PeerId, msg: Message, view: &impl OplogView) {
+        if msg
+            .workspace()
+            .is_some_and(|ws| self.withdrawn_with(peer, &ws))
+        {
+            return;
+        }
         match msg {
             Message::Ranges { workspaces } => self.on_ranges(peer, workspaces, view),
             Message::Want {
@@ -489,6 +490,10 @@ impl Engine {
                 bytes,
             } => self.on_blob_chunk(peer, workspace, hash, offset, size, bytes, view),
             Message::BlobUnavailable { hash, .. } => self.on_blob_unavailable(peer, hash, view),
+            Message::LateProofs { proofs, answer } => {
+                self.on_late_proofs(peer, &proofs, answer, view);
+            }
+            Message::Withdrawn { workspace } => self.on_withdrawn(peer, workspace, view),
         }
     }
 

@@ -152,9 +152,42 @@ pub enum Message {
         /// Blob.
         hash: BlobHash,
     },
+    /// Membership proofs for workspaces joined (or added) after the handshake,
+    /// bound to this session's nonces like [`Message::Proofs`] and padded the
+    /// same way. An opening (`answer: false`) is always answered, with proofs
+    /// for the workspaces it matched (possibly only padding), so a non-member
+    /// learns nothing; an answer is not answered.
+    LateProofs {
+        /// Keyed hashes bound to both peer ids and both session nonces.
+        proofs: Vec<[u8; 32]>,
+        /// Whether this answers the peer's opening.
+        answer: bool,
+    },
+    /// "I left this workspace": the receiver stops syncing it on this
+    /// connection. Sent only to peers that share it.
+    Withdrawn {
+        /// The workspace left.
+        workspace: WorkspaceId,
+    },
 }
 
 impl Message {
+    /// The workspace a message in an active session is about, if it names one.
+    pub fn workspace(&self) -> Option<WorkspaceId> {
+        match self {
+            Message::Want { workspace, .. }
+            | Message::Batch { workspace, .. }
+            | Message::BatchAck { workspace, .. }
+            | Message::Announce { workspace, .. }
+            | Message::RepairWant { workspace, .. }
+            | Message::RepairReply { workspace, .. }
+            | Message::BlobWant { workspace, .. }
+            | Message::BlobChunk { workspace, .. }
+            | Message::BlobUnavailable { workspace, .. } => Some(*workspace),
+            _ => None,
+        }
+    }
+
     /// Encodes as one frame.
     pub fn to_frame(&self) -> Vec<u8> {
         let mut out = vec![VERSION];
@@ -195,7 +228,7 @@ impl Message {
             }
         };
         match self {
-            Message::Proofs { proofs } => {
+            Message::Proofs { proofs } | Message::LateProofs { proofs, .. } => {
                 too_many("too many proofs", proofs.len(), MAX_PROOFS + PROOF_PAD)
             }
             Message::Ranges { workspaces } => {

@@ -12,6 +12,7 @@
 //! | [`message`] | the wire format |
 //! | [`limits`] | every cap and timer |
 //! | `handshake` | membership proofs |
+//! | `membership` | workspaces joined or left while connected |
 //! | `session` | per-peer state machine |
 //! | `transfer` | ranges, wants, batches, announces |
 //! | `batch` | building one outgoing batch |
@@ -27,6 +28,7 @@ pub mod fuzz;
 mod handshake;
 pub mod io;
 pub mod limits;
+mod membership;
 pub mod message;
 pub mod oplog_view;
 mod repair;

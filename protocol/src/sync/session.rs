@@ -31,15 +31,20 @@ pub(crate) struct AwaitProofs {
     pub(crate) my_nonce: [u8; 32],
     pub(crate) their_nonce: [u8; 32],
     pub(crate) deadline: Millis,
+    /// The workspaces our proofs covered: only these can be shared when
+    /// theirs arrive (one added in between is proved after, in
+    /// [`Message::LateProofs`](super::message::Message::LateProofs)).
+    pub(crate) proved: BTreeSet<WorkspaceId>,
 }
 
 impl AwaitHello {
     /// The peer's nonce arrived.
-    pub(crate) fn hello(self, their_nonce: [u8; 32]) -> AwaitProofs {
+    pub(crate) fn hello(self, their_nonce: [u8; 32], proved: BTreeSet<WorkspaceId>) -> AwaitProofs {
         AwaitProofs {
             my_nonce: self.my_nonce,
             their_nonce,
             deadline: self.deadline,
+            proved,
         }
     }
 }
@@ -49,14 +54,25 @@ impl AwaitProofs {
     pub(crate) fn proven(self, shared: BTreeSet<WorkspaceId>) -> Active {
         Active {
             shared: shared.into_iter().map(|w| (w, Shared::default())).collect(),
+            my_nonce: self.my_nonce,
+            their_nonce: self.their_nonce,
+            withdrawn: BTreeSet::new(),
         }
     }
 }
 
 /// A settled session.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Active {
     pub(crate) shared: BTreeMap<WorkspaceId, Shared>,
+    /// The session's nonces, kept so a workspace joined while connected can
+    /// be proved on this connection (bound to this session like the first
+    /// proofs).
+    pub(crate) my_nonce: [u8; 32],
+    pub(crate) their_nonce: [u8; 32],
+    /// Workspaces one side left during this session: late messages for them
+    /// are dropped without blame.
+    pub(crate) withdrawn: BTreeSet<WorkspaceId>,
 }
 
 /// Sync state with one peer in one workspace.

@@ -19,3 +19,5 @@ mod sync;
 mod operations;
 // Workspaces as crews live them: isolation, library copies, archive, templates, clone, leave.
 mod lifecycle;
+// The same on one LAN: namespaces and mDNS, joins on running nodes, isolation in the stores.
+mod lifecycle_lan;

@@ -2,6 +2,7 @@
 
 mod blobs;
 mod malicious;
+mod membership;
 mod pair;
 mod wire;
 
