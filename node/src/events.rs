@@ -114,6 +114,17 @@ pub enum NodeEvent {
         /// What was wrong.
         reason: String,
     },
+    /// This device may have lost bundles it sent (restored, copied or
+    /// salvaged) and now signs with a new actor key, so it never reuses a
+    /// sequence number.
+    NewIncarnation {
+        /// The actor it signed with until now (hex).
+        previous: String,
+        /// The actor it signs with from now on (hex).
+        current: String,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// The sending side of the event stream; clone it into every component.

@@ -13,6 +13,7 @@
 //! | [`storage_actor`] | blocking state on a named thread behind an async handle |
 //! | [`shutdown`] | one cancellation signal, task tracking, OS signals |
 //! | [`local`] | the store, the device key and clock: signing local bundles |
+//! | [`incarnation`] | a new actor key when this device may have lost bundles it sent |
 //! | [`ops`] | every user command, run in the daemon or directly on the store |
 //! | [`sync_core`] | engine + store on the storage thread |
 //! | [`sync_driver`] | the task between libp2p streams and the core |
@@ -40,6 +41,7 @@ pub mod discovery;
 pub mod events;
 pub mod framing;
 pub mod identity;
+pub mod incarnation;
 pub mod local;
 pub mod local_api;
 pub mod ops;

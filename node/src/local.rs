@@ -98,6 +98,10 @@ pub enum LocalError {
     /// A read needed for the write failed.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The device key could not be replaced (a new incarnation); the old
+    /// key stays in use.
+    #[error("cannot write the new device key: {0}")]
+    Key(String),
     /// The store did not apply the bundle (it verified badly: a bug or a
     /// damaged chain tip). Nothing was changed.
     #[error("the store did not apply the new bundle: {0}")]
@@ -146,6 +150,21 @@ impl Local {
         })?;
         let mut local = Local::with_store(store, identity.actor_key.clone(), path)?;
         local.name = read_name(data_dir);
+        let replaced = crate::incarnation::store_was_replaced(data_dir, &local.path);
+        let why = match &report {
+            Some(r) if crate::incarnation::salvage_lost_own(r, &local.actor()) => {
+                Some("the store was salvaged and may have lost bundles this device wrote")
+            }
+            // A salvage writes a new file; what it lost was checked above.
+            Some(_) => None,
+            None if replaced => {
+                Some("the data directory was restored from a backup or copied from elsewhere")
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            crate::incarnation::start_new(&mut local, data_dir, why)?;
+        }
         Ok((local, report))
     }
 
@@ -191,6 +210,16 @@ impl Local {
     /// This device's actor id.
     pub fn actor(&self) -> ActorId {
         self.key.actor_id()
+    }
+
+    /// The signing key's secret bytes (kept when the key is retired).
+    pub(crate) fn key_secret(&self) -> [u8; 32] {
+        self.key.secret_bytes()
+    }
+
+    /// Signs with `key` from now on (a new incarnation); the clock goes on.
+    pub(crate) fn replace_key(&mut self, key: ActorKey) {
+        self.key = key;
     }
 
     /// Notes a remote bundle's timestamp so later local edits order after it.

@@ -18,6 +18,7 @@
 //! The engine itself is sans-IO; this module is the only place that feeds it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -85,6 +86,9 @@ pub struct SyncCore {
     blob_wants: Vec<(WorkspaceId, troupe_protocol::ids::BlobHash, u64)>,
     workspaces_tx: Option<tokio::sync::watch::Sender<Vec<WorkspaceSecret>>>,
     dial_tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<String>>>,
+    /// Inputs a step produced for the engine besides its acknowledgement
+    /// (a new incarnation's link bundles), fed right after it.
+    followups: Vec<Input>,
 }
 
 impl std::fmt::Debug for SyncCore {
@@ -129,6 +133,7 @@ impl SyncCore {
             blob_wants: Vec::new(),
             workspaces_tx: None,
             dial_tx: None,
+            followups: Vec::new(),
         })
     }
 
@@ -232,6 +237,7 @@ impl SyncCore {
                     if let Some(ack) = self.run(out) {
                         queue.push_back(ack);
                     }
+                    queue.extend(self.followups.drain(..));
                 }
             }
         }
@@ -335,6 +341,40 @@ impl SyncCore {
         }
     }
 
+    /// Continues under a new actor key before any further local write (see
+    /// [`crate::incarnation`]); the link bundles go to the engine next.
+    fn new_incarnation(&mut self, why: &str) {
+        let Some(dir) = self.local.path().parent().map(Path::to_owned) else {
+            return;
+        };
+        match crate::incarnation::start_new(&mut self.local, &dir, why) {
+            Ok(inc) => {
+                self.events.publish(NodeEvent::NewIncarnation {
+                    previous: inc.previous.to_string(),
+                    current: inc.current.to_string(),
+                    reason: why.to_owned(),
+                });
+                for c in inc.changes {
+                    if let Change::Committed {
+                        workspace,
+                        author,
+                        seq,
+                    } = c
+                    {
+                        self.followups.push(Input::LocalBundleCommitted {
+                            workspace,
+                            author,
+                            seq,
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, reason = why, "could not start a new incarnation; local writes may reuse sequence numbers")
+            }
+        }
+    }
+
     /// Appends a received blob chunk (beginning the receive at offset 0);
     /// the store verifies the whole blob before it becomes visible.
     fn write_blob(
@@ -395,6 +435,13 @@ impl SyncCore {
         let newest = bundles.iter().map(|b| b.body().hlc).max();
         let assets = Self::assets_in(&bundles);
         let source = peer_name(&peer);
+        let me = self.local.actor();
+        let my_tip = bundles.iter().any(|b| b.body().author == me).then(|| {
+            self.local
+                .store()
+                .author_tip(&workspace, &me)
+                .map(|t| t.last_seq)
+        });
         match self
             .local
             .store()
@@ -422,6 +469,20 @@ impl SyncCore {
                         workspace: workspace.to_string(),
                         fields: outcome.conflicted.iter().map(ToString::to_string).collect(),
                     });
+                }
+                if let Some(Ok(tip)) = my_tip {
+                    let newer = outcome
+                        .committed
+                        .iter()
+                        .any(|(a, seq, _)| *a == me && *seq > tip);
+                    let forked = outcome.forks.iter().any(|(a, _)| *a == me);
+                    if newer || forked {
+                        self.new_incarnation(if newer {
+                            "a peer holds newer bundles of this device than its own store (restored from a backup or copied)"
+                        } else {
+                            "a peer holds a different bundle for one of this device's sequence numbers (the data dir was copied)"
+                        });
+                    }
                 }
                 for (author, seq) in &outcome.forks {
                     warn!(%author, seq, "two different bundles claim the same author and seq; both are in quarantine");

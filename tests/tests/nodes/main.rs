@@ -21,3 +21,5 @@ mod operations;
 mod lifecycle;
 // The same on one LAN: namespaces and mDNS, joins on running nodes, isolation in the stores.
 mod lifecycle_lan;
+// A restored data dir continues as a new incarnation: no sequence number is reused.
+mod incarnation;
