@@ -397,7 +397,7 @@ fn open_core(
                 info!(workspace = %id, "joined a workspace from --workspace-secrets");
             }
         }
-        SyncCore::new(local, cmd_tx, events, status, epoch).map_err(|e| e.to_string())
+        SyncCore::new(local, identity.actor_id(), cmd_tx, events, status, epoch).map_err(|e| e.to_string())
     })
     .map_err(|e| DaemonError::Store(e.to_string()))
 }

@@ -100,11 +100,16 @@ impl std::fmt::Debug for SyncCore {
 impl SyncCore {
     /// Builds the engine for every workspace in the store. `epoch` is the
     /// instant engine time counts from (the driver shares it for timers).
+    /// `network_id` is the key the transport authenticates (the actor key the
+    /// node started with): membership proofs are bound to it, and it stays the
+    /// same for the process even if the signing key changes (a new
+    /// incarnation).
     ///
     /// # Errors
     /// [`troupe_storage::ReadError`] when the workspace list cannot be read.
     pub fn new(
         local: Local,
+        network_id: troupe_protocol::ids::ActorId,
         net: mpsc::UnboundedSender<NetCommand>,
         events: EventBus,
         status: Arc<Mutex<SyncStatus>>,
@@ -117,7 +122,7 @@ impl SyncCore {
             .map(|w| w.secret)
             .collect();
         let engine = Engine::new(EngineConfig {
-            local_peer: local.actor().0,
+            local_peer: network_id.0,
             workspaces,
             rng_seed: rand::random(),
         });

@@ -144,20 +144,82 @@ pub fn unarchive(local: &mut Local, workspace: &str) -> Result<(Json, Vec<Change
     set_archived(local, workspace, false)
 }
 
-/// Sets how many days removed files are kept on this device (the store's
-/// per-workspace blob retention window, used by garbage collection).
+/// Sets how many days removed files are kept before garbage collection may
+/// free them. The window is a synced setting
+/// (`troupe.workspace/settings/retention_days`), so every member keeps the
+/// same history of files; the store's own copy, which its GC reads, follows
+/// it (see [`apply_synced_retention`]).
 ///
 /// # Errors
 /// [`OpsError::BadArgument`] outside 1..=[`MAX_RETENTION_DAYS`]; store errors.
-pub fn retention(local: &mut Local, workspace: &str, days: u32) -> Result<Json, OpsError> {
+pub fn retention(
+    local: &mut Local,
+    workspace: &str,
+    days: u32,
+) -> Result<(Json, Vec<Change>), OpsError> {
     if days == 0 || days > MAX_RETENTION_DAYS {
         return Err(OpsError::BadArgument(format!(
             "a retention window must be 1 to {MAX_RETENTION_DAYS} days, not {days}"
         )));
     }
-    let info = resolve(local, workspace)?;
-    local.store().set_retention_days(&info.id(), days)?;
-    Ok(json!({ "id": info.id().to_string(), "name": info.name, "retention_days": days }))
+    let info = ensure_writable(local, workspace)?;
+    let ws = info.id();
+    let path = settings_path("retention_days");
+    let heads = local.store().field_heads(&ws, &path)?;
+    let mut changes = Vec::new();
+    if !(heads.len() == 1 && heads[0].value == Some(Value::Int(i64::from(days)))) {
+        let mut d = Draft::new(
+            ws,
+            BundleKind::UserEdit,
+            format!("kept removed files for {days} days"),
+        );
+        d.set(
+            path,
+            Value::Int(i64::from(days)),
+            heads.iter().map(|h| h.op).collect(),
+        );
+        let (_, change) = local.commit(d)?;
+        changes.push(change);
+    }
+    local.store().set_retention_days(&ws, days)?;
+    Ok((
+        json!({ "id": ws.to_string(), "name": info.name, "retention_days": days }),
+        changes,
+    ))
+}
+
+/// The workspace's retention window: the synced setting when a member set
+/// one, else this store's (default 90 days).
+///
+/// # Errors
+/// Store errors.
+pub fn retention_days(local: &Local, info: &WorkspaceInfo) -> Result<u32, OpsError> {
+    Ok(
+        match local
+            .store()
+            .value(&info.id(), &settings_path("retention_days"))?
+        {
+            Some(Value::Int(d)) if d >= 1 => u32::try_from(d)
+                .unwrap_or(MAX_RETENTION_DAYS)
+                .min(MAX_RETENTION_DAYS),
+            _ => info.retention_days,
+        },
+    )
+}
+
+/// Brings every workspace's store-side retention window (what garbage
+/// collection reads) in line with the synced setting.
+///
+/// # Errors
+/// Store errors.
+pub fn apply_synced_retention(local: &Local) -> Result<(), OpsError> {
+    for info in local.store().workspaces()? {
+        let days = retention_days(local, &info)?;
+        if days != info.retention_days {
+            local.store().set_retention_days(&info.id(), days)?;
+        }
+    }
+    Ok(())
 }
 
 /// Everything a person asks about a workspace: kind, retention, archived,
@@ -192,13 +254,15 @@ pub fn show(local: &Local, workspace: &str) -> Result<Json, OpsError> {
         entities.insert((p.entity_type.clone(), p.entity_id.as_str().to_owned()));
     }
     members.sort();
+    // One person's devices (and a device's incarnations) share a name.
+    members.dedup();
     let history = local.store().history(&ws)?;
     Ok(json!({
         "id": ws.to_string(),
         "name": info.name,
         "kind": info.kind.to_string(),
         "archived": info.archived || is_archived(local, &ws)?,
-        "retention_days": info.retention_days,
+        "retention_days": retention_days(local, &info)?,
         "members": members,
         "entities": entities.len(),
         "fields": count,
@@ -257,4 +321,57 @@ pub fn leave(
         }),
         vec![Change::WorkspaceRemoved(ws)],
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_protocol::ids::EntityId;
+    use troupe_storage::Store;
+
+    use super::*;
+    use crate::ops::{fields, workspaces};
+
+    fn local(dir: &std::path::Path) -> Local {
+        let path = dir.join("store.redb");
+        let store = Store::open(&path).expect("store");
+        let key = troupe_protocol::crypto::ActorKey::from_secret_bytes([5; 32]);
+        Local::with_store(store, key, path).expect("local")
+    }
+
+    fn jane() -> Value {
+        Value::Entity {
+            entity_type: "contacts.person".into(),
+            id: EntityId::new("jane").expect("id"),
+        }
+    }
+
+    #[test]
+    fn a_reference_resolves_only_inside_its_own_workspace() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut l = local(tmp.path());
+        workspaces::create(&mut l, "Hamlet", "show").expect("create");
+        workspaces::create(&mut l, "Macbeth", "show").expect("create");
+        fields::set(&mut l, "Hamlet", "contacts.person/jane/name", "Jane".into()).expect("set");
+        let hamlet = resolve(&l, "Hamlet").expect("hamlet").id();
+        let macbeth = resolve(&l, "Macbeth").expect("macbeth").id();
+
+        assert!(check_references(&l, &hamlet, "Hamlet", [&jane()], &[]).is_ok());
+        // The same id in the other show names nobody there: refused, in words.
+        match check_references(&l, &macbeth, "Macbeth", [&jane()], &[]) {
+            Err(OpsError::CrossWorkspace(why)) => {
+                assert!(
+                    why.contains("contacts.person/jane") && why.contains("Macbeth"),
+                    "{why}"
+                );
+            }
+            other => panic!("expected a cross-workspace refusal, got {other:?}"),
+        }
+        // An entity created in the same write counts as present.
+        let pending = [("contacts.person".to_owned(), "jane".to_owned())];
+        assert!(check_references(&l, &macbeth, "Macbeth", [&jane()], &pending).is_ok());
+        // Plain values are not references.
+        assert!(
+            check_references(&l, &macbeth, "Macbeth", [&Value::Text("jane".into())], &[]).is_ok()
+        );
+    }
 }

@@ -260,7 +260,7 @@ pub fn assets_delete(
         json!({
             "asset": hash.to_string(),
             "bundle": written.hash.to_string(),
-            "retention_days": info.retention_days,
+            "retention_days": super::lifecycle::retention_days(local, &info)?,
         }),
         vec![change],
     ))
@@ -313,6 +313,7 @@ pub fn assets_list(local: &Local, workspace: &str) -> Result<Json, OpsError> {
 /// Store errors.
 pub fn gc(local: &mut Local, apply: bool) -> Result<(Json, Vec<Change>), OpsError> {
     let now = crate::local::wall_ms();
+    super::lifecycle::apply_synced_retention(local)?;
     let report = if apply {
         local.store().gc_blobs(now)?
     } else {

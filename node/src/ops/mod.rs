@@ -500,7 +500,7 @@ pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), O
         Request::WorkspaceArchive { workspace } => lifecycle::archive(local, &workspace),
         Request::WorkspaceUnarchive { workspace } => lifecycle::unarchive(local, &workspace),
         Request::WorkspaceRetention { workspace, days } => {
-            Ok((lifecycle::retention(local, &workspace, days)?, vec![]))
+            lifecycle::retention(local, &workspace, days)
         }
         Request::WorkspaceTemplateExport { workspace, file } => {
             Ok((templates::export(local, &workspace, &file)?, vec![]))

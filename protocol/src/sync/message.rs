@@ -8,9 +8,12 @@
 //!
 //! # Wire format
 //! A frame is `version (1 byte, = 1) || postcard(Message)`, at most
-//! [`MAX_FRAME`] bytes. A batch's `data` is zstd over the concatenation of
-//! `u32 little-endian length || bundle bytes` items (bundle bytes as in
-//! [`crate::bundle`]: flag, optional signature, body).
+//! [`MAX_FRAME`] bytes. A batch's `data` is `2 || zstd(columns)`: its bundles
+//! laid out column-wise ([`super::columnar`]), which the receiver turns back
+//! into the exact bundle bytes (bundle bytes as in [`crate::bundle`]: flag,
+//! optional signature, body). The older row layout, zstd over the
+//! concatenation of `u32 little-endian length || bundle bytes` items, is
+//! still accepted.
 
 use std::io::Read;
 
@@ -71,7 +74,7 @@ pub enum Message {
         workspace: WorkspaceId,
         /// Sender-chosen id, unique per (connection, workspace).
         batch_id: u64,
-        /// zstd of length-prefixed bundle bytes.
+        /// The batch's bundles, compressed (see the module doc).
         data: Vec<u8>,
     },
     /// The batch is committed (or refused) on the receiver; the sender may send more.
@@ -266,6 +269,10 @@ impl Message {
 /// the hash of the previous item. Saves 32 incompressible bytes per bundle.
 const ELIDED: u32 = 1 << 31;
 
+/// First byte of a batch payload in the column layout ([`super::columnar`]);
+/// a payload in the row layout starts with zstd's magic number instead.
+const COLUMNAR: u8 = 2;
+
 /// Offset of the 32 `prev_hash` bytes in bundle bytes (flag, optional
 /// signature, then the body: workspace, author, varint seq, option tag 1).
 fn prev_hash_at(bytes: &[u8]) -> Option<usize> {
@@ -338,6 +345,25 @@ impl BatchCodec {
     /// Packs bundle byte strings into a compressed batch payload. Items marked
     /// `true` had their `prev_hash` left out (it equals the hash of the item before).
     pub fn encode<'a>(&mut self, items: impl IntoIterator<Item = (bool, &'a [u8])>) -> Vec<u8> {
+        let items: Vec<(bool, &[u8])> = items.into_iter().collect();
+        let plain = super::columnar::encode(&items);
+        // Compressing an in-memory buffer fails only on allocation failure.
+        let packed = self
+            .compressor
+            .compress(&plain)
+            .expect("in-memory zstd compression");
+        let mut out = Vec::with_capacity(packed.len() + 1);
+        out.push(COLUMNAR);
+        out.extend_from_slice(&packed);
+        out
+    }
+
+    /// The same items in the row layout (one length-prefixed bundle after
+    /// another), which decoders still accept; tests compare the two.
+    pub fn encode_rows<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = (bool, &'a [u8])>,
+    ) -> Vec<u8> {
         let mut plain = Vec::new();
         for (elided, item) in items {
             let flag = if elided { ELIDED } else { 0 };
@@ -357,7 +383,16 @@ impl BatchCodec {
     /// [`DecodeError::TooLarge`] past [`MAX_BATCH_PLAIN`] bytes or
     /// [`MAX_BATCH_BUNDLES`] items; [`DecodeError::Malformed`] otherwise.
     pub fn decode(&mut self, data: &[u8]) -> Result<Vec<(bool, Vec<u8>)>, DecodeError> {
-        let plain = match zstd::zstd_safe::get_frame_content_size(data) {
+        if let Some((&COLUMNAR, packed)) = data.split_first() {
+            let plain = self.decompress(packed)?;
+            return super::columnar::decode(&plain);
+        }
+        let plain = self.decompress(data)?;
+        split_items(&plain)
+    }
+
+    fn decompress(&mut self, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        Ok(match zstd::zstd_safe::get_frame_content_size(data) {
             Ok(Some(n)) if n > MAX_BATCH_PLAIN as u64 => {
                 return Err(DecodeError::TooLarge {
                     len: usize::try_from(n).unwrap_or(usize::MAX),
@@ -370,8 +405,7 @@ impl BatchCodec {
                 .decompress(data, n as usize)
                 .map_err(|e| DecodeError::Malformed(format!("zstd: {e}")))?,
             _ => stream_decode(data)?,
-        };
-        split_items(&plain)
+        })
     }
 }
 

@@ -16,12 +16,14 @@
 //! | `session` | per-peer state machine |
 //! | `transfer` | ranges, wants, batches, announces |
 //! | `batch` | building one outgoing batch |
+//! | `columnar` | the column layout of a batch's bundles on the wire |
 //! | `repair` | fetching clean copies of corrupt bundles |
 //! | `blobs` | fetching blob bytes in chunks, resumable, verified |
 //! | [`oplog_view`] | what the engine reads from storage |
 
 mod batch;
 mod blobs;
+mod columnar;
 mod engine;
 #[cfg(any(test, feature = "testing"))]
 pub mod fuzz;
