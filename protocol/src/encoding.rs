@@ -62,6 +62,18 @@ pub mod fuzzing {
         }
     }
 
+    /// Arbitrary bytes → a batch's column layout decodes without panicking or
+    /// allocating past its caps; what decodes lays out again and comes back
+    /// the same.
+    pub fn decode_columns(data: &[u8]) {
+        if let Ok(items) = crate::sync::columnar::decode(data) {
+            let refs: Vec<(bool, &[u8])> = items.iter().map(|(e, b)| (*e, b.as_slice())).collect();
+            let again = crate::sync::columnar::decode(&crate::sync::columnar::encode(&refs))
+                .expect("re-encoded columns decode");
+            assert_eq!(again, items);
+        }
+    }
+
     /// Arbitrary bytes → sync message decode never panics; a message that
     /// decodes re-encodes to a frame that decodes to the same message.
     pub fn decode_message(data: &[u8]) {

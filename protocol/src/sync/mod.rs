@@ -23,7 +23,7 @@
 
 mod batch;
 mod blobs;
-mod columnar;
+pub(crate) mod columnar;
 mod engine;
 #[cfg(any(test, feature = "testing"))]
 pub mod fuzz;
