@@ -619,26 +619,38 @@ impl SyncCore {
     /// # Errors
     /// The store's read error.
     pub fn want_missing_assets(&mut self) -> Result<usize, troupe_storage::ReadError> {
+        use troupe_protocol::sync::BlobState;
+        // The asset-reference table names every referenced asset without
+        // reading fields; only workspaces with a missing asset are read, to
+        // learn its size.
+        let store = self.local.store();
+        let mut missing: BTreeMap<WorkspaceId, Vec<troupe_protocol::ids::BlobHash>> =
+            BTreeMap::new();
+        for (hash, ws) in store.asset_references()? {
+            if !matches!(
+                store.blob_state(&hash),
+                Ok(BlobState::Complete { .. } | BlobState::Unavailable)
+            ) {
+                missing.entry(ws).or_default().push(hash);
+            }
+        }
         let mut wants = Vec::new();
-        for info in self.local.store().workspaces()? {
-            let ws = info.id();
-            for (_, heads) in self.local.store().fields(&ws)? {
+        for (ws, hashes) in missing {
+            let mut sizes: BTreeMap<troupe_protocol::ids::BlobHash, u64> = BTreeMap::new();
+            for (_, heads) in store.fields(&ws)? {
                 for h in heads {
                     if let Some(troupe_protocol::value::Value::Asset(a)) = h.value
-                        && !matches!(
-                            self.local.store().blob_state(&a.hash),
-                            Ok(troupe_protocol::sync::BlobState::Complete { .. })
-                                | Ok(troupe_protocol::sync::BlobState::Unavailable)
-                        )
+                        && hashes.contains(&a.hash)
                     {
-                        wants.push(Input::BlobWanted {
-                            workspace: ws,
-                            hash: a.hash,
-                            size: a.size,
-                        });
+                        sizes.insert(a.hash, a.size);
                     }
                 }
             }
+            wants.extend(sizes.into_iter().map(|(hash, size)| Input::BlobWanted {
+                workspace: ws,
+                hash,
+                size,
+            }));
         }
         let n = wants.len();
         if n > 0 {

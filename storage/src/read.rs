@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use troupe_protocol::draft::AuthorTip;
 use troupe_protocol::hlc::Hlc;
 use troupe_protocol::ranges::SeqRangeSet;
@@ -261,6 +261,32 @@ impl Store {
         let txn = self.db.begin_read()?;
         let t = open(&txn, ENTITIES)?;
         fields_with_prefix(&t, &ws.0)
+    }
+
+    /// Every (asset, workspace) pair that some op references, without reading
+    /// any field: what a node checks at start for assets whose bytes it lacks.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`]; a malformed key is [`ReadError::Damaged`].
+    pub fn asset_references(&self) -> Result<Vec<(BlobHash, WorkspaceId)>, ReadError> {
+        let txn = self.db.begin_read()?;
+        let t = open(&txn, ASSET_REFS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, _) = row?;
+            let k = k.value();
+            let (Some(h), Some(w)) = (
+                k.get(..32).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                k.get(32..).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+            ) else {
+                return Err(DamagedRow {
+                    what: "asset reference key",
+                }
+                .into());
+            };
+            out.push((BlobHash(h), WorkspaceId(w)));
+        }
+        Ok(out)
     }
 
     /// Open conflicts: fields with more than one head.
