@@ -337,6 +337,22 @@ async fn shows_and_a_library_on_one_lan_stay_apart_and_lifecycle_works() -> anyh
     refused(sam, &["get", "Hamlet", JANE], "workspace list").await;
     refused(phone, &["get", "Macbeth", JANE], "workspace list").await;
 
+    // The retention window is the workspace's, on every member (default 90).
+    assert_eq!(
+        ok(jordan, &["workspace", "show", "Hamlet"]).await["retention_days"],
+        90
+    );
+    ok(laptop, &["workspace", "retention", "Hamlet", "30"]).await;
+    wait_for("Jordan to see Hamlet's retention", DEADLINE, || async {
+        let v = ok(jordan, &["workspace", "show", "Hamlet"]).await;
+        if v["retention_days"] == 30 {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    })
+    .await?;
+
     // Archive on the laptop: read-only on Jordan's node after sync, still readable.
     ok(laptop, &["workspace", "archive", "Hamlet"]).await;
     wait_for("Jordan to see Hamlet archived", DEADLINE, || async {
