@@ -19,7 +19,12 @@
 //! | [`trace`] | rolling hash of every event (determinism check) |
 //! | [`sim`] | the driver loop of one run |
 //!
-//! Not simulated yet: blob transfer (being written separately) and blob GC.
+//! About one small seed in four has late joins: a node joins a workspace
+//! while running, its peers already connected, so membership is proved
+//! mid-session (the safety checker then also sees that nothing of the
+//! workspace reached it before it joined).
+//!
+//! Not simulated yet: blob transfer and blob GC; leaving a workspace mid-run.
 //!
 //! # Commands
 //! - one seed: `cargo run -p troupe-simulations --release -- --seed 0x2a`

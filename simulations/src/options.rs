@@ -27,8 +27,12 @@ pub struct Options {
     pub nodes: usize,
     /// Workspace count.
     pub workspaces: usize,
-    /// Per node, the indices of the workspaces it belongs to (may be empty: a stranger).
+    /// Per node, the indices of the workspaces it belongs to by the end of
+    /// the chaos phase (may be empty: a stranger).
     pub membership: Vec<Vec<usize>>,
+    /// (node, workspace, time): memberships that begin during the run, on a
+    /// running node with peers already connected (the rest hold from the start).
+    pub late_joins: Vec<(usize, usize, Millis)>,
     /// Links the crews use (node pairs, a < b); full mesh for small runs.
     pub links: Vec<(usize, usize)>,
     /// How long faults are injected (simulated ms).
@@ -139,6 +143,23 @@ impl Options {
             }
         };
         let large = matches!(scale, Scale::Large(_));
+        let chaos_ms = if large {
+            60_000
+        } else {
+            rng.range(10_000, 40_000)
+        };
+        // From a stream of their own, so the other options of a seed stay as they were.
+        let mut late_rng = SimRng::new(seed.wrapping_mul(31).wrapping_add(4));
+        let mut late_joins = Vec::new();
+        if !large && late_rng.chance(300_000) {
+            for (i, m) in membership.iter().enumerate() {
+                for &w in m {
+                    if late_rng.chance(400_000) {
+                        late_joins.push((i, w, late_rng.range(500, chaos_ms * 2 / 3)));
+                    }
+                }
+            }
+        }
         // Small runs draw which fault kinds are on; the large run has all of them.
         let faulty = |rng: &mut SimRng, ppm: u32, v: Millis| {
             if rng.chance(ppm) || large { v } else { 0 }
@@ -150,11 +171,8 @@ impl Options {
             workspaces,
             membership,
             links,
-            chaos_ms: if large {
-                60_000
-            } else {
-                rng.range(10_000, 40_000)
-            },
+            late_joins,
+            chaos_ms,
             liveness_bound_ms: if large { 300_000 } else { 120_000 },
             delay_ms: rng.range(1, 50),
             jitter_ms: rng.range(0, 100),
@@ -195,6 +213,13 @@ impl fmt::Display for Options {
         )?;
         if self.nodes <= 12 {
             writeln!(f, "membership      {:?}", self.membership)?;
+        }
+        if !self.late_joins.is_empty() {
+            writeln!(
+                f,
+                "late joins      {:?} (node, workspace, ms)",
+                self.late_joins
+            )?;
         }
         writeln!(
             f,

@@ -3,9 +3,11 @@
 //! disconnects), timers re-armed from `poll_timeout`, connections opened and
 //! broken, local edits committed and announced.
 
+use troupe_protocol::WorkspaceId;
 use troupe_protocol::sync::message::Message;
 use troupe_protocol::sync::oplog_view::OplogView;
 use troupe_protocol::sync::{Input, Output, SyncEvent};
+use troupe_protocol::workspace::WorkspaceSecret;
 
 use super::{EPOCH_MS, Ev, Sim, describe};
 use crate::checkers::Slot;
@@ -95,10 +97,43 @@ impl Sim {
         self.world.after(t, Ev::Dial { a, b });
     }
 
+    /// Node `i` joins workspace `w` while running (its peers may already be
+    /// connected); a node that is down joins once it is back.
+    pub(super) fn join(&mut self, i: usize, w: usize) -> Result<(), SimError> {
+        if !self.nodes[i].is_up() {
+            self.world.after(200, Ev::Join { node: i, ws: w });
+            return Ok(());
+        }
+        let secret = WorkspaceSecret(self.secret_bytes[w]);
+        let now = self.world.now();
+        self.trace.record(now, "join", i, &(w as u64).to_le_bytes());
+        if self.log {
+            eprintln!("{now:>8} n{i} joins workspace {w}");
+        }
+        let run = self.nodes[i].running()?;
+        run.store
+            .add_workspace(&troupe_protocol::workspace::WorkspaceInfo::new(
+                secret.clone(),
+                format!("show {w}"),
+                troupe_protocol::workspace::WorkspaceKind::Show,
+            ))
+            .map_err(|e| SimError::Storage(format!("node {i}: join: {e}")))?;
+        self.nodes[i].secrets.push(secret.clone());
+        self.queue_input(i, Input::WorkspaceAdded(secret));
+        Ok(())
+    }
+
     pub(super) fn edit(&mut self, i: usize) -> Result<(), SimError> {
         let now = self.world.now();
-        let mine = &self.opts.membership[i];
-        let ws = self.workspaces[mine[self.rng.below(mine.len() as u64) as usize]];
+        let mine: Vec<WorkspaceId> = self.nodes[i]
+            .secrets
+            .iter()
+            .map(WorkspaceSecret::workspace_id)
+            .collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let ws = mine[self.rng.below(mine.len() as u64) as usize];
         let me = self.nodes[i].actor();
         let key =
             troupe_protocol::crypto::ActorKey::from_secret_bytes(self.nodes[i].key.secret_bytes());

@@ -64,6 +64,10 @@ enum Ev {
     Restart {
         node: usize,
     },
+    Join {
+        node: usize,
+        ws: usize,
+    },
     Rot,
     EndChaos,
     Check,
@@ -115,6 +119,8 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     ids: BTreeMap<PeerId, usize>,
     workspaces: Vec<WorkspaceId>,
+    /// Each workspace's secret (for joins during the run).
+    secret_bytes: Vec<[u8; 32]>,
     wanted: BTreeSet<(usize, usize)>,
     safety: Safety,
     trace: Trace,
@@ -161,6 +167,7 @@ impl Sim {
             let key = ActorKey::from_secret_bytes(rng.bytes32());
             let mine = opts.membership[i]
                 .iter()
+                .filter(|w| !opts.late_joins.iter().any(|(n, lw, _)| *n == i && lw == *w))
                 .map(|w| secrets[*w].clone())
                 .collect();
             nodes.push(SimNode::new(i, key, mine, rng.fork())?);
@@ -168,6 +175,7 @@ impl Sim {
         let ids = nodes.iter().map(|n| (n.id, n.index)).collect();
         let mut sim = Sim {
             workspaces: secrets.iter().map(WorkspaceSecret::workspace_id).collect(),
+            secret_bytes: secrets.iter().map(|s| s.0).collect(),
             net: Network::new(opts.nodes),
             safety: Safety::new(opts.nodes),
             inflight: vec![None; opts.nodes],
@@ -208,6 +216,9 @@ impl Sim {
         if o.rot_mean_ms > 0 {
             let t = sim.rng.wait(o.rot_mean_ms);
             sim.world.at(t, Ev::Rot);
+        }
+        for &(node, ws, t) in &o.late_joins {
+            sim.world.at(t, Ev::Join { node, ws });
         }
         sim.world.at(o.chaos_ms, Ev::EndChaos);
         Ok(sim)
@@ -303,6 +314,7 @@ impl Sim {
                 }
             }
             Ev::Dial { a, b } => self.dial(a, b),
+            Ev::Join { node, ws } => self.join(node, ws)?,
             Ev::Flap => {
                 if self.chaos && !self.opts.links.is_empty() {
                     let (a, b) =
