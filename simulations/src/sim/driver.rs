@@ -111,13 +111,19 @@ impl Sim {
             eprintln!("{now:>8} n{i} joins workspace {w}");
         }
         let run = self.nodes[i].running()?;
-        run.store
+        if let Err(e) = run
+            .store
             .add_workspace(&troupe_protocol::workspace::WorkspaceInfo::new(
                 secret.clone(),
                 format!("show {w}"),
                 troupe_protocol::workspace::WorkspaceKind::Show,
             ))
-            .map_err(|e| SimError::Storage(format!("node {i}: join: {e}")))?;
+        {
+            // Power lost mid-join: nothing was written; join again once back up.
+            self.store_failed(i, format!("join: {e}"))?;
+            self.world.after(200, Ev::Join { node: i, ws: w });
+            return Ok(());
+        }
         self.nodes[i].secrets.push(secret.clone());
         self.queue_input(i, Input::WorkspaceAdded(secret));
         Ok(())
