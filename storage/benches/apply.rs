@@ -44,6 +44,13 @@ const PER_AUTHOR: u64 = 10_000;
 const OPS: u64 = 10;
 const BATCH: usize = 256;
 
+fn batch_size() -> usize {
+    std::env::var("BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BATCH)
+}
+
 fn secret() -> WorkspaceSecret {
     WorkspaceSecret([42; 32])
 }
@@ -126,7 +133,8 @@ fn main() {
     // 1. Durable apply of the sync stream, batches of 256.
     let store = open(dir.path(), "apply.redb");
     let mut r = BufReader::new(std::fs::File::open(&stream).expect("open stream"));
-    let mut batch = Vec::with_capacity(BATCH);
+    let batch_len = batch_size();
+    let mut batch = Vec::with_capacity(batch_len);
     let mut applied = 0usize;
     let mut decode_secs = 0.0;
     let cpu0 = cpu_secs();
@@ -141,7 +149,7 @@ fn main() {
             batch.push(Bundle::decode(buf).expect("decodes"));
             decode_secs += d.elapsed().as_secs_f64();
         }
-        if batch.len() == BATCH || (done && !batch.is_empty()) {
+        if batch.len() == batch_len || (done && !batch.is_empty()) {
             let out = store
                 .commit_batch(&ws, std::mem::take(&mut batch), "bench")
                 .expect("commit");
@@ -156,7 +164,7 @@ fn main() {
     let cpu = cpu_secs() - cpu0;
     assert_eq!(applied as u64, AUTHORS * PER_AUTHOR);
     println!(
-        "apply: {applied} bundles ({} ops) in batches of {BATCH}, durable: {secs:.3} s \
+        "apply: {applied} bundles ({} ops) in batches of {batch_len}, durable: {secs:.3} s \
          ({:.0} ops/s; of which decode+hash {decode_secs:.3} s; CPU {cpu:.2} s) [target <= 0.5 s]",
         applied as u64 * OPS,
         (applied as u64 * OPS) as f64 / secs

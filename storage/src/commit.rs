@@ -26,8 +26,6 @@ pub struct BatchOutcome {
     pub already_held: usize,
     /// Bundles moved to quarantine: (quarantine id, author, seq, reason).
     pub quarantined: Vec<(u64, ActorId, u64, String)>,
-    /// Fields whose heads changed.
-    pub changed: Vec<FieldPath>,
     /// Fields that now have more than one head.
     pub conflicted: Vec<FieldPath>,
     /// Slots found forked (two different bundles for one author and seq):
@@ -166,7 +164,6 @@ fn merge(into: &mut BatchOutcome, o: BatchOutcome) {
     into.committed.extend(o.committed);
     into.already_held += o.already_held;
     into.quarantined.extend(o.quarantined);
-    into.changed.extend(o.changed);
     into.conflicted.extend(o.conflicted);
     into.forks.extend(o.forks);
     into.already_quarantined += o.already_quarantined;
@@ -399,9 +396,7 @@ fn commit_in(
         if body.seq > t.0 {
             *t = (body.seq, b.hash());
         }
-        let report = state.apply(b)?;
-        out.changed.extend(report.changed);
-        out.conflicted.extend(report.conflicted);
+        out.conflicted.extend(state.apply(b)?);
         out.committed.push((body.author, body.seq, b.hash()));
     }
     for (author, r) in &ranges {
