@@ -122,6 +122,43 @@ impl Store {
         Ok(out)
     }
 
+    /// Several received batches in ONE write transaction, deferred like
+    /// [`Store::commit_batch_deferred`]: each batch is applied exactly as
+    /// that call would apply it, in order, and the transaction holds all of
+    /// them or none (stronger than one transaction each). Saves a commit of
+    /// redb's dirty pages per batch when batches arrive together.
+    ///
+    /// The outer error means nothing at all was written (every batch is
+    /// refused); an inner error refuses one batch before anything of it was
+    /// written ([`CommitError::Archived`], [`CommitError::UnknownWorkspace`]).
+    ///
+    /// # Errors
+    /// [`CommitError::Storage`] (or a damaged row) in any batch: nothing written.
+    pub fn commit_batches_deferred(
+        &self,
+        batches: Vec<(WorkspaceId, Vec<Bundle>, String)>,
+    ) -> Result<Vec<Result<BatchOutcome, CommitError>>, CommitError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
+        let mut outs = Vec::with_capacity(batches.len());
+        for (ws, bundles, source) in batches {
+            // Refusals that come before any write leave the other batches be.
+            if let Err(e) = check_writable(&txn, &ws) {
+                match e {
+                    CommitError::Archived(_) | CommitError::UnknownWorkspace(_) => {
+                        outs.push(Err(e));
+                        continue;
+                    }
+                    other => return Err(other),
+                }
+            }
+            outs.push(Ok(commit_in(&txn, &ws, bundles, Mode::Remote(&source))?));
+        }
+        txn.commit()?;
+        Ok(outs)
+    }
+
     /// Makes every earlier deferred commit durable (one flush to disk).
     ///
     /// # Errors
