@@ -6,10 +6,12 @@
 //! store as it is. After each input the engine's outputs are drained to the
 //! end (STYLE rule: `poll_output` until `None`):
 //!
-//! - `CommitBatch` runs as ONE store transaction right here and is answered
-//!   with `BatchCommitted` / `BatchRejected` before anything else happens;
-//!   the batches of one call are flushed to disk together before the call
-//!   returns, i.e. before any acknowledgement reaches the network;
+//! - `CommitBatch` requests are collected while the call's inputs are
+//!   handled and then committed together as ONE store transaction (all of
+//!   them or none; the engine keeps their bundles as uncommitted meanwhile),
+//!   and answered with `BatchCommitted` / `BatchRejected`; the batches of one
+//!   call are flushed to disk together before the call returns, i.e. before
+//!   any acknowledgement reaches the network;
 //! - `Quarantine` goes into the store's quarantine with its source peer;
 //! - `SendFrame`, `Disconnect` and the next wake-up become [`NetCommand`]s for
 //!   the async driver ([`crate::sync_driver`]), which owns the streams;
@@ -54,6 +56,17 @@ pub enum NetCommand {
     WakeAt(Option<Millis>),
 }
 
+/// What a received batch's acknowledgement needs after its commit: batch id,
+/// newest clock, assets to fetch, source name, and this device's own tip
+/// before the commit when the batch carried bundles of its own actor.
+type BatchMeta = (
+    u64,
+    Option<troupe_protocol::hlc::Hlc>,
+    Vec<(troupe_protocol::ids::BlobHash, u64)>,
+    String,
+    Option<u64>,
+);
+
 /// Sync figures for `GET /v1/status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SyncStatus {
@@ -82,6 +95,9 @@ pub struct SyncCore {
     last_wake: Option<Option<Millis>>,
     /// Batches committed since the last flush to disk.
     unflushed: bool,
+    /// Batches the engine asked to commit during this call, not yet
+    /// committed: they go to the store together, in one transaction.
+    to_commit: Vec<PendingBatch>,
     /// Assets seen in received bundles, to fetch once this call's inputs are done.
     blob_wants: Vec<(WorkspaceId, troupe_protocol::ids::BlobHash, u64)>,
     workspaces_tx: Option<tokio::sync::watch::Sender<Vec<WorkspaceSecret>>>,
@@ -135,6 +151,7 @@ impl SyncCore {
             status,
             last_wake: None,
             unflushed: false,
+            to_commit: Vec::new(),
             blob_wants: Vec::new(),
             workspaces_tx: None,
             dial_tx: None,
@@ -225,25 +242,38 @@ impl SyncCore {
 
     /// Feeds several inputs in order (frames that arrived together), carrying
     /// out everything the engine asks for after each.
+    ///
+    /// Batches to commit are collected while the inputs are handled (the
+    /// engine keeps them as uncommitted until their acknowledgement) and
+    /// committed together in one store transaction once every input is in;
+    /// then their acknowledgements are fed, and the whole call is flushed to
+    /// disk once, before it returns.
     pub fn inputs(&mut self, inputs: Vec<Input>) {
-        for input in inputs {
-            // An input's acknowledgements go in before the next input.
-            let mut queue = VecDeque::from([input]);
-            while let Some(input) = queue.pop_front() {
-                let now = self.now();
-                match self.local.store().view() {
-                    Ok(view) => self.engine.handle_input(now, input, &view),
-                    Err(e) => {
-                        warn!(error = %e, "cannot read the store; a sync step was skipped");
-                        continue;
+        let mut round = inputs;
+        loop {
+            for input in round {
+                // An input's other acknowledgements go in before the next input.
+                let mut queue = VecDeque::from([input]);
+                while let Some(input) = queue.pop_front() {
+                    let now = self.now();
+                    match self.local.store().view() {
+                        Ok(view) => self.engine.handle_input(now, input, &view),
+                        Err(e) => {
+                            warn!(error = %e, "cannot read the store; a sync step was skipped");
+                            continue;
+                        }
                     }
-                }
-                while let Some(out) = self.engine.poll_output() {
-                    if let Some(ack) = self.run(out) {
-                        queue.push_back(ack);
+                    while let Some(out) = self.engine.poll_output() {
+                        if let Some(ack) = self.run(out) {
+                            queue.push_back(ack);
+                        }
                     }
                     queue.extend(self.followups.drain(..));
                 }
+            }
+            round = self.commit_collected();
+            if round.is_empty() {
+                break;
             }
         }
         self.flush();
@@ -314,7 +344,15 @@ impl SyncCore {
                 workspace,
                 batch_id,
                 bundles,
-            } => Some(self.commit(peer, workspace, batch_id, bundles)),
+            } => {
+                self.to_commit.push(PendingBatch {
+                    peer,
+                    workspace,
+                    batch_id,
+                    bundles,
+                });
+                None
+            }
             Output::Quarantine {
                 peer,
                 workspace,
@@ -430,28 +468,72 @@ impl SyncCore {
         out
     }
 
-    fn commit(
+    /// Commits every collected batch in one store transaction; returns
+    /// their acknowledgements in order.
+    fn commit_collected(&mut self) -> Vec<Input> {
+        let batches = std::mem::take(&mut self.to_commit);
+        if batches.is_empty() {
+            return Vec::new();
+        }
+        let mut meta = Vec::with_capacity(batches.len());
+        let mut work = Vec::with_capacity(batches.len());
+        let me = self.local.actor();
+        for b in batches {
+            let newest = b.bundles.iter().map(|x| x.body().hlc).max();
+            let assets = Self::assets_in(&b.bundles);
+            let source = peer_name(&b.peer);
+            // This device's own tip before the commit, when a batch carries
+            // bundles of its own actor (see `new_incarnation`).
+            let my_tip = b
+                .bundles
+                .iter()
+                .any(|x| x.body().author == me)
+                .then(|| self.local.store().author_tip(&b.workspace, &me).ok())
+                .flatten()
+                .map(|t| t.last_seq);
+            work.push((b.workspace, b.bundles, source.clone()));
+            meta.push((
+                b.peer,
+                b.workspace,
+                b.batch_id,
+                newest,
+                assets,
+                source,
+                my_tip,
+            ));
+        }
+        let results: Vec<Result<troupe_storage::BatchOutcome, String>> =
+            match self.local.store().commit_batches_deferred(work) {
+                Ok(r) => r
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect(),
+                Err(e) => meta.iter().map(|_| Err(e.to_string())).collect(),
+            };
+        meta.into_iter()
+            .zip(results)
+            .map(
+                |((peer, workspace, batch_id, newest, assets, source, my_tip), r)| {
+                    self.committed(
+                        peer,
+                        workspace,
+                        (batch_id, newest, assets, source, my_tip),
+                        r,
+                    )
+                },
+            )
+            .collect()
+    }
+
+    fn committed(
         &mut self,
         peer: troupe_protocol::sync::PeerId,
         workspace: WorkspaceId,
-        batch_id: u64,
-        bundles: Vec<troupe_protocol::bundle::Bundle>,
+        (batch_id, newest, assets, source, my_tip): BatchMeta,
+        result: Result<troupe_storage::BatchOutcome, String>,
     ) -> Input {
-        let newest = bundles.iter().map(|b| b.body().hlc).max();
-        let assets = Self::assets_in(&bundles);
-        let source = peer_name(&peer);
         let me = self.local.actor();
-        let my_tip = bundles.iter().any(|b| b.body().author == me).then(|| {
-            self.local
-                .store()
-                .author_tip(&workspace, &me)
-                .map(|t| t.last_seq)
-        });
-        match self
-            .local
-            .store()
-            .commit_batch_deferred(&workspace, bundles, &source)
-        {
+        match result {
             Ok(outcome) => {
                 self.unflushed = true;
                 if let Some(h) = newest {
@@ -475,7 +557,7 @@ impl SyncCore {
                         fields: outcome.conflicted.iter().map(ToString::to_string).collect(),
                     });
                 }
-                if let Some(Ok(tip)) = my_tip {
+                if let Some(tip) = my_tip {
                     let newer = outcome
                         .committed
                         .iter()
@@ -668,6 +750,14 @@ impl SyncCore {
             }
         }
     }
+}
+
+/// A batch the engine asked to commit, waiting for the end of the call.
+struct PendingBatch {
+    peer: troupe_protocol::sync::PeerId,
+    workspace: WorkspaceId,
+    batch_id: u64,
+    bundles: Vec<troupe_protocol::bundle::Bundle>,
 }
 
 /// A sync peer as its libp2p id string (what `troupe peers` shows).

@@ -184,6 +184,27 @@ impl Bundle {
     /// # Errors
     /// [`VerifyError::Decode`] for oversize, malformed or rule-breaking input.
     pub fn decode(bytes: Vec<u8>) -> Result<Bundle, VerifyError> {
+        Bundle::decode_or_return(bytes).map_err(|(e, _)| e)
+    }
+
+    /// As [`Bundle::decode`], handing the bytes back with the error (for
+    /// quarantine) so the caller needs no copy of them.
+    ///
+    /// # Errors
+    /// As [`Bundle::decode`].
+    pub fn decode_or_return(bytes: Vec<u8>) -> Result<Bundle, (VerifyError, Vec<u8>)> {
+        match Bundle::parse(&bytes) {
+            Ok((body, signature, hash)) => Ok(Bundle {
+                body,
+                signature,
+                hash,
+                bytes,
+            }),
+            Err(e) => Err((e, bytes)),
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<(BundleBody, Option<Signature>, BundleHash), VerifyError> {
         if bytes.len() > limits::MAX_BUNDLE_BYTES {
             return Err(DecodeError::TooLarge {
                 len: bytes.len(),
@@ -208,12 +229,7 @@ impl Bundle {
         let body: BundleBody = encoding::decode(body_bytes, limits::MAX_BUNDLE_BYTES)?;
         body.check()?;
         let hash = BundleHash(crypto::hash(body_bytes));
-        Ok(Bundle {
-            body,
-            signature,
-            hash,
-            bytes,
-        })
+        Ok((body, signature, hash))
     }
 
     /// Decodes and checks the bytes hash to `expected` (what the store indexed or

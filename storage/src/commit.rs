@@ -26,8 +26,6 @@ pub struct BatchOutcome {
     pub already_held: usize,
     /// Bundles moved to quarantine: (quarantine id, author, seq, reason).
     pub quarantined: Vec<(u64, ActorId, u64, String)>,
-    /// Fields whose heads changed.
-    pub changed: Vec<FieldPath>,
     /// Fields that now have more than one head.
     pub conflicted: Vec<FieldPath>,
     /// Slots found forked (two different bundles for one author and seq):
@@ -124,6 +122,43 @@ impl Store {
         Ok(out)
     }
 
+    /// Several received batches in ONE write transaction, deferred like
+    /// [`Store::commit_batch_deferred`]: each batch is applied exactly as
+    /// that call would apply it, in order, and the transaction holds all of
+    /// them or none (stronger than one transaction each). Saves a commit of
+    /// redb's dirty pages per batch when batches arrive together.
+    ///
+    /// The outer error means nothing at all was written (every batch is
+    /// refused); an inner error refuses one batch before anything of it was
+    /// written ([`CommitError::Archived`], [`CommitError::UnknownWorkspace`]).
+    ///
+    /// # Errors
+    /// [`CommitError::Storage`] (or a damaged row) in any batch: nothing written.
+    pub fn commit_batches_deferred(
+        &self,
+        batches: Vec<(WorkspaceId, Vec<Bundle>, String)>,
+    ) -> Result<Vec<Result<BatchOutcome, CommitError>>, CommitError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
+        let mut outs = Vec::with_capacity(batches.len());
+        for (ws, bundles, source) in batches {
+            // Refusals that come before any write leave the other batches be.
+            if let Err(e) = check_writable(&txn, &ws) {
+                match e {
+                    CommitError::Archived(_) | CommitError::UnknownWorkspace(_) => {
+                        outs.push(Err(e));
+                        continue;
+                    }
+                    other => return Err(other),
+                }
+            }
+            outs.push(Ok(commit_in(&txn, &ws, bundles, Mode::Remote(&source))?));
+        }
+        txn.commit()?;
+        Ok(outs)
+    }
+
     /// Makes every earlier deferred commit durable (one flush to disk).
     ///
     /// # Errors
@@ -166,7 +201,6 @@ fn merge(into: &mut BatchOutcome, o: BatchOutcome) {
     into.committed.extend(o.committed);
     into.already_held += o.already_held;
     into.quarantined.extend(o.quarantined);
-    into.changed.extend(o.changed);
     into.conflicted.extend(o.conflicted);
     into.forks.extend(o.forks);
     into.already_quarantined += o.already_quarantined;
@@ -399,9 +433,7 @@ fn commit_in(
         if body.seq > t.0 {
             *t = (body.seq, b.hash());
         }
-        let report = state.apply(b)?;
-        out.changed.extend(report.changed);
-        out.conflicted.extend(report.conflicted);
+        out.conflicted.extend(state.apply(b)?);
         out.committed.push((body.author, body.seq, b.hash()));
     }
     for (author, r) in &ranges {

@@ -109,8 +109,9 @@ impl<'t> TxnState<'t> {
     }
 
     /// Applies one verified bundle with the register rule, and records the
-    /// asset references it makes (for blob GC).
-    pub(crate) fn apply(&mut self, bundle: &Bundle) -> Result<ApplyReport, StateError> {
+    /// asset references it makes (for blob GC). Returns the fields it
+    /// touched that now have more than one head (sorted, once each).
+    pub(crate) fn apply(&mut self, bundle: &Bundle) -> Result<Vec<FieldPath>, StateError> {
         let body = bundle.body();
         let prefix = superseded_bundle_prefix(&self.ws, &body.author, body.seq);
         let named = match self.superseded.range(prefix.as_slice()..)?.next() {
@@ -126,7 +127,7 @@ impl<'t> TxnState<'t> {
         let report = if sets_only {
             self.apply_sets(bundle)
         } else {
-            register::apply_bundle(self, bundle)
+            register::apply_bundle(self, bundle).map(|r: ApplyReport| r.conflicted)
         };
         self.current = None;
         let report = report?;
@@ -159,12 +160,11 @@ impl<'t> TxnState<'t> {
 
     /// The register rule of [`register::apply_bundle`] for a bundle of `Set`
     /// ops only (the common case), run straight on the cached entity rows:
-    /// one row lookup per op and no copies of the heads. Same steps in the
-    /// same order; `tests/rebuild_prop.rs` checks the result against the
-    /// protocol's reference `Replica`.
-    fn apply_sets(&mut self, bundle: &Bundle) -> Result<ApplyReport, StateError> {
+    /// one row lookup per op and no copies of the heads or paths. Same steps
+    /// in the same order; `tests/rebuild_prop.rs` checks the result against
+    /// the protocol's reference `Replica`. Returns the conflicted fields.
+    fn apply_sets(&mut self, bundle: &Bundle) -> Result<Vec<FieldPath>, StateError> {
         let hlc = bundle.body().hlc;
-        let mut touched: Vec<FieldPath> = Vec::with_capacity(bundle.body().ops.len());
         for (id, op) in bundle.ops_with_ids() {
             let Op::Set { path, value, pred } = op else {
                 continue;
@@ -175,10 +175,12 @@ impl<'t> TxnState<'t> {
                 let row = &self.row(ty, eid)?.row;
                 match row.field(&path.field) {
                     Some(_) => None,
+                    None if row.deletes.is_empty() => Some(Vec::new()),
                     None => Some(row.deletes.clone()),
                 }
             };
             let init = match init {
+                Some(deletes) if deletes.is_empty() => Some(Vec::with_capacity(1)),
                 Some(deletes) => {
                     let mut h = Vec::with_capacity(deletes.len() + 1);
                     for d in deletes {
@@ -198,7 +200,9 @@ impl<'t> TxnState<'t> {
             let c = self.row(ty, eid)?;
             c.dirty = true;
             let heads = c.row.field_mut(&path.field, init);
-            heads.retain(|h| !pred.contains(&h.op));
+            if !pred.is_empty() {
+                heads.retain(|h| !pred.contains(&h.op));
+            }
             if live && !heads.iter().any(|h| h.op == id) {
                 heads.push(Head {
                     op: id,
@@ -207,12 +211,13 @@ impl<'t> TxnState<'t> {
                 });
                 heads.sort_by_key(|h| h.op);
             }
-            touched.push(path.clone());
         }
-        touched.sort_unstable();
-        touched.dedup();
-        let mut report = ApplyReport::default();
-        for path in touched {
+        // Conflicts are read once every op of the bundle is in.
+        let mut conflicted: Vec<FieldPath> = Vec::new();
+        for op in &bundle.body().ops {
+            let Op::Set { path, .. } = op else {
+                continue;
+            };
             let (ty, eid) = path.entity();
             if self
                 .row(ty, eid)?
@@ -220,11 +225,14 @@ impl<'t> TxnState<'t> {
                 .field(&path.field)
                 .is_some_and(|h| h.len() > 1)
             {
-                report.conflicted.push(path.clone());
+                conflicted.push(path.clone());
             }
-            report.changed.push(path);
         }
-        Ok(report)
+        if conflicted.len() > 1 {
+            conflicted.sort_unstable();
+            conflicted.dedup();
+        }
+        Ok(conflicted)
     }
 
     /// Writes every changed entity row and new `superseded` row, in key

@@ -247,3 +247,37 @@ fn the_sync_view_reads_ranges_bytes_and_hashes_from_one_snapshot() {
         vec![5, 4, 3, 2, 1]
     );
 }
+
+#[test]
+fn several_batches_commit_in_one_transaction_like_one_each() {
+    let (_d, s) = store();
+    let (ws, bundles) = chain(4, 30);
+    let (_, other) = chain(5, 5);
+    let unknown = troupe_protocol::workspace::WorkspaceSecret([9; 32]).workspace_id();
+    let outs = s
+        .commit_batches_deferred(vec![
+            (ws, bundles[..10].to_vec(), "a".into()),
+            (unknown, other.clone(), "a".into()),
+            (ws, bundles[10..].to_vec(), "b".into()),
+            (ws, bundles[5..15].to_vec(), "b".into()),
+        ])
+        .unwrap();
+    s.flush().unwrap();
+    assert_eq!(outs.len(), 4);
+    assert_eq!(outs[0].as_ref().unwrap().committed.len(), 10);
+    assert!(matches!(outs[1], Err(CommitError::UnknownWorkspace(_))));
+    assert_eq!(outs[2].as_ref().unwrap().committed.len(), 20);
+    let last = outs[3].as_ref().unwrap();
+    assert_eq!((last.committed.len(), last.already_held), (0, 10));
+    let r = s.ranges(&ws).unwrap();
+    assert_eq!(r[&key(4).actor_id()].ranges(), &[(1, 30)]);
+    assert!(s.verify_rebuild().unwrap().is_empty());
+    // The same as committing them one by one.
+    let (_d2, one) = store();
+    one.commit_batch(&ws, bundles[..10].to_vec(), "a").unwrap();
+    one.commit_batch(&ws, bundles[10..].to_vec(), "b").unwrap();
+    for p in ["p4x1", "p4x7"] {
+        let path = FieldPath::new("contacts.person", p, "f0").unwrap();
+        assert_eq!(s.value(&ws, &path).unwrap(), one.value(&ws, &path).unwrap());
+    }
+}

@@ -21,9 +21,11 @@ pub const MAX_BATCH_BUNDLES: usize = BATCH_BUNDLES + RUN_EXTENSION;
 /// Most plain (decompressed) bytes a receiver accepts for one batch; bounds
 /// decompression memory whatever the compressed size.
 pub const MAX_BATCH_PLAIN: usize = 16 * 1024 * 1024;
-/// Batches a sender keeps unacknowledged per (peer, workspace). Two keeps the
-/// pipe busy while the receiver commits; more would only grow memory.
-pub const MAX_IN_FLIGHT_BATCHES: usize = 2;
+/// Batches a sender keeps unacknowledged per (peer, workspace). Four keep the
+/// pipe busy while the receiver commits and let a receiver that falls behind
+/// commit the batches waiting for it in one transaction and one disk flush
+/// (the node does); the cost is up to four batches of memory per peer.
+pub const MAX_IN_FLIGHT_BATCHES: usize = 4;
 /// Most workspace proofs in one handshake (a node in more workspaces proves
 /// only the first ones; 64 shows is far beyond any crew).
 pub const MAX_PROOFS: usize = 64;

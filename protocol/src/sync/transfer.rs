@@ -253,12 +253,12 @@ impl Engine {
                 (true, Some(prev)) => restore_prev_hash(&bytes, prev).unwrap_or(bytes),
                 _ => bytes,
             };
-            match Bundle::decode(bytes.clone()) {
+            match Bundle::decode_or_return(bytes) {
                 Ok(b) => {
                     last = Some(b.hash());
                     decoded.push(b);
                 }
-                Err(e) => {
+                Err((e, bytes)) => {
                     last = None;
                     self.refuse(peer, ws, bytes, &e, view);
                 }

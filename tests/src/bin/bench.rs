@@ -115,6 +115,17 @@ impl Proc {
         ))
     }
 
+    /// User + system CPU seconds the process used since it started.
+    fn cpu_secs(&self) -> f64 {
+        let Some(c) = &self.child else { return 0.0 };
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", c.id())).unwrap_or_default();
+        let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime (fields 14 and 15 of stat) in clock ticks.
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / 100.0
+    }
+
     fn peak_rss_kib(&self) -> u64 {
         let Some(c) = &self.child else { return 0 };
         std::fs::read_to_string(format!("/proc/{}/status", c.id()))
@@ -328,6 +339,10 @@ async fn main() -> anyhow::Result<()> {
     let (a, b, full, full_bytes) = session(&a_dir, &b_dir, "full").await?;
     let rss_a = a.peak_rss_kib();
     let rss_b = b.peak_rss_kib();
+    let (cpu_a, cpu_b) = (a.cpu_secs(), b.cpu_secs());
+    eprintln!(
+        "CPU used since start, through the full sync: sender {cpu_a:.2} s, receiver {cpu_b:.2} s"
+    );
     let b_status = b.api().await?.get("/v1/status").await?;
     let committed = b_status["sync"]["bundles_committed"].as_u64().unwrap_or(0);
     eprintln!(
@@ -454,6 +469,7 @@ async fn main() -> anyhow::Result<()> {
             "noop_ms": noop.as_secs_f64() * 1000.0,
             "noop_bytes": noop_bytes,
             "peak_rss_kib": {"sender": rss_a, "receiver": rss_b},
+            "cpu_s_through_full_sync": {"sender": cpu_a, "receiver": cpu_b},
             "commit_visible_ms": {"p50": p50, "p99": p99},
             "mdns_start_to_synced_s": mdns.as_ref().ok(),
         })
