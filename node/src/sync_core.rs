@@ -322,7 +322,9 @@ impl SyncCore {
     }
 
     /// Appends a received blob chunk (beginning the receive at offset 0);
-    /// the store verifies the whole blob before it becomes visible.
+    /// the store verifies the whole blob before it becomes visible. The write
+    /// is made durable by the flush that ends this call, before the
+    /// acknowledgement (the next wants) leaves, like received batches.
     fn write_blob(
         &mut self,
         hash: troupe_protocol::ids::BlobHash,
@@ -330,13 +332,11 @@ impl SyncCore {
         size: u64,
         bytes: &[u8],
     ) -> Input {
-        let store = self.local.store();
-        let result = if offset == 0 {
-            store.blob_begin(&hash, size).map(|_| ())
-        } else {
-            Ok(())
-        }
-        .and_then(|()| store.blob_write_chunk(&hash, offset, bytes));
+        let result = self
+            .local
+            .store()
+            .blob_receive_deferred(&hash, size, offset, bytes);
+        self.unflushed = true;
         match result {
             Ok(complete) => Input::BlobChunkWritten {
                 hash,

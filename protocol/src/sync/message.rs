@@ -72,6 +72,7 @@ pub enum Message {
         /// Sender-chosen id, unique per (connection, workspace).
         batch_id: u64,
         /// zstd of length-prefixed bundle bytes.
+        #[serde(with = "crate::encoding::byte_buf")]
         data: Vec<u8>,
     },
     /// The batch is committed (or refused) on the receiver; the sender may send more.
@@ -143,6 +144,7 @@ pub enum Message {
         /// The blob's full plain size.
         size: u64,
         /// The bytes.
+        #[serde(with = "crate::encoding::byte_buf")]
         bytes: Vec<u8>,
     },
     /// Answer to [`Message::BlobWant`]: not held here (or garbage collected).
