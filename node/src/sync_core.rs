@@ -84,6 +84,42 @@ pub struct SyncCore {
     /// Assets seen in received bundles, to fetch once this call's inputs are done.
     blob_wants: Vec<(WorkspaceId, troupe_protocol::ids::BlobHash, u64)>,
     workspaces_tx: Option<tokio::sync::watch::Sender<Vec<WorkspaceSecret>>>,
+    /// Group commit: local writes committed but not yet flushed, with their
+    /// answers and changes, held until the run of jobs settles.
+    pending: Vec<(Deferred, CommandResult)>,
+    pending_changes: Vec<Change>,
+}
+
+/// A command's answer as the local API returns it.
+pub type CommandResult = Result<serde_json::Value, crate::ops::OpsError>;
+/// Where a deferred command's answer goes once it is durable.
+pub type Deferred = tokio::sync::oneshot::Sender<CommandResult>;
+
+impl crate::storage_actor::Settle for SyncCore {
+    /// Makes the local writes of this run durable with one flush, then
+    /// answers them and tells the engine (so peers only ever hear of durable
+    /// bundles).
+    fn settle(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let flushed = self.local.store().flush();
+        let pending = std::mem::take(&mut self.pending);
+        let changes = std::mem::take(&mut self.pending_changes);
+        for (tx, result) in pending {
+            let result = match (&flushed, result) {
+                (Err(e), Ok(_)) => Err(crate::ops::OpsError::Store(format!(
+                    "the change may not have reached the disk: {e}"
+                ))),
+                (_, r) => r,
+            };
+            let _ = tx.send(result);
+        }
+        if let Err(e) = flushed {
+            warn!(error = %e, "could not flush local writes to disk");
+        }
+        self.changed(changes);
+    }
 }
 
 impl std::fmt::Debug for SyncCore {
@@ -127,6 +163,8 @@ impl SyncCore {
             unflushed: false,
             blob_wants: Vec::new(),
             workspaces_tx: None,
+            pending: Vec::new(),
+            pending_changes: Vec::new(),
         })
     }
 
@@ -151,6 +189,29 @@ impl SyncCore {
         f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), E>,
     ) -> Result<R, E> {
         let (r, changes) = f(&mut self.local)?;
+        self.changed(changes);
+        Ok(r)
+    }
+
+    /// Group commit: runs a local command whose bundles are committed without
+    /// a flush of their own; its answer (and what peers hear of it) waits
+    /// for the one flush that ends this run of jobs
+    /// ([`crate::storage_actor::Settle::settle`]).
+    pub fn command_deferred(&mut self, request: crate::ops::Request, reply: Deferred) {
+        self.local.set_deferred(true);
+        let result = crate::ops::execute(&mut self.local, request);
+        self.local.set_deferred(false);
+        match result {
+            Ok((v, changes)) => {
+                self.pending_changes.extend(changes);
+                self.pending.push((reply, Ok(v)));
+            }
+            Err(e) => self.pending.push((reply, Err(e))),
+        }
+    }
+
+    /// Tells the engine what changed locally.
+    fn changed(&mut self, changes: Vec<Change>) {
         let membership = changes
             .iter()
             .any(|c| !matches!(c, Change::Committed { .. } | Change::RepairWanted { .. }));
@@ -187,7 +248,6 @@ impl SyncCore {
         {
             let _ = tx.send(list.into_iter().map(|w| w.secret).collect());
         }
-        Ok(r)
     }
 
     fn now(&self) -> Millis {
@@ -202,6 +262,8 @@ impl SyncCore {
     /// Feeds several inputs in order (frames that arrived together), carrying
     /// out everything the engine asks for after each.
     pub fn inputs(&mut self, inputs: Vec<Input>) {
+        // The engine reads the store: local writes it may send are durable first.
+        crate::storage_actor::Settle::settle(self);
         for input in inputs {
             // An input's acknowledgements go in before the next input.
             let mut queue = VecDeque::from([input]);

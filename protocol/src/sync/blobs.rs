@@ -344,7 +344,7 @@ impl Engine {
         hash: BlobHash,
         view: &impl OplogView,
     ) {
-        if !self.blobs.get(&hash).is_some_and(|f| f.peer == Some(peer)) {
+        if self.blobs.get(&hash).is_none_or(|f| f.peer != Some(peer)) {
             return self.blame(peer, "blob answer nobody asked for".into(), view);
         }
         self.drop_in_flight(hash);
@@ -371,7 +371,7 @@ impl Engine {
                 workspace: ws,
                 hash,
             });
-        } else if !self.blobs.get(&hash).is_some_and(|f| f.queued) {
+        } else if self.blobs.get(&hash).is_none_or(|f| !f.queued) {
             self.request_chunks(hash);
         }
         if let Some(p) = peer {

@@ -532,14 +532,15 @@ const PARTS: [&str; 4] = ["sync", "asset", "assets", "commit"];
 async fn main() -> anyhow::Result<()> {
     let mut bundles = None;
     let mut quick = false;
+    let mut clients = None;
     let mut only: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
-    let usage =
-        "use --bundles N, --quick, --only sync|asset|assets|commit (repeatable or comma-separated)";
+    let usage = "use --bundles N, --quick, --clients N, --only sync|asset|assets|commit (repeatable or comma-separated)";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bundles" => bundles = Some(args.next().context("--bundles N")?.parse()?),
             "--quick" => quick = true,
+            "--clients" => clients = Some(args.next().context("--clients N")?.parse()?),
             "--only" => {
                 for p in args.next().context("--only PART")?.split(',') {
                     if !PARTS.contains(&p) {
@@ -555,7 +556,8 @@ async fn main() -> anyhow::Result<()> {
     let bundles = bundles.unwrap_or(if quick { 20_000 } else { 100_000 });
     let big = if quick { 50 << 20 } else { 200 << 20 };
     let small = if quick { 2_000 } else { 10_000 };
-    let (clients, per_client) = if quick { (8, 500) } else { (8, 2_500) };
+    let clients = clients.unwrap_or(8);
+    let per_client = if quick { 4_000 } else { 20_000 } / clients;
     let tmp = tempfile::tempdir()?;
     eprintln!("building/locating the troupe binary…");
     let _ = troupe_bin();
