@@ -38,7 +38,7 @@ pub const WRITE_QUEUE: usize = 256;
 /// Frames read from all peers and not yet handed to the core.
 pub const READ_QUEUE: usize = 64;
 /// At most this many waiting frames go to the core in one call.
-pub const FRAMES_PER_CALL: usize = READ_QUEUE;
+pub const FRAMES_PER_CALL: usize = 16;
 
 /// What the driver needs; see [`start`].
 pub struct DriverParts {
