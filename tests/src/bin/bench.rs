@@ -389,7 +389,11 @@ async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow:
         match ev["type"].as_str() {
             Some("sync_started") => started = started.or(Some(Instant::now())),
             Some("asset_received") => received += 1,
-            Some("asset_unavailable") => bail!("B was told an asset is unavailable: {ev}"),
+            Some("asset_unavailable") => bail!(
+                "B was told an asset is unavailable: {ev}\nB's log:\n{}",
+                std::fs::read_to_string(b_dir.with_extension(format!("{tag}.log")))
+                    .unwrap_or_default()
+            ),
             Some("lagged") => lagged = true,
             _ => {}
         }
