@@ -115,6 +115,8 @@ pub struct Local {
     clock: HlcClock,
     path: PathBuf,
     name: Option<String>,
+    /// Commits are not durable until [`Store::flush`] (group commit).
+    deferred: bool,
 }
 
 impl std::fmt::Debug for Local {
@@ -189,6 +191,7 @@ impl Local {
             clock: HlcClock::starting_after(last),
             path,
             name: None,
+            deferred: false,
         })
     }
 
@@ -205,6 +208,12 @@ impl Local {
     /// The device's display name, if one was set.
     pub fn device_name(&self) -> Option<String> {
         self.name.clone()
+    }
+
+    /// Group commit: while set, [`Local::commit`] is not durable until the
+    /// owner calls [`Store::flush`] (and must not acknowledge it before).
+    pub fn set_deferred(&mut self, deferred: bool) {
+        self.deferred = deferred;
     }
 
     /// This device's actor id.
@@ -243,7 +252,11 @@ impl Local {
             .map_err(|e| LocalError::Invalid(e.to_string()))?;
         let hash = bundle.hash();
         let seq = bundle.body().seq;
-        let out = self.store.commit_local(&bundle)?;
+        let out = if self.deferred {
+            self.store.commit_local_deferred(&bundle)?
+        } else {
+            self.store.commit_local(&bundle)?
+        };
         if out.committed.is_empty() {
             let why = out
                 .quarantined

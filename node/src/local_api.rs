@@ -249,10 +249,21 @@ async fn command(ctx: &ApiContext, req: Request<Incoming>) -> Response<Body> {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a command: {e}")),
     };
-    match core
-        .call(move |c| c.write(|l| crate::ops::execute(l, request)))
-        .await
-    {
+    let result = if request.writes() {
+        // Group commit: durable and answered together with the other writes
+        // waiting on the storage thread.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match core.call(move |c| c.command_deferred(request, tx)).await {
+            Ok(()) => rx
+                .await
+                .map_err(|_| crate::storage_actor::ActorError::Stopped),
+            Err(e) => Err(e),
+        }
+    } else {
+        core.call(move |c| c.write(|l| crate::ops::execute(l, request)))
+            .await
+    };
+    match result {
         Ok(Ok(v)) => json(StatusCode::OK, &v),
         Ok(Err(e)) => json(
             StatusCode::UNPROCESSABLE_ENTITY,

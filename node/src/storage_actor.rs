@@ -17,6 +17,17 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+/// State that finishes a run of jobs together: after the jobs waiting in the
+/// channel have run (up to [`RUN`]), and before any other kind of work,
+/// `settle` is called once (group commit: one disk flush, then the answers).
+pub trait Settle {
+    /// Called after each run of jobs.
+    fn settle(&mut self) {}
+}
+
+/// Most jobs in one run before [`Settle::settle`].
+pub const RUN: usize = 256;
+
 /// A unit of work run on the actor thread with exclusive access to the state.
 type Job<S> = Box<dyn FnOnce(&mut S) + Send + 'static>;
 
@@ -73,7 +84,7 @@ impl<S> std::fmt::Debug for ActorHandle<S> {
     }
 }
 
-impl<S: 'static> ActorHandle<S> {
+impl<S: Settle + 'static> ActorHandle<S> {
     /// Starts a thread called `name` that builds its state with `init` (so a
     /// store that must not move between threads is created where it lives) and
     /// then serves jobs from a channel of `capacity`.
@@ -156,17 +167,32 @@ impl<S: 'static> ActorHandle<S> {
 }
 
 /// The thread body: run jobs in order until shutdown or until every handle is gone.
-fn serve<S>(mut state: S, mut rx: mpsc::Receiver<Message<S>>) {
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Message::Job(job) => job(&mut state),
-            Message::Shutdown(done) => {
-                rx.close();
-                drop(state);
-                let _ = done.send(());
-                return;
+fn serve<S: Settle>(mut state: S, mut rx: mpsc::Receiver<Message<S>>) {
+    while let Some(mut msg) = rx.blocking_recv() {
+        let mut ran = 0;
+        loop {
+            match msg {
+                Message::Job(job) => job(&mut state),
+                Message::Shutdown(done) => {
+                    state.settle();
+                    rx.close();
+                    drop(state);
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            ran += 1;
+            match rx.try_recv() {
+                Ok(next) if ran < RUN => msg = next,
+                Ok(next) => {
+                    state.settle();
+                    msg = next;
+                    ran = 0;
+                }
+                Err(_) => break,
             }
         }
+        state.settle();
     }
 }
 
@@ -181,6 +207,8 @@ mod tests {
         log: Vec<u32>,
         dropped: Arc<AtomicBool>,
     }
+
+    impl Settle for Dummy {}
 
     impl Drop for Dummy {
         fn drop(&mut self) {

@@ -105,6 +105,42 @@ pub struct SyncCore {
     /// Inputs a step produced for the engine besides its acknowledgement
     /// (a new incarnation's link bundles), fed right after it.
     followups: Vec<Input>,
+    /// Group commit: local writes committed but not yet flushed, with their
+    /// answers and changes, held until the run of jobs settles.
+    pending: Vec<(Deferred, CommandResult)>,
+    pending_changes: Vec<Change>,
+}
+
+/// A command's answer as the local API returns it.
+pub type CommandResult = Result<serde_json::Value, crate::ops::OpsError>;
+/// Where a deferred command's answer goes once it is durable.
+pub type Deferred = tokio::sync::oneshot::Sender<CommandResult>;
+
+impl crate::storage_actor::Settle for SyncCore {
+    /// Makes the local writes of this run durable with one flush, then
+    /// answers them and tells the engine (so peers only ever hear of durable
+    /// bundles).
+    fn settle(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let flushed = self.local.store().flush();
+        let pending = std::mem::take(&mut self.pending);
+        let changes = std::mem::take(&mut self.pending_changes);
+        for (tx, result) in pending {
+            let result = match (&flushed, result) {
+                (Err(e), Ok(_)) => Err(crate::ops::OpsError::Store(format!(
+                    "the change may not have reached the disk: {e}"
+                ))),
+                (_, r) => r,
+            };
+            let _ = tx.send(result);
+        }
+        if let Err(e) = flushed {
+            warn!(error = %e, "could not flush local writes to disk");
+        }
+        self.changed(changes);
+    }
 }
 
 impl std::fmt::Debug for SyncCore {
@@ -156,6 +192,8 @@ impl SyncCore {
             workspaces_tx: None,
             dial_tx: None,
             followups: Vec::new(),
+            pending: Vec::new(),
+            pending_changes: Vec::new(),
         })
     }
 
@@ -186,6 +224,29 @@ impl SyncCore {
         f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), E>,
     ) -> Result<R, E> {
         let (r, changes) = f(&mut self.local)?;
+        self.changed(changes);
+        Ok(r)
+    }
+
+    /// Group commit: runs a local command whose bundles are committed without
+    /// a flush of their own; its answer (and what peers hear of it) waits
+    /// for the one flush that ends this run of jobs
+    /// ([`crate::storage_actor::Settle::settle`]).
+    pub fn command_deferred(&mut self, request: crate::ops::Request, reply: Deferred) {
+        self.local.set_deferred(true);
+        let result = crate::ops::execute(&mut self.local, request);
+        self.local.set_deferred(false);
+        match result {
+            Ok((v, changes)) => {
+                self.pending_changes.extend(changes);
+                self.pending.push((reply, Ok(v)));
+            }
+            Err(e) => self.pending.push((reply, Err(e))),
+        }
+    }
+
+    /// Tells the engine what changed locally.
+    fn changed(&mut self, changes: Vec<Change>) {
         let membership = changes
             .iter()
             .any(|c| matches!(c, Change::WorkspaceAdded(_) | Change::WorkspaceRemoved(_)));
@@ -228,7 +289,6 @@ impl SyncCore {
         {
             let _ = tx.send(list.into_iter().map(|w| w.secret).collect());
         }
-        Ok(r)
     }
 
     fn now(&self) -> Millis {
@@ -249,6 +309,8 @@ impl SyncCore {
     /// then their acknowledgements are fed, and the whole call is flushed to
     /// disk once, before it returns.
     pub fn inputs(&mut self, inputs: Vec<Input>) {
+        // The engine reads the store: local writes it may send are durable first.
+        crate::storage_actor::Settle::settle(self);
         let mut round = inputs;
         loop {
             for input in round {
@@ -419,7 +481,9 @@ impl SyncCore {
     }
 
     /// Appends a received blob chunk (beginning the receive at offset 0);
-    /// the store verifies the whole blob before it becomes visible.
+    /// the store verifies the whole blob before it becomes visible. The write
+    /// is made durable by the flush that ends this call, before the
+    /// acknowledgement (the next wants) leaves, like received batches.
     fn write_blob(
         &mut self,
         hash: troupe_protocol::ids::BlobHash,
@@ -427,13 +491,11 @@ impl SyncCore {
         size: u64,
         bytes: &[u8],
     ) -> Input {
-        let store = self.local.store();
-        let result = if offset == 0 {
-            store.blob_begin(&hash, size).map(|_| ())
-        } else {
-            Ok(())
-        }
-        .and_then(|()| store.blob_write_chunk(&hash, offset, bytes));
+        let result = self
+            .local
+            .store()
+            .blob_receive_deferred(&hash, size, offset, bytes);
+        self.unflushed = true;
         match result {
             Ok(complete) => Input::BlobChunkWritten {
                 hash,

@@ -265,33 +265,37 @@ impl Store {
     /// [`BlobError::Storage`], [`BlobError::Damaged`].
     pub fn blob_begin(&self, h: &BlobHash, size: u64) -> Result<u64, BlobError> {
         let txn = self.db.begin_write()?;
-        let at = {
-            let mut meta = txn.open_table(BLOB_META)?;
-            let old = match meta.get(h.0.as_slice())? {
-                Some(v) => Some(decode_meta(v.value())?),
-                None => None,
-            };
-            match old {
-                Some(m) if m.status == BlobStatus::Complete => m.size,
-                Some(BlobMeta {
-                    status: BlobStatus::Receiving { received },
-                    size: s,
-                    ..
-                }) if s == size => received,
-                _ => {
-                    let m = BlobMeta {
-                        size,
-                        status: BlobStatus::Receiving { received: 0 },
-                        chunk_hashes: Vec::new(),
-                        last_use_ms: now_ms(),
-                    };
-                    meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
-                    0
-                }
-            }
-        };
+        let at = begin_in(&txn, h, size)?;
         txn.commit()?;
         Ok(at)
+    }
+
+    /// One received chunk in one transaction that is not made durable on its
+    /// own (see [`Store::flush`]): begins the receive when `offset` is 0, then
+    /// writes the piece as [`Store::blob_write_chunk`] does, verifying the
+    /// whole blob when its last byte arrives. A crash before the next flush
+    /// loses at most the unflushed pieces; what is held stays consistent
+    /// (pieces and the received length change together) and an unverified
+    /// blob is never visible.
+    ///
+    /// # Errors
+    /// As [`Store::blob_write_chunk`].
+    pub fn blob_receive_deferred(
+        &self,
+        h: &BlobHash,
+        size: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<bool, BlobError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| BlobError::Storage(crate::StorageFailure(e.into())))?;
+        if offset == 0 {
+            begin_in(&txn, h, size)?;
+        }
+        let r = write_chunk_in(&txn, &self.hashers, h, offset, bytes)?;
+        txn.commit()?;
+        r
     }
 
     /// Writes the next piece of a receive at `offset` (which must equal the
@@ -309,68 +313,9 @@ impl Store {
         bytes: &[u8],
     ) -> Result<bool, BlobError> {
         let txn = self.db.begin_write()?;
-        let mismatch;
-        let complete;
-        {
-            let mut meta = txn.open_table(BLOB_META)?;
-            let mut chunks = txn.open_table(BLOB_CHUNKS)?;
-            let mut m = match meta.get(h.0.as_slice())? {
-                Some(v) => decode_meta(v.value())?,
-                None => return Err(BlobError::NotReceiving(*h)),
-            };
-            let BlobStatus::Receiving { received } = m.status else {
-                return Err(BlobError::NotReceiving(*h));
-            };
-            if offset != received {
-                return Err(BlobError::Offset {
-                    expected: received,
-                    got: offset,
-                });
-            }
-            let now = received.saturating_add(bytes.len() as u64);
-            if now > m.size {
-                return Err(BlobError::Overrun { size: m.size });
-            }
-            chunks.insert(piece_key(h, offset).as_slice(), bytes)?;
-            if now < m.size {
-                m.status = BlobStatus::Receiving { received: now };
-                meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
-                complete = false;
-                mismatch = false;
-            } else {
-                let mut all = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
-                let prefix = {
-                    let mut p = h.0.to_vec();
-                    p.push(b'p');
-                    p
-                };
-                for row in chunks.range(prefix.as_slice()..)? {
-                    let (k, v) = row?;
-                    if !k.value().starts_with(&prefix) {
-                        break;
-                    }
-                    all.extend_from_slice(v.value());
-                }
-                clear_pieces(&mut chunks, h)?;
-                if all.len() as u64 == m.size && blake3::hash(&all).as_bytes() == &h.0 {
-                    m.chunk_hashes = write_chunks(&mut chunks, h, &all)?;
-                    m.status = BlobStatus::Complete;
-                    m.last_use_ms = now_ms();
-                    meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
-                    complete = true;
-                    mismatch = false;
-                } else {
-                    meta.remove(h.0.as_slice())?;
-                    complete = false;
-                    mismatch = true;
-                }
-            }
-        }
+        let r = write_chunk_in(&txn, &self.hashers, h, offset, bytes)?;
         txn.commit()?;
-        if mismatch {
-            return Err(BlobError::HashMismatch { expected: *h });
-        }
-        Ok(complete)
+        r
     }
 
     /// Frees the bytes of every complete blob no op references within its
@@ -475,4 +420,210 @@ fn clear_pieces(chunks: &mut Rw<'_>, h: &BlobHash) -> Result<(), BlobError> {
         chunks.remove(k.as_slice())?;
     }
     Ok(())
+}
+
+fn begin_in(txn: &redb::WriteTransaction, h: &BlobHash, size: u64) -> Result<u64, BlobError> {
+    let mut meta = txn.open_table(BLOB_META)?;
+    let old = match meta.get(h.0.as_slice())? {
+        Some(v) => Some(decode_meta(v.value())?),
+        None => None,
+    };
+    Ok(match old {
+        Some(m) if m.status == BlobStatus::Complete => m.size,
+        Some(BlobMeta {
+            status: BlobStatus::Receiving { received },
+            size: s,
+            ..
+        }) if s == size => received,
+        stale => {
+            if stale.is_some() {
+                // A receive of another size (or freed bytes): start clean.
+                let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+                let mut keys = Vec::new();
+                for row in chunks.range(h.0.as_slice()..)? {
+                    let (k, _) = row?;
+                    if !k.value().starts_with(&h.0) {
+                        break;
+                    }
+                    keys.push(k.value().to_vec());
+                }
+                for k in keys {
+                    chunks.remove(k.as_slice())?;
+                }
+            }
+            let m = BlobMeta {
+                size,
+                status: BlobStatus::Receiving { received: 0 },
+                chunk_hashes: Vec::new(),
+                last_use_ms: now_ms(),
+            };
+            meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
+            0
+        }
+    })
+}
+
+/// Running whole-blob hashes of receives in progress: (blob, plain bytes
+/// hashed so far, hasher). Only a cache: an entry that does not match the
+/// store is dropped and the hash is recomputed from the held chunks.
+pub(crate) type Hashers = std::sync::Mutex<Vec<(BlobHash, u64, blake3::Hasher)>>;
+/// Receives whose running hash is kept at once.
+const HASHERS: usize = 16;
+
+fn take_hasher(hashers: &Hashers, h: &BlobHash, at: u64) -> Option<blake3::Hasher> {
+    let mut list = hashers.lock().ok()?;
+    let i = list.iter().position(|(b, _, _)| b == h)?;
+    let (_, n, hasher) = list.swap_remove(i);
+    (n == at).then_some(hasher)
+}
+
+fn keep_hasher(hashers: &Hashers, h: BlobHash, at: u64, hasher: blake3::Hasher) {
+    if let Ok(mut list) = hashers.lock() {
+        if list.len() >= HASHERS {
+            list.remove(0);
+        }
+        list.push((h, at, hasher));
+    }
+}
+
+/// Writes one piece in `txn`. A piece that is exactly the next stored chunk
+/// (the sync protocol's chunks are) is compressed and stored as that chunk
+/// right away, so completing the blob only checks the whole hash; any other
+/// piece is kept as is and the blob is assembled when it completes.
+///
+/// The outer error aborts the transaction; the inner one (a hash mismatch)
+/// is answered after committing the discard.
+fn write_chunk_in(
+    txn: &redb::WriteTransaction,
+    hashers: &Hashers,
+    h: &BlobHash,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<Result<bool, BlobError>, BlobError> {
+    let mut meta = txn.open_table(BLOB_META)?;
+    let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+    let mut m = match meta.get(h.0.as_slice())? {
+        Some(v) => decode_meta(v.value())?,
+        None => return Err(BlobError::NotReceiving(*h)),
+    };
+    let BlobStatus::Receiving { received } = m.status else {
+        return Err(BlobError::NotReceiving(*h));
+    };
+    if offset != received {
+        return Err(BlobError::Offset {
+            expected: received,
+            got: offset,
+        });
+    }
+    let now = received.saturating_add(bytes.len() as u64);
+    if now > m.size {
+        return Err(BlobError::Overrun { size: m.size });
+    }
+    let in_chunks = (m.chunk_hashes.len() as u64).saturating_mul(CHUNK as u64);
+    let whole_chunk = received == in_chunks
+        && !bytes.is_empty()
+        && bytes.len() as u64 == (m.size - received).min(CHUNK as u64);
+    let mut hasher = take_hasher(hashers, h, received);
+    if whole_chunk {
+        let z = zstd::bulk::compress(bytes, ZSTD_LEVEL).map_err(|_| DamagedRow {
+            what: "blob chunk (compress)",
+        })?;
+        let i =
+            u32::try_from(m.chunk_hashes.len()).map_err(|_| BlobError::Overrun { size: m.size })?;
+        chunks.insert(chunk_key(h, i).as_slice(), z.as_slice())?;
+        m.chunk_hashes.push(*blake3::hash(bytes).as_bytes());
+    } else {
+        chunks.insert(piece_key(h, offset).as_slice(), bytes)?;
+    }
+    if now < m.size {
+        m.status = BlobStatus::Receiving { received: now };
+        meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
+        if let Some(mut hs) = hasher {
+            hs.update(bytes);
+            keep_hasher(hashers, *h, now, hs);
+        } else if received == 0 {
+            let mut hs = blake3::Hasher::new();
+            hs.update(bytes);
+            keep_hasher(hashers, *h, now, hs);
+        }
+        return Ok(Ok(false));
+    }
+    let ok = if whole_chunk
+        && now
+            == (m.chunk_hashes.len() as u64)
+                .saturating_mul(CHUNK as u64)
+                .min(m.size)
+    {
+        // Every byte is in stored chunks: check the whole hash (from the
+        // running hash, or by reading the earlier chunks back).
+        let mut hs = match hasher.take() {
+            Some(hs) => hs,
+            None => {
+                let mut hs = blake3::Hasher::new();
+                for i in 0..m.chunk_hashes.len() - 1 {
+                    match read_chunk(&chunks, h, &m, i) {
+                        Ok(plain) => hs.update(&plain),
+                        Err(_) => return Ok(discard(&mut meta, &mut chunks, h)),
+                    };
+                }
+                hs
+            }
+        };
+        hs.update(bytes);
+        clear_pieces(&mut chunks, h)?;
+        hs.finalize().as_bytes() == &h.0
+    } else {
+        // Assemble: stored chunks, then pieces, then store it as chunks.
+        let mut all = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
+        for i in 0..m.chunk_hashes.len() {
+            match read_chunk(&chunks, h, &m, i) {
+                Ok(plain) => all.extend_from_slice(&plain),
+                Err(_) => return Ok(discard(&mut meta, &mut chunks, h)),
+            }
+        }
+        let prefix = {
+            let mut p = h.0.to_vec();
+            p.push(b'p');
+            p
+        };
+        for row in chunks.range(prefix.as_slice()..)? {
+            let (k, v) = row?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            all.extend_from_slice(v.value());
+        }
+        clear_pieces(&mut chunks, h)?;
+        let ok = all.len() as u64 == m.size && blake3::hash(&all).as_bytes() == &h.0;
+        if ok {
+            m.chunk_hashes = write_chunks(&mut chunks, h, &all)?;
+        }
+        ok
+    };
+    if !ok {
+        return Ok(discard(&mut meta, &mut chunks, h));
+    }
+    m.status = BlobStatus::Complete;
+    m.last_use_ms = now_ms();
+    meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
+    Ok(Ok(true))
+}
+
+/// A receive that did not verify: every held byte and the metadata go.
+fn discard(meta: &mut Rw<'_>, chunks: &mut Rw<'_>, h: &BlobHash) -> Result<bool, BlobError> {
+    let mut keys = Vec::new();
+    let range = chunks.range(h.0.as_slice()..);
+    if let Ok(range) = range {
+        for row in range.flatten() {
+            if !row.0.value().starts_with(&h.0) {
+                break;
+            }
+            keys.push(row.0.value().to_vec());
+        }
+    }
+    for k in keys {
+        let _ = chunks.remove(k.as_slice());
+    }
+    let _ = meta.remove(h.0.as_slice());
+    Err(BlobError::HashMismatch { expected: *h })
 }

@@ -78,6 +78,26 @@ impl Store {
         Ok(out)
     }
 
+    /// One local bundle in a write transaction that is not durable on its own:
+    /// group commit, where the caller makes a run of them durable with one
+    /// [`Store::flush`] before acknowledging any.
+    ///
+    /// # Errors
+    /// As [`Store::commit_local`].
+    pub fn commit_local_deferred(&self, bundle: &Bundle) -> Result<BatchOutcome, CommitError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
+        let out = commit_in(
+            &txn,
+            &bundle.body().workspace,
+            vec![bundle.clone()],
+            Mode::Local,
+        )?;
+        txn.commit()?;
+        Ok(out)
+    }
+
     /// Commits a batch of remote bundles for `workspace` in one durable write
     /// transaction: verifies them (one signature per run, chain links against
     /// the store), skips copies already held, applies the good ones and

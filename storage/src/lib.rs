@@ -140,6 +140,8 @@ pub(crate) const CACHE_BYTES: usize = 24 << 20;
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// Running hashes of blob receives in progress (a cache).
+    hashers: blob::Hashers,
 }
 
 impl Store {
@@ -222,7 +224,10 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            hashers: Default::default(),
+        })
     }
 
     /// Adds a workspace, or replaces its metadata (name, kind, archived,

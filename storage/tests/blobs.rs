@@ -134,3 +134,82 @@ fn gc_respects_retention_and_leaves_state_intact() {
     s.put_blob(&bytes).unwrap();
     assert_eq!(s.get_blob(&h).unwrap(), bytes);
 }
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 1u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn whole_chunk_receive_resumes_after_reopen_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let bytes = noise((3 << 20) + 12_345);
+    let h = troupe_protocol::BlobHash(*blake3::hash(&bytes).as_bytes());
+    let size = bytes.len() as u64;
+    let pieces: Vec<&[u8]> = bytes.chunks(1 << 20).collect();
+    {
+        let s = troupe_storage::Store::open(&path).unwrap();
+        assert!(!s.blob_receive_deferred(&h, size, 0, pieces[0]).unwrap());
+        assert!(
+            !s.blob_receive_deferred(&h, size, 1 << 20, pieces[1])
+                .unwrap()
+        );
+        s.flush().unwrap();
+        assert!(matches!(
+            s.get_blob(&h),
+            Err(troupe_storage::BlobError::NotFound(_))
+        ));
+    }
+    // A new process: no running hash; the held chunks are read back.
+    let s = troupe_storage::Store::open(&path).unwrap();
+    assert_eq!(s.blob_begin(&h, size).unwrap(), 2 << 20);
+    assert!(
+        !s.blob_receive_deferred(&h, size, 2 << 20, pieces[2])
+            .unwrap()
+    );
+    assert!(
+        s.blob_receive_deferred(&h, size, 3 << 20, pieces[3])
+            .unwrap()
+    );
+    assert_eq!(s.get_blob(&h).unwrap(), bytes);
+}
+
+#[test]
+fn whole_chunk_receive_with_a_bad_chunk_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = troupe_storage::Store::open(dir.path().join("s.redb")).unwrap();
+    let bytes = noise(2 << 20);
+    let h = troupe_protocol::BlobHash(*blake3::hash(&bytes).as_bytes());
+    let mut bad = bytes[1 << 20..].to_vec();
+    bad[7] ^= 1;
+    assert!(
+        !s.blob_receive_deferred(&h, 2 << 20, 0, &bytes[..1 << 20])
+            .unwrap()
+    );
+    assert!(matches!(
+        s.blob_receive_deferred(&h, 2 << 20, 1 << 20, &bad),
+        Err(troupe_storage::BlobError::HashMismatch { .. })
+    ));
+    assert_eq!(
+        s.blob_state(&h).unwrap(),
+        troupe_protocol::sync::oplog_view::BlobState::Absent
+    );
+    // Starting again from zero works.
+    assert!(
+        !s.blob_receive_deferred(&h, 2 << 20, 0, &bytes[..1 << 20])
+            .unwrap()
+    );
+    assert!(
+        s.blob_receive_deferred(&h, 2 << 20, 1 << 20, &bytes[1 << 20..])
+            .unwrap()
+    );
+    assert_eq!(s.get_blob(&h).unwrap(), bytes);
+}

@@ -3,7 +3,11 @@
 //!
 //! - **Want/have**: the driver asks with `Input::BlobWanted`; the engine asks
 //!   one member of the workspace at a time for chunks (`BlobWant`), keeping
-//!   [`BLOB_WINDOW`] chunks in flight on that peer's ordered stream.
+//!   up to [`BLOB_WINDOW`] chunks of a blob in flight on that peer's ordered
+//!   stream. Many blobs travel at once, within per-peer bounds on chunks
+//!   ([`MAX_BLOB_WANTS_IN_FLIGHT`]) and bytes ([`MAX_BLOB_BYTES_IN_FLIGHT`])
+//!   asked and not yet received; fetches beyond them wait their turn in
+//!   order.
 //! - **Resumable**: a fetch starts (and restarts, after a disconnect or on
 //!   another peer) from what the store holds (`OplogView::blob_state`
 //!   `Partial { verified_len }`), never from zero when bytes are already held.
@@ -18,11 +22,13 @@
 //! - **Scoped**: only a peer that proved membership of the workspace may ask,
 //!   and only members are asked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use super::engine::Engine;
 use super::io::{Output, PeerId, SyncEvent};
-use super::limits::{BLOB_CHUNK, BLOB_WINDOW, MAX_BLOB_FETCHES};
+use super::limits::{
+    BLOB_CHUNK, BLOB_WINDOW, MAX_BLOB_BYTES_IN_FLIGHT, MAX_BLOB_FETCHES, MAX_BLOB_WANTS_IN_FLIGHT,
+};
 use super::message::Message;
 use super::oplog_view::{BlobState, OplogView};
 use crate::ids::{BlobHash, WorkspaceId};
@@ -42,6 +48,26 @@ pub(crate) struct BlobFetch {
     pub(crate) next: u64,
     /// Offsets asked and not yet received.
     pub(crate) in_flight: BTreeSet<u64>,
+    /// In its peer's waiting queue.
+    pub(crate) queued: bool,
+}
+
+/// What is asked of one peer and not yet received, over all blobs.
+#[derive(Debug, Default)]
+pub(crate) struct BlobLoad {
+    /// Chunks.
+    pub(crate) wants: usize,
+    /// Plain bytes.
+    pub(crate) bytes: u64,
+    /// Fetches that want more chunks than the bounds allowed, in order.
+    pub(crate) waiting: VecDeque<BlobHash>,
+}
+
+impl BlobLoad {
+    fn room(&self, len: u32) -> bool {
+        self.wants < MAX_BLOB_WANTS_IN_FLIGHT
+            && self.bytes.saturating_add(u64::from(len)) <= MAX_BLOB_BYTES_IN_FLIGHT
+    }
 }
 
 fn chunk_len(size: u64, offset: u64) -> u32 {
@@ -92,6 +118,7 @@ impl Engine {
                 written: have,
                 next: have,
                 in_flight: BTreeSet::new(),
+                queued: false,
             },
         );
         self.try_blob(hash, false);
@@ -105,10 +132,10 @@ impl Engine {
             return;
         };
         let members = self.members(ws);
+        self.drop_in_flight(hash);
         let Some(f) = self.blobs.get_mut(&hash) else {
             return;
         };
-        f.in_flight.clear();
         f.next = f.written;
         f.peer = members.into_iter().find(|p| !f.tried.contains(p));
         if f.peer.is_none() {
@@ -124,15 +151,44 @@ impl Engine {
         self.request_chunks(hash);
     }
 
-    /// Keeps [`BLOB_WINDOW`] chunks in flight.
-    fn request_chunks(&mut self, hash: BlobHash) {
-        let mut asks = Vec::new();
+    /// Forgets the chunks of `hash` in flight (its peer's load goes down).
+    fn drop_in_flight(&mut self, hash: BlobHash) {
         let Some(f) = self.blobs.get_mut(&hash) else {
             return;
         };
-        let Some(peer) = f.peer else { return };
+        let wants = f.in_flight.len();
+        let bytes: u64 = f
+            .in_flight
+            .iter()
+            .map(|&o| u64::from(chunk_len(f.size, o)))
+            .sum();
+        f.in_flight.clear();
+        f.queued = false;
+        if let Some(load) = f.peer.and_then(|p| self.blob_load.get_mut(&p)) {
+            load.wants = load.wants.saturating_sub(wants);
+            load.bytes = load.bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// Asks for the next chunks of `hash`: up to [`BLOB_WINDOW`] in flight,
+    /// within its peer's bounds. A fetch that wants more than the bounds
+    /// allow waits in the peer's queue. Returns whether it had to wait.
+    fn request_chunks(&mut self, hash: BlobHash) -> bool {
+        let mut asks = Vec::new();
+        let Some(f) = self.blobs.get_mut(&hash) else {
+            return false;
+        };
+        let Some(peer) = f.peer else { return false };
+        let load = self.blob_load.entry(peer).or_default();
+        let mut blocked = false;
         while f.in_flight.len() < BLOB_WINDOW && f.next < f.size {
             let len = chunk_len(f.size, f.next);
+            if !load.room(len) {
+                blocked = true;
+                break;
+            }
+            load.wants += 1;
+            load.bytes += u64::from(len);
             f.in_flight.insert(f.next);
             asks.push(Message::BlobWant {
                 workspace: f.workspace,
@@ -142,8 +198,34 @@ impl Engine {
             });
             f.next += u64::from(len);
         }
+        if blocked && !f.queued {
+            f.queued = true;
+            load.waiting.push_back(hash);
+        }
         for m in asks {
             self.send(peer, &m);
+        }
+        blocked
+    }
+
+    /// Lets waiting fetches on `peer` ask for chunks while there is room.
+    fn pump(&mut self, peer: PeerId) {
+        loop {
+            let Some(hash) = self
+                .blob_load
+                .get_mut(&peer)
+                .and_then(|l| l.waiting.pop_front())
+            else {
+                return;
+            };
+            // Entries of fetches that moved to another peer or ended are stale.
+            let Some(f) = self.blobs.get_mut(&hash).filter(|f| f.peer == Some(peer)) else {
+                continue;
+            };
+            f.queued = false;
+            if self.request_chunks(hash) {
+                return;
+            }
         }
     }
 
@@ -168,8 +250,11 @@ impl Engine {
             .filter(|(_, f)| f.peer == Some(peer))
             .map(|(h, _)| *h)
             .collect();
+        self.blob_load.remove(&peer);
         for h in mine {
             if let Some(f) = self.blobs.get_mut(&h) {
+                f.in_flight.clear();
+                f.queued = false;
                 f.peer = None;
             }
             self.try_blob(h, false);
@@ -239,6 +324,10 @@ impl Engine {
         if let Some(f) = self.blobs.get_mut(&hash) {
             f.in_flight.remove(&offset);
         }
+        if let Some(load) = self.blob_load.get_mut(&peer) {
+            load.wants = load.wants.saturating_sub(1);
+            load.bytes = load.bytes.saturating_sub(bytes.len() as u64);
+        }
         self.out.push_back(Output::WriteBlobChunk {
             peer,
             workspace: ws,
@@ -255,12 +344,16 @@ impl Engine {
         hash: BlobHash,
         view: &impl OplogView,
     ) {
-        let Some(f) = self.blobs.get_mut(&hash).filter(|f| f.peer == Some(peer)) else {
+        if self.blobs.get(&hash).is_none_or(|f| f.peer != Some(peer)) {
             return self.blame(peer, "blob answer nobody asked for".into(), view);
-        };
-        f.tried.push(peer);
-        f.peer = None;
+        }
+        self.drop_in_flight(hash);
+        if let Some(f) = self.blobs.get_mut(&hash) {
+            f.tried.push(peer);
+            f.peer = None;
+        }
         self.try_blob(hash, true);
+        self.pump(peer);
     }
 
     /// `Input::BlobChunkWritten`.
@@ -269,15 +362,21 @@ impl Engine {
             return;
         };
         f.written = f.written.max(offset.saturating_add(len));
+        let peer = f.peer;
         if complete {
             let ws = f.workspace;
+            self.drop_in_flight(hash);
             self.blobs.remove(&hash);
-            return self.event(SyncEvent::BlobComplete {
+            self.event(SyncEvent::BlobComplete {
                 workspace: ws,
                 hash,
             });
+        } else if self.blobs.get(&hash).is_none_or(|f| !f.queued) {
+            self.request_chunks(hash);
         }
-        self.request_chunks(hash);
+        if let Some(p) = peer {
+            self.pump(p);
+        }
     }
 
     /// `Input::BlobChunkRejected`: the bytes did not verify (or could not be
@@ -289,11 +388,18 @@ impl Engine {
         };
         let (have, _) = held(view, &hash);
         f.written = have;
+        self.drop_in_flight(hash);
+        let Some(f) = self.blobs.get_mut(&hash) else {
+            return;
+        };
         let culprit = f.peer.take();
         if let Some(p) = culprit {
             f.tried.push(p);
             self.blame(p, format!("blob bytes did not verify: {reason}"), view);
         }
         self.try_blob(hash, true);
+        if let Some(p) = culprit {
+            self.pump(p);
+        }
     }
 }

@@ -102,6 +102,8 @@ pub struct Engine {
     pub(crate) repairs: BTreeMap<(WorkspaceId, ActorId, u64), Repair>,
     /// Blobs being fetched.
     pub(crate) blobs: BTreeMap<crate::ids::BlobHash, super::blobs::BlobFetch>,
+    /// Blob chunks in flight per peer, and fetches waiting for room.
+    pub(crate) blob_load: BTreeMap<PeerId, super::blobs::BlobLoad>,
     pub(crate) next_local_batch: u64,
     pub(crate) stats: SyncStats,
     pub(crate) codec: super::message::BatchCodec,
@@ -126,6 +128,7 @@ impl Engine {
             committing: BTreeMap::new(),
             repairs: BTreeMap::new(),
             blobs: BTreeMap::new(),
+            blob_load: BTreeMap::new(),
             next_local_batch: 0,
             stats: SyncStats::default(),
             codec: super::message::BatchCodec::default(),

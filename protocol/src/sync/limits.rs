@@ -52,10 +52,17 @@ pub const MAX_REPAIRS: usize = 1024;
 
 /// Bytes of one blob chunk (a frame carries one, well under [`MAX_FRAME`]).
 pub const BLOB_CHUNK: usize = 1024 * 1024;
-/// Blob chunks asked of one peer and not yet received.
-pub const BLOB_WINDOW: usize = 4;
-/// Blobs being fetched at once; more wants are answered "unavailable".
-pub const MAX_BLOB_FETCHES: usize = 1024;
+/// Chunks of one blob asked and not yet received.
+pub const BLOB_WINDOW: usize = 8;
+/// Blob chunks asked of one peer and not yet received, all blobs together
+/// (many small blobs travel at once; the peer's write queue stays short).
+pub const MAX_BLOB_WANTS_IN_FLIGHT: usize = 128;
+/// Plain bytes asked of one peer and not yet received, all blobs together:
+/// twice one blob's window, so one large blob leaves room for others.
+pub const MAX_BLOB_BYTES_IN_FLIGHT: u64 = 2 * BLOB_WINDOW as u64 * BLOB_CHUNK as u64;
+/// Blobs being fetched at once (each waits its turn for the in-flight
+/// bounds); more wants are answered "unavailable".
+pub const MAX_BLOB_FETCHES: usize = 16_384;
 /// Wants a peer has not served for this long (no batch from it) are released
 /// and asked of other members: a peer must not stall a sync by staying silent
 /// about one range while answering keepalives.

@@ -75,6 +75,7 @@ pub enum Message {
         /// Sender-chosen id, unique per (connection, workspace).
         batch_id: u64,
         /// The batch's bundles, compressed (see the module doc).
+        #[serde(with = "crate::encoding::byte_buf")]
         data: Vec<u8>,
     },
     /// The batch is committed (or refused) on the receiver; the sender may send more.
@@ -146,6 +147,7 @@ pub enum Message {
         /// The blob's full plain size.
         size: u64,
         /// The bytes.
+        #[serde(with = "crate::encoding::byte_buf")]
         bytes: Vec<u8>,
     },
     /// Answer to [`Message::BlobWant`]: not held here (or garbage collected).

@@ -17,8 +17,16 @@
 //! - local commit → visible on the peer, p50/p99 over 200 edits through the
 //!   local API.
 //!
-//! Run: `cargo run --release -p troupe-tests --bin bench` (add `-- --bundles 20000`
-//! for a quicker run). Everything stays on 127.0.0.1 with mDNS off.
+//! - one 200 MiB asset synced to an empty peer: from `sync_started` to the
+//!   receiver's `asset_received` (bytes hashed and visible), in MB/s;
+//! - 10,000 assets of 1 KiB the same way, in files/s;
+//! - durable local commits (`set`) through one running node's local API from
+//!   8 concurrent keep-alive clients, in bundles/s.
+//!
+//! Run: `cargo run --release -p troupe-tests --bin bench` (add `-- --quick`
+//! for a quicker run, `-- --bundles 20000` for another history size, and
+//! `-- --only asset,assets` for some parts: sync, asset, assets, commit).
+//! Everything stays on 127.0.0.1 with mDNS off.
 
 #![allow(clippy::disallowed_methods)] // a benchmark is a driver: it reads the clock
 
@@ -36,6 +44,7 @@ use troupe_protocol::hlc::HlcClock;
 use troupe_protocol::ids::WorkspaceId;
 use troupe_protocol::path::FieldPath;
 use troupe_protocol::testing::workload::{FIELDS, contact_value};
+use troupe_protocol::value::{AssetRef, Value};
 use troupe_storage::Store;
 use troupe_tests::troupe_bin;
 
@@ -299,21 +308,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let mut bundles = 100_000usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--bundles" => bundles = args.next().context("--bundles N")?.parse()?,
-            other => bail!("unknown argument {other} (use --bundles N)"),
-        }
-    }
-    let tmp = tempfile::tempdir()?;
-    let a_dir = tmp.path().join("a");
-    let b_dir = tmp.path().join("b");
-    eprintln!("building/locating the troupe binary…");
-    let _ = troupe_bin();
+/// Two initialised nodes under `tmp/<tag>a` and `tmp/<tag>b`, both members of
+/// one workspace, neither with a display-name write (so B's log is empty).
+fn pair(tmp: &Path, tag: &str) -> anyhow::Result<(PathBuf, PathBuf, WorkspaceId)> {
+    let a_dir = tmp.join(format!("{tag}a"));
+    let b_dir = tmp.join(format!("{tag}b"));
     troupe(&a_dir, &["init", "--name", "A"])?;
     troupe(&b_dir, &["init", "--name", "B"])?;
     let created = troupe(&a_dir, &["workspace", "create", WS])?;
@@ -326,6 +325,323 @@ async fn main() -> anyhow::Result<()> {
     std::fs::remove_file(b_dir.join(troupe_node::local::NAME_FILE)).ok();
     troupe(&b_dir, &["workspace", "join", &invite])?;
     std::fs::remove_file(a_dir.join(troupe_node::local::NAME_FILE)).ok();
+    Ok((a_dir, b_dir, ws))
+}
+
+/// Incompressible bytes (like photos or recordings) from a xorshift PRNG.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Stores `count` assets of `size` bytes in A's (stopped) store and records
+/// them in the workspace, 64 assets per bundle, as `assets add` would.
+fn seed_assets(dir: &Path, ws: &WorkspaceId, count: usize, size: usize) -> anyhow::Result<()> {
+    let (id, _) = Identity::load_or_create(dir)?;
+    let store = Store::open(dir.join(troupe_node::local::STORE_FILE))?;
+    let mut tip = store.author_tip(ws, &id.actor_id())?;
+    let mut clock = HlcClock::default();
+    let mut bundles = Vec::new();
+    for start in (0..count).step_by(64) {
+        let mut d = Draft::new(*ws, BundleKind::UserEdit, "Add files");
+        for i in start..(start + 64).min(count) {
+            let bytes = noise(size, i as u64);
+            let hash = store.put_blob(&bytes)?;
+            let name = format!("file{i}.bin");
+            let path = FieldPath::new("assets.file", &hash.to_string()[..16], "file")?;
+            let asset = AssetRef {
+                hash,
+                name,
+                size: size as u64,
+                media_type: "application/octet-stream".into(),
+            };
+            d.set(path, Value::Asset(asset), vec![]);
+        }
+        let b = d.sign(
+            &id.actor_key,
+            &tip,
+            clock.tick(1_700_000_000_000 + start as u64),
+        )?;
+        tip = troupe_protocol::draft::AuthorTip::after(&b);
+        bundles.push(b);
+    }
+    store.commit_local_many(&bundles)?;
+    Ok(())
+}
+
+/// Syncs `count` assets of `size` bytes from A to an empty B; returns the
+/// time from B's `sync_started` to its last `asset_received`.
+async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow::Result<Duration> {
+    let (a_dir, b_dir, ws) = pair(tmp, tag)?;
+    eprintln!("seeding {count} assets of {size} bytes into A's store…");
+    seed_assets(&a_dir, &ws, count, size)?;
+    let b = Proc::up(&b_dir, &format!("{tag}.log"), &[])?;
+    let b_api = b.api().await?;
+    let mut events = b_api.events().await?;
+    let b_addr = b.address().await?;
+    let a = Proc::up(&a_dir, &format!("{tag}.log"), &[b_addr])?;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut started: Option<Instant> = None;
+    let mut received = 0usize;
+    let mut lagged = false;
+    while received < count && !lagged {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .context("timed out waiting for assets")?
+            .context("event stream ended")?;
+        match ev["type"].as_str() {
+            Some("sync_started") => started = started.or(Some(Instant::now())),
+            Some("asset_received") => received += 1,
+            Some("asset_unavailable") => bail!(
+                "B was told an asset is unavailable: {ev}\nB's log:\n{}",
+                std::fs::read_to_string(b_dir.with_extension(format!("{tag}.log")))
+                    .unwrap_or_default()
+            ),
+            Some("lagged") => lagged = true,
+            _ => {}
+        }
+    }
+    let mut took = started.map(|t| t.elapsed());
+    // Every asset must be held (verified) on B; after a lagged event stream
+    // this polling is also what ends the measurement.
+    loop {
+        let list = b_api
+            .post(
+                "/v1/command",
+                &json!({"command": "assets_list", "workspace": WS}),
+            )
+            .await?;
+        let held = list
+            .as_array()
+            .map(|l| l.iter().filter(|a| a["state"] == "held").count())
+            .unwrap_or(0);
+        if held == count {
+            break;
+        }
+        if !lagged {
+            bail!("B reported every asset received but holds {held} of {count}");
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("B holds {held} of {count} assets after {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        took = started.map(|t| t.elapsed());
+    }
+    let took = took.context("B never saw the sync start")?;
+    a.stop().await?;
+    b.stop().await?;
+    Ok(took)
+}
+
+/// One keep-alive HTTP/1.1 connection to the local API.
+struct KeepAlive {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    token: String,
+}
+
+impl KeepAlive {
+    async fn open(dir: &Path) -> anyhow::Result<KeepAlive> {
+        let port: u16 = std::fs::read_to_string(dir.join(troupe_node::local_api::PORT_FILE))?
+            .trim()
+            .parse()?;
+        let token = std::fs::read_to_string(dir.join(troupe_node::local_api::TOKEN_FILE))?
+            .trim()
+            .to_owned();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok(KeepAlive {
+            stream: tokio::io::BufStream::new(tcp),
+            token,
+        })
+    }
+
+    /// `POST /v1/command`; fails unless the answer is 200.
+    async fn command(&mut self, body: &Json) -> anyhow::Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let body = serde_json::to_vec(body)?;
+        let head = format!(
+            "POST /v1/command HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            self.token,
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream.write_all(&body).await?;
+        self.stream.flush().await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let ok = line.starts_with("HTTP/1.1 200");
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                bail!("the API closed the connection");
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut answer = vec![0u8; len];
+        self.stream.read_exact(&mut answer).await?;
+        if !ok {
+            bail!("command failed: {}", String::from_utf8_lossy(&answer));
+        }
+        Ok(())
+    }
+}
+
+/// Local `set` commands through a running node's API from `clients`
+/// concurrent keep-alive connections; each answer means the bundle is
+/// durably committed. Returns (bundles/s, client-side p50 and p99 ms).
+async fn commit_part(
+    tmp: &Path,
+    clients: usize,
+    per_client: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let (a_dir, _, _) = pair(tmp, "commit")?;
+    let a = Proc::up(&a_dir, "commit.log", &[])?;
+    a.api().await?;
+    let mut tasks = Vec::new();
+    let t = Instant::now();
+    for c in 0..clients {
+        let dir = a_dir.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = KeepAlive::open(&dir).await?;
+            let mut lat = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let t = Instant::now();
+                conn.command(&json!({"command": "set", "workspace": WS,
+                    "path": format!("contacts.person/c{c}x{i}/phone"), "value": format!("555-{i:04}")}))
+                    .await?;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for task in tasks {
+        lat.extend(task.await??);
+    }
+    let rate = (clients * per_client) as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    a.stop().await?;
+    Ok((rate, percentile(&lat, 0.5), percentile(&lat, 0.99)))
+}
+
+const PARTS: [&str; 4] = ["sync", "asset", "assets", "commit"];
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut bundles = None;
+    let mut quick = false;
+    let mut clients = None;
+    let mut only: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    let usage = "use --bundles N, --quick, --clients N, --only sync|asset|assets|commit (repeatable or comma-separated)";
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bundles" => bundles = Some(args.next().context("--bundles N")?.parse()?),
+            "--quick" => quick = true,
+            "--clients" => clients = Some(args.next().context("--clients N")?.parse()?),
+            "--only" => {
+                for p in args.next().context("--only PART")?.split(',') {
+                    if !PARTS.contains(&p) {
+                        bail!("unknown part {p} ({usage})");
+                    }
+                    only.push(p.to_owned());
+                }
+            }
+            other => bail!("unknown argument {other} ({usage})"),
+        }
+    }
+    let run = |p: &str| only.is_empty() || only.iter().any(|o| o == p);
+    let bundles = bundles.unwrap_or(if quick { 20_000 } else { 100_000 });
+    let big = if quick { 50 << 20 } else { 200 << 20 };
+    let small = if quick { 2_000 } else { 10_000 };
+    let clients = clients.unwrap_or(8);
+    let per_client = if quick { 4_000 } else { 20_000 } / clients;
+    let tmp = tempfile::tempdir()?;
+    eprintln!("building/locating the troupe binary…");
+    let _ = troupe_bin();
+    let mut rows = Vec::new();
+    let mut figures = serde_json::Map::new();
+    if run("sync") {
+        let (r, j) = sync_part(tmp.path(), bundles).await?;
+        rows.extend(r);
+        if let Json::Object(m) = j {
+            figures.extend(m);
+        }
+    }
+    if run("asset") {
+        let t = asset_part(tmp.path(), "big", 1, big).await?;
+        let mbs = big as f64 / 1e6 / t.as_secs_f64();
+        eprintln!(
+            "one {} MiB asset: {:.3} s, {mbs:.0} MB/s",
+            big >> 20,
+            t.as_secs_f64()
+        );
+        rows.push(format!(
+            "| one {} MiB asset to a peer, verified and visible | {:.3} s, {mbs:.0} MB/s | ≥ 500 MB/s |",
+            big >> 20,
+            t.as_secs_f64()
+        ));
+        figures.insert("big_asset_bytes".into(), json!(big));
+        figures.insert("big_asset_s".into(), json!(t.as_secs_f64()));
+        figures.insert("big_asset_mb_per_s".into(), json!(mbs));
+    }
+    if run("assets") {
+        let t = asset_part(tmp.path(), "small", small, 1024).await?;
+        let rate = small as f64 / t.as_secs_f64();
+        eprintln!(
+            "{small} × 1 KiB assets: {:.3} s, {rate:.0} files/s",
+            t.as_secs_f64()
+        );
+        rows.push(format!(
+            "| {small} × 1 KiB assets to a peer, verified and visible | {:.3} s, {rate:.0} files/s | ≥ 20,000 files/s |",
+            t.as_secs_f64()
+        ));
+        figures.insert("small_assets".into(), json!(small));
+        figures.insert("small_assets_s".into(), json!(t.as_secs_f64()));
+        figures.insert("small_assets_per_s".into(), json!(rate));
+    }
+    if run("commit") {
+        let (rate, p50, p99) = commit_part(tmp.path(), clients, per_client).await?;
+        eprintln!("local API commits: {rate:.0} bundles/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+        rows.push(format!(
+            "| durable local commits through the API, {clients} clients × {per_client} | {rate:.0} bundles/s (p50 {p50:.2} / p99 {p99:.2} ms) | ≥ 50,000 /s |"
+        ));
+        figures.insert(
+            "local_commits".into(),
+            json!({"clients": clients, "per_client": per_client, "per_s": rate, "p50_ms": p50, "p99_ms": p99}),
+        );
+    }
+    println!();
+    println!("| figure | value | target |");
+    println!("|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!("{}", Json::Object(figures));
+    Ok(())
+}
+
+/// The bundle figures: full sync, catch-ups, no-op, RSS, commit → visible, mDNS.
+async fn sync_part(tmp: &Path, bundles: usize) -> anyhow::Result<(Vec<String>, Json)> {
+    let mut rows = Vec::new();
+    let (a_dir, b_dir, ws) = pair(tmp, "")?;
 
     eprintln!(
         "seeding {bundles} bundles ({} field writes) into A's store…",
@@ -408,58 +724,53 @@ async fn main() -> anyhow::Result<()> {
     b.stop().await?;
 
     // 5. mDNS: node start → discovered and syncing.
-    let mdns = mdns_start(tmp.path()).await?;
+    let mdns = mdns_start(tmp).await?;
     match &mdns {
         Ok(s) => eprintln!("mDNS start → up to date: {:.3} s", s),
         Err(why) => eprintln!("mDNS figure skipped: {why}"),
     }
 
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!();
-    println!("| figure | value | target |");
-    println!("|---|---|---|");
-    println!(
+    rows.push(format!(
         "| full sync of {} field writes to an empty peer, durable | {:.3} s | ≤ 0.7 s |",
         bundles * 10,
         full.as_secs_f64()
-    );
-    println!(
+    ));
+    rows.push(format!(
         "| bytes on the wire for it | {:.2} MiB | ≤ 6 MiB |",
         mib(full_bytes)
-    );
-    println!(
+    ));
+    rows.push(format!(
         "| catch-up of 1,000 bundles (3 runs) | {} ms | ≤ 30 ms every time |",
         catchups
             .iter()
             .map(|c| format!("{c:.1}"))
             .collect::<Vec<_>>()
             .join(" / ")
-    );
-    println!(
+    ));
+    rows.push(format!(
         "| no-op re-sync | {:.1} ms, {} B | ≤ 10 ms, ≤ 1 KiB |",
         noop.as_secs_f64() * 1000.0,
         noop_bytes
-    );
-    println!(
+    ));
+    rows.push(format!(
         "| peak RSS during the full sync (sender / receiver) | {:.1} / {:.1} MiB | ≤ 64 MiB |",
         rss_a as f64 / 1024.0,
         rss_b as f64 / 1024.0
-    );
-    println!(
+    ));
+    rows.push(format!(
         "| local commit → visible on peer, p50 / p99 (200 edits) | {p50:.2} / {p99:.2} ms | ≤ 10 ms p99 |"
-    );
+    ));
     match &mdns {
-        Ok(s) => println!(
+        Ok(s) => rows.push(format!(
             "| node start → discovered by mDNS and up to date (namespaces) | {s:.3} s | ≤ 1.0 s |"
-        ),
-        Err(why) => {
-            println!(
-                "| node start → discovered by mDNS and up to date | skipped: {why} | ≤ 1.0 s |"
-            )
-        }
+        )),
+        Err(why) => rows.push(format!(
+            "| node start → discovered by mDNS and up to date | skipped: {why} | ≤ 1.0 s |"
+        )),
     }
-    println!(
-        "{}",
+    Ok((
+        rows,
         json!({
             "bundles": bundles,
             "full_sync_s": full.as_secs_f64(),
@@ -472,7 +783,6 @@ async fn main() -> anyhow::Result<()> {
             "cpu_s_through_full_sync": {"sender": cpu_a, "receiver": cpu_b},
             "commit_visible_ms": {"p50": p50, "p99": p99},
             "mdns_start_to_synced_s": mdns.as_ref().ok(),
-        })
-    );
-    Ok(())
+        }),
+    ))
 }

@@ -199,3 +199,135 @@ fn a_non_member_can_neither_fetch_nor_be_asked() {
             .all(|(_, f)| !matches!(Message::from_frame(f), Ok(Message::BlobWant { .. })))
     );
 }
+
+/// Chunks and plain bytes node `node` has asked of `peer` and not received,
+/// from the fetches' own records.
+fn in_flight(net: &Net, node: usize, peer: crate::sync::PeerId) -> (usize, u64) {
+    let e = &net.nodes[node].engine;
+    let mut wants = 0;
+    let mut bytes = 0;
+    for f in e.blobs.values().filter(|f| f.peer == Some(peer)) {
+        wants += f.in_flight.len();
+        bytes += f
+            .in_flight
+            .iter()
+            .map(|&o| (f.size - o).min(BLOB_CHUNK as u64))
+            .sum::<u64>();
+    }
+    (wants, bytes)
+}
+
+fn step_within_bounds(net: &mut Net, max_steps: u64) {
+    use crate::sync::limits::{MAX_BLOB_BYTES_IN_FLIGHT, MAX_BLOB_WANTS_IN_FLIGHT};
+    for _ in 0..max_steps {
+        if !net.step() {
+            return;
+        }
+        let (wants, bytes) = in_flight(net, 1, pid(100));
+        assert!(
+            wants <= MAX_BLOB_WANTS_IN_FLIGHT,
+            "{wants} chunks in flight"
+        );
+        assert!(bytes <= MAX_BLOB_BYTES_IN_FLIGHT, "{bytes} bytes in flight");
+        let asked = net.nodes[0]
+            .frames_in
+            .iter()
+            .filter(|(_, f)| matches!(Message::from_frame(f), Ok(Message::BlobWant { .. })))
+            .count();
+        assert!(
+            asked <= chunks_received(net, 1) + MAX_BLOB_WANTS_IN_FLIGHT,
+            "the serving peer never sees more unanswered wants than the bound"
+        );
+    }
+    panic!("did not settle within {max_steps} steps");
+}
+
+#[test]
+fn many_small_blobs_travel_together_within_the_bounds() {
+    use crate::sync::limits::MAX_BLOB_WANTS_IN_FLIGHT;
+    let mut net = members(2);
+    let blobs: Vec<(BlobHash, Vec<u8>)> = (0..3 * MAX_BLOB_WANTS_IN_FLIGHT + 17)
+        .map(|i| {
+            let mut b = logo(1_024);
+            b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            (net.nodes[0].view.put_blob(&b), b)
+        })
+        .collect();
+    // Two large blobs too: their chunks share the byte bound.
+    let big = logo(20 * BLOB_CHUNK + 3);
+    let big_hash = net.nodes[0].view.put_blob(&big);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    want(&mut net, 1, big_hash, big.len() as u64);
+    for (h, b) in &blobs {
+        want(&mut net, 1, *h, b.len() as u64);
+    }
+    // The wants are taken in; many blobs are asked for at once, not one
+    // blob per round trip.
+    for _ in 0..=blobs.len() {
+        assert!(net.step());
+    }
+    let (wants, _) = in_flight(&net, 1, pid(100));
+    assert!(wants > 8 + 1, "several blobs in flight at once: {wants}");
+    step_within_bounds(&mut net, 100_000);
+    for (h, b) in &blobs {
+        assert_eq!(completed(&net, 1, *h), 1);
+        assert_eq!(&net.nodes[1].view.blobs[h].bytes, b);
+    }
+    assert_eq!(completed(&net, 1, big_hash), 1);
+    assert_eq!(net.nodes[1].view.blobs[&big_hash].bytes, big);
+    assert_eq!(
+        chunks_received(&net, 1),
+        blobs.len() + 21,
+        "exactly one copy of each chunk"
+    );
+    assert!(net.nodes[1].engine.blobs.is_empty());
+    assert_eq!(in_flight(&net, 1, pid(100)), (0, 0));
+}
+
+#[test]
+fn many_small_blobs_resume_after_a_cut() {
+    use crate::sync::limits::MAX_BLOB_WANTS_IN_FLIGHT;
+    let mut net = members(2);
+    let blobs: Vec<(BlobHash, Vec<u8>)> = (0..2 * MAX_BLOB_WANTS_IN_FLIGHT + 5)
+        .map(|i| {
+            let mut b = logo(1_000);
+            b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            (net.nodes[0].view.put_blob(&b), b)
+        })
+        .collect();
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    for (h, b) in &blobs {
+        want(&mut net, 1, *h, b.len() as u64);
+    }
+    let done = |net: &Net| {
+        blobs
+            .iter()
+            .filter(|(h, _)| completed(net, 1, *h) == 1)
+            .count()
+    };
+    while done(&net) < MAX_BLOB_WANTS_IN_FLIGHT / 2 {
+        assert!(net.step(), "stalled before the cut");
+    }
+    net.cut(0, 1);
+    net.drive_bounded(10_000);
+    let before = done(&net);
+    assert!(before < blobs.len(), "cut before the end");
+    assert_eq!(
+        in_flight(&net, 1, pid(100)),
+        (0, 0),
+        "nothing counted as in flight to a gone peer"
+    );
+    net.connect(0, 1);
+    step_within_bounds(&mut net, 100_000);
+    assert_eq!(
+        done(&net),
+        blobs.len(),
+        "every blob arrived without new wants"
+    );
+    for (h, b) in &blobs {
+        assert_eq!(completed(&net, 1, *h), 1, "each completes once");
+        assert_eq!(&net.nodes[1].view.blobs[h].bytes, b);
+    }
+}
