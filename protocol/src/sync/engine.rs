@@ -375,23 +375,8 @@ impl Engine {
                     &s.my_nonce,
                     &s.their_nonce,
                 );
-                let mut workspaces = Vec::new();
-                for ws in &shared {
-                    self.event(SyncEvent::PeerJoined {
-                        peer,
-                        workspace: *ws,
-                    });
-                    let authors = view
-                        .ranges(ws)
-                        .map(|r| r.into_iter().collect())
-                        .unwrap_or_default();
-                    workspaces.push(WorkspaceRanges {
-                        workspace: *ws,
-                        authors,
-                    });
-                }
                 // Always answered, so "no shared workspace" looks the same to everyone.
-                self.send(peer, &Message::Ranges { workspaces });
+                self.send_joined_ranges(peer, &shared, view);
                 late_since = Some(s.proved.clone());
                 Session::Active(s.proven(shared))
             }
@@ -431,6 +416,32 @@ impl Engine {
         if let Some(proved) = late_since {
             self.prove_added_since(peer, &proved);
         }
+    }
+
+    /// Reports `peer` joined in each of `shared` and sends it what we hold
+    /// there (one `Ranges` message, possibly empty).
+    pub(crate) fn send_joined_ranges(
+        &mut self,
+        peer: PeerId,
+        shared: &std::collections::BTreeSet<WorkspaceId>,
+        view: &impl OplogView,
+    ) {
+        let mut workspaces = Vec::new();
+        for ws in shared {
+            self.event(SyncEvent::PeerJoined {
+                peer,
+                workspace: *ws,
+            });
+            let authors = view
+                .ranges(ws)
+                .map(|r| r.into_iter().collect())
+                .unwrap_or_default();
+            workspaces.push(WorkspaceRanges {
+                workspace: *ws,
+                authors,
+            });
+        }
+        self.send(peer, &Message::Ranges { workspaces });
     }
 
     fn active(&mut self, peer: PeerId, msg: Message, view: &impl OplogView) {

@@ -18,9 +18,9 @@ use std::collections::BTreeSet;
 
 use super::engine::Engine;
 use super::handshake;
-use super::io::{PeerId, SyncEvent};
+use super::io::PeerId;
 use super::limits::MAX_PROOFS;
-use super::message::{Message, WorkspaceRanges};
+use super::message::Message;
 use super::oplog_view::OplogView;
 use super::session::Session;
 use crate::ids::WorkspaceId;
@@ -144,22 +144,7 @@ impl Engine {
                 a.withdrawn.remove(ws);
             }
         }
-        let mut workspaces = Vec::new();
-        for ws in &matched {
-            self.event(SyncEvent::PeerJoined {
-                peer,
-                workspace: *ws,
-            });
-            let authors = view
-                .ranges(ws)
-                .map(|r| r.into_iter().collect())
-                .unwrap_or_default();
-            workspaces.push(WorkspaceRanges {
-                workspace: *ws,
-                authors,
-            });
-        }
-        self.send(peer, &Message::Ranges { workspaces });
+        self.send_joined_ranges(peer, &matched, view);
         for ws in matched {
             self.resume_blobs(ws);
         }

@@ -9,48 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use troupe_tests::{Node, troupe_bin, wait_for};
+use troupe_tests::{Node, wait_for};
+
+use super::lifecycle::{address, ok, up_args};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn ok(dir: &Path, args: &[&str]) -> Json {
-    let out = tokio::process::Command::new(troupe_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--json")
-        .args(args)
-        .output()
-        .await
-        .expect("run troupe");
-    assert!(
-        out.status.success(),
-        "troupe {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
-fn up_args(peer: Option<&str>) -> Vec<String> {
-    let mut a = vec![
-        "--no-mdns".to_owned(),
-        "--listen".to_owned(),
-        "/ip4/127.0.0.1/tcp/0".to_owned(),
-    ];
-    if let Some(p) = peer {
-        a.extend(["--peer".to_owned(), p.to_owned()]);
-    }
-    a
-}
-
-async fn address(node: &Node) -> String {
-    let s = node.ready().await.unwrap();
-    format!(
-        "{}/p2p/{}",
-        s["listen_addrs"][0].as_str().unwrap(),
-        s["peer_id"].as_str().unwrap()
-    )
-}
 
 async fn wait_value(dir: &Path, path: &str, want: &str) {
     wait_for(&format!("{path} = {want}"), DEADLINE, || async {

@@ -17,7 +17,7 @@ use troupe_tests::{Node, troupe_bin, wait_for};
 const DEADLINE: Duration = Duration::from_secs(60);
 const JANE: &str = "contacts.person/jane/name";
 
-async fn troupe(dir: &Path, args: &[&str]) -> Output {
+pub(crate) async fn troupe(dir: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(troupe_bin())
         .arg("--data-dir")
         .arg(dir)
@@ -28,7 +28,8 @@ async fn troupe(dir: &Path, args: &[&str]) -> Output {
         .expect("run troupe")
 }
 
-async fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {
+/// Runs a CLI command on `dir` (through its node when one runs) and parses its JSON.
+pub(crate) async fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {
     let out = troupe(dir, args).await;
     assert!(
         out.status.success(),
@@ -89,7 +90,8 @@ async fn wait_value(dir: &Path, ws: &str, path: &str, want: serde_json::Value) {
     .unwrap();
 }
 
-fn up_args(peer: Option<&str>) -> Vec<String> {
+/// `troupe up` arguments on loopback without mDNS, dialling `peer` if given.
+pub(crate) fn up_args(peer: Option<&str>) -> Vec<String> {
     let mut a = vec![
         "--no-mdns".to_owned(),
         "--listen".to_owned(),
@@ -101,7 +103,8 @@ fn up_args(peer: Option<&str>) -> Vec<String> {
     a
 }
 
-async fn address(node: &Node) -> String {
+/// The node's dial address, `ADDR/p2p/PEER`.
+pub(crate) async fn address(node: &Node) -> String {
     let s = node.ready().await.unwrap();
     format!(
         "{}/p2p/{}",
