@@ -405,13 +405,16 @@ impl Store {
     }
 }
 
-fn clear_pieces(chunks: &mut Rw<'_>, h: &BlobHash) -> Result<(), BlobError> {
-    let mut prefix = h.0.to_vec();
-    prefix.push(b'p');
+/// Removes every row whose key starts with `prefix` (all chunks of a blob,
+/// or only its unassembled pieces).
+pub(crate) fn remove_prefixed(
+    chunks: &mut Rw<'_>,
+    prefix: &[u8],
+) -> Result<(), redb::StorageError> {
     let mut keys = Vec::new();
-    for row in chunks.range(prefix.as_slice()..)? {
+    for row in chunks.range(prefix..)? {
         let (k, _) = row?;
-        if !k.value().starts_with(&prefix) {
+        if !k.value().starts_with(prefix) {
             break;
         }
         keys.push(k.value().to_vec());
@@ -420,6 +423,12 @@ fn clear_pieces(chunks: &mut Rw<'_>, h: &BlobHash) -> Result<(), BlobError> {
         chunks.remove(k.as_slice())?;
     }
     Ok(())
+}
+
+fn clear_pieces(chunks: &mut Rw<'_>, h: &BlobHash) -> Result<(), BlobError> {
+    let mut prefix = h.0.to_vec();
+    prefix.push(b'p');
+    Ok(remove_prefixed(chunks, &prefix)?)
 }
 
 fn begin_in(txn: &redb::WriteTransaction, h: &BlobHash, size: u64) -> Result<u64, BlobError> {
@@ -439,17 +448,7 @@ fn begin_in(txn: &redb::WriteTransaction, h: &BlobHash, size: u64) -> Result<u64
             if stale.is_some() {
                 // A receive of another size (or freed bytes): start clean.
                 let mut chunks = txn.open_table(BLOB_CHUNKS)?;
-                let mut keys = Vec::new();
-                for row in chunks.range(h.0.as_slice()..)? {
-                    let (k, _) = row?;
-                    if !k.value().starts_with(&h.0) {
-                        break;
-                    }
-                    keys.push(k.value().to_vec());
-                }
-                for k in keys {
-                    chunks.remove(k.as_slice())?;
-                }
+                remove_prefixed(&mut chunks, &h.0)?;
             }
             let m = BlobMeta {
                 size,
@@ -611,19 +610,8 @@ fn write_chunk_in(
 
 /// A receive that did not verify: every held byte and the metadata go.
 fn discard(meta: &mut Rw<'_>, chunks: &mut Rw<'_>, h: &BlobHash) -> Result<bool, BlobError> {
-    let mut keys = Vec::new();
-    let range = chunks.range(h.0.as_slice()..);
-    if let Ok(range) = range {
-        for row in range.flatten() {
-            if !row.0.value().starts_with(&h.0) {
-                break;
-            }
-            keys.push(row.0.value().to_vec());
-        }
-    }
-    for k in keys {
-        let _ = chunks.remove(k.as_slice());
-    }
+    // Best effort: the mismatch is the error to report either way.
+    let _ = remove_prefixed(chunks, &h.0);
     let _ = meta.remove(h.0.as_slice());
     Err(BlobError::HashMismatch { expected: *h })
 }

@@ -311,17 +311,7 @@ fn blob_pass(txn: &WriteTransaction, report: &mut ScrubReport) -> Result<(), Qua
     let mut chunks = txn.open_table(BLOB_CHUNKS)?;
     let mut q = txn.open_table(QUARANTINE)?;
     for (h, why) in bad {
-        let mut keys = Vec::new();
-        for row in chunks.range(h.0.as_slice()..)? {
-            let (k, _) = row?;
-            if !k.value().starts_with(&h.0) {
-                break;
-            }
-            keys.push(k.value().to_vec());
-        }
-        for k in keys {
-            chunks.remove(k.as_slice())?;
-        }
+        crate::blob::remove_prefixed(&mut chunks, &h.0)?;
         meta.remove(h.0.as_slice())?;
         put_entry(
             &mut q,
