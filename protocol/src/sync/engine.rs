@@ -289,11 +289,7 @@ impl Engine {
         let mut touched = Vec::new();
         if let Some(Session::Active(a)) = p.session {
             for (ws, sh) in a.shared {
-                for (author, set) in &sh.wanted {
-                    if let Some(r) = self.requested.get_mut(&(ws, *author)) {
-                        *r = r.difference(set);
-                    }
-                }
+                self.unrequest(ws, &sh.wanted);
                 touched.push(ws);
             }
         }
@@ -530,6 +526,16 @@ impl Engine {
             .filter(|(_, p)| matches!(&p.session, Some(Session::Active(a)) if a.shared.contains_key(&ws)))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Returns `seqs` (per author) to the pool of slots no peer is asked for,
+    /// so they can be asked of another.
+    pub(crate) fn unrequest(&mut self, ws: WorkspaceId, seqs: &BTreeMap<ActorId, SeqRangeSet>) {
+        for (author, set) in seqs {
+            if let Some(r) = self.requested.get_mut(&(ws, *author)) {
+                *r = r.difference(set);
+            }
+        }
     }
 
     /// Stops expecting `seqs` of `author` from `peer` (refused or not served).

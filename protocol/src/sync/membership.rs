@@ -180,11 +180,7 @@ impl Engine {
             return;
         };
         a.withdrawn.insert(ws);
-        for (author, set) in &sh.wanted {
-            if let Some(r) = self.requested.get_mut(&(ws, *author)) {
-                *r = r.difference(set);
-            }
-        }
+        self.unrequest(ws, &sh.wanted);
         self.request_missing(ws, view);
     }
 

@@ -467,11 +467,7 @@ impl Engine {
             let s = newly.entry(*author).or_default();
             s.insert(*seq);
         }
-        for (author, set) in &newly {
-            if let Some(r) = self.requested.get_mut(&(ws, *author)) {
-                *r = r.difference(set);
-            }
-        }
+        self.unrequest(ws, &newly);
         if let Some(sh) = self.shared_mut(peer, ws) {
             for (author, set) in &newly {
                 sub(&mut sh.wanted, author, set);
