@@ -185,25 +185,23 @@ async fn serve(
         &net_stage,
     );
 
-    // Check every stored bundle once at start; damaged ones are quarantined
-    // and fetched again from members. Runs on the storage thread after the
-    // network is up, so repairs can go out as soon as members connect.
+    // Ask for the assets whose bytes are not here yet, then check every
+    // stored bundle and asset once; damaged ones are quarantined and fetched
+    // again from members. Reads verify what they serve meanwhile, so the
+    // scrub waits a little: the first catch-up with members gets the
+    // machine first. Its long read runs on a thread of its own.
     let scrub_core = core.clone();
+    let stopping = net_stage.clone();
     net_stage.spawn(
         async move {
-            match scrub_core.call(|c| c.scrub_and_repair()).await {
-                Ok(Ok(0)) => info!("store scrubbed: every bundle verifies"),
-                Ok(Ok(n)) => warn!(
-                    bundles = n,
-                    "store scrubbed: damaged bundles quarantined; repairing from members"
-                ),
-                Ok(Err(e)) => warn!(error = %e, "the store scrub could not run"),
-                Err(_) => {}
-            }
             match scrub_core.call(|c| c.want_missing_assets()).await {
                 Ok(Ok(0)) | Err(_) => {}
                 Ok(Ok(n)) => info!(assets = n, "fetching assets whose bytes are not here yet"),
                 Ok(Err(e)) => warn!(error = %e, "could not list the assets to fetch"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SCRUB_DELAY) => scrub(&scrub_core).await,
+                _ = stopping.triggered() => {}
             }
         }
         .in_current_span(),
@@ -228,9 +226,18 @@ async fn serve(
     let _ = core.call(move |c| c.dial_requests(dial_tx)).await;
     let invite_dialer = dialer.clone();
     let me = identity.peer_id();
+    let stopping = net_stage.clone();
     net_stage.spawn(
         async move {
-            while let Some(addrs) = dial_rx.recv().await {
+            loop {
+                // Ends with the stage: the sender lives as long as the core.
+                let addrs = tokio::select! {
+                    a = dial_rx.recv() => match a {
+                        Some(a) => a,
+                        None => return,
+                    },
+                    _ = stopping.triggered() => return,
+                };
                 for a in addrs {
                     let Ok(addr) = a.parse::<libp2p::Multiaddr>() else {
                         continue;
@@ -475,4 +482,50 @@ fn status_fn(
             "sync": sync.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default(),
         })
     })
+}
+
+/// How long after start the scrub begins (see [`scrub`]).
+const SCRUB_DELAY: Duration = Duration::from_secs(3);
+
+/// The start-up scrub: the snapshot is taken on the storage thread, checked
+/// on a thread of its own (the long part: every bundle and asset re-read, so
+/// a big store does not hold up sync), and what fails is quarantined back on
+/// the storage thread. Says in the log what it found.
+async fn scrub(core: &ActorHandle<SyncCore>) {
+    let findings = match core.call(|c| c.scrub_pass()).await {
+        Ok(Ok(pass)) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("troupe-scrub".into())
+                .spawn(move || {
+                    let _ = tx.send(pass.check());
+                });
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start the scrub thread; the store is not re-checked this time");
+                return;
+            }
+            match rx.await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!("the scrub thread stopped early; the store is not re-checked this time");
+                    return;
+                }
+            }
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => return,
+    };
+    let done = match findings {
+        Ok(f) => core.call(move |c| c.scrub_finish(f)).await,
+        Err(e) => Ok(Err(e)),
+    };
+    match done {
+        Ok(Ok(0)) => info!("store scrubbed: every bundle verifies"),
+        Ok(Ok(n)) => warn!(
+            bundles = n,
+            "store scrubbed: damaged bundles quarantined; repairing from members"
+        ),
+        Ok(Err(e)) => warn!(error = %e, "the store scrub could not run"),
+        Err(_) => {}
+    }
 }

@@ -30,6 +30,10 @@ use crate::identity::Identity;
 use crate::peers::PeerTable;
 use crate::shutdown::Shutdown;
 
+/// How long [`NetworkHandle::open_stream`] waits for the swarm task to record
+/// a connection that the peer is already using.
+const CONNECT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The one protocol Troupe speaks on libp2p streams.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/troupe/sync/1");
 
@@ -187,10 +191,18 @@ impl NetworkHandle {
     /// # Errors
     /// [`NetError::Stream`] if the peer is not connected or does not speak the protocol.
     pub async fn open_stream(&self, peer: PeerId) -> Result<Stream, NetError> {
-        if !self.peers.is_connected(&peer) {
-            return Err(NetError::Stream(format!(
-                "{peer} is not connected; dial it first"
-            )));
+        // The peer's first inbound stream can reach the sync driver before
+        // the swarm task has recorded the connection: give the record a
+        // moment rather than drop a fresh connection.
+        let mut waited = std::time::Duration::ZERO;
+        while !self.peers.is_connected(&peer) {
+            if waited >= CONNECT_GRACE {
+                return Err(NetError::Stream(format!(
+                    "{peer} is not connected; dial it first"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            waited += std::time::Duration::from_millis(2);
         }
         let mut control = self.control.clone();
         control

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 use troupe_protocol::ids::WorkspaceId;
 use troupe_protocol::sync::{Engine, EngineConfig, Input, Millis, Output, SyncEvent, SyncStats};
 use troupe_protocol::workspace::WorkspaceSecret;
@@ -109,6 +109,10 @@ pub struct SyncCore {
     /// answers and changes, held until the run of jobs settles.
     pending: Vec<(Deferred, CommandResult)>,
     pending_changes: Vec<Change>,
+    /// Events of the current call, published once its writes are on disk, so
+    /// "bundles received", "up to date" and "asset received" never announce
+    /// something a crash could still take back.
+    held_events: Option<Vec<NodeEvent>>,
 }
 
 /// A command's answer as the local API returns it.
@@ -194,6 +198,7 @@ impl SyncCore {
             followups: Vec::new(),
             pending: Vec::new(),
             pending_changes: Vec::new(),
+            held_events: None,
         })
     }
 
@@ -291,6 +296,14 @@ impl SyncCore {
         }
     }
 
+    /// Publishes an event, or holds it until the running call's flush.
+    fn publish(&mut self, ev: NodeEvent) {
+        match &mut self.held_events {
+            Some(held) => held.push(ev),
+            None => self.events.publish(ev),
+        }
+    }
+
     fn now(&self) -> Millis {
         self.epoch.elapsed().as_millis() as Millis
     }
@@ -311,8 +324,14 @@ impl SyncCore {
     pub fn inputs(&mut self, inputs: Vec<Input>) {
         // The engine reads the store: local writes it may send are durable first.
         crate::storage_actor::Settle::settle(self);
+        self.held_events.get_or_insert_with(Vec::new);
+        let started = Instant::now();
+        let count = inputs.len();
+        let mut engine_time = std::time::Duration::ZERO;
+        let mut commit_time = std::time::Duration::ZERO;
         let mut round = inputs;
         loop {
+            let t = Instant::now();
             for input in round {
                 // An input's other acknowledgements go in before the next input.
                 let mut queue = VecDeque::from([input]);
@@ -333,12 +352,27 @@ impl SyncCore {
                     queue.extend(self.followups.drain(..));
                 }
             }
+            engine_time += t.elapsed();
+            let t = Instant::now();
             round = self.commit_collected();
+            commit_time += t.elapsed();
             if round.is_empty() {
                 break;
             }
         }
+        let t = Instant::now();
         self.flush();
+        trace!(
+            inputs = count,
+            engine_us = engine_time.as_micros() as u64,
+            commit_us = commit_time.as_micros() as u64,
+            flush_us = t.elapsed().as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "sync call"
+        );
+        for ev in self.held_events.take().unwrap_or_default() {
+            self.events.publish(ev);
+        }
         let wants = std::mem::take(&mut self.blob_wants);
         if !wants.is_empty() {
             let inputs = wants
@@ -454,7 +488,7 @@ impl SyncCore {
         };
         match crate::incarnation::start_new(&mut self.local, &dir, why) {
             Ok(inc) => {
-                self.events.publish(NodeEvent::NewIncarnation {
+                self.publish(NodeEvent::NewIncarnation {
                     previous: inc.previous.to_string(),
                     current: inc.current.to_string(),
                     reason: why.to_owned(),
@@ -607,14 +641,14 @@ impl SyncCore {
                         s.bundles_committed += n;
                     }
                     debug!(from = %source, bundles = n, "committed a batch");
-                    self.events.publish(NodeEvent::BundlesReceived {
+                    self.publish(NodeEvent::BundlesReceived {
                         workspace: workspace.to_string(),
                         from: source.clone(),
                         bundles: n,
                     });
                 }
                 if !outcome.conflicted.is_empty() {
-                    self.events.publish(NodeEvent::Conflicts {
+                    self.publish(NodeEvent::Conflicts {
                         workspace: workspace.to_string(),
                         fields: outcome.conflicted.iter().map(ToString::to_string).collect(),
                     });
@@ -669,7 +703,7 @@ impl SyncCore {
         match ev {
             SyncEvent::PeerJoined { peer, workspace } => {
                 info!(peer = %peer_name(&peer), %workspace, "peer proved membership; syncing");
-                self.events.publish(NodeEvent::SyncStarted {
+                self.publish(NodeEvent::SyncStarted {
                     peer_id: peer_name(&peer),
                     workspace: workspace.to_string(),
                 });
@@ -681,7 +715,7 @@ impl SyncCore {
                 expected,
             } => {
                 debug!(peer = %peer_name(&peer), received, expected, "sync progress");
-                self.events.publish(NodeEvent::SyncProgress {
+                self.publish(NodeEvent::SyncProgress {
                     peer_id: peer_name(&peer),
                     workspace: workspace.to_string(),
                     received,
@@ -697,28 +731,28 @@ impl SyncCore {
                         list.push(name);
                     }
                 }
-                self.events.publish(NodeEvent::UpToDate {
+                self.publish(NodeEvent::UpToDate {
                     peer_id: peer_name(&peer),
                     workspace: workspace.to_string(),
                 });
             }
             SyncEvent::PeerBlamed { peer, reason } => {
                 warn!(peer = %peer_name(&peer), %reason, "peer sent something invalid");
-                self.events.publish(NodeEvent::PeerBlamed {
+                self.publish(NodeEvent::PeerBlamed {
                     peer_id: peer_name(&peer),
                     reason,
                 });
             }
             SyncEvent::BlobComplete { workspace, hash } => {
                 info!(%workspace, blob = %hash, "received an asset");
-                self.events.publish(NodeEvent::AssetReceived {
+                self.publish(NodeEvent::AssetReceived {
                     workspace: workspace.to_string(),
                     asset: hash.to_string(),
                 });
             }
             SyncEvent::BlobUnavailable { workspace, hash } => {
                 warn!(%workspace, blob = %hash, "no connected member has this asset's bytes");
-                self.events.publish(NodeEvent::AssetUnavailable {
+                self.publish(NodeEvent::AssetUnavailable {
                     workspace: workspace.to_string(),
                     asset: hash.to_string(),
                 });
@@ -733,15 +767,38 @@ impl SyncCore {
         }
     }
 
-    /// Re-verifies the whole store (see `Store::scrub`): damaged bundles go
-    /// to quarantine and a clean copy of each is asked of connected members
+    /// Takes the read snapshot a start-up scrub checks off this thread (see
+    /// [`troupe_storage::Store::scrub_pass`]), so sync and local writes go
+    /// on while every stored bundle and asset is re-read.
+    ///
+    /// # Errors
+    /// The store's error when no snapshot can be taken.
+    pub fn scrub_pass(&self) -> Result<troupe_storage::ScrubPass, troupe_storage::QuarantineError> {
+        self.local.store().scrub_pass()
+    }
+
+    /// Ends a scrub (see `Store::scrub_apply`): damaged bundles go to
+    /// quarantine and a clean copy of each is asked of connected members
     /// (and, because quarantined bundles leave holes in the ranges, of every
-    /// member that connects later). Returns how many need repair.
+    /// member that connects later); damaged assets are dropped and fetched
+    /// again. Returns how many bundles need repair.
     ///
     /// # Errors
     /// The store's error when the scrub itself cannot run.
-    pub fn scrub_and_repair(&mut self) -> Result<usize, troupe_storage::QuarantineError> {
-        let needed = self.local.store().scrub()?;
+    pub fn scrub_finish(
+        &mut self,
+        findings: troupe_storage::ScrubFindings,
+    ) -> Result<usize, troupe_storage::QuarantineError> {
+        let report = self.local.store().scrub_apply(findings)?;
+        for h in &report.blobs {
+            warn!(asset = %h, "a stored asset failed verification and was dropped; it is fetched again");
+        }
+        if !report.blobs.is_empty()
+            && let Err(e) = self.want_missing_assets()
+        {
+            warn!(error = %e, "could not list the assets to fetch again");
+        }
+        let needed = report.bundles;
         for r in &needed {
             warn!(workspace = %r.workspace, author = %r.author, seq = r.seq, "a stored bundle failed verification and was quarantined; asking members for a clean copy");
             if let Some(hash) = r.expected {

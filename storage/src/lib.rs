@@ -128,7 +128,7 @@ pub use read::{HistoryEntry, StoreView, WorkspaceView};
 pub use rebuild::{RebuildDiff, RebuildReport};
 pub use remove::RemoveReport;
 pub use salvage::{LostRange, SalvageReport, salvage_copy};
-pub use scrub::ScrubReport;
+pub use scrub::{ScrubFindings, ScrubPass, ScrubReport};
 
 use schema::*;
 

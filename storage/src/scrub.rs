@@ -27,7 +27,7 @@
 //! chunks are dropped and it becomes absent, so the sync engine fetches it
 //! again like any missing blob; [`ScrubReport::blobs`] lists it.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Deserialize;
 use troupe_protocol::ranges::SeqRangeSet;
 use troupe_protocol::{ActorId, BlobHash, Bundle, BundleHash, WorkspaceId};
@@ -108,7 +108,7 @@ type Slot = (WorkspaceId, ActorId, u64);
 type Suspects = (Vec<Slot>, Vec<Slot>, Vec<RepairNeeded>);
 
 fn bundle_pass(
-    txn: &WriteTransaction,
+    txn: &ReadTransaction,
     report: &mut ScrubReport,
 ) -> Result<Suspects, QuarantineError> {
     let seq_hash = txn.open_table(SEQ_HASH)?;
@@ -253,53 +253,83 @@ fn bundle_pass(
     Ok((suspects, bad_signature, gone))
 }
 
-fn blob_pass(txn: &WriteTransaction, report: &mut ScrubReport) -> Result<(), QuarantineError> {
-    let mut bad: Vec<(BlobHash, String)> = Vec::new();
+/// Why one blob's stored bytes fail (`None`: complete and intact, or not
+/// complete and so not checked). Counts a checked blob in `checked`.
+fn check_blob(
+    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    chunks: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    h: &BlobHash,
+    checked: &mut u64,
+) -> Result<Option<String>, QuarantineError> {
+    let Some(v) = meta.get(h.0.as_slice())? else {
+        return Ok(None);
+    };
+    let Ok(m) = decode_meta(v.value()) else {
+        return Ok(Some("blob metadata does not decode".into()));
+    };
+    if m.status != BlobStatus::Complete {
+        return Ok(None);
+    }
+    *checked += 1;
+    let mut whole = blake3::Hasher::new();
+    let mut len = 0u64;
+    for i in 0..m.chunk_hashes.len() {
+        let Some(z) = chunks.get(crate::blob::chunk_key(h, i as u32).as_slice())? else {
+            return Ok(Some(format!("chunk {i} is missing")));
+        };
+        match verify_chunk(z.value(), h, &m, i) {
+            Ok(plain) => {
+                len += plain.len() as u64;
+                whole.update(&plain);
+            }
+            Err(BlobError::Corrupt(_)) | Err(_) => {
+                return Ok(Some(format!("chunk {i} fails its hash")));
+            }
+        }
+    }
+    if len != m.size || whole.finalize().as_bytes() != &h.0 {
+        return Ok(Some("the whole blob does not hash to its name".into()));
+    }
+    Ok(None)
+}
+
+/// Every complete blob whose stored bytes fail, with the reason.
+fn blob_pass(
+    txn: &ReadTransaction,
+    report: &mut ScrubReport,
+) -> Result<Vec<(BlobHash, String)>, QuarantineError> {
+    let meta = txn.open_table(BLOB_META)?;
+    let chunks = txn.open_table(BLOB_CHUNKS)?;
+    let mut bad = Vec::new();
+    for row in meta.iter()? {
+        let (k, _) = row?;
+        let h = BlobHash(
+            k.value()
+                .try_into()
+                .map_err(|_| DamagedRow { what: "blob key" })?,
+        );
+        if let Some(why) = check_blob(&meta, &chunks, &h, &mut report.blobs_checked)? {
+            bad.push((h, why));
+        }
+    }
+    Ok(bad)
+}
+
+/// Drops the blobs found bad (those that still fail: the read pass ran on
+/// a snapshot) and records each in quarantine; they become absent, so the
+/// engine fetches them again.
+fn drop_bad_blobs(
+    txn: &WriteTransaction,
+    found: Vec<(BlobHash, String)>,
+    report: &mut ScrubReport,
+) -> Result<(), QuarantineError> {
+    let mut bad = Vec::new();
     {
         let meta = txn.open_table(BLOB_META)?;
         let chunks = txn.open_table(BLOB_CHUNKS)?;
-        for row in meta.iter()? {
-            let (k, v) = row?;
-            let h = BlobHash(
-                k.value()
-                    .try_into()
-                    .map_err(|_| DamagedRow { what: "blob key" })?,
-            );
-            let m = match decode_meta(v.value()) {
-                Ok(m) => m,
-                Err(_) => {
-                    bad.push((h, "blob metadata does not decode".into()));
-                    continue;
-                }
-            };
-            if m.status != BlobStatus::Complete {
-                continue;
-            }
-            report.blobs_checked += 1;
-            let mut whole = blake3::Hasher::new();
-            let mut len = 0u64;
-            let mut failed = None;
-            for i in 0..m.chunk_hashes.len() {
-                let z = chunks.get(crate::blob::chunk_key(&h, i as u32).as_slice())?;
-                let Some(z) = z else {
-                    failed = Some(format!("chunk {i} is missing"));
-                    break;
-                };
-                match verify_chunk(z.value(), &h, &m, i) {
-                    Ok(plain) => {
-                        len += plain.len() as u64;
-                        whole.update(&plain);
-                    }
-                    Err(BlobError::Corrupt(_)) | Err(_) => {
-                        failed = Some(format!("chunk {i} fails its hash"));
-                        break;
-                    }
-                }
-            }
-            if failed.is_none() && (len != m.size || whole.finalize().as_bytes() != &h.0) {
-                failed = Some("the whole blob does not hash to its name".into());
-            }
-            if let Some(why) = failed {
+        let mut again = 0;
+        for (h, _) in found {
+            if let Some(why) = check_blob(&meta, &chunks, &h, &mut again)? {
                 bad.push((h, why));
             }
         }
@@ -351,12 +381,43 @@ impl Store {
     /// # Errors
     /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
     pub fn scrub_report(&self) -> Result<ScrubReport, QuarantineError> {
+        let findings = self.scrub_pass()?.check()?;
+        self.scrub_apply(findings)
+    }
+
+    /// The first half of a scrub, for callers that must not stop writing
+    /// meanwhile: a read snapshot whose [`ScrubPass::check`] (the long part:
+    /// every bundle and blob re-read) runs on any thread; then
+    /// [`Store::scrub_apply`] quarantines what still fails.
+    ///
+    /// # Errors
+    /// [`QuarantineError::Storage`].
+    pub fn scrub_pass(&self) -> Result<ScrubPass, QuarantineError> {
+        Ok(ScrubPass {
+            txn: self.db.begin_read()?,
+        })
+    }
+
+    /// The second half of a scrub: in one write transaction, moves to
+    /// quarantine what `findings` name and still fails now (a slot repaired
+    /// or a blob replaced since the snapshot is left alone), and returns the
+    /// report.
+    ///
+    /// # Errors
+    /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
+    pub fn scrub_apply(&self, findings: ScrubFindings) -> Result<ScrubReport, QuarantineError> {
+        let ScrubFindings {
+            mut report,
+            suspects,
+            bad_signature,
+            gone,
+            blobs,
+        } = findings;
         let txn = self.db.begin_write()?;
-        let mut report = ScrubReport::default();
-        let (suspects, bad_signature, gone) = bundle_pass(&txn, &mut report)?;
         let mut out = Vec::new();
         for (ws, author, seq) in suspects {
-            let failed = bad_signature.contains(&(ws, author, seq));
+            let failed = bad_signature.contains(&(ws, author, seq))
+                && signature_still_fails(&txn, &ws, &author, seq)?;
             let why = failed.then_some("fails its signature check");
             let expected = match quarantine_slot(&txn, &ws, &author, seq, "scrub", why)? {
                 Some((_, expected)) => expected,
@@ -374,8 +435,68 @@ impl Store {
         out.extend(gone);
         out.sort_by_key(|r| (r.workspace, r.author, r.seq));
         report.bundles = out;
-        blob_pass(&txn, &mut report)?;
+        drop_bad_blobs(&txn, blobs, &mut report)?;
         txn.commit()?;
         Ok(report)
     }
+}
+
+/// Whether the copy at a slot still fails its signature (it may have been
+/// replaced by a clean copy since the read pass).
+fn signature_still_fails(
+    txn: &WriteTransaction,
+    ws: &WorkspaceId,
+    author: &ActorId,
+    seq: u64,
+) -> Result<bool, QuarantineError> {
+    let bundles = txn.open_table(BUNDLES)?;
+    let k = seq_key(ws, author, seq);
+    Ok(match bundles.get(k.as_slice())? {
+        Some(v) => match Bundle::decode(v.value().to_vec()) {
+            Ok(b) => b.check_signature().is_err(),
+            Err(_) => true,
+        },
+        None => false,
+    })
+}
+
+/// A read snapshot of the store taken for a scrub (see [`Store::scrub_pass`]).
+pub struct ScrubPass {
+    txn: ReadTransaction,
+}
+
+impl std::fmt::Debug for ScrubPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrubPass")
+    }
+}
+
+impl ScrubPass {
+    /// Re-reads every held bundle and complete blob of the snapshot and
+    /// lists what fails; writes nothing.
+    ///
+    /// # Errors
+    /// [`QuarantineError::Storage`], [`QuarantineError::Damaged`].
+    pub fn check(self) -> Result<ScrubFindings, QuarantineError> {
+        let mut report = ScrubReport::default();
+        let (suspects, bad_signature, gone) = bundle_pass(&self.txn, &mut report)?;
+        let blobs = blob_pass(&self.txn, &mut report)?;
+        Ok(ScrubFindings {
+            report,
+            suspects,
+            bad_signature,
+            gone,
+            blobs,
+        })
+    }
+}
+
+/// What a scrub's read pass found, for [`Store::scrub_apply`].
+#[derive(Debug)]
+pub struct ScrubFindings {
+    report: ScrubReport,
+    suspects: Vec<Slot>,
+    bad_signature: Vec<Slot>,
+    gone: Vec<RepairNeeded>,
+    blobs: Vec<(BlobHash, String)>,
 }

@@ -269,3 +269,65 @@ fn scrub_catches_a_rotten_signature_that_the_hash_does_not_cover() {
     assert!(store.scrub().unwrap().is_empty());
     assert!(store.verify_rebuild().unwrap().is_empty());
 }
+
+#[test]
+fn a_scrub_pass_runs_beside_writes_and_leaves_a_copy_repaired_meanwhile() {
+    let mem = Mem::default();
+    let store = Store::open_with_backend(mem.clone()).unwrap();
+    store
+        .add_workspace(&WorkspaceInfo::new(
+            test_workspace(),
+            "t",
+            WorkspaceKind::Show,
+        ))
+        .unwrap();
+    let (ws, bundles) = chain(7, 10);
+    store.commit_batch(&ws, bundles.clone(), "peer").unwrap();
+    let author = key(7).actor_id();
+    let victim = &bundles[4];
+    {
+        let needle = victim.bytes();
+        let mut img = mem.0.lock().unwrap();
+        let at = img
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the bundle's bytes are in the image");
+        img[at + needle.len() - 5] ^= 0x20;
+    }
+    drop(store);
+    let store = Store::open_unchecked_with_backend(mem.clone()).unwrap();
+
+    // The pass reads a snapshot: the store takes writes meanwhile.
+    let pass = store.scrub_pass().unwrap();
+    let (_, other) = chain(8, 3);
+    assert_eq!(
+        store
+            .commit_batch(&ws, other, "peer")
+            .unwrap()
+            .committed
+            .len(),
+        3
+    );
+    let findings = pass.check().unwrap();
+
+    // Before the findings are applied, a read quarantines the rotten copy
+    // and a clean copy arrives from a peer.
+    assert!(store.bundle(&ws, &author, 5).is_err());
+    store
+        .commit_batch(&ws, vec![victim.clone()], "peer")
+        .unwrap();
+
+    store.scrub_apply(findings).unwrap();
+    let q = store.quarantine_list().unwrap();
+    assert_eq!(
+        (q.len(), q[0].source.as_str()),
+        (1, "read"),
+        "the clean copy is not quarantined again"
+    );
+    assert_eq!(
+        store.bundle(&ws, &author, 5).unwrap().as_ref(),
+        Some(victim)
+    );
+    assert!(store.scrub().unwrap().is_empty());
+    assert!(store.verify_rebuild().unwrap().is_empty());
+}

@@ -25,7 +25,9 @@
 //!
 //! Run: `cargo run --release -p troupe-tests --bin bench` (add `-- --quick`
 //! for a quicker run, `-- --bundles 20000` for another history size, and
-//! `-- --only asset,assets` for some parts: sync, asset, assets, commit).
+//! `-- --only asset,assets` for some parts: sync, asset, assets, commit;
+//! `-- --keep` to keep the data dirs and node logs, with `BENCH_LOG` as the
+//! nodes' `RUST_LOG`).
 //! Everything stays on 127.0.0.1 with mDNS off.
 
 #![allow(clippy::disallowed_methods)] // a benchmark is a driver: it reads the clock
@@ -88,7 +90,10 @@ impl Proc {
         cmd.arg("--data-dir")
             .arg(dir)
             .args(["up", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -549,12 +554,18 @@ async fn main() -> anyhow::Result<()> {
     let mut quick = false;
     let mut clients = None;
     let mut only: Vec<String> = Vec::new();
+    let mut keep = false;
     let mut args = std::env::args().skip(1);
-    let usage = "use --bundles N, --quick, --clients N, --only sync|asset|assets|commit (repeatable or comma-separated)";
+    let usage = "use --bundles N, --quick, --clients N, --only sync|asset|assets|commit (repeatable or comma-separated), --keep (keep the data dirs and logs)";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bundles" => bundles = Some(args.next().context("--bundles N")?.parse()?),
             "--quick" => quick = true,
+            "--keep" => keep = true,
+            "--help" | "-h" => {
+                println!("{usage}");
+                return Ok(());
+            }
             "--clients" => clients = Some(args.next().context("--clients N")?.parse()?),
             "--only" => {
                 for p in args.next().context("--only PART")?.split(',') {
@@ -574,6 +585,9 @@ async fn main() -> anyhow::Result<()> {
     let clients = clients.unwrap_or(8);
     let per_client = if quick { 4_000 } else { 20_000 } / clients;
     let tmp = tempfile::tempdir()?;
+    if keep {
+        eprintln!("data dirs and logs are kept in {}", tmp.path().display());
+    }
     eprintln!("building/locating the troupe binary…");
     let _ = troupe_bin();
     let mut rows = Vec::new();
@@ -635,6 +649,9 @@ async fn main() -> anyhow::Result<()> {
         println!("{r}");
     }
     println!("{}", Json::Object(figures));
+    if keep {
+        let _ = tmp.keep();
+    }
     Ok(())
 }
 
