@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use troupe_protocol::bundle::Bundle;
 use troupe_protocol::crypto::ActorKey;
-use troupe_protocol::draft::{Advisory, Draft};
+use troupe_protocol::draft::{Advisory, Draft, sign_run};
 use troupe_protocol::hlc::{Hlc, HlcClock};
 use troupe_protocol::ids::{ActorId, BundleHash, WorkspaceId};
 use troupe_protocol::workspace::WorkspaceSecret;
@@ -280,6 +280,77 @@ impl Local {
             },
             change,
         ))
+    }
+}
+
+impl Local {
+    /// Group commit of several drafts in one store transaction, in order:
+    /// each workspace's drafts become this device's next consecutive bundles
+    /// there, signed once, on the last of them ([`sign_run`]). Returns, per
+    /// draft in input order, what was written.
+    ///
+    /// All or nothing: one draft that does not fit refuses the whole run.
+    ///
+    /// # Errors
+    /// [`LocalError`]; nothing is applied on error.
+    pub fn commit_run(&mut self, drafts: Vec<Draft>) -> Result<Vec<(Written, Change)>, LocalError> {
+        let n = drafts.len();
+        let mut by_ws: Vec<(WorkspaceId, Vec<(usize, Draft)>)> = Vec::new();
+        for (i, d) in drafts.into_iter().enumerate() {
+            let ws = d.workspace();
+            match by_ws.iter_mut().find(|(w, _)| *w == ws) {
+                Some((_, v)) => v.push((i, d)),
+                None => by_ws.push((ws, vec![(i, d)])),
+            }
+        }
+        let actor = self.actor();
+        let mut bundles: Vec<(usize, Vec<Advisory>, Bundle)> = Vec::with_capacity(n);
+        for (ws, run) in by_ws {
+            let tip = self.store.author_tip(&ws, &actor)?;
+            let (slots, run): (Vec<(usize, Vec<Advisory>)>, Vec<Draft>) = run
+                .into_iter()
+                .map(|(i, d)| ((i, d.advisories()), d))
+                .unzip();
+            let clock = &mut self.clock;
+            let signed = sign_run(run, &self.key, &tip, || clock.tick(wall_ms()))
+                .map_err(|e| LocalError::Invalid(e.to_string()))?;
+            bundles.extend(slots.into_iter().zip(signed).map(|((i, a), b)| (i, a, b)));
+        }
+        bundles.sort_by_key(|(i, ..)| *i);
+        let all: Vec<Bundle> = bundles.iter().map(|(.., b)| b.clone()).collect();
+        let out = if self.deferred {
+            self.store.commit_local_many_deferred(&all)?
+        } else {
+            self.store.commit_local_many(&all)?
+        };
+        if out.committed.len() != all.len() {
+            let why = out
+                .quarantined
+                .first()
+                .map(|q| q.3.clone())
+                .unwrap_or_else(|| "not every bundle of the run was applied".into());
+            return Err(LocalError::NotApplied(why));
+        }
+        Ok(bundles
+            .into_iter()
+            .map(|(_, advisories, b)| {
+                let body = b.body();
+                (
+                    Written {
+                        hash: b.hash(),
+                        workspace: body.workspace,
+                        seq: body.seq,
+                        ops: body.ops.len(),
+                        advisories,
+                    },
+                    Change::Committed {
+                        workspace: body.workspace,
+                        author: actor,
+                        seq: body.seq,
+                    },
+                )
+            })
+            .collect())
     }
 }
 

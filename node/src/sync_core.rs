@@ -109,6 +109,8 @@ pub struct SyncCore {
     /// answers and changes, held until the run of jobs settles.
     pending: Vec<(Deferred, CommandResult)>,
     pending_changes: Vec<Change>,
+    /// `set` commands of the current run, committed together at its end.
+    queued_sets: Vec<(crate::ops::fields::SetArgs, Deferred)>,
     /// Events of the current call, published once its writes are on disk, so
     /// "bundles received", "up to date" and "asset received" never announce
     /// something a crash could still take back.
@@ -125,6 +127,7 @@ impl crate::storage_actor::Settle for SyncCore {
     /// answers them and tells the engine (so peers only ever hear of durable
     /// bundles).
     fn settle(&mut self) {
+        self.run_queued_sets();
         if self.pending.is_empty() {
             return;
         }
@@ -198,6 +201,7 @@ impl SyncCore {
             followups: Vec::new(),
             pending: Vec::new(),
             pending_changes: Vec::new(),
+            queued_sets: Vec::new(),
             held_events: None,
         })
     }
@@ -228,6 +232,7 @@ impl SyncCore {
         &mut self,
         f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), E>,
     ) -> Result<R, E> {
+        self.run_queued_sets();
         let (r, changes) = f(&mut self.local)?;
         self.changed(changes);
         Ok(r)
@@ -237,7 +242,27 @@ impl SyncCore {
     /// a flush of their own; its answer (and what peers hear of it) waits
     /// for the one flush that ends this run of jobs
     /// ([`crate::storage_actor::Settle::settle`]).
+    ///
+    /// `set` commands are only queued here: the run's consecutive sets are
+    /// committed together, in order, in one transaction with one signature
+    /// per workspace ([`crate::ops::fields::set_run`]), before any other
+    /// command touches the store and before the run's flush.
     pub fn command_deferred(&mut self, request: crate::ops::Request, reply: Deferred) {
+        if let crate::ops::Request::Set {
+            workspace,
+            path,
+            value,
+        } = request
+        {
+            let args = crate::ops::fields::SetArgs {
+                workspace,
+                path,
+                value,
+            };
+            self.queued_sets.push((args, reply));
+            return;
+        }
+        self.run_queued_sets();
         self.local.set_deferred(true);
         let result = crate::ops::execute(&mut self.local, request);
         self.local.set_deferred(false);
@@ -250,11 +275,36 @@ impl SyncCore {
         }
     }
 
+    /// Commits the queued `set` commands as one run (see
+    /// [`SyncCore::command_deferred`]); their answers wait for the flush.
+    fn run_queued_sets(&mut self) {
+        if self.queued_sets.is_empty() {
+            return;
+        }
+        let (args, replies): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.queued_sets).into_iter().unzip();
+        self.local.set_deferred(true);
+        let results = crate::ops::fields::set_run(&mut self.local, args);
+        self.local.set_deferred(false);
+        for (reply, result) in replies.into_iter().zip(results) {
+            match result {
+                Ok((v, changes)) => {
+                    self.pending_changes.extend(changes);
+                    self.pending.push((reply, Ok(v)));
+                }
+                Err(e) => self.pending.push((reply, Err(e))),
+            }
+        }
+    }
+
     /// Tells the engine what changed locally.
     fn changed(&mut self, changes: Vec<Change>) {
         let membership = changes
             .iter()
             .any(|c| matches!(c, Change::WorkspaceAdded(_) | Change::WorkspaceRemoved(_)));
+        // One engine call for the lot: a group commit's bundles are
+        // announced together, with one store snapshot read per input.
+        let mut inputs = Vec::with_capacity(changes.len());
         for c in changes {
             let input = match c {
                 Change::Committed {
@@ -286,7 +336,10 @@ impl SyncCore {
                     hash,
                 },
             };
-            self.input(input);
+            inputs.push(input);
+        }
+        if !inputs.is_empty() {
+            self.inputs(inputs);
         }
         if membership
             && let Some(tx) = &self.workspaces_tx

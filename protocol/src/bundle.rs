@@ -119,6 +119,17 @@ impl BundleBody {
     /// # Errors
     /// [`ModelError`] when the body breaks a cap or rule (it would never verify).
     pub fn sign(self, key: &ActorKey) -> Result<Bundle, ModelError> {
+        self.seal(key, true)
+    }
+
+    /// Encodes and hashes the body as `key`'s bundle, signed or not. An
+    /// unsigned bundle is only ever committed or sent inside a run whose
+    /// last bundle is signed (see [`crate::draft::sign_run`]): the signed
+    /// successor's hash chain vouches for it, as [`crate::verify`] explains.
+    ///
+    /// # Errors
+    /// As [`BundleBody::sign`].
+    pub fn seal(self, key: &ActorKey, signed: bool) -> Result<Bundle, ModelError> {
         if self.ops.is_empty() {
             return Err(ModelError::Empty);
         }
@@ -142,11 +153,11 @@ impl BundleBody {
             ));
         }
         let hash = BundleHash(crypto::hash(&body_bytes));
-        let signature = key.sign_body(&hash.0);
-        let bytes = frame(Some(&signature), &body_bytes);
+        let signature = signed.then(|| key.sign_body(&hash.0));
+        let bytes = frame(signature.as_ref(), &body_bytes);
         Ok(Bundle {
             body: self,
-            signature: Some(signature),
+            signature,
             hash,
             bytes,
         })

@@ -64,11 +64,35 @@ impl Store {
     /// # Errors
     /// As [`Store::commit_local`]; one bad bundle refuses the whole group.
     pub fn commit_local_many(&self, bundles: &[Bundle]) -> Result<BatchOutcome, CommitError> {
+        self.commit_local_group(bundles, redb::Durability::Immediate)
+    }
+
+    /// [`Store::commit_local_many`] in a write transaction that is not
+    /// durable on its own: the group commit of a run of local writes, made
+    /// durable by one [`Store::flush`] before any of them is acknowledged.
+    /// A run signed once, on its last bundle, verifies here as a whole.
+    ///
+    /// # Errors
+    /// As [`Store::commit_local_many`].
+    pub fn commit_local_many_deferred(
+        &self,
+        bundles: &[Bundle],
+    ) -> Result<BatchOutcome, CommitError> {
+        self.commit_local_group(bundles, redb::Durability::None)
+    }
+
+    fn commit_local_group(
+        &self,
+        bundles: &[Bundle],
+        durability: redb::Durability,
+    ) -> Result<BatchOutcome, CommitError> {
         let mut by_ws: BTreeMap<WorkspaceId, Vec<Bundle>> = BTreeMap::new();
         for b in bundles {
             by_ws.entry(b.body().workspace).or_default().push(b.clone());
         }
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)
+            .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
         let mut out = BatchOutcome::default();
         for (ws, group) in by_ws {
             let o = commit_in(&txn, &ws, group, Mode::Local)?;

@@ -6,11 +6,13 @@
 //! say so with `"conflict": true` and list all values, and `conflicts`
 //! describes each group the way a stage manager would say it.
 
+use std::collections::HashMap;
+
 use serde_json::{Value as Json, json};
 use troupe_protocol::bundle::BundleKind;
 use troupe_protocol::conflict::{self, Names};
 use troupe_protocol::draft::Draft;
-use troupe_protocol::ids::{ActorId, EntityId, WorkspaceId};
+use troupe_protocol::ids::{ActorId, EntityId, OpId, WorkspaceId};
 use troupe_protocol::path::FieldPath;
 use troupe_protocol::register::{Head, winner};
 use troupe_protocol::value::Value;
@@ -132,31 +134,127 @@ pub fn set(
     path: &str,
     value: String,
 ) -> Result<(Json, Vec<Change>), OpsError> {
-    let info = resolve(local, workspace)?;
-    let path = parse_path(path)?;
-    let ws = info.id();
-    let heads = local.store().field_heads(&ws, &path)?;
-    let summary = format!(
-        "set {} of {}/{}",
-        path.field, path.entity_type, path.entity_id
-    );
-    let mut d = Draft::new(ws, BundleKind::UserEdit, summary);
-    d.set(
-        path.clone(),
-        Value::Text(value),
-        heads.iter().map(|h| h.op).collect(),
-    );
-    let (written, change) = local.commit(d)?;
-    Ok((
-        json!({
-            "workspace": ws.to_string(),
-            "path": path.to_string(),
-            "bundle": written.hash.to_string(),
-            "seq": written.seq,
-            "resolved_conflict": heads.len() > 1,
-        }),
-        vec![change],
-    ))
+    let one = SetArgs {
+        workspace: workspace.to_owned(),
+        path: path.to_owned(),
+        value,
+    };
+    set_run(local, vec![one])
+        .pop()
+        .unwrap_or_else(|| Err(OpsError::Store("the write was lost".into())))
+}
+
+/// One `set` command, as [`set_run`] takes it.
+#[derive(Debug, Clone)]
+pub struct SetArgs {
+    /// Workspace name or id, as typed.
+    pub workspace: String,
+    /// `TYPE/ID/FIELD`.
+    pub path: String,
+    /// The new text.
+    pub value: String,
+}
+
+/// Group commit of a run of `set` commands (the daemon collects those that
+/// wait on the storage thread together): one bundle each, in order, all
+/// committed in one store transaction and signed once per workspace
+/// ([`Local::commit_run`]). A later set of a field in the run supersedes the
+/// earlier one, exactly as if each had been committed alone. Returns one
+/// answer per command, in order; a command that is invalid on its own
+/// (unknown workspace, bad path, archived) fails alone, a store failure
+/// fails the run.
+pub fn set_run(
+    local: &mut Local,
+    sets: Vec<SetArgs>,
+) -> Vec<Result<(Json, Vec<Change>), OpsError>> {
+    let actor = local.actor();
+    let mut answers: Vec<Option<Result<(Json, Vec<Change>), OpsError>>> =
+        (0..sets.len()).map(|_| None).collect();
+    let mut writable: HashMap<String, WorkspaceId> = HashMap::new();
+    let mut next_seq: HashMap<WorkspaceId, u64> = HashMap::new();
+    let mut in_run: HashMap<(WorkspaceId, FieldPath), u64> = HashMap::new();
+    let mut drafts = Vec::new();
+    let mut drafted: Vec<(usize, FieldPath, u64, bool)> = Vec::new();
+    for (i, s) in sets.into_iter().enumerate() {
+        let drafted_one = (|| {
+            let ws = match writable.get(&s.workspace) {
+                Some(ws) => *ws,
+                None => {
+                    let ws = super::lifecycle::ensure_writable(local, &s.workspace)?.id();
+                    writable.insert(s.workspace.clone(), ws);
+                    ws
+                }
+            };
+            let path = parse_path(&s.path)?;
+            let seq = match next_seq.get(&ws) {
+                Some(seq) => seq + 1,
+                None => local.store().author_tip(&ws, &actor)?.last_seq + 1,
+            };
+            // A field set earlier in this run: that value is its only head.
+            let (pred, resolved) = match in_run.get(&(ws, path.clone())) {
+                Some(&earlier) => (
+                    vec![OpId {
+                        author: actor,
+                        seq: earlier,
+                        index: 0,
+                    }],
+                    false,
+                ),
+                None => {
+                    let heads = local.store().field_heads(&ws, &path)?;
+                    let resolved = heads.len() > 1;
+                    (heads.iter().map(|h| h.op).collect(), resolved)
+                }
+            };
+            let summary = format!(
+                "set {} of {}/{}",
+                path.field, path.entity_type, path.entity_id
+            );
+            let mut d = Draft::new(ws, BundleKind::UserEdit, summary);
+            d.set(path.clone(), Value::Text(s.value), pred);
+            next_seq.insert(ws, seq);
+            in_run.insert((ws, path.clone()), seq);
+            Ok::<_, OpsError>((d, path, seq, resolved))
+        })();
+        match drafted_one {
+            Ok((d, path, seq, resolved)) => {
+                drafts.push(d);
+                drafted.push((i, path, seq, resolved));
+            }
+            Err(e) => answers[i] = Some(Err(e)),
+        }
+    }
+    match local.commit_run(drafts) {
+        Ok(written) => {
+            for ((i, path, seq, resolved), (w, change)) in drafted.into_iter().zip(written) {
+                debug_assert_eq!(w.seq, seq, "the run was numbered as drafted");
+                answers[i] = Some(Ok((
+                    json!({
+                        "workspace": w.workspace.to_string(),
+                        "path": path.to_string(),
+                        "bundle": w.hash.to_string(),
+                        "seq": w.seq,
+                        "resolved_conflict": resolved,
+                    }),
+                    vec![change],
+                )));
+            }
+        }
+        Err(e) => {
+            let e = OpsError::from(e);
+            for (i, ..) in drafted {
+                answers[i] = Some(Err(match &e {
+                    OpsError::Archived => OpsError::Archived,
+                    OpsError::BadArgument(why) => OpsError::BadArgument(why.clone()),
+                    other => OpsError::Store(other.to_string()),
+                }));
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(OpsError::Store("the write was lost".into()))))
+        .collect()
 }
 
 /// Reads one field.
@@ -218,4 +316,110 @@ pub fn conflicts(local: &Local, workspace: &str) -> Result<Json, OpsError> {
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_storage::Store;
+
+    use super::*;
+    use crate::ops::{lifecycle, workspaces};
+
+    fn local(dir: &std::path::Path) -> Local {
+        let path = dir.join("store.redb");
+        let store = Store::open(&path).expect("store");
+        let key = troupe_protocol::crypto::ActorKey::from_secret_bytes([5; 32]);
+        Local::with_store(store, key, path).expect("local")
+    }
+
+    fn args(ws: &str, path: &str, value: &str) -> SetArgs {
+        SetArgs {
+            workspace: ws.into(),
+            path: path.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_run_of_sets_reads_as_the_same_sets_committed_one_by_one() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut l = local(tmp.path());
+        workspaces::create(&mut l, "Hamlet", "show").expect("create");
+        workspaces::create(&mut l, "Macbeth", "show").expect("create");
+        workspaces::create(&mut l, "Lear", "show").expect("create");
+        lifecycle::archive(&mut l, "Lear").expect("archive");
+        set(
+            &mut l,
+            "Hamlet",
+            "contacts.person/jane/phone",
+            "555-0000".into(),
+        )
+        .expect("set");
+
+        let answers = set_run(
+            &mut l,
+            vec![
+                args("Hamlet", "contacts.person/jane/phone", "555-0100"),
+                args("Macbeth", "contacts.person/jane/phone", "555-0200"),
+                args("Hamlet", "contacts.person/jane/name", "Jane Doe"),
+                args("Nobody's show", "contacts.person/jane/phone", "1"),
+                args("Hamlet", "not a path", "1"),
+                args("Lear", "contacts.person/jane/phone", "1"),
+                args("Hamlet", "contacts.person/jane/phone", "555-0101"),
+            ],
+        );
+        assert_eq!(answers.len(), 7);
+        assert!(matches!(answers[3], Err(OpsError::NoSuchWorkspace(_))));
+        assert!(matches!(answers[4], Err(OpsError::BadPath(_))));
+        assert!(matches!(answers[5], Err(OpsError::Archived)));
+        let seqs: Vec<u64> = [0, 2, 6]
+            .iter()
+            .map(|&i| {
+                answers[i].as_ref().expect("hamlet set").0["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        // The workspace-creation bundle and the first set came before.
+        let first = seqs[0];
+        assert_eq!(seqs, vec![first, first + 1, first + 2]);
+        assert!(answers[1].is_ok());
+
+        // The later set in the run superseded the earlier: one value, no conflict.
+        let phone = get(&l, "Hamlet", "contacts.person/jane/phone").expect("get");
+        assert_eq!(phone["value"], "555-0101");
+        assert_eq!(phone["conflict"], false, "{phone}");
+        assert_eq!(
+            get(&l, "Hamlet", "contacts.person/jane/name").expect("get")["value"],
+            "Jane Doe"
+        );
+        assert_eq!(
+            get(&l, "Macbeth", "contacts.person/jane/phone").expect("get")["value"],
+            "555-0200"
+        );
+        assert_eq!(
+            get(&l, "Lear", "contacts.person/jane/phone").expect("get")["set"],
+            false
+        );
+
+        // Only the last bundle of each workspace's run is signed, and the
+        // whole store still verifies (the signature vouches for the run).
+        let hamlet = workspaces::resolve(&l, "Hamlet").expect("hamlet").id();
+        let actor = l.actor();
+        let signed: Vec<bool> = seqs
+            .iter()
+            .map(|&s| {
+                l.store()
+                    .bundle(&hamlet, &actor, s)
+                    .expect("read")
+                    .expect("held")
+                    .signature()
+                    .is_some()
+            })
+            .collect();
+        assert_eq!(signed, vec![false, false, true]);
+        let repairs = l.store().scrub().expect("scrub");
+        assert!(repairs.is_empty(), "{repairs:?}");
+        assert!(l.store().verify_rebuild().expect("rebuild").is_empty());
+    }
 }

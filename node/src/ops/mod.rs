@@ -522,10 +522,7 @@ pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), O
             workspace,
             path,
             value,
-        } => {
-            lifecycle::ensure_writable(local, &workspace)?;
-            fields::set(local, &workspace, &path, value)
-        }
+        } => fields::set(local, &workspace, &path, value),
         Request::Get { workspace, path } => Ok((fields::get(local, &workspace, &path)?, vec![])),
         Request::Show { workspace, entity } => {
             Ok((fields::show(local, &workspace, &entity)?, vec![]))
