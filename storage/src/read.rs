@@ -102,6 +102,7 @@ impl Store {
     pub fn view(&self) -> Result<StoreView, ReadError> {
         Ok(StoreView {
             txn: self.db.begin_read()?,
+            slots: std::cell::OnceCell::new(),
         })
     }
 
@@ -382,6 +383,22 @@ fn ranges_in(t: &RoTable, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRange
 /// A read snapshot for the sync engine.
 pub struct StoreView {
     txn: ReadTransaction,
+    /// `bundles` and `seq_hash`, which every bundle read needs: opened on
+    /// first use, once per snapshot.
+    slots: std::cell::OnceCell<(RoTable, RoTable)>,
+}
+
+impl StoreView {
+    fn slot_tables(&self) -> Result<&(RoTable, RoTable), ViewError> {
+        if let Some(t) = self.slots.get() {
+            return Ok(t);
+        }
+        let t = (
+            open(&self.txn, BUNDLES).map_err(view_err)?,
+            open(&self.txn, SEQ_HASH).map_err(view_err)?,
+        );
+        Ok(self.slots.get_or_init(|| t))
+    }
 }
 
 impl std::fmt::Debug for StoreView {
@@ -413,11 +430,32 @@ impl OplogView for StoreView {
         author: &ActorId,
         seq: u64,
     ) -> Result<Option<Vec<u8>>, ViewError> {
-        let b = open(&self.txn, BUNDLES).map_err(view_err)?;
-        let h = open(&self.txn, SEQ_HASH).map_err(view_err)?;
-        Ok(read_bundle(&b, &h, workspace, author, seq)
-            .map_err(view_err)?
-            .map(Bundle::into_bytes))
+        // The bytes served are the very bytes that verified when they were
+        // committed: their hash and slot are checked against the recorded
+        // hash (a rotten copy is never served), without decoding the ops.
+        let (b, h) = self.slot_tables()?;
+        let storage = |e: redb::StorageError| ViewError::Storage(e.to_string());
+        let k = seq_key(workspace, author, seq);
+        let Some(bytes) = b.get(k.as_slice()).map_err(storage)? else {
+            return Ok(None);
+        };
+        let expected = h
+            .get(k.as_slice())
+            .map_err(storage)?
+            .and_then(|v| read_seq_hash(&k, v.value()));
+        let reason = match expected {
+            Some(e) => match crate::scrub::check_copy(bytes.value(), &e, (workspace, author, seq)) {
+                Some(_) => return Ok(Some(bytes.value().to_vec())),
+                None => "stored copy does not match its recorded hash or slot",
+            },
+            None => "no hash index entry",
+        };
+        Err(ViewError::Corrupt {
+            workspace: *workspace,
+            author: *author,
+            seq,
+            reason: reason.into(),
+        })
     }
 
     fn bundle_hash(
@@ -426,7 +464,7 @@ impl OplogView for StoreView {
         author: &ActorId,
         seq: u64,
     ) -> Result<Option<BundleHash>, ViewError> {
-        let b = open(&self.txn, BUNDLES).map_err(view_err)?;
+        let (b, h) = self.slot_tables()?;
         let k = seq_key(workspace, author, seq);
         if b.get(k.as_slice())
             .map_err(|e| ViewError::Storage(e.to_string()))?
@@ -434,7 +472,6 @@ impl OplogView for StoreView {
         {
             return Ok(None);
         }
-        let h = open(&self.txn, SEQ_HASH).map_err(view_err)?;
         let v = h
             .get(k.as_slice())
             .map_err(|e| ViewError::Storage(e.to_string()))?;
