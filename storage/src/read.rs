@@ -444,10 +444,12 @@ impl OplogView for StoreView {
             .map_err(storage)?
             .and_then(|v| read_seq_hash(&k, v.value()));
         let reason = match expected {
-            Some(e) => match crate::scrub::check_copy(bytes.value(), &e, (workspace, author, seq)) {
-                Some(_) => return Ok(Some(bytes.value().to_vec())),
-                None => "stored copy does not match its recorded hash or slot",
-            },
+            Some(e) => {
+                match crate::scrub::check_copy(bytes.value(), &e, (workspace, author, seq)) {
+                    Some(_) => return Ok(Some(bytes.value().to_vec())),
+                    None => "stored copy does not match its recorded hash or slot",
+                }
+            }
             None => "no hash index entry",
         };
         Err(ViewError::Corrupt {
@@ -456,6 +458,65 @@ impl OplogView for StoreView {
             seq,
             reason: reason.into(),
         })
+    }
+
+    fn bundle_run(
+        &self,
+        workspace: &WorkspaceId,
+        author: &ActorId,
+        from: u64,
+        to: u64,
+        take: &mut dyn FnMut(u64, Vec<u8>, BundleHash) -> bool,
+    ) -> Result<(), ViewError> {
+        if from > to {
+            return Ok(());
+        }
+        // `bundles` and `seq_hash` share their key layout: one ordered scan
+        // of each, joined on the key, instead of two lookups per seq. Each
+        // copy is checked as `bundle` checks it; a copy that fails (or has
+        // no recorded hash) is skipped, never served.
+        let (b, h) = self.slot_tables()?;
+        let storage = |e: redb::StorageError| ViewError::Storage(e.to_string());
+        let (lo, hi) = (
+            seq_key(workspace, author, from),
+            seq_key(workspace, author, to),
+        );
+        let mut hashes = h
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(storage)?
+            .peekable();
+        for row in b.range(lo.as_slice()..=hi.as_slice()).map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let key = k.value();
+            let mut expected = None;
+            while let Some(next) = hashes.peek() {
+                let (hk, hv) = match next {
+                    Ok(kv) => kv,
+                    Err(_) => break,
+                };
+                match hk.value().cmp(key) {
+                    std::cmp::Ordering::Less => {
+                        hashes.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        expected = read_seq_hash(key, hv.value());
+                        hashes.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            let Some((_, _, seq)) = parse_seq_key(key) else {
+                continue;
+            };
+            let Some(hash) = expected else { continue };
+            if crate::scrub::check_copy(v.value(), &hash, (workspace, author, seq)).is_some()
+                && !take(seq, v.value().to_vec(), hash)
+            {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn bundle_hash(

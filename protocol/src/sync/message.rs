@@ -295,6 +295,7 @@ fn prev_hash_at(bytes: &[u8]) -> Option<usize> {
 }
 
 /// `bytes` without their `prev_hash`, when it equals `prev`.
+#[cfg(test)]
 pub(crate) fn elide_prev_hash(bytes: &[u8], prev: &BundleHash) -> Option<Vec<u8>> {
     let at = prev_hash_at(bytes)?;
     if bytes.get(at..at + 32)? != prev.0.as_slice() {
@@ -304,6 +305,21 @@ pub(crate) fn elide_prev_hash(bytes: &[u8], prev: &BundleHash) -> Option<Vec<u8>
     out.extend_from_slice(&bytes[..at]);
     out.extend_from_slice(&bytes[at + 32..]);
     Some(out)
+}
+
+/// As [`elide_prev_hash`], in the same buffer (no copy); the bytes come
+/// back unchanged as the error when their `prev_hash` is not `prev`.
+pub(crate) fn elide_prev_hash_in_place(
+    mut bytes: Vec<u8>,
+    prev: &BundleHash,
+) -> Result<Vec<u8>, Vec<u8>> {
+    match prev_hash_at(&bytes) {
+        Some(at) if bytes.get(at..at + 32) == Some(prev.0.as_slice()) => {
+            bytes.drain(at..at + 32);
+            Ok(bytes)
+        }
+        _ => Err(bytes),
+    }
 }
 
 /// Puts `prev` back where [`elide_prev_hash`] took it out.
