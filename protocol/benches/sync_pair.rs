@@ -95,6 +95,35 @@ fn main() {
         );
     }
 
+    // zstd levels for the column layout: compression time against bytes.
+    let unsigned: Vec<Bundle> = all.iter().map(Bundle::without_signature).collect();
+    let t = Instant::now();
+    let plain: usize = unsigned
+        .chunks(256)
+        .map(|chunk| {
+            let items: Vec<(bool, &[u8])> = chunk.iter().map(|b| (false, b.bytes())).collect();
+            troupe_protocol::sync::message::column_layout(&items).len()
+        })
+        .sum();
+    println!(
+        "column layout alone: {:.3} s, {:.2} MiB before compression",
+        t.elapsed().as_secs_f64(),
+        plain as f64 / 1048576.0
+    );
+    for level in [-5, -1, 1, 2, 3] {
+        let mut codec = troupe_protocol::sync::message::BatchCodec::with_level(level);
+        let t = Instant::now();
+        let size: usize = unsigned
+            .chunks(256)
+            .map(|chunk| codec.encode(chunk.iter().map(|b| (false, b.bytes()))).len())
+            .sum();
+        println!(
+            "columns at zstd level {level}: encode {:.3} s, {:.2} MiB",
+            t.elapsed().as_secs_f64(),
+            size as f64 / 1048576.0
+        );
+    }
+
     let (s, bytes, n) = sync(&secret, &all, 0);
     println!(
         "full sync:    {n} bundles in {:.3} s, {:.2} MiB on the wire (targets 0.3 s, 6 MiB)",

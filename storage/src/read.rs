@@ -102,6 +102,7 @@ impl Store {
     pub fn view(&self) -> Result<StoreView, ReadError> {
         Ok(StoreView {
             txn: self.db.begin_read()?,
+            slots: std::cell::OnceCell::new(),
         })
     }
 
@@ -382,6 +383,22 @@ fn ranges_in(t: &RoTable, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRange
 /// A read snapshot for the sync engine.
 pub struct StoreView {
     txn: ReadTransaction,
+    /// `bundles` and `seq_hash`, which every bundle read needs: opened on
+    /// first use, once per snapshot.
+    slots: std::cell::OnceCell<(RoTable, RoTable)>,
+}
+
+impl StoreView {
+    fn slot_tables(&self) -> Result<&(RoTable, RoTable), ViewError> {
+        if let Some(t) = self.slots.get() {
+            return Ok(t);
+        }
+        let t = (
+            open(&self.txn, BUNDLES).map_err(view_err)?,
+            open(&self.txn, SEQ_HASH).map_err(view_err)?,
+        );
+        Ok(self.slots.get_or_init(|| t))
+    }
 }
 
 impl std::fmt::Debug for StoreView {
@@ -413,11 +430,93 @@ impl OplogView for StoreView {
         author: &ActorId,
         seq: u64,
     ) -> Result<Option<Vec<u8>>, ViewError> {
-        let b = open(&self.txn, BUNDLES).map_err(view_err)?;
-        let h = open(&self.txn, SEQ_HASH).map_err(view_err)?;
-        Ok(read_bundle(&b, &h, workspace, author, seq)
-            .map_err(view_err)?
-            .map(Bundle::into_bytes))
+        // The bytes served are the very bytes that verified when they were
+        // committed: their hash and slot are checked against the recorded
+        // hash (a rotten copy is never served), without decoding the ops.
+        let (b, h) = self.slot_tables()?;
+        let storage = |e: redb::StorageError| ViewError::Storage(e.to_string());
+        let k = seq_key(workspace, author, seq);
+        let Some(bytes) = b.get(k.as_slice()).map_err(storage)? else {
+            return Ok(None);
+        };
+        let expected = h
+            .get(k.as_slice())
+            .map_err(storage)?
+            .and_then(|v| read_seq_hash(&k, v.value()));
+        let reason = match expected {
+            Some(e) => {
+                match crate::scrub::check_copy(bytes.value(), &e, (workspace, author, seq)) {
+                    Some(_) => return Ok(Some(bytes.value().to_vec())),
+                    None => "stored copy does not match its recorded hash or slot",
+                }
+            }
+            None => "no hash index entry",
+        };
+        Err(ViewError::Corrupt {
+            workspace: *workspace,
+            author: *author,
+            seq,
+            reason: reason.into(),
+        })
+    }
+
+    fn bundle_run(
+        &self,
+        workspace: &WorkspaceId,
+        author: &ActorId,
+        from: u64,
+        to: u64,
+        take: &mut dyn FnMut(u64, Vec<u8>, BundleHash) -> bool,
+    ) -> Result<(), ViewError> {
+        if from > to {
+            return Ok(());
+        }
+        // `bundles` and `seq_hash` share their key layout: one ordered scan
+        // of each, joined on the key, instead of two lookups per seq. Each
+        // copy is checked as `bundle` checks it; a copy that fails (or has
+        // no recorded hash) is skipped, never served.
+        let (b, h) = self.slot_tables()?;
+        let storage = |e: redb::StorageError| ViewError::Storage(e.to_string());
+        let (lo, hi) = (
+            seq_key(workspace, author, from),
+            seq_key(workspace, author, to),
+        );
+        let mut hashes = h
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(storage)?
+            .peekable();
+        for row in b.range(lo.as_slice()..=hi.as_slice()).map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let key = k.value();
+            let mut expected = None;
+            while let Some(next) = hashes.peek() {
+                let (hk, hv) = match next {
+                    Ok(kv) => kv,
+                    Err(_) => break,
+                };
+                match hk.value().cmp(key) {
+                    std::cmp::Ordering::Less => {
+                        hashes.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        expected = read_seq_hash(key, hv.value());
+                        hashes.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            let Some((_, _, seq)) = parse_seq_key(key) else {
+                continue;
+            };
+            let Some(hash) = expected else { continue };
+            if crate::scrub::check_copy(v.value(), &hash, (workspace, author, seq)).is_some()
+                && !take(seq, v.value().to_vec(), hash)
+            {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn bundle_hash(
@@ -426,7 +525,7 @@ impl OplogView for StoreView {
         author: &ActorId,
         seq: u64,
     ) -> Result<Option<BundleHash>, ViewError> {
-        let b = open(&self.txn, BUNDLES).map_err(view_err)?;
+        let (b, h) = self.slot_tables()?;
         let k = seq_key(workspace, author, seq);
         if b.get(k.as_slice())
             .map_err(|e| ViewError::Storage(e.to_string()))?
@@ -434,7 +533,6 @@ impl OplogView for StoreView {
         {
             return Ok(None);
         }
-        let h = open(&self.txn, SEQ_HASH).map_err(view_err)?;
         let v = h
             .get(k.as_slice())
             .map_err(|e| ViewError::Storage(e.to_string()))?;

@@ -75,7 +75,7 @@ fn body_of(bytes: &[u8]) -> Option<(&[u8], bool)> {
 
 /// Checks a stored copy against its recorded hash and slot; returns its
 /// prev link and whether it is signed.
-fn check_copy(
+pub(crate) fn check_copy(
     bytes: &[u8],
     expected: &BundleHash,
     slot: (&WorkspaceId, &ActorId, u64),

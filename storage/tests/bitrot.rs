@@ -93,6 +93,20 @@ fn a_rotten_bundle_is_never_served_and_is_repaired() {
         view.bundle(&ws, &author, 4).unwrap().unwrap(),
         bundles[3].bytes()
     );
+    // A sender's ordered read passes over the rotten copy and serves the rest,
+    // each with its recorded hash.
+    let mut served = Vec::new();
+    view.bundle_run(&ws, &author, 1, 10, &mut |seq, bytes, hash| {
+        served.push((seq, bytes, hash));
+        true
+    })
+    .unwrap();
+    let expected: Vec<_> = bundles
+        .iter()
+        .filter(|b| b.body().seq != 5)
+        .map(|b| (b.body().seq, b.bytes().to_vec(), b.hash()))
+        .collect();
+    assert_eq!(served, expected);
     drop(view);
 
     match store.bundle(&ws, &author, 5) {

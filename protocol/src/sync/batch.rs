@@ -9,29 +9,31 @@
 use std::collections::BTreeMap;
 
 use super::limits::{BATCH_BUNDLES, BATCH_BYTES, RUN_EXTENSION};
-use super::message::elide_prev_hash;
+use super::message::elide_prev_hash_in_place;
 use super::oplog_view::OplogView;
 use super::session::sub;
-use crate::ids::{ActorId, WorkspaceId};
+use crate::ids::{ActorId, BundleHash, WorkspaceId};
 use crate::ranges::SeqRangeSet;
 
 fn signed(bytes: &[u8]) -> bool {
     bytes.first() == Some(&1) && bytes.len() >= 65
 }
 
-fn strip(bytes: Vec<u8>) -> Vec<u8> {
+/// Drops the signature, in place (no new buffer).
+fn strip(mut bytes: Vec<u8>) -> Vec<u8> {
     if signed(&bytes) {
-        let mut out = Vec::with_capacity(bytes.len() - 64);
-        out.push(0);
-        out.extend_from_slice(&bytes[65..]);
-        out
-    } else {
-        bytes
+        // The flag of an unsigned copy goes where the signature ended.
+        bytes[64] = 0;
+        bytes.drain(..64);
     }
+    bytes
 }
 
 /// One batch item: whether its prev_hash was elided, and its bytes.
 type WireItem = (bool, Vec<u8>);
+
+/// A bundle read for a batch: author, seq, stored bytes, recorded hash.
+type Picked = (ActorId, u64, Vec<u8>, BundleHash);
 
 /// Takes the next batch off `to_send`: the bundle bytes to send and the
 /// (author, seq)s they are. Interior signatures are dropped only where the run
@@ -41,18 +43,38 @@ pub(crate) fn build_batch(
     ws: WorkspaceId,
     to_send: &mut BTreeMap<ActorId, SeqRangeSet>,
 ) -> (Vec<WireItem>, Vec<(ActorId, u64)>) {
-    let mut picked: Vec<(ActorId, u64, Vec<u8>)> = Vec::new();
+    let mut picked: Vec<Picked> = Vec::new();
     let mut taken: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
     let mut bytes = 0usize;
     'outer: for (author, set) in to_send.iter() {
-        for seq in set.iter() {
-            if picked.len() >= BATCH_BUNDLES || bytes >= BATCH_BYTES {
+        for &(from, to) in set.ranges() {
+            // Each range is read in one ordered pass, up to the batch's size.
+            let mut full = false;
+            let mut last = None;
+            let read = view.bundle_run(&ws, author, from, to, &mut |seq, b, h| {
+                if picked.len() >= BATCH_BUNDLES || bytes >= BATCH_BYTES {
+                    full = true;
+                    return false;
+                }
+                bytes += b.len();
+                picked.push((*author, seq, b, h));
+                last = Some(seq);
+                true
+            });
+            // Seqs passed over (not held, a damaged copy, a failed read) are
+            // taken too, as before: they are not sent and not asked again.
+            let end = match (full, read) {
+                (true, Ok(())) => last,
+                _ => Some(to),
+            };
+            if let Some(end) = end {
+                taken.entry(*author).or_default().insert_range(from, end);
+            }
+            if full {
                 break 'outer;
             }
-            taken.entry(*author).or_default().insert(seq);
-            if let Ok(Some(b)) = view.bundle(&ws, author, seq) {
-                bytes += b.len();
-                picked.push((*author, seq, b));
+            if picked.len() >= BATCH_BUNDLES || bytes >= BATCH_BYTES {
+                break 'outer;
             }
         }
     }
@@ -70,26 +92,35 @@ pub(crate) fn build_batch(
                 break;
             }
         }
-        let (author, mut seq) = (run[0].0, run[run.len() - 1].1);
+        let (author, seq) = (run[0].0, run[run.len() - 1].1);
         // Extend an unsigned tail to the next signed copy we hold.
-        while budget > 0 && !signed(&run[run.len() - 1].2) {
-            let Some(next) = seq.checked_add(1) else {
-                break;
-            };
-            seq = next;
-            match view.bundle(&ws, &author, seq) {
-                Ok(Some(b)) => {
+        if budget > 0
+            && !signed(&run[run.len() - 1].2)
+            && let Some(next) = seq.checked_add(1)
+        {
+            let mut expect = next;
+            let _ = view.bundle_run(
+                &ws,
+                &author,
+                next,
+                next.saturating_add(budget as u64 - 1),
+                &mut |s, b, h| {
+                    if s != expect {
+                        return false; // a gap ends the run
+                    }
                     budget -= 1;
-                    taken.entry(author).or_default().insert(seq);
-                    run.push((author, seq, b));
-                }
-                _ => break,
-            }
+                    taken.entry(author).or_default().insert(s);
+                    let done = signed(&b);
+                    run.push((author, s, b, h));
+                    expect = s.saturating_add(1);
+                    !done && budget > 0
+                },
+            );
         }
         let tail_signed = signed(&run[run.len() - 1].2);
         let n = run.len();
-        let mut prev = None;
-        for (i, (a, s, b)) in run.into_iter().enumerate() {
+        let mut prev: Option<BundleHash> = None;
+        for (i, (a, s, b, h)) in run.into_iter().enumerate() {
             sent.push((a, s));
             let b = if tail_signed && i + 1 < n {
                 strip(b)
@@ -97,12 +128,14 @@ pub(crate) fn build_batch(
                 b
             };
             // Within a run the receiver recomputes prev_hash from the item before.
-            let elided = prev.as_ref().and_then(|p| elide_prev_hash(&b, p));
-            prev = view.bundle_hash(&ws, &a, s).ok().flatten();
-            items.push(match elided {
-                Some(e) => (true, e),
+            items.push(match &prev {
+                Some(p) => match elide_prev_hash_in_place(b, p) {
+                    Ok(e) => (true, e),
+                    Err(b) => (false, b),
+                },
                 None => (false, b),
             });
+            prev = Some(h);
         }
     }
     for (author, set) in &taken {

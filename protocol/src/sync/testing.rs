@@ -142,6 +142,25 @@ impl OplogView for MemView {
         Ok(self.bundles.get(&(*ws, *a, s)).map(|(_, h)| *h))
     }
 
+    fn bundle_run(
+        &self,
+        ws: &WorkspaceId,
+        a: &ActorId,
+        from: u64,
+        to: u64,
+        take: &mut dyn FnMut(u64, Vec<u8>, BundleHash) -> bool,
+    ) -> Result<(), ViewError> {
+        if from > to {
+            return Ok(());
+        }
+        for ((_, _, s), (b, h)) in self.bundles.range((*ws, *a, from)..=(*ws, *a, to)) {
+            if !take(*s, b.clone(), *h) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn blob_state(&self, h: &BlobHash) -> Result<BlobState, ViewError> {
         Ok(match self.blobs.get(h) {
             None => BlobState::Absent,

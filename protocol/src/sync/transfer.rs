@@ -276,11 +276,14 @@ impl Engine {
         // kept travels with the signed successor that vouches for it, so the
         // store can verify the run on its own.
         let mut vouchers: BTreeMap<(ActorId, u64), Bundle> = BTreeMap::new();
+        // One read of what is held, not one per bundle (a copy set aside as
+        // damaged counts as not held: the store restores it from this one).
+        let held_ranges = view.ranges(&ws).unwrap_or_default();
         for (b, res) in decoded.into_iter().zip(results) {
             let (author, seq) = (b.body().author, b.body().seq);
             match res {
                 Ok(()) => {
-                    let held = matches!(view.bundle_hash(&ws, &author, seq), Ok(Some(_)))
+                    let held = held_ranges.get(&author).is_some_and(|r| r.contains(seq))
                         || self.uncommitted.contains_key(&(ws, author, seq));
                     let wanted = self
                         .shared_ref(peer, ws)
