@@ -241,12 +241,18 @@ impl RawRow {
             None => None,
             Some(v) => {
                 let start = self.arena.len();
-                self.arena =
-                    postcard::to_extend(v, std::mem::take(&mut self.arena)).map_err(|_| {
-                        DamagedRow {
-                            what: "entity state (encode)",
-                        }
-                    })?;
+                // Most values fit a small buffer; postcard's growing writer
+                // pushes byte by byte.
+                let mut tmp = [0u8; 256];
+                match postcard::to_slice(v, &mut tmp) {
+                    Ok(b) => self.arena.extend_from_slice(b),
+                    Err(_) => {
+                        self.arena = postcard::to_extend(v, std::mem::take(&mut self.arena))
+                            .map_err(|_| DamagedRow {
+                                what: "entity state (encode)",
+                            })?;
+                    }
+                }
                 let len = self.arena.len() - start;
                 if self.arena.len() > MAX_ROW {
                     return Err(DamagedRow {

@@ -73,7 +73,7 @@ pub(crate) struct TxnState<'t> {
     /// Cached rows in load order, their index by key, and the last one used
     /// (consecutive ops of a bundle usually edit one entity).
     rows: Vec<(Vec<u8>, Cached)>,
-    cache: HashMap<Vec<u8>, usize>,
+    cache: HashMap<Vec<u8>, usize, FoldHash>,
     last: usize,
     /// `superseded` keys added in this transaction, not yet written.
     sup_new: BTreeSet<Vec<u8>>,
@@ -99,7 +99,7 @@ impl<'t> TxnState<'t> {
             asset_deletes: txn.open_table(ASSET_DELETES)?,
             asset_refs: txn.open_table(ASSET_REFS)?,
             rows: Vec::new(),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             last: usize::MAX,
             sup_new: BTreeSet::new(),
             current: None,
@@ -243,7 +243,14 @@ impl<'t> TxnState<'t> {
                 continue;
             };
             let (ty, eid) = path.entity();
-            let idx = self.row_index(ty, eid)?;
+            let idx = match at {
+                Some((t, e, i)) if t == ty && e == eid => i,
+                _ => {
+                    let i = self.row_index(ty, eid)?;
+                    at = Some((ty, eid, i));
+                    i
+                }
+            };
             let row = &self.rows[idx].1.row;
             if row.find(&path.field).is_ok_and(|i| row.heads(i).len() > 1) {
                 conflicted.push(path.clone());
@@ -317,6 +324,47 @@ impl<'t> TxnState<'t> {
             };
         }
         Ok(self.last)
+    }
+}
+
+/// Hashes the row cache's keys (our own keys, not input an attacker picks
+/// to collide) with a multiply-fold over 8-byte words: SipHash cost more
+/// than the lookup it served.
+#[derive(Clone, Copy, Default)]
+struct FoldHash;
+
+impl std::hash::BuildHasher for FoldHash {
+    type Hasher = FoldHasher;
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher(0x243f_6a88_85a3_08d3)
+    }
+}
+
+struct FoldHasher(u64);
+
+impl FoldHasher {
+    fn mix(&mut self, w: u64) {
+        let r = u128::from(self.0 ^ w) * 0x9e37_79b9_7f4a_7c15_u128;
+        self.0 = (r as u64) ^ ((r >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.mix(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        self.mix(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
     }
 }
 
