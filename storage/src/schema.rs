@@ -11,7 +11,7 @@
 //! | `hash_log` | commit counter | sealed sorted (hash, ws, author, seq) entries of recent commits, merged into `hash_index` every 64 rows |
 //! | `ranges` | ws, author | sealed postcard seq ranges held |
 //! | `tips` | ws, author | sealed: highest seq ever committed and its hash |
-//! | `entities` | ws, type 0 id 0 | sealed compact postcard `EntityRow` (authors once, heads by author position): every known field's heads and the live entity deletions, one row per entity |
+//! | `entities` | ws, type 0 id 0 | compact `EntityRow` (authors once, heads by author position, values length-prefixed; see the `entity` module) and its `state_tag`: every known field's heads and the live entity deletions, one row per entity |
 //! | `superseded` | ws, op id (author, seq, index), scope tag, scope | empty; keyed by the superseded op so one prefix probe per bundle answers for all its ops |
 //! | `asset_deletes` | ws, blob hash, op id | sealed postcard (hlc, reason) |
 //! | `asset_refs` | blob hash, ws | sealed newest referencing op's wall clock (ms) |
