@@ -44,6 +44,16 @@ const PER_AUTHOR: u64 = 10_000;
 const OPS: u64 = 10;
 const BATCH: usize = 256;
 
+/// Bundles per author (`PER_AUTHOR=n` runs a smaller stream, e.g. under
+/// callgrind); each author edits `n / 2` entities twice.
+fn per_author() -> u64 {
+    std::env::var("PER_AUTHOR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 2)
+        .unwrap_or(PER_AUTHOR)
+}
+
 fn batch_size() -> usize {
     std::env::var("BATCH")
         .ok()
@@ -55,12 +65,16 @@ fn secret() -> WorkspaceSecret {
     WorkspaceSecret([42; 32])
 }
 
-fn sign(k: &ActorKey, tip: &AuthorTip, i: u64, ops: u64, tag: &str) -> Bundle {
+fn sign(k: &ActorKey, tip: &AuthorTip, i: u64, ops: u64, tag: &str, entities: u64) -> Bundle {
     let ws = secret().workspace_id();
     let mut d = Draft::new(ws, BundleKind::UserEdit, format!("edit {i}"));
     for f in 0..ops {
-        let p = FieldPath::new("cues.cue", &format!("{tag}{}", i % 5000), &format!("f{f}"))
-            .expect("valid path");
+        let p = FieldPath::new(
+            "cues.cue",
+            &format!("{tag}{}", i % entities),
+            &format!("f{f}"),
+        )
+        .expect("valid path");
         d.set(p, Value::Text(format!("value {i} {f}")), vec![]);
     }
     d.sign(
@@ -76,11 +90,12 @@ fn sign(k: &ActorKey, tip: &AuthorTip, i: u64, ops: u64, tag: &str) -> Bundle {
 
 fn generate(path: &Path) {
     let mut w = BufWriter::new(std::fs::File::create(path).expect("create stream"));
+    let n = per_author();
     for a in 0..AUTHORS {
         let k = ActorKey::from_secret_bytes([a as u8 + 1; 32]);
         let mut tip = AuthorTip::default();
-        for i in 0..PER_AUTHOR {
-            let b = sign(&k, &tip, i, OPS, &format!("a{a}e"));
+        for i in 0..n {
+            let b = sign(&k, &tip, i, OPS, &format!("a{a}e"), n / 2);
             tip = AuthorTip::after(&b);
             let bytes = b.bytes();
             w.write_all(&(bytes.len() as u32).to_le_bytes())
@@ -162,7 +177,7 @@ fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
-    assert_eq!(applied as u64, AUTHORS * PER_AUTHOR);
+    assert_eq!(applied as u64, AUTHORS * per_author());
     println!(
         "apply: {applied} bundles ({} ops) in batches of {batch_len}, durable: {secs:.3} s \
          ({:.0} ops/s; of which decode+hash {decode_secs:.3} s; CPU {cpu:.2} s) [target <= 0.5 s]",
@@ -208,7 +223,7 @@ fn main() {
     let mut tip = AuthorTip::default();
     let local: Vec<Bundle> = (0..20_000)
         .map(|i| {
-            let b = sign(&k, &tip, i, 3, "l");
+            let b = sign(&k, &tip, i, 3, "l", PER_AUTHOR / 2);
             tip = AuthorTip::after(&b);
             b
         })
@@ -227,7 +242,7 @@ fn main() {
     // 3. Single durable commits.
     let mut singles = Vec::new();
     for i in 0..500 {
-        let b = sign(&k, &tip, 20_000 + i, 3, "s");
+        let b = sign(&k, &tip, 20_000 + i, 3, "s", PER_AUTHOR / 2);
         tip = AuthorTip::after(&b);
         singles.push(b);
     }

@@ -1,30 +1,43 @@
 //! One materialised state row per entity: the heads of every known field and
-//! the entity's live deletions, sealed with a checksum over key and value.
+//! the entity's live deletions, with a checksum over key and value.
 //!
 //! One row per entity (instead of one per field) means a bundle that edits
 //! ten fields of a cue reads and writes one row, and deleting an entity
-//! touches one row. Fields are kept sorted by name, so the row (and the
-//! order [`crate::Store::fields`] reports) is a pure function of the state:
-//! rebuilt and materialised rows compare byte for byte.
+//! touches one row. Fields are kept sorted by name and heads by op id, so the
+//! row (and the order [`crate::Store::fields`] reports) is a pure function of
+//! the state: rebuilt and materialised rows compare byte for byte.
 //!
-//! Stored form: the distinct authors of the row's heads once, then each
-//! head names its author by position (a row of ten fields with two heads
-//! each is about half the size of one repeating the 32-byte author ids).
+//! Stored form (integers are LEB128 varints): the distinct authors of the
+//! row's heads once (count, 32 bytes each), in order of first use; the
+//! fields (count, then per field its name (length, UTF-8) and heads); the
+//! deletions (heads); then [`state_tag`]. Heads: count, then per head the
+//! author's position, seq, op index, hlc wall ms and counter, and the value
+//! as `0` (none: a deletion head) or `n + 1` followed by the `n` bytes of its
+//! postcard encoding. A row of ten fields with two heads each is about half
+//! the size of one repeating the 32-byte author ids, and because each value
+//! carries its length, the write path ([`RawRow`]) moves values as bytes:
+//! loading a row is one copy and a scan, not one allocation per value.
 
-use serde::ser::SerializeTuple;
-use serde::{Serialize, Serializer};
 use troupe_protocol::hlc::Hlc;
 use troupe_protocol::register::Head;
 use troupe_protocol::{ActorId, EntityId, FieldPath, OpId, Value, WorkspaceId};
 
 use crate::error::DamagedRow;
-use crate::schema::{parse_entity_key, row_tag, unseal};
+use crate::schema::{parse_entity_key, state_tag};
 
 /// Refuse to encode an entity row beyond this (redb's value limit is far
 /// higher; a row this large means a runaway conflict set).
 const MAX_ROW: usize = 1 << 30;
 
-/// The state of one entity.
+/// A cached row's arena is compacted when it grows past this and holds
+/// more than half garbage (values of heads that were replaced).
+const ARENA_COMPACT: usize = 1 << 16;
+
+const DAMAGED: DamagedRow = DamagedRow {
+    what: "entity state",
+};
+
+/// The state of one entity, decoded for reading.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct EntityRow {
     /// Every known field (a field stays known with no heads), sorted by name.
@@ -34,11 +47,6 @@ pub(crate) struct EntityRow {
 }
 
 impl EntityRow {
-    /// Whether the row carries nothing (then it is not stored).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.fields.is_empty() && self.deletes.is_empty()
-    }
-
     /// A field's heads, `None` when the field is unknown.
     pub(crate) fn field(&self, name: &str) -> Option<&Vec<Head>> {
         self.fields
@@ -47,164 +55,455 @@ impl EntityRow {
             .map(|i| &self.fields[i].1)
     }
 
-    /// A field's heads for editing; an unknown field is added with `init`.
-    pub(crate) fn field_mut(&mut self, name: &str, init: Option<Vec<Head>>) -> &mut Vec<Head> {
-        let i = match self.fields.binary_search_by(|(f, _)| f.as_str().cmp(name)) {
-            Ok(i) => i,
-            Err(i) => {
-                self.fields
-                    .insert(i, (name.to_string(), init.unwrap_or_default()));
-                i
+    /// Decodes a stored row after checking its checksum.
+    pub(crate) fn decode(key: &[u8], v: &[u8]) -> Result<EntityRow, DamagedRow> {
+        RawRow::decode(key, v)?.to_row()
+    }
+}
+
+/// A head as the write path keeps it: the value stays encoded in its row's
+/// arena (`(start, len)`; `None` for a deletion head).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct RawHead {
+    pub(crate) op: OpId,
+    pub(crate) hlc: Hlc,
+    value: Option<(u32, u32)>,
+}
+
+/// A field's heads, sorted by op id; one head (the usual case) needs no
+/// allocation.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Heads {
+    /// No heads (a known field whose heads were all superseded).
+    #[default]
+    Zero,
+    /// One head: no conflict.
+    One(RawHead),
+    /// Several heads (or none left after a removal).
+    Many(Vec<RawHead>),
+}
+
+impl Heads {
+    fn from_vec(v: Vec<RawHead>) -> Heads {
+        match v.len() {
+            0 => Heads::Zero,
+            1 => Heads::One(v[0]),
+            _ => Heads::Many(v),
+        }
+    }
+
+    /// The heads in op order.
+    pub(crate) fn as_slice(&self) -> &[RawHead] {
+        match self {
+            Heads::Zero => &[],
+            Heads::One(h) => std::slice::from_ref(h),
+            Heads::Many(v) => v,
+        }
+    }
+
+    /// How many heads there are.
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Keeps the heads `f` accepts.
+    pub(crate) fn retain(&mut self, f: impl Fn(&RawHead) -> bool) {
+        match self {
+            Heads::Zero => {}
+            Heads::One(h) => {
+                if !f(h) {
+                    *self = Heads::Zero;
+                }
+            }
+            Heads::Many(v) => v.retain(f),
+        }
+    }
+
+    /// Adds a head, keeping op order (the caller checked it is not there).
+    pub(crate) fn insert_sorted(&mut self, h: RawHead) {
+        *self = match std::mem::take(self) {
+            Heads::Zero => Heads::One(h),
+            Heads::One(a) => {
+                let mut v = vec![a, h];
+                v.sort_by_key(|h| h.op);
+                Heads::Many(v)
+            }
+            Heads::Many(mut v) => {
+                v.push(h);
+                v.sort_by_key(|h| h.op);
+                Heads::Many(v)
             }
         };
-        &mut self.fields[i].1
+    }
+}
+
+/// An entity row on the write path: names and values stay bytes in one
+/// arena (a copy of the stored row plus what this transaction added), so
+/// loading, editing and storing a row moves bytes instead of decoding and
+/// re-encoding every value.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RawRow {
+    arena: Vec<u8>,
+    /// (name start, name length, heads), sorted by name.
+    fields: Vec<(u32, u32, Heads)>,
+    deletes: Vec<RawHead>,
+}
+
+impl RawRow {
+    /// Whether the row carries nothing (then it is not stored).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.deletes.is_empty()
+    }
+
+    fn name(&self, i: usize) -> &[u8] {
+        let (s, l, _) = self.fields[i];
+        &self.arena[s as usize..(s + l) as usize]
+    }
+
+    /// A field's name (checked UTF-8 when the row was loaded or the field added).
+    pub(crate) fn name_str(&self, i: usize) -> &str {
+        std::str::from_utf8(self.name(i)).unwrap_or_default()
+    }
+
+    /// How many fields the row knows.
+    pub(crate) fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Where a field is (`Err`: where it would go).
+    pub(crate) fn find(&self, name: &str) -> Result<usize, usize> {
+        let name = name.as_bytes();
+        let (mut lo, mut hi) = (0, self.fields.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.name(mid).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// The heads of the field at `i`.
+    pub(crate) fn heads(&self, i: usize) -> &Heads {
+        &self.fields[i].2
+    }
+
+    /// The heads of the field at `i`, for editing.
+    pub(crate) fn heads_mut(&mut self, i: usize) -> &mut Heads {
+        &mut self.fields[i].2
+    }
+
+    /// The live entity deletions.
+    pub(crate) fn deletes(&self) -> &[RawHead] {
+        &self.deletes
+    }
+
+    /// Adds a field at `i` (from [`RawRow::find`]).
+    pub(crate) fn insert_field(&mut self, i: usize, name: &str, heads: Heads) {
+        let start = self.arena.len() as u32;
+        self.arena.extend_from_slice(name.as_bytes());
+        self.fields.insert(i, (start, name.len() as u32, heads));
     }
 
     /// Replaces (or adds) a field's heads.
-    pub(crate) fn put_field(&mut self, name: &str, heads: &[Head]) {
-        match self.fields.binary_search_by(|(f, _)| f.as_str().cmp(name)) {
-            Ok(i) => {
-                let slot = &mut self.fields[i].1;
-                slot.clear();
-                slot.extend_from_slice(heads);
+    pub(crate) fn put_field(&mut self, name: &str, heads: &[Head]) -> Result<(), DamagedRow> {
+        let hs = heads
+            .iter()
+            .map(|h| self.raw_head(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hs = Heads::from_vec(hs);
+        match self.find(name) {
+            Ok(i) => self.fields[i].2 = hs,
+            Err(i) => self.insert_field(i, name, hs),
+        }
+        Ok(())
+    }
+
+    /// Replaces the live deletions.
+    pub(crate) fn put_deletes(&mut self, heads: &[Head]) -> Result<(), DamagedRow> {
+        self.deletes = heads
+            .iter()
+            .map(|h| self.raw_head(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(())
+    }
+
+    /// A head with `value` encoded into the arena.
+    pub(crate) fn new_head(
+        &mut self,
+        op: OpId,
+        hlc: Hlc,
+        value: Option<&Value>,
+    ) -> Result<RawHead, DamagedRow> {
+        let value = match value {
+            None => None,
+            Some(v) => {
+                let start = self.arena.len();
+                // Most values fit a small buffer; postcard's growing writer
+                // pushes byte by byte.
+                let mut tmp = [0u8; 256];
+                match postcard::to_slice(v, &mut tmp) {
+                    Ok(b) => self.arena.extend_from_slice(b),
+                    Err(_) => {
+                        self.arena = postcard::to_extend(v, std::mem::take(&mut self.arena))
+                            .map_err(|_| DamagedRow {
+                                what: "entity state (encode)",
+                            })?;
+                    }
+                }
+                let len = self.arena.len() - start;
+                if self.arena.len() > MAX_ROW {
+                    return Err(DamagedRow {
+                        what: "entity state (encode)",
+                    });
+                }
+                Some((start as u32, len as u32))
             }
-            Err(i) => self.fields.insert(i, (name.to_string(), heads.to_vec())),
-        }
+        };
+        Ok(RawHead { op, hlc, value })
     }
 
-    /// Decodes a stored row after checking its seal.
-    pub(crate) fn decode(key: &[u8], v: &[u8]) -> Result<EntityRow, DamagedRow> {
-        let damaged = DamagedRow {
-            what: "entity state",
-        };
-        let body = unseal(key, v).ok_or(damaged.clone())?;
-        let (authors, fields, deletes): StoredRow =
-            postcard::from_bytes(body).map_err(|_| damaged.clone())?;
-        let head = |h: StoredHead| -> Result<Head, DamagedRow> {
-            let (a, seq, index, hlc, value) = h;
-            let author = *authors.get(a as usize).ok_or(damaged.clone())?;
-            Ok(Head {
-                op: OpId { author, seq, index },
-                hlc,
-                value,
-            })
-        };
-        let mut row = EntityRow {
-            fields: Vec::with_capacity(fields.len()),
-            deletes: Vec::with_capacity(deletes.len()),
-        };
-        for (f, hs) in fields {
-            let hs = hs.into_iter().map(head).collect::<Result<Vec<_>, _>>()?;
-            row.fields.push((f, hs));
-        }
-        for h in deletes {
-            row.deletes.push(head(h)?);
-        }
-        Ok(row)
+    fn raw_head(&mut self, h: &Head) -> Result<RawHead, DamagedRow> {
+        self.new_head(h.op, h.hlc, h.value.as_ref())
     }
 
-    /// Encodes and seals the row for `key` into `buf` (grown as needed),
-    /// returning the stored bytes.
+    /// Decodes one head's value.
+    fn head(&self, h: &RawHead) -> Result<Head, DamagedRow> {
+        let value = match h.value {
+            None => None,
+            Some((s, l)) => {
+                let b = self
+                    .arena
+                    .get(s as usize..(s as usize).saturating_add(l as usize))
+                    .ok_or(DAMAGED)?;
+                Some(postcard::from_bytes::<Value>(b).map_err(|_| DAMAGED)?)
+            }
+        };
+        Ok(Head {
+            op: h.op,
+            hlc: h.hlc,
+            value,
+        })
+    }
+
+    /// Decoded copies of heads.
+    pub(crate) fn to_heads(&self, hs: &[RawHead]) -> Result<Vec<Head>, DamagedRow> {
+        hs.iter().map(|h| self.head(h)).collect()
+    }
+
+    /// The row decoded for reading.
+    pub(crate) fn to_row(&self) -> Result<EntityRow, DamagedRow> {
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for (i, (_, _, hs)) in self.fields.iter().enumerate() {
+            let name = std::str::from_utf8(self.name(i)).map_err(|_| DAMAGED)?;
+            fields.push((name.to_string(), self.to_heads(hs.as_slice())?));
+        }
+        Ok(EntityRow {
+            fields,
+            deletes: self.to_heads(&self.deletes)?,
+        })
+    }
+
+    /// Decodes a stored row after checking its checksum.
+    pub(crate) fn decode(key: &[u8], v: &[u8]) -> Result<RawRow, DamagedRow> {
+        let at = v.len().checked_sub(8).ok_or(DAMAGED)?;
+        let (body, tag) = v.split_at(at);
+        if state_tag(key, body) != tag {
+            return Err(DAMAGED);
+        }
+        RawRow::parse(body.to_vec()).ok_or(DAMAGED)
+    }
+
+    /// Reads the stored form (without its checksum), which becomes the arena.
+    fn parse(arena: Vec<u8>) -> Option<RawRow> {
+        let mut r = Reader { b: &arena, at: 0 };
+        let n = r.count(32)?;
+        let mut authors = Vec::with_capacity(n);
+        for _ in 0..n {
+            authors.push(ActorId(r.take(32)?.try_into().ok()?));
+        }
+        let n = r.count(2)?;
+        let mut fields = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = r.count(1)?;
+            let start = r.at;
+            std::str::from_utf8(r.take(len)?).ok()?;
+            let heads = r.heads(&authors)?;
+            fields.push((start as u32, len as u32, Heads::from_vec(heads)));
+        }
+        let deletes = r.heads(&authors)?;
+        if r.at != arena.len() {
+            return None;
+        }
+        Some(RawRow {
+            arena,
+            fields,
+            deletes,
+        })
+    }
+
+    /// Encodes the row for `key` with its checksum into `buf` (cleared
+    /// first), returning the stored bytes.
     pub(crate) fn encode_into<'b>(
         &self,
         key: &[u8],
         buf: &'b mut Vec<u8>,
     ) -> Result<&'b [u8], DamagedRow> {
-        loop {
-            let cap = buf.len();
-            let r = postcard::to_slice(&Compact::new(self), buf.as_mut_slice()).map(|b| b.len());
-            match r {
-                Ok(n) => {
-                    if buf.len() < n + 8 {
-                        buf.resize(n + 8, 0);
-                    }
-                    let tag = row_tag(key, &buf[..n]);
-                    buf[n..n + 8].copy_from_slice(&tag);
-                    return Ok(&buf[..n + 8]);
-                }
-                Err(postcard::Error::SerializeBufferFull) if cap < MAX_ROW => {
-                    let grown = (cap * 2).max(4096);
-                    buf.resize(grown, 0);
-                }
-                Err(_) => {
-                    return Err(DamagedRow {
-                        what: "entity state (encode)",
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// A stored head: author position, seq, op index, hlc, value.
-type StoredHead = (u32, u64, u32, Hlc, Option<Value>);
-/// A stored row: authors, fields with their heads, deletions.
-type StoredRow = (
-    Vec<ActorId>,
-    Vec<(String, Vec<StoredHead>)>,
-    Vec<StoredHead>,
-);
-
-/// Serializes an [`EntityRow`] in the stored form without copying values.
-struct Compact<'a> {
-    row: &'a EntityRow,
-    authors: Vec<ActorId>,
-}
-
-impl<'a> Compact<'a> {
-    fn new(row: &'a EntityRow) -> Self {
+        buf.clear();
         let mut authors: Vec<ActorId> = Vec::new();
-        let all = row.fields.iter().flat_map(|(_, h)| h).chain(&row.deletes);
-        for h in all {
+        let all = self.fields.iter().flat_map(|(_, _, h)| h.as_slice());
+        for h in all.chain(&self.deletes) {
             if !authors.contains(&h.op.author) {
                 authors.push(h.op.author);
             }
         }
-        Compact { row, authors }
+        put_varint(buf, authors.len() as u64);
+        for a in &authors {
+            buf.extend_from_slice(&a.0);
+        }
+        put_varint(buf, self.fields.len() as u64);
+        for (i, (_, _, hs)) in self.fields.iter().enumerate() {
+            let name = self.name(i);
+            put_varint(buf, name.len() as u64);
+            buf.extend_from_slice(name);
+            self.put_heads(buf, &authors, hs.as_slice())?;
+        }
+        self.put_heads(buf, &authors, &self.deletes)?;
+        if buf.len() > MAX_ROW {
+            return Err(DamagedRow {
+                what: "entity state (encode)",
+            });
+        }
+        let tag = state_tag(key, buf);
+        buf.extend_from_slice(&tag);
+        Ok(buf.as_slice())
     }
 
-    fn pos(&self, a: &ActorId) -> u32 {
-        self.authors.iter().position(|x| x == a).unwrap_or(0) as u32
+    fn put_heads(
+        &self,
+        buf: &mut Vec<u8>,
+        authors: &[ActorId],
+        heads: &[RawHead],
+    ) -> Result<(), DamagedRow> {
+        put_varint(buf, heads.len() as u64);
+        for h in heads {
+            let pos = authors.iter().position(|a| *a == h.op.author).unwrap_or(0);
+            put_varint(buf, pos as u64);
+            put_varint(buf, h.op.seq);
+            put_varint(buf, u64::from(h.op.index));
+            put_varint(buf, h.hlc.wall_ms);
+            put_varint(buf, u64::from(h.hlc.counter));
+            match h.value {
+                None => buf.push(0),
+                Some((s, l)) => {
+                    let v = self
+                        .arena
+                        .get(s as usize..(s as usize).saturating_add(l as usize))
+                        .ok_or(DAMAGED)?;
+                    put_varint(buf, u64::from(l) + 1);
+                    buf.extend_from_slice(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the bytes of replaced values once they dominate a large arena
+    /// (a long replay editing one entity many times).
+    pub(crate) fn compact_if_bloated(&mut self) -> Result<(), DamagedRow> {
+        if self.arena.len() <= ARENA_COMPACT {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        self.encode_into(&[], &mut buf)?;
+        buf.truncate(buf.len().saturating_sub(8));
+        if buf.len() * 2 < self.arena.len() {
+            *self = RawRow::parse(buf).ok_or(DAMAGED)?;
+        }
+        Ok(())
     }
 }
 
-struct Heads<'a>(&'a Compact<'a>, &'a [Head]);
-
-impl Serialize for Heads<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.1.iter().map(|h| {
-            (
-                self.0.pos(&h.op.author),
-                h.op.seq,
-                h.op.index,
-                h.hlc,
-                &h.value,
-            )
-        }))
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
     }
+    buf.push(v as u8);
 }
 
-impl Serialize for Compact<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(3)?;
-        t.serialize_element(&self.authors)?;
-        t.serialize_element(&Fields(self))?;
-        t.serialize_element(&Heads(self, &self.row.deletes))?;
-        t.end()
-    }
+/// Reads the stored form; `None` when it is malformed.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
 }
 
-struct Fields<'a>(&'a Compact<'a>);
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = *self.b.get(self.at + i)?;
+            v |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
+            if b & 0x80 == 0 {
+                self.at += i + 1;
+                return Some(v);
+            }
+        }
+        None
+    }
 
-impl Serialize for Fields<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.0
-                .row
-                .fields
-                .iter()
-                .map(|(f, hs)| (f.as_str(), Heads(self.0, hs))),
-        )
+    fn u32(&mut self) -> Option<u32> {
+        u32::try_from(self.varint()?).ok()
+    }
+
+    /// A count of items each at least `min` bytes long (bounds what a
+    /// damaged count could make us allocate).
+    fn count(&mut self, min: usize) -> Option<usize> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        (n.saturating_mul(min) <= self.b.len() - self.at).then_some(n)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+
+    fn heads(&mut self, authors: &[ActorId]) -> Option<Vec<RawHead>> {
+        let n = self.count(6)?;
+        let mut out = Vec::with_capacity(n);
+        let mut last: Option<OpId> = None;
+        for _ in 0..n {
+            let author = *authors.get(usize::try_from(self.varint()?).ok()?)?;
+            let seq = self.varint()?;
+            let index = self.u32()?;
+            let wall_ms = self.varint()?;
+            let counter = self.u32()?;
+            let value = match self.varint()? {
+                0 => None,
+                n => {
+                    let len = usize::try_from(n - 1).ok()?;
+                    let start = self.at;
+                    self.take(len)?;
+                    Some((u32::try_from(start).ok()?, u32::try_from(len).ok()?))
+                }
+            };
+            let op = OpId { author, seq, index };
+            // Heads are stored in op order; anything else is damage.
+            if last.is_some_and(|l| l >= op) {
+                return None;
+            }
+            last = Some(op);
+            out.push(RawHead {
+                op,
+                hlc: Hlc { wall_ms, counter },
+                value,
+            });
+        }
+        Some(out)
     }
 }
 

@@ -65,8 +65,13 @@
 //! ranges and tips are read and written once per author per commit; slots
 //! above an author's tip skip the slot lookups; the hash index is written as
 //! one sorted row per commit and merged into the index every 64 commits.
-//! What is left is mostly redb's own: about one dirty 4 KiB page per entity
-//! touched, copied, checksummed and synced at each commit.
+//! On the write path an entity row stays bytes (`entity::RawRow`: the stored
+//! row copied once, values moved as length-prefixed bytes, not decoded), is
+//! looked up once per run of ops on it, and carries a cheap 64-bit checksum
+//! (schema 3). What is left is mostly redb's own (the bundle, slot and entity
+//! inserts, about one dirty 4 KiB page per entity touched at each commit),
+//! the hash index merge, and freeing the decoded bundles. Current figures:
+//! the README's storage benchmark paragraph.
 //!
 //! `cargo bench -p troupe-storage --bench apply` (release, 2 cores shared
 //! with other builds; schema 1 and schema 2 binaries run alternately, so

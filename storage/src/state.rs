@@ -9,7 +9,7 @@ use troupe_protocol::{
     ActorId, BlobHash, Bundle, EntityId, FieldPath, Op, OpId, Value, WorkspaceId,
 };
 
-use crate::entity::{EntityRow, path};
+use crate::entity::{Heads, RawRow, path};
 use crate::error::DamagedRow;
 use crate::schema::*;
 
@@ -53,7 +53,7 @@ state_into!(crate::error::QuarantineError);
 const CACHE_MAX_ENTITIES: usize = 8192;
 
 struct Cached {
-    row: EntityRow,
+    row: RawRow,
     dirty: bool,
 }
 
@@ -73,7 +73,7 @@ pub(crate) struct TxnState<'t> {
     /// Cached rows in load order, their index by key, and the last one used
     /// (consecutive ops of a bundle usually edit one entity).
     rows: Vec<(Vec<u8>, Cached)>,
-    cache: HashMap<Vec<u8>, usize>,
+    cache: HashMap<Vec<u8>, usize, FoldHash>,
     last: usize,
     /// `superseded` keys added in this transaction, not yet written.
     sup_new: BTreeSet<Vec<u8>>,
@@ -99,12 +99,12 @@ impl<'t> TxnState<'t> {
             asset_deletes: txn.open_table(ASSET_DELETES)?,
             asset_refs: txn.open_table(ASSET_REFS)?,
             rows: Vec::new(),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             last: usize::MAX,
             sup_new: BTreeSet::new(),
             current: None,
             key: Vec::with_capacity(128),
-            buf: vec![0; 4096],
+            buf: Vec::with_capacity(4096),
         })
     }
 
@@ -152,6 +152,9 @@ impl<'t> TxnState<'t> {
                 }
             }
         }
+        if let Some((_, c)) = self.rows.get_mut(self.last) {
+            c.row.compact_if_bloated().map_err(StateError::Damaged)?;
+        }
         if self.cache.len() > CACHE_MAX_ENTITIES || self.sup_new.len() > CACHE_MAX_ENTITIES {
             self.flush()?;
         }
@@ -160,57 +163,78 @@ impl<'t> TxnState<'t> {
 
     /// The register rule of [`register::apply_bundle`] for a bundle of `Set`
     /// ops only (the common case), run straight on the cached entity rows:
-    /// one row lookup per op and no copies of the heads or paths. Same steps
-    /// in the same order; `tests/rebuild_prop.rs` checks the result against
-    /// the protocol's reference `Replica`. Returns the conflicted fields.
+    /// one row lookup per run of ops on one entity, one field search per op,
+    /// and no copies of the heads or paths. Same steps in the same order;
+    /// `tests/rebuild_prop.rs` checks the result against the protocol's
+    /// reference `Replica`. Returns the conflicted fields.
     fn apply_sets(&mut self, bundle: &Bundle) -> Result<Vec<FieldPath>, StateError> {
         let hlc = bundle.body().hlc;
+        let mut at: Option<(&str, &EntityId, usize)> = None;
+        // Whether any op left its field with several heads: a field's heads
+        // change only through ops on it, so when no op did, none has now.
+        let mut several = false;
         for (id, op) in bundle.ops_with_ids() {
             let Op::Set { path, value, pred } = op else {
                 continue;
             };
             let (ty, eid) = path.entity();
-            // A new field starts with the entity's live deletions as heads.
-            let init = {
-                let row = &self.row(ty, eid)?.row;
-                match row.field(&path.field) {
-                    Some(_) => None,
-                    None if row.deletes.is_empty() => Some(Vec::new()),
-                    None => Some(row.deletes.clone()),
+            let idx = match at {
+                Some((t, e, i)) if t == ty && e == eid => i,
+                _ => {
+                    let i = self.row_index(ty, eid)?;
+                    at = Some((ty, eid, i));
+                    i
                 }
             };
-            let init = match init {
-                Some(deletes) if deletes.is_empty() => Some(Vec::with_capacity(1)),
-                Some(deletes) => {
+            let found = self.rows[idx].1.row.find(&path.field);
+            // A new field starts with the entity's live deletions as heads.
+            let init = match found {
+                Ok(_) => None,
+                Err(_) if self.rows[idx].1.row.deletes().is_empty() => Some(Heads::Zero),
+                Err(_) => {
+                    let deletes = self.rows[idx].1.row.deletes().to_vec();
                     let mut h = Vec::with_capacity(deletes.len() + 1);
                     for d in deletes {
                         if !self.is_superseded(Scope::Field(path), d.op)? {
                             h.push(d);
                         }
                     }
-                    Some(h)
+                    Some(match h.len() {
+                        0 => Heads::Zero,
+                        1 => Heads::One(h[0]),
+                        _ => Heads::Many(h),
+                    })
                 }
-                None => None,
             };
             for p in pred {
                 self.add_superseded(Scope::Field(path), *p)?;
             }
             let live = !self.is_superseded(Scope::Field(path), id)?
                 && !self.is_superseded(Scope::Entity(ty, eid), id)?;
-            let c = self.row(ty, eid)?;
+            let c = &mut self.rows[idx].1;
             c.dirty = true;
-            let heads = c.row.field_mut(&path.field, init);
+            let i = match (found, init) {
+                (Ok(i), _) => i,
+                (Err(i), init) => {
+                    c.row.insert_field(i, &path.field, init.unwrap_or_default());
+                    i
+                }
+            };
+            let heads = c.row.heads_mut(i);
             if !pred.is_empty() {
                 heads.retain(|h| !pred.contains(&h.op));
             }
-            if live && !heads.iter().any(|h| h.op == id) {
-                heads.push(Head {
-                    op: id,
-                    hlc,
-                    value: Some(value.clone()),
-                });
-                heads.sort_by_key(|h| h.op);
+            if live && !heads.as_slice().iter().any(|h| h.op == id) {
+                let h = c
+                    .row
+                    .new_head(id, hlc, Some(value))
+                    .map_err(StateError::Damaged)?;
+                c.row.heads_mut(i).insert_sorted(h);
             }
+            several |= c.row.heads(i).len() > 1;
+        }
+        if !several {
+            return Ok(Vec::new());
         }
         // Conflicts are read once every op of the bundle is in.
         let mut conflicted: Vec<FieldPath> = Vec::new();
@@ -219,12 +243,16 @@ impl<'t> TxnState<'t> {
                 continue;
             };
             let (ty, eid) = path.entity();
-            if self
-                .row(ty, eid)?
-                .row
-                .field(&path.field)
-                .is_some_and(|h| h.len() > 1)
-            {
+            let idx = match at {
+                Some((t, e, i)) if t == ty && e == eid => i,
+                _ => {
+                    let i = self.row_index(ty, eid)?;
+                    at = Some((ty, eid, i));
+                    i
+                }
+            };
+            let row = &self.rows[idx].1.row;
+            if row.find(&path.field).is_ok_and(|i| row.heads(i).len() > 1) {
                 conflicted.push(path.clone());
             }
         }
@@ -240,7 +268,7 @@ impl<'t> TxnState<'t> {
     pub(crate) fn flush(&mut self) -> Result<(), StateError> {
         self.cache.clear();
         self.last = usize::MAX;
-        let mut dirty: Vec<(Vec<u8>, EntityRow)> = self
+        let mut dirty: Vec<(Vec<u8>, RawRow)> = self
             .rows
             .drain(..)
             .filter(|(_, c)| c.dirty)
@@ -265,6 +293,13 @@ impl<'t> TxnState<'t> {
 
     /// The cached row of an entity, loaded (and verified) on first use.
     fn row(&mut self, ty: &str, id: &EntityId) -> Result<&mut Cached, StateError> {
+        let i = self.row_index(ty, id)?;
+        Ok(&mut self.rows[i].1)
+    }
+
+    /// Where the cached row of an entity is in `rows`, loaded (and
+    /// verified) on first use. Valid until the next [`TxnState::flush`].
+    fn row_index(&mut self, ty: &str, id: &EntityId) -> Result<usize, StateError> {
         self.key.clear();
         push_entity_prefix(&mut self.key, &self.ws, ty, id);
         let hit = self
@@ -276,9 +311,10 @@ impl<'t> TxnState<'t> {
                 Some(&i) => i,
                 None => {
                     let row = match self.entities.get(self.key.as_slice())? {
-                        Some(bytes) => EntityRow::decode(&self.key, bytes.value())
-                            .map_err(StateError::Damaged)?,
-                        None => EntityRow::default(),
+                        Some(bytes) => {
+                            RawRow::decode(&self.key, bytes.value()).map_err(StateError::Damaged)?
+                        }
+                        None => RawRow::default(),
                     };
                     self.rows
                         .push((self.key.clone(), Cached { row, dirty: false }));
@@ -287,7 +323,48 @@ impl<'t> TxnState<'t> {
                 }
             };
         }
-        Ok(&mut self.rows[self.last].1)
+        Ok(self.last)
+    }
+}
+
+/// Hashes the row cache's keys (our own keys, not input an attacker picks
+/// to collide) with a multiply-fold over 8-byte words: SipHash cost more
+/// than the lookup it served.
+#[derive(Clone, Copy, Default)]
+struct FoldHash;
+
+impl std::hash::BuildHasher for FoldHash {
+    type Hasher = FoldHasher;
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher(0x243f_6a88_85a3_08d3)
+    }
+}
+
+struct FoldHasher(u64);
+
+impl FoldHasher {
+    fn mix(&mut self, w: u64) {
+        let r = u128::from(self.0 ^ w) * 0x9e37_79b9_7f4a_7c15_u128;
+        self.0 = (r as u64) ^ ((r >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.mix(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        self.mix(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
     }
 }
 
@@ -300,31 +377,35 @@ impl StateBackend for TxnState<'_> {
     type Error = StateError;
 
     fn field_heads(&mut self, path: &FieldPath) -> Result<Option<Vec<Head>>, StateError> {
-        Ok(self
-            .row(&path.entity_type, &path.entity_id)?
-            .row
-            .field(&path.field)
-            .cloned())
+        let row = &self.row(&path.entity_type, &path.entity_id)?.row;
+        match row.find(&path.field) {
+            Ok(i) => Ok(Some(
+                row.to_heads(row.heads(i).as_slice())
+                    .map_err(StateError::Damaged)?,
+            )),
+            Err(_) => Ok(None),
+        }
     }
 
     fn put_field_heads(&mut self, path: &FieldPath, heads: &[Head]) -> Result<(), StateError> {
         let c = self.row(&path.entity_type, &path.entity_id)?;
-        c.row.put_field(&path.field, heads);
+        c.row
+            .put_field(&path.field, heads)
+            .map_err(StateError::Damaged)?;
         c.dirty = true;
         Ok(())
     }
 
     fn entity_fields(&mut self, ty: &str, id: &EntityId) -> Result<Vec<FieldPath>, StateError> {
-        let c = self.row(ty, id)?;
-        Ok(c.row
-            .fields
-            .iter()
-            .map(|(f, _)| path(ty, id, f.clone()))
+        let row = &self.row(ty, id)?.row;
+        Ok((0..row.field_count())
+            .map(|i| path(ty, id, row.name_str(i).to_string()))
             .collect())
     }
 
     fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, StateError> {
-        Ok(self.row(ty, id)?.row.deletes.clone())
+        let row = &self.row(ty, id)?.row;
+        row.to_heads(row.deletes()).map_err(StateError::Damaged)
     }
 
     fn put_entity_deletes(
@@ -334,7 +415,7 @@ impl StateBackend for TxnState<'_> {
         heads: &[Head],
     ) -> Result<(), StateError> {
         let c = self.row(ty, id)?;
-        c.row.deletes = heads.to_vec();
+        c.row.put_deletes(heads).map_err(StateError::Damaged)?;
         c.dirty = true;
         Ok(())
     }
