@@ -155,6 +155,9 @@ pub struct SetArgs {
     pub value: String,
 }
 
+/// One `set` command's answer and the changes to tell sync about.
+pub type SetAnswer = Result<(Json, Vec<Change>), OpsError>;
+
 /// Group commit of a run of `set` commands (the daemon collects those that
 /// wait on the storage thread together): one bundle each, in order, all
 /// committed in one store transaction and signed once per workspace
@@ -163,13 +166,9 @@ pub struct SetArgs {
 /// answer per command, in order; a command that is invalid on its own
 /// (unknown workspace, bad path, archived) fails alone, a store failure
 /// fails the run.
-pub fn set_run(
-    local: &mut Local,
-    sets: Vec<SetArgs>,
-) -> Vec<Result<(Json, Vec<Change>), OpsError>> {
+pub fn set_run(local: &mut Local, sets: Vec<SetArgs>) -> Vec<SetAnswer> {
     let actor = local.actor();
-    let mut answers: Vec<Option<Result<(Json, Vec<Change>), OpsError>>> =
-        (0..sets.len()).map(|_| None).collect();
+    let mut answers: Vec<Option<SetAnswer>> = (0..sets.len()).map(|_| None).collect();
     let mut writable: HashMap<String, WorkspaceId> = HashMap::new();
     let mut next_seq: HashMap<WorkspaceId, u64> = HashMap::new();
     let mut in_run: HashMap<(WorkspaceId, FieldPath), u64> = HashMap::new();
