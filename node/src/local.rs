@@ -242,48 +242,12 @@ impl Local {
     /// # Errors
     /// [`LocalError`]; nothing is applied on error.
     pub fn commit(&mut self, draft: Draft) -> Result<(Written, Change), LocalError> {
-        let ws = draft.workspace();
-        let advisories = draft.advisories();
-        let ops = draft.ops().len();
-        let tip = self.store.author_tip(&ws, &self.actor())?;
-        let hlc = self.clock.tick(wall_ms());
-        let bundle: Bundle = draft
-            .sign(&self.key, &tip, hlc)
-            .map_err(|e| LocalError::Invalid(e.to_string()))?;
-        let hash = bundle.hash();
-        let seq = bundle.body().seq;
-        let out = if self.deferred {
-            self.store.commit_local_deferred(&bundle)?
-        } else {
-            self.store.commit_local(&bundle)?
-        };
-        if out.committed.is_empty() {
-            let why = out
-                .quarantined
-                .first()
-                .map(|q| q.3.clone())
-                .unwrap_or_else(|| "no reason given".into());
-            return Err(LocalError::NotApplied(why));
-        }
-        let change = Change::Committed {
-            workspace: ws,
-            author: self.actor(),
-            seq,
-        };
-        Ok((
-            Written {
-                hash,
-                workspace: ws,
-                seq,
-                ops,
-                advisories,
-            },
-            change,
-        ))
+        // A run of one: signed, since it is its own last bundle.
+        self.commit_run(vec![draft])?
+            .pop()
+            .ok_or_else(|| LocalError::NotApplied("the store returned nothing for it".into()))
     }
-}
 
-impl Local {
     /// Group commit of several drafts in one store transaction, in order:
     /// each workspace's drafts become this device's next consecutive bundles
     /// there, signed once, on the last of them ([`sign_run`]). Returns, per
