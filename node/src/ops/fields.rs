@@ -319,17 +319,9 @@ pub fn conflicts(local: &Local, workspace: &str) -> Result<Json, OpsError> {
 
 #[cfg(test)]
 mod tests {
-    use troupe_storage::Store;
 
     use super::*;
     use crate::ops::{lifecycle, workspaces};
-
-    fn local(dir: &std::path::Path) -> Local {
-        let path = dir.join("store.redb");
-        let store = Store::open(&path).expect("store");
-        let key = troupe_protocol::crypto::ActorKey::from_secret_bytes([5; 32]);
-        Local::with_store(store, key, path).expect("local")
-    }
 
     fn args(ws: &str, path: &str, value: &str) -> SetArgs {
         SetArgs {
@@ -342,7 +334,7 @@ mod tests {
     #[test]
     fn a_run_of_sets_reads_as_the_same_sets_committed_one_by_one() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let mut l = local(tmp.path());
+        let mut l = crate::ops::test_local(tmp.path());
         workspaces::create(&mut l, "Hamlet", "show").expect("create");
         workspaces::create(&mut l, "Macbeth", "show").expect("create");
         workspaces::create(&mut l, "Lear", "show").expect("create");

@@ -326,17 +326,9 @@ pub fn leave(
 #[cfg(test)]
 mod tests {
     use troupe_protocol::ids::EntityId;
-    use troupe_storage::Store;
 
     use super::*;
     use crate::ops::{fields, workspaces};
-
-    fn local(dir: &std::path::Path) -> Local {
-        let path = dir.join("store.redb");
-        let store = Store::open(&path).expect("store");
-        let key = troupe_protocol::crypto::ActorKey::from_secret_bytes([5; 32]);
-        Local::with_store(store, key, path).expect("local")
-    }
 
     fn jane() -> Value {
         Value::Entity {
@@ -348,7 +340,7 @@ mod tests {
     #[test]
     fn a_reference_resolves_only_inside_its_own_workspace() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let mut l = local(tmp.path());
+        let mut l = crate::ops::test_local(tmp.path());
         workspaces::create(&mut l, "Hamlet", "show").expect("create");
         workspaces::create(&mut l, "Macbeth", "show").expect("create");
         fields::set(&mut l, "Hamlet", "contacts.person/jane/name", "Jane".into()).expect("set");

@@ -589,3 +589,12 @@ pub fn execute(local: &mut Local, req: Request) -> Result<(Json, Vec<Change>), O
         }
     }
 }
+
+/// A device with a fresh store in `dir`, for the command tests.
+#[cfg(test)]
+pub(crate) fn test_local(dir: &std::path::Path) -> Local {
+    let path = dir.join("store.redb");
+    let store = troupe_storage::Store::open(&path).expect("store");
+    let key = troupe_protocol::crypto::ActorKey::from_secret_bytes([5; 32]);
+    Local::with_store(store, key, path).expect("local")
+}

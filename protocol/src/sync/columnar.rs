@@ -744,6 +744,24 @@ mod tests {
         out
     }
 
+    /// Batch items for generated bodies: (body, signed, elide its prev
+    /// hash, signature byte) → (prev hash elided, item bytes).
+    fn items_of(bodies: &[(BundleBody, bool, bool, u8)]) -> Vec<(bool, Vec<u8>)> {
+        let mut items = Vec::new();
+        for (body, signed, elide, s) in bodies {
+            let bytes = item(body, signed.then_some([*s; 64]));
+            let elided = *elide && body.prev_hash.is_some();
+            let bytes = if elided {
+                super::super::message::elide_prev_hash(&bytes, body.prev_hash.as_ref().unwrap())
+                    .expect("has prev")
+            } else {
+                bytes
+            };
+            items.push((elided, bytes));
+        }
+        items
+    }
+
     fn round_trip(items: &[(bool, Vec<u8>)]) -> Vec<(bool, Vec<u8>)> {
         let refs: Vec<(bool, &[u8])> = items.iter().map(|(e, b)| (*e, b.as_slice())).collect();
         decode(&encode(&refs)).expect("decodes")
@@ -758,18 +776,7 @@ mod tests {
             ),
             junk in prop::collection::vec(any::<u8>(), 0..80),
         ) {
-            let mut items = Vec::new();
-            for (body, signed, elide, s) in &bodies {
-                let bytes = item(body, signed.then_some([*s; 64]));
-                let elided = *elide && body.prev_hash.is_some();
-                let bytes = if elided {
-                    super::super::message::elide_prev_hash(&bytes, body.prev_hash.as_ref().unwrap())
-                        .expect("has prev")
-                } else {
-                    bytes
-                };
-                items.push((elided, bytes));
-            }
+            let mut items = items_of(&bodies);
             // Bytes that are no bundle at all travel raw.
             items.push((false, junk));
             prop_assert_eq!(round_trip(&items), items);
@@ -787,18 +794,7 @@ mod tests {
             // must travel raw in both encoders, or come back exactly.
             damage in prop::option::of((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>())),
         ) {
-            let mut items = Vec::new();
-            for (body, signed, elide, s) in &bodies {
-                let bytes = item(body, signed.then_some([*s; 64]));
-                let elided = *elide && body.prev_hash.is_some();
-                let bytes = if elided {
-                    super::super::message::elide_prev_hash(&bytes, body.prev_hash.as_ref().unwrap())
-                        .expect("has prev")
-                } else {
-                    bytes
-                };
-                items.push((elided, bytes));
-            }
+            let mut items = items_of(&bodies);
             if let Some((which, at, byte)) = damage
                 && !items.is_empty()
             {
