@@ -102,7 +102,8 @@ pub fn start_new(local: &mut Local, data_dir: &Path, why: &str) -> Result<Incarn
 }
 
 /// File (in the data dir) recording which store file this device last
-/// opened: the machine and the file's device and inode numbers.
+/// opened: the machine, the file's device and inode numbers, and its
+/// creation time.
 pub const STORE_ID_FILE: &str = "store.id";
 
 /// Where a store file lives, as the operating system names it.
@@ -111,6 +112,26 @@ struct StoreIdentity {
     machine: String,
     dev: u64,
     ino: u64,
+    /// The file's creation time in nanoseconds since the epoch, where the
+    /// file system records one. A data dir deleted and restored from a backup
+    /// often gets the freed inode number back; the restored file is still
+    /// created anew. `None` in records written before this was kept.
+    #[serde(default)]
+    born: Option<u128>,
+}
+
+impl StoreIdentity {
+    /// Whether both name the same file. A side without a creation time
+    /// (an older record, a file system without one) is judged on the rest.
+    fn same_file(&self, other: &Self) -> bool {
+        self.machine == other.machine
+            && self.dev == other.dev
+            && self.ino == other.ino
+            && match (self.born, other.born) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
 }
 
 fn machine_id() -> String {
@@ -134,6 +155,11 @@ fn identity_of(store_file: &Path) -> Option<StoreIdentity> {
             machine: machine_id(),
             dev: m.dev(),
             ino: m.ino(),
+            born: m
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos()),
         })
     }
     #[cfg(not(unix))]
@@ -163,5 +189,42 @@ pub fn store_was_replaced(data_dir: &Path, store_file: &Path) -> bool {
             let _ = std::fs::rename(&tmp, &record);
         }
     }
-    before.is_some_and(|b| b != now)
+    before.is_some_and(|b| !b.same_file(&now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_deleted_and_restored_is_replaced_even_on_a_reused_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.redb");
+        std::fs::write(&store, b"this week").unwrap();
+        assert!(!store_was_replaced(dir.path(), &store), "first open");
+        assert!(!store_was_replaced(dir.path(), &store), "same file");
+        let backup = dir.path().join("backup");
+        std::fs::copy(&store, &backup).unwrap();
+        // Restore: delete, then a new copy; ext4 and tmpfs hand the freed
+        // inode number straight back, which is the case this guards.
+        std::fs::remove_file(&store).unwrap();
+        std::fs::copy(&backup, &store).unwrap();
+        assert!(store_was_replaced(dir.path(), &store), "restored file");
+        assert!(!store_was_replaced(dir.path(), &store), "recorded again");
+    }
+
+    #[test]
+    fn a_record_without_a_creation_time_still_recognises_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.redb");
+        std::fs::write(&store, b"x").unwrap();
+        let mut old = identity_of(&store).unwrap();
+        old.born = None;
+        std::fs::write(
+            dir.path().join(STORE_ID_FILE),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        assert!(!store_was_replaced(dir.path(), &store));
+    }
 }
