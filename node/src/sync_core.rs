@@ -98,6 +98,9 @@ pub struct SyncCore {
     /// Batches the engine asked to commit during this call, not yet
     /// committed: they go to the store together, in one transaction.
     to_commit: Vec<PendingBatch>,
+    /// Blob chunks received during this round, written together at its end:
+    /// (blob, offset, size, plain bytes).
+    blob_writes: Vec<(troupe_protocol::ids::BlobHash, u64, u64, Vec<u8>)>,
     /// Assets seen in received bundles, to fetch once this call's inputs are done.
     blob_wants: Vec<(WorkspaceId, troupe_protocol::ids::BlobHash, u64)>,
     workspaces_tx: Option<tokio::sync::watch::Sender<Vec<WorkspaceSecret>>>,
@@ -196,6 +199,7 @@ impl SyncCore {
             unflushed: false,
             to_commit: Vec::new(),
             blob_wants: Vec::new(),
+            blob_writes: Vec::new(),
             workspaces_tx: None,
             dial_tx: None,
             followups: Vec::new(),
@@ -408,6 +412,7 @@ impl SyncCore {
             engine_time += t.elapsed();
             let t = Instant::now();
             round = self.commit_collected();
+            round.extend(self.write_collected_blobs());
             commit_time += t.elapsed();
             if round.is_empty() {
                 break;
@@ -529,7 +534,10 @@ impl SyncCore {
                 size,
                 bytes,
                 ..
-            } => Some(self.write_blob(hash, offset, size, &bytes)),
+            } => {
+                self.blob_writes.push((hash, offset, size, bytes));
+                None
+            }
         }
     }
 
@@ -567,33 +575,56 @@ impl SyncCore {
         }
     }
 
-    /// Appends a received blob chunk (beginning the receive at offset 0);
-    /// the store verifies the whole blob before it becomes visible. The write
-    /// is made durable by the flush that ends this call, before the
-    /// acknowledgement (the next wants) leaves, like received batches.
-    fn write_blob(
-        &mut self,
-        hash: troupe_protocol::ids::BlobHash,
-        offset: u64,
-        size: u64,
-        bytes: &[u8],
-    ) -> Input {
-        let result = self
-            .local
-            .store()
-            .blob_receive_deferred(&hash, size, offset, bytes);
+    /// Writes the blob chunks received during this round of the call in one
+    /// store transaction (a receive begins at offset 0); the store verifies
+    /// each whole blob before it becomes visible. The writes are made
+    /// durable by the flush that ends this call, before any acknowledgement
+    /// (the next wants) leaves, like received batches. Returns one answer
+    /// per chunk, in order.
+    fn write_collected_blobs(&mut self) -> Vec<Input> {
+        let writes = std::mem::take(&mut self.blob_writes);
+        if writes.is_empty() {
+            return Vec::new();
+        }
+        let chunks: Vec<troupe_storage::ReceivedChunk<'_>> = writes
+            .iter()
+            .map(
+                |(hash, offset, size, bytes)| troupe_storage::ReceivedChunk {
+                    hash: *hash,
+                    size: *size,
+                    offset: *offset,
+                    bytes,
+                },
+            )
+            .collect();
+        let results = self.local.store().blob_receive_many(&chunks);
         self.unflushed = true;
-        match result {
+        type Write = (troupe_protocol::ids::BlobHash, u64, u64, Vec<u8>);
+        let answer = |(hash, offset, _, bytes): &Write, r: Result<bool, String>| match r {
             Ok(complete) => Input::BlobChunkWritten {
-                hash,
-                offset,
+                hash: *hash,
+                offset: *offset,
                 len: bytes.len() as u64,
                 complete,
             },
-            Err(e) => Input::BlobChunkRejected {
-                hash,
-                reason: e.to_string(),
+            Err(reason) => Input::BlobChunkRejected {
+                hash: *hash,
+                reason,
             },
+        };
+        match results {
+            Ok(rs) => writes
+                .iter()
+                .zip(rs)
+                .map(|(w, r)| answer(w, r.map_err(|e| e.to_string())))
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "could not write received asset bytes; they are fetched again");
+                writes
+                    .iter()
+                    .map(|w| answer(w, Err(e.to_string())))
+                    .collect()
+            }
         }
     }
 

@@ -37,8 +37,13 @@ use crate::sync_core::{NetCommand, SyncCore};
 pub const WRITE_QUEUE: usize = 256;
 /// Frames read from all peers and not yet handed to the core.
 pub const READ_QUEUE: usize = 64;
-/// At most this many waiting frames go to the core in one call.
-pub const FRAMES_PER_CALL: usize = 16;
+/// At most this many waiting frames go to the core in one call: the call's
+/// writes (received batches and blob chunks) share one transaction and one
+/// disk flush, so many small assets cost one flush per call, not per asset.
+pub const FRAMES_PER_CALL: usize = READ_QUEUE;
+/// A call stops taking waiting frames once they hold this many bytes (a
+/// window of large blob chunks), so one call's memory stays bounded.
+pub const BYTES_PER_CALL: usize = 16 << 20;
 
 /// What the driver needs; see [`start`].
 pub struct DriverParts {
@@ -132,10 +137,14 @@ impl Driver {
                 Some(first) = frames_rx.recv() => {
                     // Take every frame already waiting (up to a bound) in one
                     // trip to the storage thread.
+                    let mut bytes = first.2.len();
                     let mut frames = vec![first];
-                    while frames.len() < FRAMES_PER_CALL {
+                    while frames.len() < FRAMES_PER_CALL && bytes < BYTES_PER_CALL {
                         match frames_rx.try_recv() {
-                            Ok(f) => frames.push(f),
+                            Ok(f) => {
+                                bytes += f.2.len();
+                                frames.push(f);
+                            }
                             Err(_) => break,
                         }
                     }

@@ -1,5 +1,6 @@
 //! Blobs: content-addressed by blake3 of the plain bytes, stored as zstd
-//! chunks of 1 MiB, deduplicated, immutable, verified on every read.
+//! chunks of 1 MiB (raw, with a tag, when a chunk does not compress:
+//! photos, recordings), deduplicated, immutable, verified on every read.
 //!
 //! A partial receive is kept as plain pieces in arrival order and is invisible
 //! to reads until its full length has arrived and hashes to its name; then it
@@ -54,6 +55,19 @@ pub struct BlobMeta {
     pub last_use_ms: u64,
 }
 
+/// One received chunk for [`Store::blob_receive_many`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReceivedChunk<'a> {
+    /// The blob.
+    pub hash: BlobHash,
+    /// Its plain size (a receive begins at offset 0 with it).
+    pub size: u64,
+    /// Where the bytes go (must equal the bytes held).
+    pub offset: u64,
+    /// The plain bytes.
+    pub bytes: &'a [u8],
+}
+
 /// What a GC run freed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -99,13 +113,73 @@ fn write_chunks(
 ) -> Result<Vec<[u8; 32]>, BlobError> {
     let mut hashes = Vec::with_capacity(bytes.len().div_ceil(CHUNK));
     for (i, c) in bytes.chunks(CHUNK).enumerate() {
-        let z = zstd::bulk::compress(c, ZSTD_LEVEL).map_err(|_| DamagedRow {
-            what: "blob chunk (compress)",
-        })?;
+        let z = encode_chunk(c)?;
         chunks.insert(chunk_key(h, i as u32).as_slice(), z.as_slice())?;
         hashes.push(*blake3::hash(c).as_bytes());
     }
     Ok(hashes)
+}
+
+/// First byte of a chunk row stored without compression (the plain bytes
+/// follow). Compressed rows are zstd frames, which always begin with the
+/// zstd magic number (0x28 first), so the two never mix up; rows written
+/// before raw rows existed are all zstd frames.
+const RAW_TAG: u8 = 0;
+/// Bytes of a chunk compressed as a sample before the whole chunk is.
+const SAMPLE: usize = 64 << 10;
+/// A sample that does not shrink below this share of its size (in 1/64ths)
+/// marks the chunk as incompressible (photos, recordings, archives).
+const SAMPLE_KEEP_64THS: usize = 62;
+
+thread_local! {
+    /// One zstd context per thread, reused: making a context per chunk cost
+    /// more than compressing a small asset.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The stored row for one plain chunk: zstd when it pays, raw otherwise.
+/// Incompressible data (most media) is recognised from a sample, so it
+/// costs neither a full compression nor a decompression on every read.
+fn encode_chunk(plain: &[u8]) -> Result<Vec<u8>, DamagedRow> {
+    let compress = |b: &[u8]| {
+        COMPRESSOR
+            .with(|c| {
+                let mut c = c.borrow_mut();
+                if c.is_none() {
+                    *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+                }
+                c.as_mut().and_then(|c| c.compress(b).ok())
+            })
+            .ok_or(DamagedRow {
+                what: "blob chunk (compress)",
+            })
+    };
+    let raw = || {
+        let mut row = Vec::with_capacity(plain.len() + 1);
+        row.push(RAW_TAG);
+        row.extend_from_slice(plain);
+        row
+    };
+    if plain.len() > SAMPLE {
+        let z = compress(&plain[..SAMPLE])?;
+        if z.len() * 64 >= SAMPLE * SAMPLE_KEEP_64THS {
+            return Ok(raw());
+        }
+    }
+    let z = compress(plain)?;
+    Ok(if z.len() < plain.len() { z } else { raw() })
+}
+
+/// The plain bytes of a stored chunk row (`expected_len` bounds the
+/// decompression), or `None` when the row does not decode to that length.
+fn decode_chunk(row: &[u8], expected_len: usize) -> Option<Vec<u8>> {
+    match row.split_first() {
+        Some((&RAW_TAG, plain)) => (plain.len() == expected_len).then(|| plain.to_vec()),
+        _ => zstd::bulk::decompress(row, expected_len)
+            .ok()
+            .filter(|p| p.len() == expected_len),
+    }
 }
 
 fn read_chunk(
@@ -133,8 +207,8 @@ pub(crate) fn verify_chunk(
         .ok_or(BlobError::Corrupt(*h))?
         .min(CHUNK as u64) as usize;
     let want = meta.chunk_hashes.get(i).ok_or(BlobError::Corrupt(*h))?;
-    let plain = zstd::bulk::decompress(z, expected_len).map_err(|_| BlobError::Corrupt(*h))?;
-    if plain.len() != expected_len || blake3::hash(&plain).as_bytes() != want {
+    let plain = decode_chunk(z, expected_len).ok_or(BlobError::Corrupt(*h))?;
+    if blake3::hash(&plain).as_bytes() != want {
         return Err(BlobError::Corrupt(*h));
     }
     Ok(plain)
@@ -173,6 +247,14 @@ pub(crate) fn range_in(
         return Ok(None);
     }
     let end = offset.saturating_add(len as u64).min(m.size);
+    if end > offset
+        && offset.is_multiple_of(CHUNK as u64)
+        && end == offset.saturating_add(CHUNK as u64).min(m.size)
+    {
+        // Exactly one stored chunk (what the sync protocol asks for): its
+        // verified plain bytes are the answer, without another copy.
+        return read_chunk(chunks, h, &m, (offset / CHUNK as u64) as usize).map(Some);
+    }
     let mut out = Vec::with_capacity((end - offset).min(PREALLOC_MAX) as usize);
     let mut pos = offset;
     while pos < end {
@@ -296,6 +378,47 @@ impl Store {
         let r = write_chunk_in(&txn, &self.hashers, h, offset, bytes)?;
         txn.commit()?;
         r
+    }
+
+    /// Received chunks, in order, in ONE transaction that is not made durable
+    /// on its own (see [`Store::flush`]): each is written as
+    /// [`Store::blob_receive_deferred`] writes one, so a run of chunks (many
+    /// small blobs, or the window of a large one) costs one commit instead
+    /// of one per chunk. Each chunk gets its own answer: a chunk that does
+    /// not fit what is held (wrong offset, past the end, not receiving) or
+    /// completes a blob that does not hash to its name is refused alone and
+    /// the others are kept.
+    ///
+    /// # Errors
+    /// The outer error ([`BlobError::Storage`], [`BlobError::Damaged`]):
+    /// nothing of the call was written.
+    pub fn blob_receive_many(
+        &self,
+        chunks: &[ReceivedChunk<'_>],
+    ) -> Result<Vec<Result<bool, BlobError>>, BlobError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| BlobError::Storage(crate::StorageFailure(e.into())))?;
+        let mut out = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            if c.offset == 0 {
+                begin_in(&txn, &c.hash, c.size)?;
+            }
+            out.push(
+                match write_chunk_in(&txn, &self.hashers, &c.hash, c.offset, c.bytes) {
+                    Ok(r) => r,
+                    // Refused before anything of this chunk was written.
+                    Err(
+                        e @ (BlobError::NotReceiving(_)
+                        | BlobError::Offset { .. }
+                        | BlobError::Overrun { .. }),
+                    ) => Err(e),
+                    Err(e) => return Err(e),
+                },
+            );
+        }
+        txn.commit()?;
+        Ok(out)
     }
 
     /// Writes the next piece of a receive at `offset` (which must equal the
@@ -524,9 +647,7 @@ fn write_chunk_in(
         && bytes.len() as u64 == (m.size - received).min(CHUNK as u64);
     let mut hasher = take_hasher(hashers, h, received);
     if whole_chunk {
-        let z = zstd::bulk::compress(bytes, ZSTD_LEVEL).map_err(|_| DamagedRow {
-            what: "blob chunk (compress)",
-        })?;
+        let z = encode_chunk(bytes)?;
         let i =
             u32::try_from(m.chunk_hashes.len()).map_err(|_| BlobError::Overrun { size: m.size })?;
         chunks.insert(chunk_key(h, i).as_slice(), z.as_slice())?;

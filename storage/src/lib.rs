@@ -120,7 +120,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageBackend
 use troupe_protocol::WorkspaceId;
 use troupe_protocol::workspace::WorkspaceInfo;
 
-pub use blob::{BlobMeta, GcReport};
+pub use blob::{BlobMeta, GcReport, ReceivedChunk};
 pub use commit::BatchOutcome;
 pub use error::{
     BlobError, CommitError, CorruptBundle, DamagedRow, ExportError, OpenError, QuarantineError,

@@ -80,10 +80,15 @@ async fn a_large_asset_survives_a_killed_receiver_and_arrives_verified() -> anyh
     let base = sent(&a.cli_json(&["status"]).await?);
     let t = Instant::now();
     let b = Node::start_in("b", None, &b_dir, &loopback(Some(&a_addr)))?;
-    // Kill B once a fifth of the file has left A.
+    // Kill B once it has acknowledged a fifth of the file as durably held.
+    // B asks for the next chunks only after the ones it received are
+    // flushed, so A can have sent at most one window more than B holds:
+    // a window plus a fifth sent means at least a fifth held.
+    let window = (troupe_protocol::sync::limits::BLOB_WINDOW
+        * troupe_protocol::sync::limits::BLOB_CHUNK) as u64;
     loop {
         let now = sent(&a.cli_json(&["status"]).await?);
-        if now > base + (SIZE as u64) / 5 {
+        if now > base + window + (SIZE as u64) / 5 {
             break;
         }
         anyhow::ensure!(
