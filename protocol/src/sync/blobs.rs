@@ -15,10 +15,14 @@
 //!   `Output::WriteBlobChunk`; the store hashes the whole blob when the last
 //!   chunk arrives and only then makes it visible. A mismatch
 //!   (`Input::BlobChunkRejected`) blames the sender and tries another member.
-//! - **Unavailable is an answer**: a member that does not hold the bytes (or
-//!   garbage-collected them) says `BlobUnavailable`; once every connected
-//!   member has said so, `SyncEvent::BlobUnavailable` is emitted once and the
-//!   fetch ends. No loop.
+//! - **Unavailable is an answer, for now**: a member that does not hold the
+//!   bytes (yet: it may be receiving them itself, or it garbage-collected
+//!   them) says `BlobUnavailable`. Once every connected member has said so,
+//!   `SyncEvent::BlobUnavailable` is emitted once and the fetch rests: it is
+//!   asked again when a member connects, or after [`BLOB_RETRY_FIRST`],
+//!   doubling up to [`BLOB_RETRY_MAX`], so an asset relayed through a member
+//!   that was still receiving it arrives once that member has it. No busy
+//!   loop: one want per member per wait.
 //! - **Scoped**: only a peer that proved membership of the workspace may ask,
 //!   and only members are asked.
 
@@ -27,7 +31,8 @@ use std::collections::{BTreeSet, VecDeque};
 use super::engine::Engine;
 use super::io::{Output, PeerId, SyncEvent};
 use super::limits::{
-    BLOB_CHUNK, BLOB_WINDOW, MAX_BLOB_BYTES_IN_FLIGHT, MAX_BLOB_FETCHES, MAX_BLOB_WANTS_IN_FLIGHT,
+    BLOB_CHUNK, BLOB_RETRY_FIRST, BLOB_RETRY_MAX, BLOB_WINDOW, MAX_BLOB_BYTES_IN_FLIGHT,
+    MAX_BLOB_FETCHES, MAX_BLOB_WANTS_IN_FLIGHT,
 };
 use super::message::Message;
 use super::oplog_view::{BlobState, OplogView};
@@ -40,8 +45,16 @@ pub(crate) struct BlobFetch {
     pub(crate) size: u64,
     /// The member being asked now.
     pub(crate) peer: Option<PeerId>,
-    /// Members that answered "unavailable" or sent bad bytes.
+    /// Members that answered "unavailable" since the fetch last rested.
     pub(crate) tried: Vec<PeerId>,
+    /// Members that sent bytes that did not verify: never asked again.
+    pub(crate) bad: Vec<PeerId>,
+    /// How long the fetch rests the next time nobody has the bytes.
+    pub(crate) backoff: crate::sync::Millis,
+    /// When it is asked again (an entry in the engine's retries), if resting.
+    pub(crate) retry_at: Option<crate::sync::Millis>,
+    /// `SyncEvent::BlobUnavailable` was emitted for it.
+    pub(crate) reported: bool,
     /// Plain bytes written and acknowledged by the driver.
     pub(crate) written: u64,
     /// Next offset to ask for.
@@ -99,7 +112,13 @@ impl Engine {
                 hash,
             });
         }
-        if self.blobs.contains_key(&hash) {
+        if let Some(f) = self.blobs.get_mut(&hash) {
+            if f.retry_at.is_some() {
+                // Resting after "unavailable": a new reason to want it (a
+                // bundle naming it just arrived) asks everyone again now.
+                f.tried.clear();
+                self.try_blob(hash, true);
+            }
             return;
         }
         if !self.secrets.contains_key(&ws) || self.blobs.len() >= MAX_BLOB_FETCHES {
@@ -115,6 +134,10 @@ impl Engine {
                 size,
                 peer: None,
                 tried: Vec::new(),
+                bad: Vec::new(),
+                backoff: BLOB_RETRY_FIRST,
+                retry_at: None,
+                reported: false,
                 written: have,
                 next: have,
                 in_flight: BTreeSet::new(),
@@ -124,31 +147,79 @@ impl Engine {
         self.try_blob(hash, false);
     }
 
-    /// Asks the next untried member. With `give_up`, a fetch nobody can
-    /// serve ends with one `BlobUnavailable`; otherwise it waits for a member
-    /// to connect.
+    /// Asks the next member not yet tried. With `give_up`, a fetch nobody
+    /// connected can serve rests (see the module doc), reported once with
+    /// `BlobUnavailable`; otherwise it waits for a member to connect.
     pub(crate) fn try_blob(&mut self, hash: BlobHash, give_up: bool) {
         let Some(ws) = self.blobs.get(&hash).map(|f| f.workspace) else {
             return;
         };
         let members = self.members(ws);
         self.drop_in_flight(hash);
+        let now = self.now;
         let Some(f) = self.blobs.get_mut(&hash) else {
             return;
         };
         f.next = f.written;
-        f.peer = members.into_iter().find(|p| !f.tried.contains(p));
-        if f.peer.is_none() {
-            if give_up {
-                self.blobs.remove(&hash);
-                self.event(SyncEvent::BlobUnavailable {
+        f.peer = members
+            .into_iter()
+            .find(|p| !f.tried.contains(p) && !f.bad.contains(p));
+        if f.peer.is_none() && !give_up {
+            return; // waits for a member to connect (or its rest to end)
+        }
+        if let Some(at) = f.retry_at.take() {
+            self.blob_retries.remove(&(at, hash));
+        }
+        if f.peer.is_some() {
+            self.request_chunks(hash);
+            return;
+        }
+        let at = now.saturating_add(f.backoff);
+        f.backoff = f.backoff.saturating_mul(2).min(BLOB_RETRY_MAX);
+        f.retry_at = Some(at);
+        self.blob_retries.insert((at, hash));
+        if !std::mem::replace(&mut f.reported, true) {
+            self.event(SyncEvent::BlobUnavailable {
+                workspace: ws,
+                hash,
+            });
+        }
+    }
+
+    /// Asks again, of every connected member, for the resting fetches whose
+    /// wait is over; one whose bytes arrived meanwhile (added here) ends.
+    pub(crate) fn retry_blobs(&mut self, view: &impl OplogView) {
+        while let Some(&(at, hash)) = self.blob_retries.first() {
+            if at > self.now {
+                return;
+            }
+            self.blob_retries.remove(&(at, hash));
+            let Some(f) = self.blobs.get_mut(&hash) else {
+                continue;
+            };
+            f.retry_at = None;
+            f.tried.clear();
+            let ws = f.workspace;
+            if held(view, &hash).1 {
+                self.end_fetch(hash);
+                self.event(SyncEvent::BlobComplete {
                     workspace: ws,
                     hash,
                 });
+            } else {
+                self.try_blob(hash, true);
             }
-            return;
         }
-        self.request_chunks(hash);
+    }
+
+    /// Forgets a fetch: its chunks in flight and its rest, if any.
+    fn end_fetch(&mut self, hash: BlobHash) {
+        self.drop_in_flight(hash);
+        if let Some(f) = self.blobs.remove(&hash)
+            && let Some(at) = f.retry_at
+        {
+            self.blob_retries.remove(&(at, hash));
+        }
     }
 
     /// Forgets the chunks of `hash` in flight (its peer's load goes down).
@@ -365,8 +436,7 @@ impl Engine {
         let peer = f.peer;
         if complete {
             let ws = f.workspace;
-            self.drop_in_flight(hash);
-            self.blobs.remove(&hash);
+            self.end_fetch(hash);
             self.event(SyncEvent::BlobComplete {
                 workspace: ws,
                 hash,
@@ -394,7 +464,7 @@ impl Engine {
         };
         let culprit = f.peer.take();
         if let Some(p) = culprit {
-            f.tried.push(p);
+            f.bad.push(p);
             self.blame(p, format!("blob bytes did not verify: {reason}"), view);
         }
         self.try_blob(hash, true);

@@ -104,6 +104,9 @@ pub struct Engine {
     pub(crate) blobs: BTreeMap<crate::ids::BlobHash, super::blobs::BlobFetch>,
     /// Blob chunks in flight per peer, and fetches waiting for room.
     pub(crate) blob_load: BTreeMap<PeerId, super::blobs::BlobLoad>,
+    /// Fetches every connected member answered "unavailable" for, by when
+    /// they are asked again.
+    pub(crate) blob_retries: std::collections::BTreeSet<(Millis, crate::ids::BlobHash)>,
     pub(crate) next_local_batch: u64,
     pub(crate) stats: SyncStats,
     pub(crate) codec: super::message::BatchCodec,
@@ -129,6 +132,7 @@ impl Engine {
             repairs: BTreeMap::new(),
             blobs: BTreeMap::new(),
             blob_load: BTreeMap::new(),
+            blob_retries: std::collections::BTreeSet::new(),
             next_local_batch: 0,
             stats: SyncStats::default(),
             codec: super::message::BatchCodec::default(),
@@ -146,8 +150,10 @@ impl Engine {
     }
 
     /// When to send [`Input::Timeout`]: the earliest handshake deadline,
-    /// keepalive or idle limit. `None` with no peers.
+    /// keepalive or idle limit, or asset fetch to ask again. `None` with no
+    /// peers.
     pub fn poll_timeout(&self) -> Option<Millis> {
+        let retry = self.blob_retries.first().map(|(at, _)| *at);
         self.peers
             .values()
             .map(|p| {
@@ -164,6 +170,7 @@ impl Engine {
                 }
             })
             .min()
+            .map(|t| retry.map_or(t, |r| r.min(t)))
     }
 
     /// Handles one input at time `now`, reading the store through `view`.
@@ -330,6 +337,7 @@ impl Engine {
                 self.transfer_deadlines(id, view);
             }
         }
+        self.retry_blobs(view);
     }
 
     fn frame(&mut self, peer: PeerId, bytes: &[u8], view: &impl OplogView) {

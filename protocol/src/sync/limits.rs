@@ -63,6 +63,11 @@ pub const MAX_BLOB_WANTS_IN_FLIGHT: usize = 128;
 /// Plain bytes asked of one peer and not yet received, all blobs together:
 /// twice one blob's window, so one large blob leaves room for others.
 pub const MAX_BLOB_BYTES_IN_FLIGHT: u64 = 2 * BLOB_WINDOW as u64 * BLOB_CHUNK as u64;
+/// How long an asset fetch that no connected member could serve rests
+/// before it asks them again (a member may have been receiving it).
+pub const BLOB_RETRY_FIRST: Millis = 2_000;
+/// The longest such rest: the wait doubles up to it.
+pub const BLOB_RETRY_MAX: Millis = 60_000;
 /// Blobs being fetched at once (each waits its turn for the in-flight
 /// bounds); more wants are answered "unavailable".
 pub const MAX_BLOB_FETCHES: usize = 16_384;

@@ -1,5 +1,5 @@
 //! Blob transfer: chunked, resumable after a cut, verified, scoped to members,
-//! and "unavailable" answered once.
+//! and "unavailable" reported once while the fetch rests and asks again.
 
 use super::{members, pid, stranger, ws};
 use crate::ids::BlobHash;
@@ -123,13 +123,27 @@ fn bytes_that_do_not_hash_right_are_refused_and_fetched_elsewhere() {
             .iter()
             .any(|e| matches!(e, SyncEvent::PeerBlamed { peer, .. } if *peer == pid(100)))
     );
+    // Node 0 was blamed; the fetch rests until a member that can serve it
+    // connects, and then goes on by itself.
     net.connect(1, 2);
     net.drive_bounded(1_000);
-    // Node 0 was tried and blamed; the want ended as unavailable, so ask again.
-    want(&mut net, 1, hash, bytes.len() as u64);
-    net.drive_bounded(1_000);
-    assert_eq!(completed(&net, 1, hash), 1);
+    assert_eq!(
+        completed(&net, 1, hash),
+        1,
+        "fetched from 2 without a new want"
+    );
     assert_eq!(net.nodes[1].view.blobs[&hash].bytes, bytes);
+}
+
+fn wants_sent(net: &Net, node: usize) -> usize {
+    let me = net.nodes[node].id;
+    net.nodes
+        .iter()
+        .flat_map(|n| &n.frames_in)
+        .filter(|(from, f)| {
+            *from == me && matches!(Message::from_frame(f), Ok(Message::BlobWant { .. }))
+        })
+        .count()
 }
 
 #[test]
@@ -140,14 +154,50 @@ fn unavailable_is_an_answer_given_once() {
     net.connect(0, 2);
     net.drive_bounded(1_000);
     want(&mut net, 0, hash, 1_000);
-    net.drive_bounded(1_000); // terminates: no retry loop
+    net.drive_bounded(1_000); // terminates: no busy loop
+    assert_eq!(wants_sent(&net, 0), 2, "each member asked once");
+    // Ten minutes of timeouts: the fetch asks again after resting, each
+    // rest twice as long as the one before (up to a minute), and the user
+    // is told "unavailable" once.
+    let start = net.now;
+    while net.now < start + 600_000 {
+        net.advance_to_next_timeout();
+        net.drive_bounded(1_000);
+    }
     let unavailable = net.nodes[0]
         .events
         .iter()
         .filter(|e| matches!(e, SyncEvent::BlobUnavailable { .. }))
         .count();
     assert_eq!(unavailable, 1);
+    let asks = wants_sent(&net, 0) / 2;
+    // 2 + 4 + … + 32 s, then every 60 s: 1 + 5 + 9 or 10 asks in 600 s.
+    assert!((14..=17).contains(&asks), "{asks} rounds of asking");
     assert!(net.nodes[0].view.blobs.is_empty());
+}
+
+#[test]
+fn an_asset_relayed_by_a_member_still_receiving_it_arrives() {
+    // 0 holds the logo; 2 reaches it only through 1, which does not have it
+    // yet when 2 asks.
+    let mut net = members(3);
+    let bytes = logo(3 * BLOB_CHUNK);
+    let hash = net.nodes[0].view.put_blob(&bytes);
+    net.connect(1, 2);
+    net.drive_bounded(1_000);
+    want(&mut net, 2, hash, bytes.len() as u64);
+    net.drive_bounded(1_000);
+    assert_eq!(completed(&net, 2, hash), 0);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    want(&mut net, 1, hash, bytes.len() as u64);
+    net.drive_bounded(1_000);
+    assert_eq!(completed(&net, 1, hash), 1);
+    assert_eq!(completed(&net, 2, hash), 0, "2 is resting, not spinning");
+    net.advance_to_next_timeout();
+    net.drive_bounded(1_000);
+    assert_eq!(completed(&net, 2, hash), 1, "asked again after its rest");
+    assert_eq!(net.nodes[2].view.blobs[&hash].bytes, bytes);
 }
 
 #[test]
