@@ -138,8 +138,13 @@ pub use scrub::{ScrubFindings, ScrubPass, ScrubReport};
 use schema::*;
 
 /// redb page cache size: bounds the store's memory (a node on a small
-/// laptop or a Raspberry Pi backstage), at some cost in apply speed.
-pub(crate) const CACHE_BYTES: usize = 24 << 20;
+/// laptop or a Raspberry Pi backstage). Measured on the 1M-write sync to an
+/// empty peer (`bench --only sync`, two runs each): 24 MiB gave a peak RSS
+/// of 39–62 / 45–67 MiB (sender / receiver) and 7.3–7.6 s; 12 MiB 26 / 33
+/// MiB and 6.8–7.2 s; 6 MiB 19 / 27 MiB and 6.6–6.9 s. The B-tree's
+/// interior pages fit; leaves are read once per sync anyway, so a larger
+/// cache only held memory (and grew the allocator's heaps).
+pub(crate) const CACHE_BYTES: usize = 6 << 20;
 
 /// The store: one redb database holding every workspace of this node.
 #[derive(Debug)]
