@@ -182,23 +182,45 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 }
 
 /// The libp2p peer id of an actor (see the module doc for why this is exact).
+/// Bytes that are not a valid ed25519 point give a peer id no one can
+/// authenticate as, so it is never connected.
 ///
 /// # Errors
-/// `None` if the 32 bytes are not a valid ed25519 point (no real actor has such an id).
+/// `None` only if libp2p refuses the inline key (it does not, at 36 bytes).
 pub fn actor_to_peer(actor: &ActorId) -> Option<PeerId> {
-    let key = ed25519::PublicKey::try_from_bytes(&actor.0).ok()?;
-    Some(PublicKey::from(key).to_peer_id())
+    // The multihash bytes of an inline key: identity code 0, length 36,
+    // then the key's protobuf. Building them directly costs nothing; going
+    // through `ed25519::PublicKey` decompresses the curve point (~20 µs),
+    // and this runs for every frame sent.
+    let mut bytes = [0u8; 2 + ED25519_PROTOBUF.len() + 32];
+    bytes[1] = (ED25519_PROTOBUF.len() + 32) as u8;
+    bytes[2..2 + ED25519_PROTOBUF.len()].copy_from_slice(&ED25519_PROTOBUF);
+    bytes[2 + ED25519_PROTOBUF.len()..].copy_from_slice(&actor.0);
+    PeerId::from_bytes(&bytes).ok()
 }
+
+/// The protobuf of an ed25519 public key up to its 32 bytes (KeyType =
+/// Ed25519, then the data field's tag and length), as libp2p encodes it.
+const ED25519_PROTOBUF: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
 
 /// The actor behind a peer id, when the peer id embeds an ed25519 key (every
 /// Troupe node's does; peers with other key types are not Troupe actors).
+/// Runs for every frame received: the key bytes are read from the canonical
+/// encoding without decompressing the point (the transport already proved
+/// the peer holds the key); any other encoding is decoded in full.
 pub fn peer_to_actor(peer: &PeerId) -> Option<ActorId> {
     let mh = peer.as_ref();
     // 0x00 = identity multihash: the digest is the encoded public key itself.
     if mh.code() != 0x00 {
         return None;
     }
-    let key = PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    let digest = mh.digest();
+    if let Some(key) = digest.strip_prefix(&ED25519_PROTOBUF)
+        && let Ok(key) = <[u8; 32]>::try_from(key)
+    {
+        return Some(ActorId(key));
+    }
+    let key = PublicKey::try_decode_protobuf(digest).ok()?;
     let ed = key.try_into_ed25519().ok()?;
     Some(ActorId(ed.to_bytes()))
 }
@@ -225,6 +247,20 @@ mod tests {
             let id = Identity::from_secret([seed; 32]);
             assert_eq!(peer_to_actor(&id.peer_id()), Some(id.actor_id()));
             assert_eq!(actor_to_peer(&id.actor_id()), Some(id.peer_id()));
+        }
+        // The direct byte forms equal libp2p's own encoding and decoding.
+        for seed in 0u8..=255 {
+            let id = Identity::from_secret([seed; 32]);
+            let slow =
+                PublicKey::from(ed25519::PublicKey::try_from_bytes(&id.actor_id().0).unwrap())
+                    .to_peer_id();
+            assert_eq!(actor_to_peer(&id.actor_id()), Some(slow));
+            let decoded = PublicKey::try_decode_protobuf(slow.as_ref().digest())
+                .unwrap()
+                .try_into_ed25519()
+                .unwrap()
+                .to_bytes();
+            assert_eq!(peer_to_actor(&slow), Some(ActorId(decoded)));
         }
         assert_eq!(
             peer_to_actor(&PeerId::random()),
