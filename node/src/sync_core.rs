@@ -84,6 +84,12 @@ pub struct SyncStatus {
     pub up_to_date: BTreeMap<String, Vec<String>>,
 }
 
+/// Longest that received asset bytes wait for their flush to disk (and
+/// their "asset received" event) when no batch or local write flushes first:
+/// many small assets then cost one flush per this interval, not one per
+/// sync call.
+pub const BLOB_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// Engine + store on one thread; see the module doc.
 pub struct SyncCore {
     local: Local,
@@ -95,6 +101,15 @@ pub struct SyncCore {
     last_wake: Option<Option<Millis>>,
     /// Batches committed since the last flush to disk.
     unflushed: bool,
+    /// When asset bytes were first written without a flush since. They
+    /// need no flush before the call's frames leave (the next wants promise
+    /// nothing to the peer; after a crash a fetch resumes from what is on
+    /// disk), so they are flushed within [`BLOB_FLUSH_DELAY`], with the
+    /// next batch, or with local writes, whichever comes first.
+    blobs_unflushed_since: Option<Instant>,
+    /// Events held past their call until the asset bytes they report are
+    /// on disk.
+    deferred_events: Vec<NodeEvent>,
     /// Batches the engine asked to commit during this call, not yet
     /// committed: they go to the store together, in one transaction.
     to_commit: Vec<PendingBatch>,
@@ -197,6 +212,8 @@ impl SyncCore {
             status,
             last_wake: None,
             unflushed: false,
+            blobs_unflushed_since: None,
+            deferred_events: Vec::new(),
             to_commit: Vec::new(),
             blob_wants: Vec::new(),
             blob_writes: Vec::new(),
@@ -419,7 +436,8 @@ impl SyncCore {
             }
         }
         let t = Instant::now();
-        self.flush();
+        let held = self.held_events.take().unwrap_or_default();
+        let flushed = self.flush();
         trace!(
             inputs = count,
             engine_us = engine_time.as_micros() as u64,
@@ -428,8 +446,11 @@ impl SyncCore {
             total_us = started.elapsed().as_micros() as u64,
             "sync call"
         );
-        for ev in self.held_events.take().unwrap_or_default() {
-            self.events.publish(ev);
+        self.deferred_events.extend(held);
+        if flushed || self.blobs_unflushed_since.is_none() {
+            for ev in std::mem::take(&mut self.deferred_events) {
+                self.events.publish(ev);
+            }
         }
         let wants = std::mem::take(&mut self.blob_wants);
         if !wants.is_empty() {
@@ -448,17 +469,36 @@ impl SyncCore {
 
     /// Makes the batches committed during this call durable before any of
     /// their acknowledgements leave (the driver sends frames only after the
-    /// call returns), so one disk flush covers a run of batches.
-    fn flush(&mut self) {
-        if std::mem::take(&mut self.unflushed)
-            && let Err(e) = self.local.store().flush()
-        {
+    /// call returns), so one disk flush covers a run of batches; asset bytes
+    /// go with it, or on their own once they have waited
+    /// [`BLOB_FLUSH_DELAY`]. Returns whether everything written is durable
+    /// now (so held events may go out).
+    fn flush(&mut self) -> bool {
+        let blobs_due = self
+            .blobs_unflushed_since
+            .is_some_and(|t| t.elapsed() >= BLOB_FLUSH_DELAY);
+        if !self.unflushed && !blobs_due {
+            return false;
+        }
+        self.unflushed = false;
+        self.blobs_unflushed_since = None;
+        if let Err(e) = self.local.store().flush() {
             warn!(error = %e, "could not flush received batches to disk; they are fetched again if lost");
         }
+        true
     }
 
     fn after_drain(&mut self) {
-        let wake = self.engine.poll_timeout();
+        let mut wake = self.engine.poll_timeout();
+        if let Some(t) = self.blobs_unflushed_since {
+            // Wake up to flush the asset bytes if nothing else does first.
+            let due = (t + BLOB_FLUSH_DELAY).saturating_duration_since(self.epoch);
+            let due = due.as_millis() as Millis + 1;
+            wake = Some(wake.map_or(due, |w| w.min(due)));
+            // Always re-arm: a wake that fired early must not leave the bytes
+            // (and their events) waiting for traffic that may never come.
+            self.last_wake = None;
+        }
         if self.last_wake != Some(wake) {
             self.last_wake = Some(wake);
             let _ = self.net.send(NetCommand::WakeAt(wake));
@@ -598,7 +638,7 @@ impl SyncCore {
             )
             .collect();
         let results = self.local.store().blob_receive_many(&chunks);
-        self.unflushed = true;
+        self.blobs_unflushed_since.get_or_insert_with(Instant::now);
         type Write = (troupe_protocol::ids::BlobHash, u64, u64, Vec<u8>);
         let answer = |(hash, offset, _, bytes): &Write, r: Result<bool, String>| match r {
             Ok(complete) => Input::BlobChunkWritten {
