@@ -16,11 +16,12 @@
 //! - **Timers**: the core says when it next wants `Input::Timeout`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tracing::{Instrument, debug, info, warn};
 use troupe_protocol::sync::Input;
 
@@ -32,15 +33,20 @@ use crate::swarm::{ConnectionEvent, Inbound, NetworkHandle};
 use crate::sync_core::{NetCommand, SyncCore};
 
 /// Frames waiting to be written to one peer before it counts as not reading.
-/// The engine keeps at most a couple of batches in flight per peer, so a
+/// The engine keeps at most a couple of batches and the blob chunks a peer
+/// may ask at once (`MAX_BLOB_WANTS_IN_FLIGHT`) in flight per peer, so a
 /// healthy peer never comes close.
-pub const WRITE_QUEUE: usize = 256;
+pub const WRITE_QUEUE: usize = 1024;
 /// Frames read from all peers and not yet handed to the core.
-pub const READ_QUEUE: usize = 64;
+pub const READ_QUEUE: usize = 1024;
+/// Bytes of frames read from all peers and not yet through the core: a
+/// reader waits for room before it queues a frame, so however peers send,
+/// the queue holds at most this much (plus one frame being read per peer).
+pub const READ_BYTES: usize = 32 << 20;
 /// At most this many waiting frames go to the core in one call: the call's
-/// writes (received batches and blob chunks) share one transaction and one
-/// disk flush, so many small assets cost one flush per call, not per asset.
-pub const FRAMES_PER_CALL: usize = READ_QUEUE;
+/// writes (received batches and blob chunks) share one transaction, so many
+/// small assets cost one commit per call, not per asset.
+pub const FRAMES_PER_CALL: usize = 512;
 /// A call stops taking waiting frames once they hold this many bytes (a
 /// window of large blob chunks), so one call's memory stays bounded.
 pub const BYTES_PER_CALL: usize = 16 << 20;
@@ -59,6 +65,10 @@ pub struct DriverParts {
     pub epoch: Instant,
 }
 
+/// A frame read from a peer: who, on which stream generation, the bytes,
+/// and their room in the read budget ([`READ_BYTES`]).
+type QueuedFrame = (PeerId, u64, Vec<u8>, OwnedSemaphorePermit);
+
 struct PeerLink {
     generation: u64,
     tx: mpsc::Sender<Vec<u8>>,
@@ -70,7 +80,9 @@ struct Driver {
     epoch: Instant,
     links: BTreeMap<PeerId, PeerLink>,
     generation: u64,
-    frames_tx: mpsc::Sender<(PeerId, u64, Vec<u8>)>,
+    frames_tx: mpsc::Sender<QueuedFrame>,
+    /// Room for read frames, in bytes ([`READ_BYTES`]).
+    read_budget: Arc<Semaphore>,
     ended_tx: mpsc::UnboundedSender<(PeerId, u64, String)>,
     shutdown: Shutdown,
 }
@@ -80,6 +92,7 @@ struct Driver {
 pub fn start(parts: DriverParts, stage: &Shutdown) {
     let conn = parts.net.connection_events();
     let (frames_tx, frames_rx) = mpsc::channel(READ_QUEUE);
+    let read_budget = Arc::new(Semaphore::new(READ_BYTES));
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         core: parts.core,
@@ -88,6 +101,7 @@ pub fn start(parts: DriverParts, stage: &Shutdown) {
         links: BTreeMap::new(),
         generation: 0,
         frames_tx,
+        read_budget,
         ended_tx,
         shutdown: stage.clone(),
     };
@@ -104,7 +118,7 @@ impl Driver {
         mut conn: broadcast::Receiver<ConnectionEvent>,
         mut inbound: Inbound,
         mut commands: mpsc::UnboundedReceiver<NetCommand>,
-        mut frames_rx: mpsc::Receiver<(PeerId, u64, Vec<u8>)>,
+        mut frames_rx: mpsc::Receiver<QueuedFrame>,
         mut ended_rx: mpsc::UnboundedReceiver<(PeerId, u64, String)>,
     ) {
         for peer in self.net.peers().snapshot().connected {
@@ -148,6 +162,12 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
+                    // The frames' room in the read budget is given back
+                    // once the core has been through them.
+                    let (frames, _room): (Vec<_>, Vec<_>) = frames
+                        .into_iter()
+                        .map(|(p, g, b, room)| ((p, g, b), room))
+                        .unzip();
                     self.frames(frames).await
                 }
                 Some((p, generation, why)) = ended_rx.recv() => {
@@ -261,6 +281,7 @@ impl Driver {
             generation,
             stream,
             self.frames_tx.clone(),
+            self.read_budget.clone(),
             self.ended_tx.clone(),
         );
         self.shutdown.spawn(reader.in_current_span());
@@ -356,13 +377,19 @@ async fn read_loop(
     peer: PeerId,
     generation: u64,
     mut stream: Stream,
-    frames: mpsc::Sender<(PeerId, u64, Vec<u8>)>,
+    frames: mpsc::Sender<QueuedFrame>,
+    budget: Arc<Semaphore>,
     ended: mpsc::UnboundedSender<(PeerId, u64, String)>,
 ) {
     let why = loop {
         match read_frame(&mut stream).await {
             Ok(Some(bytes)) => {
-                if frames.send((peer, generation, bytes)).await.is_err() {
+                // Frames are at most MAX_FRAME, well under the budget.
+                let want = bytes.len().clamp(1, READ_BYTES) as u32;
+                let Ok(room) = budget.clone().acquire_many_owned(want).await else {
+                    return; // the driver stopped
+                };
+                if frames.send((peer, generation, bytes, room)).await.is_err() {
                     return; // the driver stopped
                 }
             }

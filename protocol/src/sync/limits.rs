@@ -59,7 +59,7 @@ pub const BLOB_CHUNK: usize = 1024 * 1024;
 pub const BLOB_WINDOW: usize = 16;
 /// Blob chunks asked of one peer and not yet received, all blobs together
 /// (many small blobs travel at once; the peer's write queue stays short).
-pub const MAX_BLOB_WANTS_IN_FLIGHT: usize = 128;
+pub const MAX_BLOB_WANTS_IN_FLIGHT: usize = 256;
 /// Plain bytes asked of one peer and not yet received, all blobs together:
 /// twice one blob's window, so one large blob leaves room for others.
 pub const MAX_BLOB_BYTES_IN_FLIGHT: u64 = 2 * BLOB_WINDOW as u64 * BLOB_CHUNK as u64;
