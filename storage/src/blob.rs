@@ -347,7 +347,10 @@ impl Store {
     /// [`BlobError::Storage`], [`BlobError::Damaged`].
     pub fn blob_begin(&self, h: &BlobHash, size: u64) -> Result<u64, BlobError> {
         let txn = self.db.begin_write()?;
-        let at = begin_in(&txn, h, size)?;
+        let at = {
+            let (mut meta, mut chunks) = (txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?);
+            begin_in((&mut meta, &mut chunks), h, size)?
+        };
         txn.commit()?;
         Ok(at)
     }
@@ -372,10 +375,13 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| BlobError::Storage(crate::StorageFailure(e.into())))?;
-        if offset == 0 {
-            begin_in(&txn, h, size)?;
-        }
-        let r = write_chunk_in(&txn, &self.hashers, h, offset, bytes)?;
+        let r = {
+            let (mut meta, mut chunks) = (txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?);
+            if offset == 0 {
+                begin_in((&mut meta, &mut chunks), h, size)?;
+            }
+            write_chunk_in((&mut meta, &mut chunks), &self.hashers, h, offset, bytes)?
+        };
         txn.commit()?;
         r
     }
@@ -400,12 +406,22 @@ impl Store {
         txn.set_durability(redb::Durability::None)
             .map_err(|e| BlobError::Storage(crate::StorageFailure(e.into())))?;
         let mut out = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            if c.offset == 0 {
-                begin_in(&txn, &c.hash, c.size)?;
-            }
-            out.push(
-                match write_chunk_in(&txn, &self.hashers, &c.hash, c.offset, c.bytes) {
+        {
+            // Opened once for the whole call: opening a table in a write
+            // transaction and closing it again rewrites its root each time.
+            let (mut meta, mut rows) = (txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?);
+            for c in chunks {
+                if c.offset == 0 {
+                    begin_in((&mut meta, &mut rows), &c.hash, c.size)?;
+                }
+                let written = write_chunk_in(
+                    (&mut meta, &mut rows),
+                    &self.hashers,
+                    &c.hash,
+                    c.offset,
+                    c.bytes,
+                );
+                out.push(match written {
                     Ok(r) => r,
                     // Refused before anything of this chunk was written.
                     Err(
@@ -414,8 +430,8 @@ impl Store {
                         | BlobError::Overrun { .. }),
                     ) => Err(e),
                     Err(e) => return Err(e),
-                },
-            );
+                });
+            }
         }
         txn.commit()?;
         Ok(out)
@@ -436,7 +452,10 @@ impl Store {
         bytes: &[u8],
     ) -> Result<bool, BlobError> {
         let txn = self.db.begin_write()?;
-        let r = write_chunk_in(&txn, &self.hashers, h, offset, bytes)?;
+        let r = {
+            let (mut meta, mut chunks) = (txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?);
+            write_chunk_in((&mut meta, &mut chunks), &self.hashers, h, offset, bytes)?
+        };
         txn.commit()?;
         r
     }
@@ -554,8 +573,11 @@ fn clear_pieces(chunks: &mut Rw<'_>, h: &BlobHash) -> Result<(), BlobError> {
     Ok(remove_prefixed(chunks, &prefix)?)
 }
 
-fn begin_in(txn: &redb::WriteTransaction, h: &BlobHash, size: u64) -> Result<u64, BlobError> {
-    let mut meta = txn.open_table(BLOB_META)?;
+fn begin_in(
+    (meta, chunks): (&mut Rw<'_>, &mut Rw<'_>),
+    h: &BlobHash,
+    size: u64,
+) -> Result<u64, BlobError> {
     let old = match meta.get(h.0.as_slice())? {
         Some(v) => Some(decode_meta(v.value())?),
         None => None,
@@ -570,8 +592,7 @@ fn begin_in(txn: &redb::WriteTransaction, h: &BlobHash, size: u64) -> Result<u64
         stale => {
             if stale.is_some() {
                 // A receive of another size (or freed bytes): start clean.
-                let mut chunks = txn.open_table(BLOB_CHUNKS)?;
-                remove_prefixed(&mut chunks, &h.0)?;
+                remove_prefixed(chunks, &h.0)?;
             }
             let m = BlobMeta {
                 size,
@@ -616,14 +637,12 @@ fn keep_hasher(hashers: &Hashers, h: BlobHash, at: u64, hasher: blake3::Hasher) 
 /// The outer error aborts the transaction; the inner one (a hash mismatch)
 /// is answered after committing the discard.
 fn write_chunk_in(
-    txn: &redb::WriteTransaction,
+    (meta, chunks): (&mut Rw<'_>, &mut Rw<'_>),
     hashers: &Hashers,
     h: &BlobHash,
     offset: u64,
     bytes: &[u8],
 ) -> Result<Result<bool, BlobError>, BlobError> {
-    let mut meta = txn.open_table(BLOB_META)?;
-    let mut chunks = txn.open_table(BLOB_CHUNKS)?;
     let mut m = match meta.get(h.0.as_slice())? {
         Some(v) => decode_meta(v.value())?,
         None => return Err(BlobError::NotReceiving(*h)),
@@ -681,24 +700,24 @@ fn write_chunk_in(
             None => {
                 let mut hs = blake3::Hasher::new();
                 for i in 0..m.chunk_hashes.len() - 1 {
-                    match read_chunk(&chunks, h, &m, i) {
+                    match read_chunk(&*chunks, h, &m, i) {
                         Ok(plain) => hs.update(&plain),
-                        Err(_) => return Ok(discard(&mut meta, &mut chunks, h)),
+                        Err(_) => return Ok(discard(meta, chunks, h)),
                     };
                 }
                 hs
             }
         };
         hs.update(bytes);
-        clear_pieces(&mut chunks, h)?;
+        clear_pieces(chunks, h)?;
         hs.finalize().as_bytes() == &h.0
     } else {
         // Assemble: stored chunks, then pieces, then store it as chunks.
         let mut all = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
         for i in 0..m.chunk_hashes.len() {
-            match read_chunk(&chunks, h, &m, i) {
+            match read_chunk(&*chunks, h, &m, i) {
                 Ok(plain) => all.extend_from_slice(&plain),
-                Err(_) => return Ok(discard(&mut meta, &mut chunks, h)),
+                Err(_) => return Ok(discard(meta, chunks, h)),
             }
         }
         let prefix = {
@@ -713,15 +732,15 @@ fn write_chunk_in(
             }
             all.extend_from_slice(v.value());
         }
-        clear_pieces(&mut chunks, h)?;
+        clear_pieces(chunks, h)?;
         let ok = all.len() as u64 == m.size && blake3::hash(&all).as_bytes() == &h.0;
         if ok {
-            m.chunk_hashes = write_chunks(&mut chunks, h, &all)?;
+            m.chunk_hashes = write_chunks(chunks, h, &all)?;
         }
         ok
     };
     if !ok {
-        return Ok(discard(&mut meta, &mut chunks, h));
+        return Ok(discard(meta, chunks, h));
     }
     m.status = BlobStatus::Complete;
     m.last_use_ms = now_ms();
