@@ -171,7 +171,8 @@ fn unavailable_is_an_answer_given_once() {
         .count();
     assert_eq!(unavailable, 1);
     let asks = wants_sent(&net, 0) / 2;
-    // 2 + 4 + … + 32 s, then every 60 s: 1 + 5 + 9 or 10 asks in 600 s.
+    // Asked at 0 s, after rests of 2, 4, 8, 16 and 32 s (62 s), then every
+    // 60 s: 1 + 5 + 8 or 9 rounds in 600 s.
     assert!((14..=17).contains(&asks), "{asks} rounds of asking");
     assert!(net.nodes[0].view.blobs.is_empty());
 }
