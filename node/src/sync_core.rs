@@ -437,7 +437,7 @@ impl SyncCore {
         }
         let t = Instant::now();
         let held = self.held_events.take().unwrap_or_default();
-        let flushed = self.flush();
+        self.flush();
         trace!(
             inputs = count,
             engine_us = engine_time.as_micros() as u64,
@@ -447,7 +447,8 @@ impl SyncCore {
             "sync call"
         );
         self.deferred_events.extend(held);
-        if flushed || self.blobs_unflushed_since.is_none() {
+        // Nothing written waits for the disk any more: the events may go.
+        if self.blobs_unflushed_since.is_none() {
             for ev in std::mem::take(&mut self.deferred_events) {
                 self.events.publish(ev);
             }
@@ -471,21 +472,19 @@ impl SyncCore {
     /// their acknowledgements leave (the driver sends frames only after the
     /// call returns), so one disk flush covers a run of batches; asset bytes
     /// go with it, or on their own once they have waited
-    /// [`BLOB_FLUSH_DELAY`]. Returns whether everything written is durable
-    /// now (so held events may go out).
-    fn flush(&mut self) -> bool {
+    /// [`BLOB_FLUSH_DELAY`].
+    fn flush(&mut self) {
         let blobs_due = self
             .blobs_unflushed_since
             .is_some_and(|t| t.elapsed() >= BLOB_FLUSH_DELAY);
         if !self.unflushed && !blobs_due {
-            return false;
+            return;
         }
         self.unflushed = false;
         self.blobs_unflushed_since = None;
         if let Err(e) = self.local.store().flush() {
             warn!(error = %e, "could not flush received batches to disk; they are fetched again if lost");
         }
-        true
     }
 
     fn after_drain(&mut self) {
