@@ -106,6 +106,12 @@ fn piece_key(h: &BlobHash, offset: u64) -> [u8; 41] {
 
 type Rw<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
+/// The blob metadata and chunk tables of a write transaction, opened once
+/// for everything the caller writes in it.
+fn write_tables(txn: &redb::WriteTransaction) -> Result<(Rw<'_>, Rw<'_>), BlobError> {
+    Ok((txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?))
+}
+
 fn write_chunks(
     chunks: &mut Rw<'_>,
     h: &BlobHash,
@@ -348,7 +354,7 @@ impl Store {
     pub fn blob_begin(&self, h: &BlobHash, size: u64) -> Result<u64, BlobError> {
         let txn = self.db.begin_write()?;
         let at = {
-            let (mut meta, mut chunks) = (txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?);
+            let (mut meta, mut chunks) = write_tables(&txn)?;
             begin_in((&mut meta, &mut chunks), h, size)?
         };
         txn.commit()?;
@@ -376,7 +382,7 @@ impl Store {
         txn.set_durability(redb::Durability::None)
             .map_err(|e| BlobError::Storage(crate::StorageFailure(e.into())))?;
         let r = {
-            let (mut meta, mut chunks) = (txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?);
+            let (mut meta, mut chunks) = write_tables(&txn)?;
             if offset == 0 {
                 begin_in((&mut meta, &mut chunks), h, size)?;
             }
@@ -409,7 +415,7 @@ impl Store {
         {
             // Opened once for the whole call: opening a table in a write
             // transaction and closing it again rewrites its root each time.
-            let (mut meta, mut rows) = (txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?);
+            let (mut meta, mut rows) = write_tables(&txn)?;
             for c in chunks {
                 if c.offset == 0 {
                     begin_in((&mut meta, &mut rows), &c.hash, c.size)?;
@@ -453,7 +459,7 @@ impl Store {
     ) -> Result<bool, BlobError> {
         let txn = self.db.begin_write()?;
         let r = {
-            let (mut meta, mut chunks) = (txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?);
+            let (mut meta, mut chunks) = write_tables(&txn)?;
             write_chunk_in((&mut meta, &mut chunks), &self.hashers, h, offset, bytes)?
         };
         txn.commit()?;
@@ -484,8 +490,7 @@ impl Store {
         {
             let workspaces = txn.open_table(WORKSPACES)?;
             let refs = txn.open_table(ASSET_REFS)?;
-            let mut meta = txn.open_table(BLOB_META)?;
-            let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+            let (mut meta, mut chunks) = write_tables(&txn)?;
             let mut victims = Vec::new();
             for row in meta.iter()? {
                 let (k, v) = row?;
