@@ -1,6 +1,8 @@
 //! Blobs: content-addressed by blake3 of the plain bytes, stored as zstd
 //! chunks of 1 MiB (raw, with a tag, when a chunk does not compress:
 //! photos, recordings), deduplicated, immutable, verified on every read.
+//! A row longer than 1 MiB less 4 KiB is kept in two rows, so it fits redb's
+//! power-of-two runs of pages without taking twice its size.
 //!
 //! A partial receive is kept as plain pieces in arrival order and is invisible
 //! to reads until its full length has arrived and hashes to its name; then it
@@ -96,6 +98,54 @@ pub(crate) fn chunk_key(h: &BlobHash, i: u32) -> [u8; 36] {
     k
 }
 
+/// Key of the tail row of a chunk stored in two rows ([`ROW_MAX`]).
+pub(crate) fn chunk_tail_key(h: &BlobHash, i: u32) -> [u8; 37] {
+    let mut k = [0u8; 37];
+    k[..36].copy_from_slice(&chunk_key(h, i));
+    k[36] = b't';
+    k
+}
+
+/// Longest value kept in one chunk row. redb stores a row that does not
+/// fit a page in a run of pages rounded up to a power of two, so a raw
+/// 1 MiB chunk (1 MiB plus its tag, key and leaf header) took a 2 MiB run:
+/// twice the file, twice the bytes written and read. A longer row is kept
+/// as a head of this length under the chunk's key and the rest under
+/// [`chunk_tail_key`], and fits a 1 MiB run plus a small one. The margin
+/// leaves room for the leaf's header and key.
+pub(crate) const ROW_MAX: usize = CHUNK - (4 << 10);
+
+/// Stores the row of chunk `i`, in two rows when it is longer than
+/// [`ROW_MAX`].
+pub(crate) fn put_chunk_row(
+    chunks: &mut Rw<'_>,
+    h: &BlobHash,
+    i: u32,
+    row: &[u8],
+) -> Result<(), redb::StorageError> {
+    if row.len() > ROW_MAX {
+        chunks.insert(chunk_key(h, i).as_slice(), &row[..ROW_MAX])?;
+        chunks.insert(chunk_tail_key(h, i).as_slice(), &row[ROW_MAX..])?;
+    } else {
+        chunks.insert(chunk_key(h, i).as_slice(), row)?;
+    }
+    Ok(())
+}
+
+/// Joins a head row with its tail row, when the head is a full
+/// [`ROW_MAX`] and a tail is stored (rows written before the split, and
+/// rows that fit, have none).
+pub(crate) fn join_row(head: &[u8], tail: Option<&[u8]>) -> Vec<u8> {
+    let mut row = Vec::with_capacity(head.len() + tail.map_or(0, <[u8]>::len));
+    row.extend_from_slice(head);
+    if head.len() == ROW_MAX
+        && let Some(t) = tail
+    {
+        row.extend_from_slice(t);
+    }
+    row
+}
+
 fn piece_key(h: &BlobHash, offset: u64) -> [u8; 41] {
     let mut k = [0u8; 41];
     k[..32].copy_from_slice(&h.0);
@@ -120,7 +170,10 @@ fn write_chunks(
     let mut hashes = Vec::with_capacity(bytes.len().div_ceil(CHUNK));
     for (i, c) in bytes.chunks(CHUNK).enumerate() {
         let z = encode_chunk(c)?;
-        chunks.insert(chunk_key(h, i as u32).as_slice(), z.as_slice())?;
+        let i = u32::try_from(i).map_err(|_| BlobError::Overrun {
+            size: bytes.len() as u64,
+        })?;
+        put_chunk_row(chunks, h, i, &z)?;
         hashes.push(*blake3::hash(c).as_bytes());
     }
     Ok(hashes)
@@ -174,7 +227,13 @@ fn encode_chunk(plain: &[u8]) -> Result<Vec<u8>, DamagedRow> {
         }
     }
     let z = compress(plain)?;
-    Ok(if z.len() < plain.len() { z } else { raw() })
+    // A frame that saves little but needs two rows is not worth a
+    // decompression on every read.
+    Ok(if z.len() < plain.len() && z.len() <= ROW_MAX {
+        z
+    } else {
+        raw()
+    })
 }
 
 /// The plain bytes of a stored chunk row (`expected_len` bounds the
@@ -188,16 +247,23 @@ fn decode_chunk(row: &[u8], expected_len: usize) -> Option<Vec<u8>> {
     }
 }
 
-fn read_chunk(
+pub(crate) fn read_chunk(
     chunks: &impl ReadableTable<&'static [u8], &'static [u8]>,
     h: &BlobHash,
     meta: &BlobMeta,
     i: usize,
 ) -> Result<Vec<u8>, BlobError> {
-    let z = chunks
-        .get(chunk_key(h, i as u32).as_slice())?
+    let i32 = u32::try_from(i).map_err(|_| BlobError::Corrupt(*h))?;
+    let head = chunks
+        .get(chunk_key(h, i32).as_slice())?
         .ok_or(BlobError::Corrupt(*h))?;
-    verify_chunk(z.value(), h, meta, i)
+    let head = head.value();
+    if head.len() < ROW_MAX {
+        return verify_chunk(head, h, meta, i);
+    }
+    let tail = chunks.get(chunk_tail_key(h, i32).as_slice())?;
+    let row = join_row(head, tail.as_ref().map(|t| t.value()));
+    verify_chunk(&row, h, meta, i)
 }
 
 /// Decompresses stored chunk `i` of a blob and checks its length and hash.
@@ -440,6 +506,7 @@ impl Store {
             }
         }
         txn.commit()?;
+        self.wrote(chunks.iter().map(|c| c.bytes.len() as u64).sum());
         Ok(out)
     }
 
@@ -535,6 +602,7 @@ impl Store {
             for (h, mut m) in victims {
                 for i in 0..m.chunk_hashes.len() {
                     chunks.remove(chunk_key(&h, i as u32).as_slice())?;
+                    chunks.remove(chunk_tail_key(&h, i as u32).as_slice())?;
                 }
                 report.bytes += m.size;
                 m.status = BlobStatus::Unavailable;
@@ -674,7 +742,7 @@ fn write_chunk_in(
         let z = encode_chunk(bytes)?;
         let i =
             u32::try_from(m.chunk_hashes.len()).map_err(|_| BlobError::Overrun { size: m.size })?;
-        chunks.insert(chunk_key(h, i).as_slice(), z.as_slice())?;
+        put_chunk_row(chunks, h, i, &z)?;
         m.chunk_hashes.push(*blake3::hash(bytes).as_bytes());
     } else {
         chunks.insert(piece_key(h, offset).as_slice(), bytes)?;

@@ -213,6 +213,9 @@ impl Store {
         txn.set_durability(redb::Durability::Immediate)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
         txn.commit()?;
+        if let Some(w) = &self.writeback {
+            w.flushed();
+        }
         Ok(())
     }
 

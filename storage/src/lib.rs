@@ -113,6 +113,7 @@ pub mod scrub;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod writeback;
 
 use std::path::Path;
 
@@ -152,6 +153,8 @@ pub struct Store {
     db: Database,
     /// Running hashes of blob receives in progress (a cache).
     hashers: blob::Hashers,
+    /// Starts the disk on new pages before the flush (file stores only).
+    writeback: Option<writeback::Writeback>,
 }
 
 impl Store {
@@ -164,12 +167,15 @@ impl Store {
     /// [`OpenError::Storage`] when redb cannot open the file (damaged or
     /// locked); [`OpenError::Schema`] for another schema version.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
-        Self::init(
+        let path = path.as_ref();
+        let mut store = Self::init(
             Database::builder()
                 .set_check_integrity_on_open(true)
                 .set_cache_size(CACHE_BYTES)
                 .create(path)?,
-        )
+        )?;
+        store.writeback = writeback::Writeback::start(path);
+        Ok(store)
     }
 
     /// Opens a store on any redb backend (tests inject crashes and damage).
@@ -237,7 +243,16 @@ impl Store {
         Ok(Store {
             db,
             hashers: Default::default(),
+            writeback: None,
         })
+    }
+
+    /// Counts bytes committed without a flush of their own, so the disk
+    /// can start on them early ([`writeback`]).
+    pub(crate) fn wrote(&self, bytes: u64) {
+        if let Some(w) = &self.writeback {
+            w.wrote(bytes);
+        }
     }
 
     /// Adds a workspace, or replaces its metadata (name, kind, archived,

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use troupe_protocol::ranges::SeqRangeSet;
 use troupe_protocol::{ActorId, BlobHash, Bundle, BundleHash, WorkspaceId};
 
-use crate::blob::{BlobStatus, decode_meta, verify_chunk};
+use crate::blob::{BlobStatus, decode_meta, read_chunk};
 use crate::commit::decode_ranges;
 use crate::error::{BlobError, DamagedRow, QuarantineError};
 use crate::quarantine::{QuarantineEntry, RepairNeeded, put_entry, quarantine_slot};
@@ -274,10 +274,13 @@ fn check_blob(
     let mut whole = blake3::Hasher::new();
     let mut len = 0u64;
     for i in 0..m.chunk_hashes.len() {
-        let Some(z) = chunks.get(crate::blob::chunk_key(h, i as u32).as_slice())? else {
+        if chunks
+            .get(crate::blob::chunk_key(h, i as u32).as_slice())?
+            .is_none()
+        {
             return Ok(Some(format!("chunk {i} is missing")));
-        };
-        match verify_chunk(z.value(), h, &m, i) {
+        }
+        match read_chunk(chunks, h, &m, i) {
             Ok(plain) => {
                 len += plain.len() as u64;
                 whole.update(&plain);

@@ -275,3 +275,43 @@ fn a_run_of_received_chunks_refuses_only_the_bad_one() {
     assert_eq!(s.get_blob(&hash(&c)).unwrap(), c);
     assert!(matches!(s.get_blob(&hash(&b)), Err(BlobError::NotFound(_))));
 }
+
+#[test]
+fn an_incompressible_asset_takes_about_its_own_size_on_disk() {
+    use troupe_storage::ReceivedChunk;
+    // Photos and recordings do not compress: each 1 MiB chunk is stored
+    // raw. A row just over 1 MiB used to take a 2 MiB run of pages, so the
+    // file (and every byte written to disk) was twice the asset.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let s = Store::open(&path).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    // Blocks on disk: redb grows the file's length ahead of use (sparse).
+    let on_disk = || std::fs::metadata(&path).unwrap().blocks() * 512;
+    let empty = on_disk();
+    let bytes = noise(32 << 20);
+    let h = BlobHash(*blake3::hash(&bytes).as_bytes());
+    let chunks: Vec<ReceivedChunk<'_>> = bytes
+        .chunks(1 << 20)
+        .enumerate()
+        .map(|(j, b)| ReceivedChunk {
+            hash: h,
+            size: bytes.len() as u64,
+            offset: (j as u64) << 20,
+            bytes: b,
+        })
+        .collect();
+    for run in chunks.chunks(8) {
+        let done = s.blob_receive_many(run).unwrap();
+        assert!(done.iter().all(|r| r.is_ok()));
+    }
+    s.flush().unwrap();
+    let grown = on_disk() - empty;
+    assert!(
+        grown < (bytes.len() as u64) * 9 / 8,
+        "the file took {grown} more bytes of disk for a {} byte asset",
+        bytes.len()
+    );
+    assert_eq!(s.get_blob(&h).unwrap(), bytes);
+    assert!(s.scrub_report().unwrap().blobs.is_empty());
+}

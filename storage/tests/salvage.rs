@@ -41,9 +41,24 @@ fn fixture(path: &Path) -> Vec<Bundle> {
         all.extend(b);
     }
     s.put_blob(&[7u8; 300_000]).unwrap();
+    // Incompressible and over a chunk: raw chunk rows kept in two parts.
+    s.put_blob(&noise()).unwrap();
     s.quarantine_bytes(&ws, vec![1, 2, 3], "garbage", "peer")
         .unwrap();
     all
+}
+
+/// 2.5 MiB that zstd cannot shrink (a photo, a recording).
+fn noise() -> Vec<u8> {
+    let mut x = 7u64;
+    (0..(5 << 19))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 fn held(s: &Store, ws: &WorkspaceId) -> Vec<Bundle> {
@@ -116,7 +131,7 @@ fn an_undamaged_store_salvages_losslessly() {
     assert!(report.is_lossless(), "{report:?}");
     assert_eq!(report.workspaces, 2);
     assert_eq!(report.bundles_kept, 120);
-    assert_eq!((report.blobs_kept, report.quarantine_kept), (1, 1));
+    assert_eq!((report.blobs_kept, report.quarantine_kept), (2, 1));
     assert!(report.damaged_copy.as_ref().is_some_and(|p| p.exists()));
     let s = Store::open(&path).unwrap();
     let ws = test_workspace().workspace_id();
@@ -126,6 +141,7 @@ fn an_undamaged_store_salvages_losslessly() {
     assert!(s.workspace(&old).unwrap().unwrap().archived);
     let blob = s.get_blob(&blake3_of(&[7u8; 300_000])).unwrap();
     assert_eq!(blob.len(), 300_000);
+    assert_eq!(s.get_blob(&blake3_of(&noise())).unwrap(), noise());
     assert_eq!(s.quarantine_list().unwrap().len(), 1);
     for seed in 1..=3u8 {
         let a = troupe_protocol::testing::key(seed).actor_id();

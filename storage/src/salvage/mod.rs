@@ -342,16 +342,28 @@ fn copy_blob(
     let keys: Vec<Vec<u8>> = (0..m.chunk_hashes.len())
         .map(|i| crate::blob::chunk_key(h, i as u32).to_vec())
         .collect();
-    let chunks = old.get_each(BLOB_CHUNKS, &keys);
-    if chunks.len() != keys.len() {
+    let heads = old.get_each(BLOB_CHUNKS, &keys);
+    if heads.len() != keys.len() {
         return Ok(false);
     }
+    // Rows longer than one run of pages keep a tail under their own key.
+    let tail_keys: Vec<Vec<u8>> = (0..m.chunk_hashes.len())
+        .map(|i| crate::blob::chunk_tail_key(h, i as u32).to_vec())
+        .collect();
+    let tails = old.get_each(BLOB_CHUNKS, &tail_keys);
     let mut whole = blake3::Hasher::new();
     let mut total = 0u64;
-    for (i, (_, z)) in chunks.iter().enumerate() {
-        let Ok(plain) = crate::blob::verify_chunk(z, h, m, i) else {
+    let mut rows = Vec::with_capacity(heads.len());
+    for (i, (_, head)) in heads.iter().enumerate() {
+        let tail = tails
+            .iter()
+            .find(|(k, _)| *k == tail_keys[i])
+            .map(|(_, t)| t.as_slice());
+        let row = crate::blob::join_row(head, tail);
+        let Ok(plain) = crate::blob::verify_chunk(&row, h, m, i) else {
             return Ok(false);
         };
+        rows.push(row);
         total += plain.len() as u64;
         whole.update(&plain);
     }
@@ -363,8 +375,8 @@ fn copy_blob(
         .map_err(|e| SalvageError::Unreadable(e.to_string()))?;
     {
         let mut t = txn.open_table(BLOB_CHUNKS)?;
-        for (k, z) in &chunks {
-            t.insert(k.as_slice(), z.as_slice())?;
+        for (i, row) in rows.iter().enumerate() {
+            crate::blob::put_chunk_row(&mut t, h, i as u32, row)?;
         }
         txn.open_table(BLOB_META)?
             .insert(h.0.as_slice(), encode_meta(m)?.as_slice())?;
