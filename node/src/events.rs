@@ -10,7 +10,11 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 /// How many events a slow subscriber may lag before it starts missing some.
-pub const EVENT_BUFFER: usize = 1024;
+/// "Asset received" events go out together when their bytes are flushed
+/// (up to [`crate::blob_flush::MAX_DELAY`] of them: about 1,500 at the
+/// rate small assets arrive on a laptop), so the buffer holds several such
+/// bursts.
+pub const EVENT_BUFFER: usize = 8192;
 
 /// Something that happened in the node, as the event stream reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -16,6 +16,7 @@
 //! | [`incarnation`] | a new actor key when this device may have lost bundles it sent |
 //! | [`ops`] | every user command, run in the daemon or directly on the store |
 //! | [`sync_core`] | engine + store on the storage thread |
+//! | [`blob_flush`] | when received asset bytes are flushed to disk |
 //! | [`sync_driver`] | the task between libp2p streams and the core |
 //! | [`daemon`] | `troupe up`: wires the pieces together |
 //! | [`demo`] | `troupe demo`: three real nodes on loopback, a conflict, convergence |
@@ -33,6 +34,7 @@
 //! commands ([`ops`]) run on the same thread through `POST /v1/command`, and
 //! a local commit is announced to connected members at once.
 
+pub mod blob_flush;
 pub mod cli;
 pub mod daemon;
 pub mod demo;

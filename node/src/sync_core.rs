@@ -84,12 +84,6 @@ pub struct SyncStatus {
     pub up_to_date: BTreeMap<String, Vec<String>>,
 }
 
-/// Longest that received asset bytes wait for their flush to disk (and
-/// their "asset received" event) when no batch or local write flushes first:
-/// many small assets then cost one flush per this interval, not one per
-/// sync call.
-pub const BLOB_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(25);
-
 /// Engine + store on one thread; see the module doc.
 pub struct SyncCore {
     local: Local,
@@ -101,12 +95,12 @@ pub struct SyncCore {
     last_wake: Option<Option<Millis>>,
     /// Batches committed since the last flush to disk.
     unflushed: bool,
-    /// When asset bytes were first written without a flush since. They
-    /// need no flush before the call's frames leave (the next wants promise
-    /// nothing to the peer; after a crash a fetch resumes from what is on
-    /// disk), so they are flushed within [`BLOB_FLUSH_DELAY`], with the
-    /// next batch, or with local writes, whichever comes first.
-    blobs_unflushed_since: Option<Instant>,
+    /// Asset bytes written without a flush since. They need no flush
+    /// before the call's frames leave (the next wants promise nothing to
+    /// the peer; after a crash a fetch resumes from what is on disk), so
+    /// they are flushed as [`crate::blob_flush`] says, or with the next
+    /// batch, whichever comes first.
+    blob_flush: crate::blob_flush::BlobFlush,
     /// Events held past their call until the asset bytes they report are
     /// on disk.
     deferred_events: Vec<NodeEvent>,
@@ -212,7 +206,7 @@ impl SyncCore {
             status,
             last_wake: None,
             unflushed: false,
-            blobs_unflushed_since: None,
+            blob_flush: Default::default(),
             deferred_events: Vec::new(),
             to_commit: Vec::new(),
             blob_wants: Vec::new(),
@@ -448,7 +442,7 @@ impl SyncCore {
         );
         self.deferred_events.extend(held);
         // Nothing written waits for the disk any more: the events may go.
-        if self.blobs_unflushed_since.is_none() {
+        if !self.blob_flush.pending() {
             for ev in std::mem::take(&mut self.deferred_events) {
                 self.events.publish(ev);
             }
@@ -471,17 +465,14 @@ impl SyncCore {
     /// Makes the batches committed during this call durable before any of
     /// their acknowledgements leave (the driver sends frames only after the
     /// call returns), so one disk flush covers a run of batches; asset bytes
-    /// go with it, or on their own once they have waited
-    /// [`BLOB_FLUSH_DELAY`].
+    /// go with it, or on their own when [`crate::blob_flush`] says.
     fn flush(&mut self) {
-        let blobs_due = self
-            .blobs_unflushed_since
-            .is_some_and(|t| t.elapsed() >= BLOB_FLUSH_DELAY);
+        let blobs_due = self.blob_flush.due(Instant::now());
         if !self.unflushed && !blobs_due {
             return;
         }
         self.unflushed = false;
-        self.blobs_unflushed_since = None;
+        self.blob_flush.flushed();
         if let Err(e) = self.local.store().flush() {
             warn!(error = %e, "could not flush received batches to disk; they are fetched again if lost");
         }
@@ -489,9 +480,9 @@ impl SyncCore {
 
     fn after_drain(&mut self) {
         let mut wake = self.engine.poll_timeout();
-        if let Some(t) = self.blobs_unflushed_since {
+        if let Some(t) = self.blob_flush.next_due() {
             // Wake up to flush the asset bytes if nothing else does first.
-            let due = (t + BLOB_FLUSH_DELAY).saturating_duration_since(self.epoch);
+            let due = t.saturating_duration_since(self.epoch);
             let due = due.as_millis() as Millis + 1;
             wake = Some(wake.map_or(due, |w| w.min(due)));
             // Always re-arm: a wake that fired early must not leave the bytes
@@ -637,7 +628,8 @@ impl SyncCore {
             )
             .collect();
         let results = self.local.store().blob_receive_many(&chunks);
-        self.blobs_unflushed_since.get_or_insert_with(Instant::now);
+        let bytes = chunks.iter().map(|c| c.bytes.len() as u64).sum();
+        self.blob_flush.wrote(Instant::now(), bytes);
         type Write = (troupe_protocol::ids::BlobHash, u64, u64, Vec<u8>);
         let answer = |(hash, offset, _, bytes): &Write, r: Result<bool, String>| match r {
             Ok(complete) => Input::BlobChunkWritten {

@@ -1,4 +1,4 @@
-//! A 50 MiB asset crosses between two `troupe up` processes on loopback: the
+//! An 80 MiB asset crosses between two `troupe up` processes on loopback: the
 //! receiver is killed (SIGKILL) in the middle of the transfer, restarted, and
 //! resumes from the bytes it already held; the file it serves afterwards is
 //! byte-for-byte the original.
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use troupe_tests::{Node, troupe_bin, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-const SIZE: usize = 50 * 1024 * 1024;
+const SIZE: usize = 80 * 1024 * 1024;
 
 fn troupe(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(troupe_bin())
@@ -80,16 +80,18 @@ async fn a_large_asset_survives_a_killed_receiver_and_arrives_verified() -> anyh
     let base = sent(&a.cli_json(&["status"]).await?);
     let t = Instant::now();
     let b = Node::start_in("b", None, &b_dir, &loopback(Some(&a_addr)))?;
-    // Kill B once it must hold part of the file on disk, with most of the
-    // file still to come (so the kill lands mid-transfer). A sends at most
-    // one window of chunks more than B has received, and B flushes what it
-    // received within `BLOB_FLUSH_DELAY` (25 ms: a few MiB here), so a
-    // window plus a fifth sent leaves part of the file durable on B.
+    // Kill B once it must hold part of the file on disk, with a good part
+    // of the file still to come (so the kill lands mid-transfer). A sends
+    // at most one window of chunks more than B has received, and while
+    // bytes keep arriving B flushes them at the latest every
+    // `blob_flush::MAX_BYTES` (16 MiB), so a window, that much and a fifth
+    // more sent leaves part of the file durable on B.
     let window = (troupe_protocol::sync::limits::BLOB_WINDOW
         * troupe_protocol::sync::limits::BLOB_CHUNK) as u64;
+    let flushed_by = troupe_node::blob_flush::MAX_BYTES;
     loop {
         let now = sent(&a.cli_json(&["status"]).await?);
-        if now > base + window + (SIZE as u64) / 5 {
+        if now > base + window + flushed_by + (SIZE as u64) / 5 {
             break;
         }
         anyhow::ensure!(
@@ -122,7 +124,7 @@ async fn a_large_asset_survives_a_killed_receiver_and_arrives_verified() -> anyh
     .await
     .map_err(|e| anyhow::anyhow!("{e}\nlog of b:\n{}", b.log()))?;
     eprintln!(
-        "50 MiB asset: killed and restarted, complete {:?} after the first start",
+        "80 MiB asset: killed and restarted, complete {:?} after the first start",
         t.elapsed()
     );
     let got = std::fs::read(&out)?;

@@ -11,7 +11,7 @@ mod cli;
 mod mdns;
 // `troupe demo`: three nodes, a conflict in words, convergence, cleanup.
 mod demo;
-// A 50 MiB asset: killed receiver, resumed transfer, verified bytes.
+// An 80 MiB asset: killed receiver, resumed transfer, verified bytes.
 mod assets;
 // Data crosses between processes: edits, conflicts, chains.
 mod sync;

@@ -1,0 +1,104 @@
+//! When received asset bytes are flushed to disk.
+//!
+//! Asset chunks are written in commits that are not durable on their own:
+//! asking a peer for the next chunks promises it nothing, and after a crash
+//! a fetch resumes from what is on disk. So they need a flush only to bound
+//! what a crash can cost, and before their "asset received" events go out.
+//!
+//! Each flush writes every B-tree page the chunks touched since the last one,
+//! and chunk rows are keyed by their (random) blob hash: a stream of small
+//! assets touches a new page for nearly every asset, and flushing it every
+//! few milliseconds writes the same pages again and again. So while bytes
+//! keep arriving, they are flushed only every [`MAX_DELAY`] or every
+//! [`MAX_BYTES`], and once the stream pauses for [`QUIET`], at once.
+
+use std::time::{Duration, Instant};
+
+/// A pause in arriving asset bytes this long ends a stream: flush now.
+pub const QUIET: Duration = Duration::from_millis(25);
+/// Longest that arriving asset bytes wait for a flush while they keep
+/// coming (and so the longest an "asset received" event waits).
+pub const MAX_DELAY: Duration = Duration::from_millis(250);
+/// Unflushed asset bytes that make a flush due at once: what a crash can
+/// make a peer send again.
+pub const MAX_BYTES: u64 = 16 << 20;
+
+/// Asset bytes written since the last flush.
+#[derive(Debug, Default)]
+pub struct BlobFlush {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    bytes: u64,
+}
+
+impl BlobFlush {
+    /// `bytes` of asset chunks were just committed without a flush.
+    pub fn wrote(&mut self, now: Instant, bytes: u64) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+
+    /// Whether asset bytes wait for a flush.
+    pub fn pending(&self) -> bool {
+        self.first.is_some()
+    }
+
+    /// Whether the waiting bytes should be flushed now.
+    pub fn due(&self, now: Instant) -> bool {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) => {
+                now.saturating_duration_since(last) >= QUIET
+                    || now.saturating_duration_since(first) >= MAX_DELAY
+                    || self.bytes >= MAX_BYTES
+            }
+            _ => false,
+        }
+    }
+
+    /// When the waiting bytes become due if nothing more arrives.
+    pub fn next_due(&self) -> Option<Instant> {
+        Some((self.last? + QUIET).min(self.first? + MAX_DELAY))
+    }
+
+    /// Everything written so far is on disk.
+    pub fn flushed(&mut self) {
+        *self = BlobFlush::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_steady_stream_is_flushed_at_the_longest_delay() {
+        let t0 = Instant::now();
+        let mut f = BlobFlush::default();
+        assert!(!f.pending() && !f.due(t0) && f.next_due().is_none());
+        let mut t = t0;
+        while t < t0 + MAX_DELAY - 5 * MS {
+            f.wrote(t, 1024);
+            assert!(!f.due(t), "due after {:?} of steady arrivals", t - t0);
+            t += 5 * MS;
+        }
+        assert!(f.due(t0 + MAX_DELAY));
+        assert_eq!(f.next_due(), Some(t0 + MAX_DELAY));
+    }
+
+    #[test]
+    fn a_pause_or_a_full_measure_of_bytes_makes_it_due_at_once() {
+        let t0 = Instant::now();
+        let mut f = BlobFlush::default();
+        f.wrote(t0, 1024);
+        assert!(!f.due(t0 + QUIET - MS));
+        assert!(f.due(t0 + QUIET));
+        assert_eq!(f.next_due(), Some(t0 + QUIET));
+        f.flushed();
+        assert!(!f.pending());
+        f.wrote(t0, MAX_BYTES);
+        assert!(f.due(t0), "a full measure of bytes is due without waiting");
+    }
+}
