@@ -483,6 +483,10 @@ impl Store {
             // transaction and closing it again rewrites its root each time.
             let (mut meta, mut rows) = write_tables(&txn)?;
             for c in chunks {
+                if let Some(answer) = write_whole_in((&mut meta, &mut rows), c)? {
+                    out.push(answer);
+                    continue;
+                }
                 if c.offset == 0 {
                     begin_in((&mut meta, &mut rows), &c.hash, c.size)?;
                 }
@@ -700,6 +704,41 @@ fn keep_hasher(hashers: &Hashers, h: BlobHash, at: u64, hasher: blake3::Hasher) 
         }
         list.push((h, at, hasher));
     }
+}
+
+/// A blob that arrives whole in one chunk (most small assets) and is not
+/// held at all: hashed once and stored complete in one step, without the
+/// "receiving" record in between. `None` when the chunk is not such a
+/// blob; the general path then handles it.
+fn write_whole_in(
+    (meta, chunks): (&mut Rw<'_>, &mut Rw<'_>),
+    c: &ReceivedChunk<'_>,
+) -> Result<Option<Result<bool, BlobError>>, BlobError> {
+    if c.offset != 0
+        || c.bytes.is_empty()
+        || c.bytes.len() as u64 != c.size
+        || c.bytes.len() > CHUNK
+    {
+        return Ok(None);
+    }
+    if meta.get(c.hash.0.as_slice())?.is_some() {
+        return Ok(None);
+    }
+    let hash = *blake3::hash(c.bytes).as_bytes();
+    if hash != c.hash.0 {
+        return Ok(Some(Err(BlobError::HashMismatch { expected: c.hash })));
+    }
+    clear_pieces(chunks, &c.hash)?;
+    put_chunk_row(chunks, &c.hash, 0, &encode_chunk(c.bytes)?)?;
+    let m = BlobMeta {
+        size: c.size,
+        status: BlobStatus::Complete,
+        // One chunk: its hash is the blob's.
+        chunk_hashes: vec![hash],
+        last_use_ms: now_ms(),
+    };
+    meta.insert(c.hash.0.as_slice(), encode_meta(&m)?.as_slice())?;
+    Ok(Some(Ok(true)))
 }
 
 /// Writes one piece in `txn`. A piece that is exactly the next stored chunk

@@ -274,6 +274,13 @@ fn a_run_of_received_chunks_refuses_only_the_bad_one() {
     assert_eq!(s.get_blob(&hash(&a)).unwrap(), a);
     assert_eq!(s.get_blob(&hash(&c)).unwrap(), c);
     assert!(matches!(s.get_blob(&hash(&b)), Err(BlobError::NotFound(_))));
+    // Nothing of the bad copy is kept: the good one arrives as if first.
+    assert_eq!(s.blob_state(&hash(&b)).unwrap(), BlobState::Absent);
+    let r = s
+        .blob_receive_many(&[chunk(hash(&b), &b, b.len(), 0)])
+        .unwrap();
+    assert!(matches!(r[0], Ok(true)));
+    assert_eq!(s.get_blob(&hash(&b)).unwrap(), b);
 }
 
 #[test]
