@@ -12,6 +12,11 @@
 //! It changes nothing about what is durable when: redb's commits are safe
 //! whatever the OS writes early (the OS may write any dirty page at any
 //! time anyway), and a flush still ends with redb's own sync.
+//!
+//! The helper's handle is a second, read-only open of the file. redb's
+//! locks on Linux are open-file-description locks (`F_OFD_SETLK`), which
+//! belong to redb's own handle, so opening or closing this one never
+//! touches them (classic `fcntl` locks would be released by any close).
 
 use std::fs::File;
 use std::path::Path;
