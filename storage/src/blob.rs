@@ -728,7 +728,8 @@ fn write_whole_in(
     if hash != c.hash.0 {
         return Ok(Some(Err(BlobError::HashMismatch { expected: c.hash })));
     }
-    clear_pieces(chunks, &c.hash)?;
+    // No metadata means no rows under this hash: every path that removes a
+    // blob's metadata removes its chunks and pieces first.
     put_chunk_row(chunks, &c.hash, 0, &encode_chunk(c.bytes)?)?;
     let m = BlobMeta {
         size: c.size,
