@@ -15,6 +15,21 @@ pub fn test_workspace() -> WorkspaceSecret {
     WorkspaceSecret([42; 32])
 }
 
+/// `len` deterministic bytes that zstd cannot shrink (what a photo or a
+/// recording looks like to the store), from a xorshift generator started
+/// at `seed` (not 0).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A deterministic actor key from a small seed.
 pub fn key(seed: u8) -> ActorKey {
     ActorKey::from_secret_bytes([seed; 32])

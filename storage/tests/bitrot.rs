@@ -165,15 +165,7 @@ fn a_rotten_blob_is_dropped_by_scrub_and_reported_for_refetch() {
     let mem = Mem::default();
     let store = Store::open_with_backend(mem.clone()).unwrap();
     // Incompressible bytes: zstd stores them verbatim, so they are findable.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let blob: Vec<u8> = (0..8192)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let blob = troupe_protocol::testing::noise(8192, 0x9e37_79b9_7f4a_7c15);
     let h = store.put_blob(&blob).unwrap();
     assert!(store.scrub_report().unwrap().blobs.is_empty());
     drop(store);

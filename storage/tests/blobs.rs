@@ -136,15 +136,7 @@ fn gc_respects_retention_and_leaves_state_intact() {
 }
 
 fn noise(len: usize) -> Vec<u8> {
-    let mut x = 1u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    troupe_protocol::testing::noise(len, 1)
 }
 
 #[test]

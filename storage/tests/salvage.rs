@@ -50,15 +50,7 @@ fn fixture(path: &Path) -> Vec<Bundle> {
 
 /// 2.5 MiB that zstd cannot shrink (a photo, a recording).
 fn noise() -> Vec<u8> {
-    let mut x = 7u64;
-    (0..(5 << 19))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    troupe_protocol::testing::noise(5 << 19, 7)
 }
 
 fn held(s: &Store, ws: &WorkspaceId) -> Vec<Bundle> {

@@ -52,15 +52,7 @@ async fn a_large_asset_survives_a_killed_receiver_and_arrives_verified() -> anyh
     troupe(&b_dir, &["workspace", "join", &invite]);
 
     // Incompressible bytes, like a photo or a recording.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let original: Vec<u8> = (0..SIZE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let original = troupe_protocol::testing::noise(SIZE, 0x9e37_79b9_7f4a_7c15);
     let file = tmp.path().join("rehearsal.wav");
     std::fs::write(&file, &original)?;
 

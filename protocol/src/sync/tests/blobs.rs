@@ -11,15 +11,7 @@ use crate::testing::test_workspace;
 
 /// Deterministic bytes that do not compress to nothing.
 fn logo(len: usize) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    crate::testing::noise(len, 0x2545_f491_4f6c_dd1d)
 }
 
 fn want(net: &mut Net, node: usize, hash: BlobHash, size: u64) {
