@@ -53,9 +53,9 @@ pub const MAX_REPAIRS: usize = 1024;
 /// Bytes of one blob chunk (a frame carries one, well under [`MAX_FRAME`]).
 pub const BLOB_CHUNK: usize = 1024 * 1024;
 /// Chunks of one blob asked and not yet received. The receiver asks for
-/// more only after a call's chunks are durable, so the window must cover
-/// what the sender reads and sends while the receiver writes and flushes
-/// the previous chunks (8 left the two sides taking turns).
+/// more once a call's chunks are written (their flush to disk comes later),
+/// so the window must cover what the sender reads and sends while the
+/// receiver writes the previous chunks (8 left the two sides taking turns).
 pub const BLOB_WINDOW: usize = 16;
 /// Blob chunks asked of one peer and not yet received, all blobs together
 /// (many small blobs travel at once; the peer's write queue stays short).
