@@ -132,18 +132,19 @@ pub(crate) fn put_chunk_row(
     Ok(())
 }
 
-/// Joins a head row with its tail row, when the head is a full
-/// [`ROW_MAX`] and a tail is stored (rows written before the split, and
-/// rows that fit, have none).
-pub(crate) fn join_row(head: &[u8], tail: Option<&[u8]>) -> Vec<u8> {
-    let mut row = Vec::with_capacity(head.len() + tail.map_or(0, <[u8]>::len));
-    row.extend_from_slice(head);
-    if head.len() == ROW_MAX
-        && let Some(t) = tail
-    {
-        row.extend_from_slice(t);
+/// The part of a stored tail that belongs to `head`: only a full
+/// [`ROW_MAX`] head has one (rows written before the split, and rows that
+/// fit, have none).
+fn tail_of<'t>(head: &[u8], tail: Option<&'t [u8]>) -> &'t [u8] {
+    match tail {
+        Some(t) if head.len() == ROW_MAX => t,
+        _ => &[],
     }
-    row
+}
+
+/// Joins a head row with its tail row ([`tail_of`]), as one logical row.
+pub(crate) fn join_row(head: &[u8], tail: Option<&[u8]>) -> Vec<u8> {
+    [head, tail_of(head, tail)].concat()
 }
 
 fn piece_key(h: &BlobHash, offset: u64) -> [u8; 41] {
@@ -236,12 +237,20 @@ fn encode_chunk(plain: &[u8]) -> Result<Vec<u8>, DamagedRow> {
     })
 }
 
-/// The plain bytes of a stored chunk row (`expected_len` bounds the
-/// decompression), or `None` when the row does not decode to that length.
-fn decode_chunk(row: &[u8], expected_len: usize) -> Option<Vec<u8>> {
-    match row.split_first() {
-        Some((&RAW_TAG, plain)) => (plain.len() == expected_len).then(|| plain.to_vec()),
-        _ => zstd::bulk::decompress(row, expected_len)
+/// The plain bytes of a stored chunk row, given as its head and tail rows
+/// (`expected_len` bounds the decompression), or `None` when the row does
+/// not decode to that length. A raw row is copied once, straight from its
+/// two parts.
+fn decode_chunk(head: &[u8], tail: Option<&[u8]>, expected_len: usize) -> Option<Vec<u8>> {
+    let tail = tail_of(head, tail);
+    match head.split_first() {
+        Some((&RAW_TAG, plain)) => {
+            (plain.len() + tail.len() == expected_len).then(|| [plain, tail].concat())
+        }
+        _ if tail.is_empty() => zstd::bulk::decompress(head, expected_len)
+            .ok()
+            .filter(|p| p.len() == expected_len),
+        _ => zstd::bulk::decompress(&[head, tail].concat(), expected_len)
             .ok()
             .filter(|p| p.len() == expected_len),
     }
@@ -259,16 +268,17 @@ pub(crate) fn read_chunk(
         .ok_or(BlobError::Corrupt(*h))?;
     let head = head.value();
     if head.len() < ROW_MAX {
-        return verify_chunk(head, h, meta, i);
+        return verify_chunk(head, None, h, meta, i);
     }
     let tail = chunks.get(chunk_tail_key(h, i32).as_slice())?;
-    let row = join_row(head, tail.as_ref().map(|t| t.value()));
-    verify_chunk(&row, h, meta, i)
+    verify_chunk(head, tail.as_ref().map(|t| t.value()), h, meta, i)
 }
 
-/// Decompresses stored chunk `i` of a blob and checks its length and hash.
+/// Decompresses stored chunk `i` of a blob (its head row and the tail row,
+/// if any) and checks its length and hash.
 pub(crate) fn verify_chunk(
-    z: &[u8],
+    head: &[u8],
+    tail: Option<&[u8]>,
     h: &BlobHash,
     meta: &BlobMeta,
     i: usize,
@@ -279,7 +289,7 @@ pub(crate) fn verify_chunk(
         .ok_or(BlobError::Corrupt(*h))?
         .min(CHUNK as u64) as usize;
     let want = meta.chunk_hashes.get(i).ok_or(BlobError::Corrupt(*h))?;
-    let plain = decode_chunk(z, expected_len).ok_or(BlobError::Corrupt(*h))?;
+    let plain = decode_chunk(head, tail, expected_len).ok_or(BlobError::Corrupt(*h))?;
     if blake3::hash(&plain).as_bytes() != want {
         return Err(BlobError::Corrupt(*h));
     }

@@ -34,7 +34,7 @@ use troupe_protocol::{ActorId, BlobHash, Bundle, BundleHash, WorkspaceId};
 
 use crate::blob::{BlobStatus, decode_meta, read_chunk};
 use crate::commit::decode_ranges;
-use crate::error::{BlobError, DamagedRow, QuarantineError};
+use crate::error::{DamagedRow, QuarantineError};
 use crate::quarantine::{QuarantineEntry, RepairNeeded, put_entry, quarantine_slot};
 use crate::schema::*;
 use crate::{Store, now_ms};
@@ -274,19 +274,21 @@ fn check_blob(
     let mut whole = blake3::Hasher::new();
     let mut len = 0u64;
     for i in 0..m.chunk_hashes.len() {
-        if chunks
-            .get(crate::blob::chunk_key(h, i as u32).as_slice())?
-            .is_none()
-        {
-            return Ok(Some(format!("chunk {i} is missing")));
-        }
         match read_chunk(chunks, h, &m, i) {
             Ok(plain) => {
                 len += plain.len() as u64;
                 whole.update(&plain);
             }
-            Err(BlobError::Corrupt(_)) | Err(_) => {
-                return Ok(Some(format!("chunk {i} fails its hash")));
+            Err(_) => {
+                // Looked up again only to say which way it failed.
+                let missing = chunks
+                    .get(crate::blob::chunk_key(h, i as u32).as_slice())?
+                    .is_none();
+                return Ok(Some(if missing {
+                    format!("chunk {i} is missing")
+                } else {
+                    format!("chunk {i} fails its hash")
+                }));
             }
         }
     }

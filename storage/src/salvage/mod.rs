@@ -359,10 +359,10 @@ fn copy_blob(
             .iter()
             .find(|(k, _)| *k == tail_keys[i])
             .map(|(_, t)| t.as_slice());
-        let row = crate::blob::join_row(head, tail);
-        let Ok(plain) = crate::blob::verify_chunk(&row, h, m, i) else {
+        let Ok(plain) = crate::blob::verify_chunk(head, tail, h, m, i) else {
             return Ok(false);
         };
+        let row = crate::blob::join_row(head, tail);
         rows.push(row);
         total += plain.len() as u64;
         whole.update(&plain);
