@@ -139,11 +139,21 @@ impl crate::storage_actor::Settle for SyncCore {
     /// answers them and tells the engine (so peers only ever hear of durable
     /// bundles).
     fn settle(&mut self) {
+        let started = Instant::now();
+        let sets = self.queued_sets.len();
         self.run_queued_sets();
         if self.pending.is_empty() {
             return;
         }
+        let t = Instant::now();
         let flushed = self.local.store().flush();
+        trace!(
+            sets,
+            answers = self.pending.len(),
+            commit_us = (t - started).as_micros() as u64,
+            flush_us = t.elapsed().as_micros() as u64,
+            "local group commit"
+        );
         let pending = std::mem::take(&mut self.pending);
         let changes = std::mem::take(&mut self.pending_changes);
         for (tx, result) in pending {

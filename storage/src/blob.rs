@@ -465,6 +465,8 @@ impl Store {
             write_chunk_in((&mut meta, &mut chunks), &self.hashers, h, offset, bytes)?
         };
         txn.commit()?;
+        // Asset bytes are not journaled: the next flush is a checkpoint.
+        self.unjournaled();
         r
     }
 
@@ -521,6 +523,8 @@ impl Store {
         }
         txn.commit()?;
         self.wrote(chunks.iter().map(|c| c.bytes.len() as u64).sum());
+        // Asset bytes are not journaled: the next flush is a checkpoint.
+        self.unjournaled();
         Ok(out)
     }
 
@@ -544,6 +548,8 @@ impl Store {
             write_chunk_in((&mut meta, &mut chunks), &self.hashers, h, offset, bytes)?
         };
         txn.commit()?;
+        // Asset bytes are not journaled: the next flush is a checkpoint.
+        self.unjournaled();
         r
     }
 

@@ -11,6 +11,7 @@ use troupe_protocol::{ActorId, Bundle, BundleHash, FieldPath, VerifyError, Works
 use crate::error::{CommitError, DamagedRow};
 use crate::fork::{forked, record_fork};
 use crate::hashidx;
+use crate::journal;
 use crate::quarantine::{QuarantineEntry, put_entry};
 use crate::rebuild::rebuild_workspace;
 use crate::schema::*;
@@ -93,13 +94,29 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
-        let mut out = BatchOutcome::default();
-        for (ws, group) in by_ws {
-            let o = commit_in(&txn, &ws, group, Mode::Local)?;
-            merge(&mut out, o);
+        let record = matches!(durability, redb::Durability::None).then(|| {
+            self.record(
+                by_ws
+                    .iter()
+                    .map(|(ws, g)| (journal::Mode::Local, *ws, g.as_slice())),
+            )
+        });
+        let out = (|| {
+            let mut out = BatchOutcome::default();
+            for (ws, group) in by_ws {
+                let o = commit_in(&txn, &ws, group, Mode::Local)?;
+                merge(&mut out, o);
+            }
+            Ok(out)
+        })();
+        match record {
+            Some(r) => self.end_record(txn, r, out),
+            None => {
+                let out = out?;
+                txn.commit()?;
+                Ok(out)
+            }
         }
-        txn.commit()?;
-        Ok(out)
     }
 
     /// One local bundle in a write transaction that is not durable on its own:
@@ -112,14 +129,10 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
-        let out = commit_in(
-            &txn,
-            &bundle.body().workspace,
-            vec![bundle.clone()],
-            Mode::Local,
-        )?;
-        txn.commit()?;
-        Ok(out)
+        let ws = bundle.body().workspace;
+        let r = self.record([(journal::Mode::Local, ws, std::slice::from_ref(bundle))]);
+        let out = commit_in(&txn, &ws, vec![bundle.clone()], Mode::Local);
+        self.end_record(txn, r, out)
     }
 
     /// Commits a batch of remote bundles for `workspace` in one durable write
@@ -161,9 +174,13 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
-        let out = commit_in(&txn, workspace, bundles, Mode::Remote(source))?;
-        txn.commit()?;
-        Ok(out)
+        let r = self.record([(
+            journal::Mode::Remote(source.to_string()),
+            *workspace,
+            bundles.as_slice(),
+        )]);
+        let out = commit_in(&txn, workspace, bundles, Mode::Remote(source));
+        self.end_record(txn, r, out)
     }
 
     /// Several received batches in ONE write transaction, deferred like
@@ -185,22 +202,120 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
-        let mut outs = Vec::with_capacity(batches.len());
-        for (ws, bundles, source) in batches {
-            // Refusals that come before any write leave the other batches be.
-            if let Err(e) = check_writable(&txn, &ws) {
-                match e {
-                    CommitError::Archived(_) | CommitError::UnknownWorkspace(_) => {
-                        outs.push(Err(e));
-                        continue;
+        let r = self.record(batches.iter().map(|(ws, bundles, source)| {
+            (
+                journal::Mode::Remote(source.clone()),
+                *ws,
+                bundles.as_slice(),
+            )
+        }));
+        let outs = (|| {
+            let mut outs = Vec::with_capacity(batches.len());
+            for (ws, bundles, source) in batches {
+                // Refusals that come before any write leave the other batches be.
+                if let Err(e) = check_writable(&txn, &ws) {
+                    match e {
+                        CommitError::Archived(_) | CommitError::UnknownWorkspace(_) => {
+                            outs.push(Err(e));
+                            continue;
+                        }
+                        other => return Err(other),
                     }
-                    other => return Err(other),
+                }
+                outs.push(Ok(commit_in(&txn, &ws, bundles, Mode::Remote(&source))?));
+            }
+            Ok(outs)
+        })();
+        self.end_record(txn, r, outs)
+    }
+
+    /// Starts the journal record of a deferred commit (nothing when the
+    /// store has no journal). The groups' bytes are copied now, so the
+    /// bundles can be moved into the commit.
+    fn record<'b>(
+        &self,
+        groups: impl IntoIterator<Item = (journal::Mode, WorkspaceId, &'b [Bundle])>,
+    ) -> Option<Record<'_>> {
+        let j = self.journal.as_ref()?;
+        let mut j = crate::lock(j);
+        let groups: Vec<_> = groups.into_iter().collect();
+        let at = j.begin(groups.len() as u32);
+        for (mode, ws, bundles) in &groups {
+            j.group(mode, ws, bundles.len() as u32);
+            for b in *bundles {
+                j.bundle(b.bytes());
+            }
+        }
+        let seq = j.next_seq();
+        Some(Record { j, at, seq })
+    }
+
+    /// Ends a deferred commit: on success the transaction also records the
+    /// journal record's number and commits, and the record waits for the
+    /// next flush; on any failure neither is kept.
+    fn end_record<T>(
+        &self,
+        txn: WriteTransaction,
+        record: Option<Record<'_>>,
+        out: Result<T, CommitError>,
+    ) -> Result<T, CommitError> {
+        let committed = out.and_then(|out| {
+            if let Some(r) = &record {
+                txn.open_table(META)?
+                    .insert(JOURNAL_SEQ, r.seq.to_be_bytes().as_slice())?;
+            }
+            txn.commit()?;
+            Ok(out)
+        });
+        if let Some(mut r) = record {
+            if committed.is_ok() {
+                let bytes = r.j.finish(r.at);
+                drop(r);
+                self.wrote(bytes);
+            } else {
+                r.j.cancel(r.at);
+            }
+        }
+        committed
+    }
+
+    /// Applies one journal record again at open, exactly as it was first
+    /// committed (same bundles, modes and sources, one transaction).
+    pub(crate) fn replay(&self, record: journal::Record) -> Result<(), CommitError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
+        for g in record.groups {
+            match g.mode {
+                journal::Mode::Local => match commit_in(&txn, &g.ws, g.bundles, Mode::Local) {
+                    Ok(_) => {}
+                    // The store no longer takes the run as it did (only
+                    // if the file was changed since): it stays unapplied,
+                    // as a refused commit would.
+                    Err(CommitError::Storage(e)) => return Err(CommitError::Storage(e)),
+                    Err(CommitError::Damaged(d)) => return Err(CommitError::Damaged(d)),
+                    Err(_) => {
+                        txn.abort()?;
+                        return Ok(());
+                    }
+                },
+                journal::Mode::Remote(source) => {
+                    if let Err(e) = check_writable(&txn, &g.ws) {
+                        match e {
+                            CommitError::Archived(_) | CommitError::UnknownWorkspace(_) => {
+                                continue;
+                            }
+                            other => return Err(other),
+                        }
+                    }
+                    commit_in(&txn, &g.ws, g.bundles, Mode::Remote(&source))?;
                 }
             }
-            outs.push(Ok(commit_in(&txn, &ws, bundles, Mode::Remote(&source))?));
         }
+        txn.open_table(META)?
+            .insert(JOURNAL_SEQ, record.seq.to_be_bytes().as_slice())?;
         txn.commit()?;
-        Ok(outs)
+        Ok(())
     }
 
     /// Makes every earlier deferred commit durable (one flush to disk).
@@ -208,7 +323,24 @@ impl Store {
     /// # Errors
     /// [`CommitError::Storage`]: the deferred commits may be lost on a crash;
     /// retry, or treat them as not yet received.
+    ///
+    /// A store opened from a path usually does this by appending the
+    /// waiting journal records and syncing the journal; when the journal is
+    /// full, or a deferred write it does not hold is waiting (received asset
+    /// bytes), the flush is a checkpoint: one redb durable commit.
     pub fn flush(&self) -> Result<(), CommitError> {
+        if let Some(j) = &self.journal {
+            let mut j = crate::lock(j);
+            if !j.wants_checkpoint() {
+                return j.sync().map_err(io_failure);
+            }
+        }
+        self.checkpoint()
+    }
+
+    /// One redb durable commit: every earlier commit is in the store file
+    /// for good, and the journal is emptied.
+    pub(crate) fn checkpoint(&self) -> Result<(), CommitError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
@@ -216,7 +348,26 @@ impl Store {
         if let Some(w) = &self.writeback {
             w.flushed();
         }
+        if let Some(j) = &self.journal {
+            crate::lock(j).checkpointed().map_err(io_failure)?;
+        }
         Ok(())
+    }
+
+    /// Notes a deferred write that the journal does not hold: the next
+    /// flush makes it durable with a checkpoint.
+    pub(crate) fn unjournaled(&self) {
+        if let Some(j) = &self.journal {
+            crate::lock(j).unjournaled();
+        }
+    }
+
+    /// Whether journal records wait for a flush (tests).
+    #[doc(hidden)]
+    pub fn journal_waiting(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|j| crate::lock(j).has_waiting())
     }
 
     /// A batch commit for salvage: not durable on its own (salvage ends with
@@ -242,6 +393,18 @@ impl Store {
     ) -> Result<BatchOutcome, CommitError> {
         commit_in(txn, workspace, bundles, Mode::Remote(source))
     }
+}
+
+/// A journal record being written for a deferred commit (the journal stays
+/// locked until the commit ends).
+struct Record<'s> {
+    j: std::sync::MutexGuard<'s, journal::Journal>,
+    at: usize,
+    seq: u64,
+}
+
+fn io_failure(e: std::io::Error) -> CommitError {
+    CommitError::Storage(crate::StorageFailure(redb::Error::Io(e)))
 }
 
 fn merge(into: &mut BatchOutcome, o: BatchOutcome) {

@@ -64,6 +64,17 @@ pub enum OpenError {
     /// re-join the workspaces from peers.
     #[error("the store file is damaged and could not be salvaged: {0}")]
     Salvage(Box<SalvageError>),
+    /// The commit journal beside the store file could not be read or
+    /// renamed. It holds the last durable writes; nothing was changed. Check
+    /// the data directory's permissions and free space, then start again.
+    #[error("cannot read the store's commit journal {}: {source}", path.display())]
+    Journal {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 from_redb!(OpenError);
 

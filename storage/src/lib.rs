@@ -31,13 +31,24 @@
 //! ([`Store::commit_local`], [`Store::commit_local_many`],
 //! [`Store::commit_batch`]) is one redb write transaction holding the
 //! bundles, the hash index, ranges, tips, state rows and quarantine rows, so
-//! a crash leaves all of it or none of it. Commits are durable
-//! (`Durability::Immediate`: redb's commit syncs before it returns), which
-//! costs one or two fsyncs per transaction; group commit and sync batches
-//! spread that cost over many bundles. Only rows that are hints, not data,
-//! use non-durable commits: per-peer progress, and salvage's intermediate
-//! steps (made durable by its last commit before the new file is put in
-//! place). A fork (two bundles for one author and seq) quarantines every copy
+//! a crash leaves all of it or none of it. Those commits are durable
+//! (`Durability::Immediate`: redb's commit syncs before it returns). Group
+//! commit and sync use the deferred forms ([`Store::commit_local_many_deferred`],
+//! [`Store::commit_batch_deferred`], [`Store::commit_batches_deferred`]):
+//! many transactions, then one [`Store::flush`] before any of them is
+//! acknowledged. For a store opened from a path the flush is an append to
+//! the commit journal beside the file (`store.redb.journal`: the bundles of
+//! each deferred commit, in order, each record hashed) and one sync of it,
+//! instead of a redb durable commit that writes and syncs every B-tree page
+//! the commits touched; every 32 MiB of journal, and whenever received
+//! asset bytes wait (they are not journaled), the flush is a redb durable
+//! commit (a checkpoint) and the journal is emptied. [`Store::open`] applies
+//! the records a crash left above the store's last durable commit, each
+//! exactly as first applied, so a flushed commit is never lost (the
+//! `journal` module has the file format and the argument). Rows that are
+//! hints, not data, use non-durable commits without the journal: per-peer
+//! progress, and salvage's intermediate steps (made durable by its last
+//! commit before the new file is put in place). A fork (two bundles for one author and seq) quarantines every copy
 //! and rebuilds the workspace's state without the withdrawn one in the same
 //! transaction.
 //!
@@ -102,6 +113,7 @@ pub mod error;
 pub mod export;
 mod fork;
 mod hashidx;
+mod journal;
 pub mod progress;
 pub mod quarantine;
 pub mod read;
@@ -155,6 +167,9 @@ pub struct Store {
     hashers: blob::Hashers,
     /// Starts the disk on new pages before the flush (file stores only).
     writeback: Option<writeback::Writeback>,
+    /// Makes deferred commits durable with one append (file stores only;
+    /// see the `journal` module).
+    journal: Option<std::sync::Mutex<journal::Journal>>,
 }
 
 impl Store {
@@ -166,6 +181,10 @@ impl Store {
     /// # Errors
     /// [`OpenError::Storage`] when redb cannot open the file (damaged or
     /// locked); [`OpenError::Schema`] for another schema version.
+    ///
+    /// Deferred commits that a flush made durable through the journal since
+    /// the last checkpoint are applied again here, before the store is
+    /// returned (see the `journal` module).
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
         let path = path.as_ref();
         let mut store = Self::init(
@@ -174,8 +193,50 @@ impl Store {
                 .set_cache_size(CACHE_BYTES)
                 .create(path)?,
         )?;
+        let (id, applied) = store.journal_marks()?;
+        let (j, pending) =
+            journal::Journal::open(journal::path_for(path), id, applied).map_err(|e| {
+                OpenError::Journal {
+                    path: journal::path_for(path),
+                    source: e,
+                }
+            })?;
+        store.journal = Some(std::sync::Mutex::new(j));
+        if !pending.is_empty() {
+            for record in pending {
+                store.replay(record).map_err(replay_failure)?;
+            }
+            store.checkpoint().map_err(replay_failure)?;
+        }
         store.writeback = writeback::Writeback::start(path);
         Ok(store)
+    }
+
+    /// The store's id and the number of the last journal record it holds.
+    fn journal_marks(&self) -> Result<([u8; 16], u64), OpenError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let id = match meta.get(STORE_ID)? {
+            Some(v) => v.value().try_into().ok(),
+            None => None,
+        }
+        .ok_or(OpenError::Schema {
+            found: 0,
+            expected: SCHEMA_VERSION,
+        })?;
+        let applied = match meta.get(JOURNAL_SEQ)? {
+            Some(v) => v.value().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        Ok((id, applied))
+    }
+
+    /// Sets the journal size past which a flush is a checkpoint (tests that
+    /// cross it often; the default is 32 MiB).
+    pub fn set_journal_limit(&self, bytes: u64) {
+        if let Some(j) = &self.journal {
+            lock(j).set_limit(bytes);
+        }
     }
 
     /// Opens a store on any redb backend (tests inject crashes and damage).
@@ -238,12 +299,16 @@ impl Store {
                     )?;
                 }
             }
+            if meta.get(STORE_ID)?.is_none() {
+                meta.insert(STORE_ID, new_store_id().as_slice())?;
+            }
         }
         txn.commit()?;
         Ok(Store {
             db,
             hashers: Default::default(),
             writeback: None,
+            journal: None,
         })
     }
 
@@ -356,6 +421,61 @@ fn read_to_commit(e: ReadError) -> CommitError {
         ReadError::Storage(s) => CommitError::Storage(s),
         ReadError::Damaged(d) => CommitError::Damaged(d),
         ReadError::Corrupt(_) => CommitError::Damaged(DamagedRow { what: "bundle" }),
+    }
+}
+
+/// A journal that cannot be applied: a disk failure as it is, anything
+/// else as damage (the caller salvages the file, then applies it again).
+fn replay_failure(e: CommitError) -> OpenError {
+    match e {
+        CommitError::Storage(s) => OpenError::Storage(s),
+        other => OpenError::Storage(StorageFailure(redb::Error::Corrupted(format!(
+            "the commit journal could not be applied: {other}"
+        )))),
+    }
+}
+
+/// Locks the journal (a panic elsewhere cannot leave it half-changed: each
+/// change is one call).
+pub(crate) fn lock(
+    j: &std::sync::Mutex<journal::Journal>,
+) -> std::sync::MutexGuard<'_, journal::Journal> {
+    j.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A store's id: tells its journal from another store's. Not a secret, only
+/// distinct: the clock, the process and a stack address, hashed.
+fn new_store_id() -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.update(&nanos.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let here = 0u8;
+    h.update(&(&here as *const u8 as usize).to_le_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    id
+}
+
+impl Drop for Store {
+    /// A clean close: everything journaled goes into the store file with
+    /// one durable commit, and the journal file is removed. When that
+    /// fails, the journal stays and the next open applies it.
+    fn drop(&mut self) {
+        let Some(j) = &self.journal else {
+            return;
+        };
+        if std::thread::panicking() {
+            return;
+        }
+        // A store that was only read needs no commit to close.
+        let needed = lock(j).since_checkpoint();
+        if !needed || self.checkpoint().is_ok() {
+            lock(j).remove();
+        }
     }
 }
 

@@ -37,6 +37,8 @@ fn key(ws: &WorkspaceId, peer: &str) -> Vec<u8> {
 
 impl Store {
     /// Records sync progress with `peer` (its id in text form) in `ws`.
+    /// Not durable on its own and not journaled: a crash may bring back an
+    /// older figure, which is only shown (the ranges held are the checkpoint).
     ///
     /// # Errors
     /// [`CommitError::Storage`].

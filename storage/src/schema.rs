@@ -3,7 +3,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | name | schema version, counters |
+//! | `meta` | name | schema version, counters, store id, last journal record held |
 //! | `workspaces` | ws | postcard `WorkspaceInfo` |
 //! | `bundles` | ws, author, seq | raw bundle bytes (held copies) |
 //! | `seq_hash` | ws, author, seq | sealed hash of the bundle applied at that slot (kept when the copy is quarantined) |
@@ -51,6 +51,11 @@ pub(crate) const BLOB_CHUNKS: Tbl = TableDefinition::new("blob_chunks");
 pub(crate) const FORKS: Tbl = TableDefinition::new("forks");
 pub(crate) const SKIPPED: Tbl = TableDefinition::new("skipped");
 pub(crate) const PEER_PROGRESS: Tbl = TableDefinition::new("peer_progress");
+
+/// `meta` key of the store's id (16 bytes), written once at creation.
+pub(crate) const STORE_ID: &[u8] = b"store_id";
+/// `meta` key of the number of the last journal record this state holds.
+pub(crate) const JOURNAL_SEQ: &[u8] = b"journal_seq";
 
 /// Tables holding materialised state (cleared and refilled by rebuild).
 pub(crate) const STATE_TABLES: [Tbl; 4] = [ENTITIES, SUPERSEDED, ASSET_DELETES, ASSET_REFS];

@@ -1,6 +1,9 @@
 //! A real process that commits batches in a loop is SIGKILLed at varying
 //! moments; after every re-open each acknowledged batch is present, no batch
-//! is partly there, every bundle verifies and state equals a replay.
+//! is partly there, every bundle verifies and state equals a replay. The
+//! batches are committed durably, or deferred and flushed through the commit
+//! journal (received and local), so the kills land in journal appends,
+//! syncs and checkpoints too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -24,6 +27,7 @@ fn child_commits_until_killed() {
         return;
     };
     let store = Store::open(std::path::Path::new(&dir).join("s.redb")).unwrap();
+    store.set_journal_limit(8 << 10);
     let ws = test_workspace().workspace_id();
     if store.workspace(&ws).unwrap().is_none() {
         store
@@ -60,7 +64,23 @@ fn child_commits_until_killed() {
             tip = AuthorTip::after(&b);
             batch.push(b);
         }
-        let o = store.commit_batch(&ws, batch, "loop").unwrap();
+        // Three ways to commit, in turn: a durable batch; a deferred batch
+        // and a flush (made durable by the commit journal); a deferred
+        // local group and a flush. The journal's limit is small, so some
+        // flushes are checkpoints instead.
+        let o = match (tip.last_seq / BATCH) % 3 {
+            0 => store.commit_batch(&ws, batch, "loop").unwrap(),
+            1 => {
+                let o = store.commit_batch_deferred(&ws, batch, "loop").unwrap();
+                store.flush().unwrap();
+                o
+            }
+            _ => {
+                let o = store.commit_local_many_deferred(&batch).unwrap();
+                store.flush().unwrap();
+                o
+            }
+        };
         assert_eq!(o.committed.len() as u64, BATCH);
         writeln!(out, "ack {}", tip.last_seq).unwrap();
         out.flush().unwrap();

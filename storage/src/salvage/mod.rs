@@ -312,10 +312,21 @@ pub fn salvage_copy(src: &Path, dst: &Path) -> Result<SalvageReport, SalvageErro
             store.put_workspace(&info, Durability::None)?;
         }
     }
-    // One durable commit makes everything above durable.
+    // One durable commit makes everything above durable. The store keeps
+    // its id, so its commit journal (beside the file) is applied to the new
+    // file at the next open: writes made durable only there are not lost.
+    let (meta_rows, _) = old.rows(META);
     let txn = store.db.begin_write()?;
-    txn.open_table(META)?
-        .insert(b"salvaged_at".as_slice(), now_ms().to_be_bytes().as_slice())?;
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert(b"salvaged_at".as_slice(), now_ms().to_be_bytes().as_slice())?;
+        if let Some((_, id)) = meta_rows
+            .iter()
+            .find(|(k, v)| k.as_slice() == STORE_ID && v.len() == 16)
+        {
+            meta.insert(STORE_ID, id.as_slice())?;
+        }
+    }
     txn.commit()?;
 
     for ((ws, author), claimed) in claims {

@@ -1,0 +1,480 @@
+//! The commit journal: what makes a group commit durable with one small,
+//! sequential write instead of a flush of the store's B-tree pages.
+//!
+//! A deferred commit ([`crate::Store::commit_batch_deferred`],
+//! [`crate::Store::commit_local_many_deferred`], …) is a redb transaction
+//! that is not durable on its own. For a store opened from a path, the
+//! commit also appends a record to this journal (in memory), and the
+//! transaction writes the record's number into the `meta` table. A
+//! [`crate::Store::flush`] then writes the waiting records to the journal
+//! file and syncs it: one sequential append of a few kilobytes, where a redb
+//! durable commit writes and syncs every page the commits dirtied (entity
+//! rows and index leaves all over the file). Now and then (the journal
+//! passed [`LIMIT`], or a deferred write that is not journaled is waiting)
+//! the flush is a redb durable commit instead, a checkpoint, after which
+//! the journal is emptied.
+//!
+//! After a crash, redb opens at its last durable commit. Every record with a
+//! number above the one that commit holds is applied again, in order, each
+//! exactly as it was first applied (same bundles, same mode, same source), so
+//! the store ends where it was at the last flush. A record is written whole
+//! and checked by a hash over its number and bytes; a torn or damaged tail
+//! ends the replay there (nothing after it was acknowledged as durable,
+//! since a flush returns only once the whole append is synced).
+//!
+//! The file starts with the store's id (kept in `meta`), so a journal left
+//! beside a different store file is never applied to it: it is set aside.
+//!
+//! File: `MAGIC`, 16-byte store id, then records:
+//! `payload length u32 LE | number u64 LE | blake3(number ‖ payload)[..16] | payload`,
+//! payload: `groups u32 | per group: mode u8 (0 local, 1 remote) | workspace [32] |
+//! source length u16 | source | bundles u32 | per bundle: length u32 | bytes`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use troupe_protocol::{Bundle, WorkspaceId};
+
+/// Journal size past which the next flush is a checkpoint. It bounds the
+/// replay after a crash (a few seconds at most) and the file's size; it is
+/// large enough that a 1M-write sync to an empty peer (about 25 MB of
+/// bundles) needs at most one checkpoint.
+pub(crate) const LIMIT: u64 = 32 << 20;
+
+const MAGIC: &[u8; 8] = b"TRPJRNL1";
+const HEADER: u64 = 8 + 16;
+const RECORD_HEAD: usize = 4 + 8 + 16;
+/// No record is larger (a journal claiming more is damaged).
+const MAX_RECORD: u32 = 1 << 30;
+
+/// How a journaled group of bundles was committed (and is applied again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Signed here ([`crate::Store::commit_local_many_deferred`]).
+    Local,
+    /// Received, with the source recorded in quarantine entries.
+    Remote(String),
+}
+
+/// One group of a record: bundles committed together for one workspace.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) mode: Mode,
+    pub(crate) ws: WorkspaceId,
+    pub(crate) bundles: Vec<Bundle>,
+}
+
+/// A record read back at open: its number and its groups.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) seq: u64,
+    pub(crate) groups: Vec<Group>,
+}
+
+/// Path of the journal that belongs to the store file at `store`.
+pub(crate) fn path_for(store: &Path) -> PathBuf {
+    let mut name = store.file_name().unwrap_or_default().to_os_string();
+    name.push(".journal");
+    store.with_file_name(name)
+}
+
+/// The open journal of one store.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    path: PathBuf,
+    store_id: [u8; 16],
+    /// Opened on the first append (a store that only reads makes no file).
+    file: Option<File>,
+    /// Bytes in the file.
+    len: u64,
+    /// Records not yet written to the file.
+    buf: Vec<u8>,
+    /// Number the next record gets.
+    next: u64,
+    /// A deferred write that is not journaled is waiting for a flush: the
+    /// next flush must be a checkpoint.
+    unjournaled: bool,
+    /// A deferred commit was made since the last checkpoint (a clean close
+    /// then needs one).
+    since_checkpoint: bool,
+    limit: u64,
+}
+
+impl Journal {
+    /// Opens the journal beside a store whose id is `store_id` and whose
+    /// last applied record is `applied`. Returns it with the records still to
+    /// apply, in order. A journal of another store is renamed aside (`.foreign-<ms>`).
+    pub(crate) fn open(
+        path: PathBuf,
+        store_id: [u8; 16],
+        applied: u64,
+    ) -> std::io::Result<(Journal, Vec<Record>)> {
+        let mut pending = Vec::new();
+        let mut last = applied;
+        match File::open(&path) {
+            Ok(f) => {
+                let mut r = BufReader::new(f);
+                let mut head = [0u8; HEADER as usize];
+                let ours =
+                    r.read_exact(&mut head).is_ok() && &head[..8] == MAGIC && head[8..] == store_id;
+                if ours {
+                    while let Some(rec) = read_record(&mut r)? {
+                        if rec.seq <= applied {
+                            continue;
+                        }
+                        if rec.seq != last + 1 {
+                            // A gap: what follows was never acknowledged in order.
+                            break;
+                        }
+                        last = rec.seq;
+                        pending.push(rec);
+                    }
+                } else if std::fs::metadata(&path)?.len() > 0 {
+                    let mut aside = path.clone().into_os_string();
+                    aside.push(format!(".foreign-{}", crate::now_ms()));
+                    std::fs::rename(&path, aside)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let j = Journal {
+            path,
+            store_id,
+            file: None,
+            len: 0,
+            buf: Vec::new(),
+            next: last + 1,
+            unjournaled: false,
+            since_checkpoint: false,
+            limit: LIMIT,
+        };
+        Ok((j, pending))
+    }
+
+    /// Number the next record will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Sets the size past which a flush is a checkpoint (tests).
+    pub(crate) fn set_limit(&mut self, bytes: u64) {
+        self.limit = bytes;
+    }
+
+    /// Starts record `next_seq()` in the buffer; returns where it starts, for
+    /// [`Journal::finish`] or [`Journal::cancel`].
+    pub(crate) fn begin(&mut self, groups: u32) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; RECORD_HEAD]);
+        self.buf.extend_from_slice(&groups.to_le_bytes());
+        at
+    }
+
+    /// Appends one group's head (then call [`Journal::bundle`] `count` times).
+    pub(crate) fn group(&mut self, mode: &Mode, ws: &WorkspaceId, count: u32) {
+        let (m, source) = match mode {
+            Mode::Local => (0u8, ""),
+            Mode::Remote(s) => (1u8, s.as_str()),
+        };
+        let source = &source.as_bytes()[..source.len().min(u16::MAX as usize)];
+        self.buf.push(m);
+        self.buf.extend_from_slice(&ws.0);
+        self.buf
+            .extend_from_slice(&(source.len() as u16).to_le_bytes());
+        self.buf.extend_from_slice(source);
+        self.buf.extend_from_slice(&count.to_le_bytes());
+    }
+
+    /// Appends one bundle's bytes to the current group.
+    pub(crate) fn bundle(&mut self, bytes: &[u8]) {
+        self.buf
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Seals the record started at `at`: it now waits for the next flush.
+    /// Returns its size in bytes.
+    pub(crate) fn finish(&mut self, at: usize) -> u64 {
+        let payload_len = (self.buf.len() - at - RECORD_HEAD) as u32;
+        let seq = self.next;
+        let check = check(seq, &self.buf[at + RECORD_HEAD..]);
+        let head = &mut self.buf[at..at + RECORD_HEAD];
+        head[..4].copy_from_slice(&payload_len.to_le_bytes());
+        head[4..12].copy_from_slice(&seq.to_le_bytes());
+        head[12..].copy_from_slice(&check);
+        self.next += 1;
+        self.since_checkpoint = true;
+        (self.buf.len() - at) as u64
+    }
+
+    /// Drops the record started at `at` (its transaction did not commit).
+    pub(crate) fn cancel(&mut self, at: usize) {
+        self.buf.truncate(at);
+    }
+
+    /// Notes a deferred write that the journal does not hold.
+    pub(crate) fn unjournaled(&mut self) {
+        self.unjournaled = true;
+        self.since_checkpoint = true;
+    }
+
+    /// Whether a deferred commit was made since the last checkpoint.
+    pub(crate) fn since_checkpoint(&self) -> bool {
+        self.since_checkpoint
+    }
+
+    /// Whether the next flush must be a redb durable commit.
+    pub(crate) fn wants_checkpoint(&self) -> bool {
+        self.unjournaled || self.len + self.buf.len() as u64 > self.limit
+    }
+
+    /// Whether records wait to be written.
+    pub(crate) fn has_waiting(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Writes the waiting records and syncs the file: they are durable when
+    /// this returns.
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let mut f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&self.path)?;
+                f.write_all(MAGIC)?;
+                f.write_all(&self.store_id)?;
+                self.len = HEADER;
+                self.file.insert(f)
+            }
+        };
+        file.seek(SeekFrom::Start(self.len))?;
+        // On failure, what may have reached the file lies past `len` and is
+        // overwritten by the next attempt.
+        file.write_all(&self.buf)?;
+        file.sync_data()?;
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// After a redb durable commit holding every record: empties the
+    /// journal. Its truncation need not be synced: records a crash brings
+    /// back are at or below the number the store holds, and are skipped.
+    pub(crate) fn checkpointed(&mut self) -> std::io::Result<()> {
+        self.buf.clear();
+        self.unjournaled = false;
+        self.since_checkpoint = false;
+        if let Some(f) = &mut self.file {
+            f.set_len(HEADER)?;
+            self.len = HEADER;
+        }
+        Ok(())
+    }
+
+    /// At a clean close, after the last checkpoint: removes the file.
+    pub(crate) fn remove(&mut self) {
+        if self.file.take().is_some() || self.path.exists() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn check(seq: u64, payload: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(payload);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+/// Reads the next record; `None` at the end or at a torn or damaged record.
+fn read_record(r: &mut impl Read) -> std::io::Result<Option<Record>> {
+    let mut head = [0u8; RECORD_HEAD];
+    if !read_full(r, &mut head)? {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default());
+    let seq = u64::from_le_bytes(head[4..12].try_into().unwrap_or_default());
+    if len > MAX_RECORD {
+        return Ok(None);
+    }
+    let mut payload = Vec::new();
+    if r.take(u64::from(len)).read_to_end(&mut payload)? != len as usize {
+        return Ok(None);
+    }
+    if check(seq, &payload) != head[12..] {
+        return Ok(None);
+    }
+    Ok(decode_groups(&payload).map(|groups| Record { seq, groups }))
+}
+
+/// `read_exact` that says `false` at a clean or torn end instead of failing.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn decode_groups(p: &[u8]) -> Option<Vec<Group>> {
+    let mut c = Cursor(p);
+    let n = c.u32()?;
+    let mut groups = Vec::new();
+    for _ in 0..n {
+        let mode = match c.take(1)?[0] {
+            0 => None,
+            1 => Some(()),
+            _ => return None,
+        };
+        let ws = WorkspaceId(c.take(32)?.try_into().ok()?);
+        let slen = u16::from_le_bytes(c.take(2)?.try_into().ok()?) as usize;
+        let source = String::from_utf8(c.take(slen)?.to_vec()).ok()?;
+        let mode = match mode {
+            None => Mode::Local,
+            Some(()) => Mode::Remote(source),
+        };
+        let count = c.u32()?;
+        let mut bundles = Vec::new();
+        for _ in 0..count {
+            let len = c.u32()? as usize;
+            bundles.push(Bundle::decode(c.take(len)?.to_vec()).ok()?);
+        }
+        groups.push(Group { mode, ws, bundles });
+    }
+    c.0.is_empty().then_some(groups)
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe_protocol::bundle::BundleKind;
+    use troupe_protocol::draft::{AuthorTip, Draft};
+    use troupe_protocol::hlc::Hlc;
+    use troupe_protocol::testing::{key, test_workspace};
+    use troupe_protocol::{FieldPath, Value};
+
+    fn bundles(n: u64) -> Vec<Bundle> {
+        let ws = test_workspace().workspace_id();
+        let k = key(1);
+        let mut tip = AuthorTip::default();
+        (1..=n)
+            .map(|seq| {
+                let mut d = Draft::new(ws, BundleKind::UserEdit, format!("b{seq}"));
+                let p = FieldPath::new("cues.cue", "c1", "f").unwrap();
+                d.set(p, Value::Int(seq as i64), vec![]);
+                let b = d
+                    .sign(
+                        &k,
+                        &tip,
+                        Hlc {
+                            wall_ms: seq,
+                            counter: 0,
+                        },
+                    )
+                    .unwrap();
+                tip = AuthorTip::after(&b);
+                b
+            })
+            .collect()
+    }
+
+    fn append(j: &mut Journal, mode: Mode, bs: &[Bundle]) {
+        let ws = test_workspace().workspace_id();
+        let at = j.begin(1);
+        j.group(&mode, &ws, bs.len() as u32);
+        for b in bs {
+            j.bundle(b.bytes());
+        }
+        j.finish(at);
+    }
+
+    #[test]
+    fn synced_records_come_back_in_order_and_a_torn_tail_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.journal");
+        let id = [7u8; 16];
+        let bs = bundles(5);
+        let (mut j, none) = Journal::open(path.clone(), id, 0).unwrap();
+        assert!(none.is_empty());
+        append(&mut j, Mode::Local, &bs[..2]);
+        append(&mut j, Mode::Remote("peer x".into()), &bs[2..4]);
+        j.sync().unwrap();
+        // A third record cut short, as a crash in the middle of a write leaves it.
+        append(&mut j, Mode::Local, &bs[4..]);
+        let torn = j.buf.len() / 2;
+        j.buf.truncate(torn);
+        j.sync().unwrap();
+        drop(j);
+
+        let (j, back) = Journal::open(path.clone(), id, 0).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].seq, 1);
+        assert_eq!(back[0].groups[0].mode, Mode::Local);
+        assert_eq!(back[0].groups[0].bundles, bs[..2].to_vec());
+        assert_eq!(back[1].groups[0].mode, Mode::Remote("peer x".into()));
+        assert_eq!(back[1].groups[0].bundles, bs[2..4].to_vec());
+        assert_eq!(j.next_seq(), 3);
+        // Records the store already holds are skipped.
+        let (_, rest) = Journal::open(path.clone(), id, 1).unwrap();
+        assert_eq!(rest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn a_damaged_record_ends_the_replay_and_a_foreign_journal_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.journal");
+        let bs = bundles(3);
+        let (mut j, _) = Journal::open(path.clone(), [1; 16], 0).unwrap();
+        for b in &bs {
+            append(&mut j, Mode::Local, std::slice::from_ref(b));
+        }
+        j.sync().unwrap();
+        drop(j);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = HEADER as usize + RECORD_HEAD + 4 + 1 + 32 + 2 + 4 + 4 + bs[0].bytes().len();
+        bytes[second + RECORD_HEAD + 20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, back) = Journal::open(path.clone(), [1; 16], 0).unwrap();
+        assert_eq!(back.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+
+        let (j, back) = Journal::open(path.clone(), [2; 16], 0).unwrap();
+        assert!(back.is_empty());
+        assert_eq!(j.next_seq(), 1);
+        assert!(!path.exists(), "the other store's journal was moved aside");
+        let aside = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(aside, 1);
+    }
+}

@@ -1,0 +1,128 @@
+//! The commit journal: a deferred commit that a flush made durable comes
+//! back after a crash (the store file alone no longer has it), also when the
+//! store file has to be salvaged first; a clean close leaves no journal.
+//!
+//! A crash is imitated by copying the store file and its journal while the
+//! store is open: redb writes nothing in place of its last durable commit,
+//! so the copy is what the disk holds if the process dies at that moment.
+//! The sigkill test kills real processes for the same property.
+
+use std::path::{Path, PathBuf};
+
+use troupe_protocol::testing::{chain, test_workspace};
+use troupe_protocol::workspace::{WorkspaceInfo, WorkspaceKind};
+use troupe_protocol::{Bundle, WorkspaceId};
+use troupe_storage::Store;
+
+fn journal_of(store: &Path) -> PathBuf {
+    let mut name = store.file_name().unwrap().to_os_string();
+    name.push(".journal");
+    store.with_file_name(name)
+}
+
+/// The disk as a crash at this moment leaves it, copied to `to`.
+fn crash_image(from: &Path, to: &Path, with_journal: bool) {
+    std::fs::copy(from, to).unwrap();
+    let _ = std::fs::remove_file(journal_of(to));
+    if with_journal && journal_of(from).exists() {
+        std::fs::copy(journal_of(from), journal_of(to)).unwrap();
+    }
+}
+
+fn holds(s: &Store, ws: &WorkspaceId, b: &Bundle) -> bool {
+    s.bundle(ws, &b.body().author, b.body().seq)
+        .unwrap()
+        .is_some_and(|got| &got == b)
+}
+
+/// A store with one durable batch, then two received batches and a local
+/// group committed deferred and flushed, then one more deferred batch that
+/// no flush covered. Returns (durable, flushed, unflushed) bundles.
+fn fixture(path: &Path) -> (Store, Vec<Bundle>, Vec<Bundle>, Vec<Bundle>) {
+    let s = Store::open(path).unwrap();
+    let ws = test_workspace().workspace_id();
+    s.add_workspace(&WorkspaceInfo::new(
+        test_workspace(),
+        "Tour",
+        WorkspaceKind::Show,
+    ))
+    .unwrap();
+    let (_, a) = chain(1, 10);
+    s.commit_batch(&ws, a.clone(), "peer").unwrap();
+    let (_, b) = chain(2, 30);
+    s.commit_batch_deferred(&ws, b[..10].to_vec(), "peer").unwrap();
+    s.commit_batches_deferred(vec![(ws, b[10..20].to_vec(), "peer 2".into())])
+        .unwrap();
+    let (_, c) = chain(3, 5);
+    s.commit_local_many_deferred(&c).unwrap();
+    s.flush().unwrap();
+    assert!(!s.journal_waiting());
+    let mut flushed = b[..20].to_vec();
+    flushed.extend(c);
+    s.commit_batch_deferred(&ws, b[20..].to_vec(), "peer").unwrap();
+    assert!(s.journal_waiting());
+    (s, a, flushed, b[20..].to_vec())
+}
+
+#[test]
+fn a_flushed_deferred_commit_comes_back_after_a_crash_through_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let ws = test_workspace().workspace_id();
+    let (s, durable, flushed, unflushed) = fixture(&path);
+
+    // The store file alone holds only its last durable commit.
+    let bare = dir.path().join("bare.redb");
+    crash_image(&path, &bare, false);
+    {
+        let b = Store::open(&bare).unwrap();
+        assert!(durable.iter().all(|x| holds(&b, &ws, x)));
+        assert!(flushed.iter().all(|x| !holds(&b, &ws, x)));
+    }
+
+    // With its journal, everything a flush covered is back, and it verifies.
+    let crashed = dir.path().join("crashed.redb");
+    crash_image(&path, &crashed, true);
+    {
+        let c = Store::open(&crashed).unwrap();
+        assert!(durable.iter().all(|x| holds(&c, &ws, x)));
+        assert!(flushed.iter().all(|x| holds(&c, &ws, x)));
+        // Never acknowledged, and not there: all of that batch or none.
+        assert!(unflushed.iter().all(|x| !holds(&c, &ws, x)));
+        assert!(c.scrub().unwrap().is_empty());
+        assert!(c.verify_rebuild().unwrap().is_empty());
+        // Applied once: a second crash right after the open brings back the same.
+        let again = dir.path().join("again.redb");
+        crash_image(&crashed, &again, true);
+        let a = Store::open(&again).unwrap();
+        let count = |s: &Store| s.ranges(&ws).unwrap().values().map(|r| r.count()).sum::<u64>();
+        assert_eq!(count(&a), count(&c));
+    }
+    assert!(
+        !journal_of(&crashed).exists(),
+        "a clean close puts everything in the store file"
+    );
+
+    // A clean close of the original keeps even the unflushed batch.
+    drop(s);
+    assert!(!journal_of(&path).exists());
+    let s = Store::open(&path).unwrap();
+    assert!(unflushed.iter().all(|x| holds(&s, &ws, x)));
+}
+
+#[test]
+fn a_salvaged_store_file_gets_its_journal_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let ws = test_workspace().workspace_id();
+    let (_s, durable, flushed, _) = fixture(&path);
+    let crashed = dir.path().join("crashed.redb");
+    crash_image(&path, &crashed, true);
+    // Salvage rebuilds the file from what verifies; the store keeps its id,
+    // so the journal beside it is still its own.
+    Store::salvage(&crashed).unwrap();
+    let c = Store::open(&crashed).unwrap();
+    assert!(durable.iter().all(|x| holds(&c, &ws, x)));
+    assert!(flushed.iter().all(|x| holds(&c, &ws, x)));
+    assert!(c.verify_rebuild().unwrap().is_empty());
+}
