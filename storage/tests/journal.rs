@@ -50,7 +50,8 @@ fn fixture(path: &Path) -> (Store, Vec<Bundle>, Vec<Bundle>, Vec<Bundle>) {
     let (_, a) = chain(1, 10);
     s.commit_batch(&ws, a.clone(), "peer").unwrap();
     let (_, b) = chain(2, 30);
-    s.commit_batch_deferred(&ws, b[..10].to_vec(), "peer").unwrap();
+    s.commit_batch_deferred(&ws, b[..10].to_vec(), "peer")
+        .unwrap();
     s.commit_batches_deferred(vec![(ws, b[10..20].to_vec(), "peer 2".into())])
         .unwrap();
     let (_, c) = chain(3, 5);
@@ -59,7 +60,8 @@ fn fixture(path: &Path) -> (Store, Vec<Bundle>, Vec<Bundle>, Vec<Bundle>) {
     assert!(!s.journal_waiting());
     let mut flushed = b[..20].to_vec();
     flushed.extend(c);
-    s.commit_batch_deferred(&ws, b[20..].to_vec(), "peer").unwrap();
+    s.commit_batch_deferred(&ws, b[20..].to_vec(), "peer")
+        .unwrap();
     assert!(s.journal_waiting());
     (s, a, flushed, b[20..].to_vec())
 }
@@ -95,7 +97,13 @@ fn a_flushed_deferred_commit_comes_back_after_a_crash_through_the_journal() {
         let again = dir.path().join("again.redb");
         crash_image(&crashed, &again, true);
         let a = Store::open(&again).unwrap();
-        let count = |s: &Store| s.ranges(&ws).unwrap().values().map(|r| r.count()).sum::<u64>();
+        let count = |s: &Store| {
+            s.ranges(&ws)
+                .unwrap()
+                .values()
+                .map(|r| r.count())
+                .sum::<u64>()
+        };
         assert_eq!(count(&a), count(&c));
     }
     assert!(
