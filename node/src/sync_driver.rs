@@ -23,7 +23,8 @@ use libp2p::PeerId;
 use libp2p::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tracing::{Instrument, debug, info, warn};
-use troupe_protocol::sync::Input;
+use troupe_protocol::sync::message::BatchCodec;
+use troupe_protocol::sync::{Input, PreparedFrame};
 
 use crate::framing::{read_frame, write_frame};
 use crate::identity;
@@ -65,9 +66,11 @@ pub struct DriverParts {
     pub epoch: Instant,
 }
 
-/// A frame read from a peer: who, on which stream generation, the bytes,
-/// and their room in the read budget ([`READ_BYTES`]).
-type QueuedFrame = (PeerId, u64, Vec<u8>, OwnedSemaphorePermit);
+/// A frame read from a peer: who, on which stream generation, its length
+/// on the wire, the frame decoded by the reader (so the storage thread does
+/// not decode it: [`PreparedFrame`]), and its room in the read budget
+/// ([`READ_BYTES`]).
+type QueuedFrame = (PeerId, u64, usize, Box<PreparedFrame>, OwnedSemaphorePermit);
 
 struct PeerLink {
     generation: u64,
@@ -151,12 +154,12 @@ impl Driver {
                 Some(first) = frames_rx.recv() => {
                     // Take every frame already waiting (up to a bound) in one
                     // trip to the storage thread.
-                    let mut bytes = first.2.len();
+                    let mut bytes = first.2;
                     let mut frames = vec![first];
                     while frames.len() < FRAMES_PER_CALL && bytes < BYTES_PER_CALL {
                         match frames_rx.try_recv() {
                             Ok(f) => {
-                                bytes += f.2.len();
+                                bytes += f.2;
                                 frames.push(f);
                             }
                             Err(_) => break,
@@ -166,7 +169,7 @@ impl Driver {
                     // once the core has been through them.
                     let (frames, _room): (Vec<_>, Vec<_>) = frames
                         .into_iter()
-                        .map(|(p, g, b, room)| ((p, g, b), room))
+                        .map(|(p, g, _, f, room)| ((p, g, f), room))
                         .unzip();
                     self.frames(frames).await
                 }
@@ -288,7 +291,7 @@ impl Driver {
         true
     }
 
-    async fn frames(&self, frames: Vec<(PeerId, u64, Vec<u8>)>) -> bool {
+    async fn frames(&self, frames: Vec<(PeerId, u64, Box<PreparedFrame>)>) -> bool {
         let inputs: Vec<Input> = frames
             .into_iter()
             .filter(|(peer, generation, _)| {
@@ -297,8 +300,8 @@ impl Driver {
                     .get(peer)
                     .is_some_and(|l| l.generation == *generation)
             })
-            .filter_map(|(peer, _, bytes)| {
-                identity::sync_peer(&peer).map(|p| Input::Frame { peer: p, bytes })
+            .filter_map(|(peer, _, frame)| {
+                identity::sync_peer(&peer).map(|p| Input::Prepared { peer: p, frame })
             })
             .collect();
         if inputs.is_empty() {
@@ -381,6 +384,9 @@ async fn read_loop(
     budget: Arc<Semaphore>,
     ended: mpsc::UnboundedSender<(PeerId, u64, String)>,
 ) {
+    // Decompression state for this stream's batches (reused, as the
+    // engine's own is).
+    let mut codec = BatchCodec::default();
     let why = loop {
         match read_frame(&mut stream).await {
             Ok(Some(bytes)) => {
@@ -389,7 +395,11 @@ async fn read_loop(
                 let Ok(room) = budget.clone().acquire_many_owned(want).await else {
                     return; // the driver stopped
                 };
-                if frames.send((peer, generation, bytes, room)).await.is_err() {
+                // Decoded here, on this task's thread, while the storage
+                // thread works on earlier frames.
+                let frame = Box::new(PreparedFrame::prepare(&bytes, &mut codec));
+                let queued = (peer, generation, bytes.len(), frame, room);
+                if frames.send(queued).await.is_err() {
                     return; // the driver stopped
                 }
             }

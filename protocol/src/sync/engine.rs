@@ -8,6 +8,7 @@ use super::io::{Input, Millis, Output, PeerId, SyncEvent};
 use super::limits::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE, MAX_BAD_ITEMS, MAX_PROOFS};
 use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
+use super::prepare::PreparedFrame;
 use super::rng::SplitMix64;
 use super::session::{AwaitHello, Session, sub};
 use crate::ids::{ActorId, BundleHash, WorkspaceId};
@@ -110,6 +111,9 @@ pub struct Engine {
     pub(crate) next_local_batch: u64,
     pub(crate) stats: SyncStats,
     pub(crate) codec: super::message::BatchCodec,
+    /// The decoded items of the batch frame being handled (see
+    /// [`PreparedFrame`]); taken by `on_batch`, cleared after every frame.
+    pub(crate) prepared_batch: Option<super::prepare::BatchItems>,
 }
 
 impl Engine {
@@ -136,6 +140,7 @@ impl Engine {
             next_local_batch: 0,
             stats: SyncStats::default(),
             codec: super::message::BatchCodec::default(),
+            prepared_batch: None,
         }
     }
 
@@ -184,7 +189,11 @@ impl Engine {
                 self.peer_up(peer);
             }
             Input::PeerDown { peer } => self.release(peer, view),
-            Input::Frame { peer, bytes } => self.frame(peer, &bytes, view),
+            Input::Frame { peer, bytes } => {
+                let frame = PreparedFrame::prepare(&bytes, &mut self.codec);
+                self.frame(peer, frame, view);
+            }
+            Input::Prepared { peer, frame } => self.frame(peer, *frame, view),
             Input::Timeout => self.timeout(view),
             Input::BatchCommitted {
                 peer,
@@ -340,15 +349,22 @@ impl Engine {
         self.retry_blobs(view);
     }
 
-    fn frame(&mut self, peer: PeerId, bytes: &[u8], view: &impl OplogView) {
+    fn frame(&mut self, peer: PeerId, frame: PreparedFrame, view: &impl OplogView) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         p.last_recv = self.now;
-        let msg = match Message::from_frame(bytes) {
+        let msg = match frame.msg {
             Ok(m) => m,
             Err(e) => return self.blame(peer, format!("undecodable frame: {e}"), view),
         };
+        // A batch's bundles, decoded with the frame, for `on_batch`.
+        self.prepared_batch = frame.batch;
+        self.message(peer, msg, view);
+        self.prepared_batch = None;
+    }
+
+    fn message(&mut self, peer: PeerId, msg: Message, view: &impl OplogView) {
         let Some(session) = self.peers.get_mut(&peer).and_then(|p| p.session.take()) else {
             return;
         };

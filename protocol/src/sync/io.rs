@@ -47,6 +47,15 @@ pub enum Input {
         /// The frame, as received.
         bytes: Vec<u8>,
     },
+    /// One frame from `peer`, already decoded by the driver where it was
+    /// read ([`super::PreparedFrame::prepare`]), so the decoding does not
+    /// wait for the engine's thread. Handled exactly as [`Input::Frame`].
+    Prepared {
+        /// From whom.
+        peer: PeerId,
+        /// The decoded frame.
+        frame: Box<super::PreparedFrame>,
+    },
     /// The time from [`Engine::poll_timeout`](super::Engine::poll_timeout) passed.
     Timeout,
     /// The driver committed an [`Output::CommitBatch`] in one transaction.

@@ -16,7 +16,7 @@ use super::batch::build_batch;
 use super::engine::{Engine, Pending};
 use super::io::{Output, PeerId, SyncEvent};
 use super::limits::{MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES};
-use super::message::{Message, WorkspaceRanges, restore_prev_hash};
+use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
 use super::session::{add, sub};
 use crate::bundle::Bundle;
@@ -231,7 +231,11 @@ impl Engine {
         if reused {
             return self.blame(peer, "reused or reserved batch id".into(), view);
         }
-        let raw = match self.codec.decode(data) {
+        let items = match self.prepared_batch.take() {
+            Some(items) => items,
+            None => super::prepare::batch_items(&mut self.codec, data),
+        };
+        let items = match items {
             Ok(r) => r,
             Err(e) => {
                 self.blame(peer, format!("undecodable batch: {e}"), view);
@@ -244,24 +248,12 @@ impl Engine {
                 );
             }
         };
-        self.stats.bundles_received += raw.len() as u64;
-        let mut decoded = Vec::with_capacity(raw.len());
-        // Hash of the previous item, which an elided `prev_hash` names.
-        let mut last: Option<crate::ids::BundleHash> = None;
-        for (elided, bytes) in raw {
-            let bytes = match (elided, &last) {
-                (true, Some(prev)) => restore_prev_hash(&bytes, prev).unwrap_or(bytes),
-                _ => bytes,
-            };
-            match Bundle::decode_or_return(bytes) {
-                Ok(b) => {
-                    last = Some(b.hash());
-                    decoded.push(b);
-                }
-                Err((e, bytes)) => {
-                    last = None;
-                    self.refuse(peer, ws, bytes, &e, view);
-                }
+        self.stats.bundles_received += items.len() as u64;
+        let mut decoded = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Ok(b) => decoded.push(b),
+                Err((e, bytes)) => self.refuse(peer, ws, bytes, &e, view),
             }
         }
         let uncommitted = &self.uncommitted;

@@ -490,3 +490,48 @@ fn announces_cannot_grow_state_without_bound() {
         "one bad claim is not a disconnect"
     );
 }
+
+#[test]
+fn a_frame_decoded_by_the_driver_is_handled_exactly_as_the_raw_frame() {
+    use super::super::PreparedFrame;
+    use super::super::message::BatchCodec;
+    let (_, a) = chain(1, 3);
+    let mut altered = a[2].bytes().to_vec();
+    let n = altered.len();
+    altered[n - 1] ^= 1;
+    let batch = |id: u64, data: Vec<u8>| {
+        Message::Batch {
+            workspace: ws(),
+            batch_id: id,
+            data,
+        }
+        .to_frame()
+    };
+    let frames = vec![
+        batch(0, encode_batch([a[0].bytes(), a[1].bytes()])),
+        batch(1, encode_batch([altered.as_slice()])),
+        batch(2, vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]),
+        vec![0xff; 40],
+        batch(3, encode_batch([a[2].bytes()])),
+    ];
+    let (mut raw, raw_view, peer) = handshaken(3);
+    let (mut prepared, prepared_view, _) = handshaken(3);
+    let mut codec = BatchCodec::default();
+    for (t, bytes) in frames.into_iter().enumerate() {
+        let frame = Box::new(PreparedFrame::prepare(&bytes, &mut codec));
+        raw.handle_input(10 + t as u64, Input::Frame { peer, bytes }, &raw_view);
+        prepared.handle_input(
+            10 + t as u64,
+            Input::Prepared { peer, frame },
+            &prepared_view,
+        );
+        let outs = |e: &mut Engine| {
+            std::iter::from_fn(|| e.poll_output())
+                .map(|o| format!("{o:?}"))
+                .collect::<Vec<_>>()
+        };
+        let (x, y) = (outs(&mut raw), outs(&mut prepared));
+        assert!(!x.is_empty(), "frame {t} had an effect");
+        assert_eq!(x, y, "frame {t}");
+    }
+}
