@@ -26,9 +26,9 @@ use serde_json::{Value as Json, json};
 use troupe_protocol::register::{Head, winner};
 use troupe_protocol::{BlobHash, Value, WorkspaceId};
 
+use crate::Store;
 use crate::error::{BlobError, ExportError};
 use crate::salvage::{SalvageReport, salvage_copy};
-use crate::{CACHE_BYTES, Store};
 
 /// What an export wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -184,16 +184,23 @@ pub fn export_damaged(
         std::fs::remove_file(&copy).map_err(ExportError::Io)?;
     }
     let salvage = salvage_copy(store_file, &copy).map_err(|e| ExportError::Salvage(Box::new(e)))?;
+    // The copy keeps the store's id, so the store's commit journal applies
+    // to it: writes made durable only there are exported too.
+    let (journal, copy_journal) = (
+        crate::journal::path_for(store_file),
+        crate::journal::path_for(&copy),
+    );
     let result = (|| {
-        let db = redb::Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .open(&copy)
-            .map_err(|e| ExportError::Read(e.into()))?;
-        let store = Store::init(db).map_err(|e| ExportError::Salvage(Box::new(e.into())))?;
+        let _ = std::fs::remove_file(&copy_journal);
+        if journal.exists() {
+            std::fs::copy(&journal, &copy_journal).map_err(ExportError::Io)?;
+        }
+        let store = Store::open(&copy).map_err(|e| ExportError::Salvage(Box::new(e.into())))?;
         store.export(ws, dir)
     })();
     // The copy was only a means to read; the export is what the caller keeps.
     let _ = std::fs::remove_file(&copy);
+    let _ = std::fs::remove_file(&copy_journal);
     let mut report = result?;
     report.salvage = Some(salvage);
     Ok(report)

@@ -134,3 +134,36 @@ fn a_salvaged_store_file_gets_its_journal_applied() {
     assert!(flushed.iter().all(|x| holds(&c, &ws, x)));
     assert!(c.verify_rebuild().unwrap().is_empty());
 }
+
+#[test]
+fn an_emergency_export_includes_what_only_the_journal_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let ws = test_workspace().workspace_id();
+    let (_s, _, _, _) = fixture(&path);
+    let crashed = dir.path().join("crashed.redb");
+    crash_image(&path, &crashed, true);
+    // The export that salvages a copy of the file, as for a damaged store.
+    let damaged_out = dir.path().join("from-damaged");
+    let r = troupe_storage::export_damaged(&crashed, &ws, &damaged_out).unwrap();
+    // The same crash image opened normally (journal applied), exported.
+    let opened = dir.path().join("opened.redb");
+    crash_image(&crashed, &opened, true);
+    let normal_out = dir.path().join("from-open");
+    let n = Store::open(&opened)
+        .unwrap()
+        .export(&ws, &normal_out)
+        .unwrap();
+    assert_eq!(r.fields, n.fields);
+    let state = |d: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("state.json")).unwrap()).unwrap();
+        v["entities"].clone()
+    };
+    assert!(r.fields > 0);
+    assert_eq!(state(&damaged_out), state(&normal_out));
+    assert!(
+        crashed.exists() && journal_of(&crashed).exists(),
+        "the source is left as found"
+    );
+}
