@@ -35,9 +35,10 @@ fn holds(s: &Store, ws: &WorkspaceId, b: &Bundle) -> bool {
         .is_some_and(|got| &got == b)
 }
 
-/// A store with one durable batch, then two received batches and a local
-/// group committed deferred and flushed, then one more deferred batch that
-/// no flush covered. Returns (durable, flushed, unflushed) bundles.
+/// A store with a checkpointed batch and a durable one, then two received
+/// batches and a local group committed deferred and flushed, then one more
+/// deferred batch that no flush covered. Returns (durable, flushed,
+/// unflushed) bundles.
 fn fixture(path: &Path) -> (Store, Vec<Bundle>, Vec<Bundle>, Vec<Bundle>) {
     let s = Store::open(path).unwrap();
     let ws = test_workspace().workspace_id();
@@ -48,7 +49,14 @@ fn fixture(path: &Path) -> (Store, Vec<Bundle>, Vec<Bundle>, Vec<Bundle>) {
     ))
     .unwrap();
     let (_, a) = chain(1, 10);
-    s.commit_batch(&ws, a.clone(), "peer").unwrap();
+    // Deferred and flushed, past a checkpoint: the journal that follows
+    // starts at a record above the first.
+    s.set_journal_limit(0);
+    s.commit_batch_deferred(&ws, a[..5].to_vec(), "peer")
+        .unwrap();
+    s.flush().unwrap();
+    s.set_journal_limit(32 << 20);
+    s.commit_batch(&ws, a[5..].to_vec(), "peer").unwrap();
     let (_, b) = chain(2, 30);
     s.commit_batch_deferred(&ws, b[..10].to_vec(), "peer")
         .unwrap();

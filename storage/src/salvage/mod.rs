@@ -313,18 +313,26 @@ pub fn salvage_copy(src: &Path, dst: &Path) -> Result<SalvageReport, SalvageErro
         }
     }
     // One durable commit makes everything above durable. The store keeps
-    // its id, so its commit journal (beside the file) is applied to the new
-    // file at the next open: writes made durable only there are not lost.
+    // its id and the number of the last journal record its durable state
+    // held, so its commit journal (beside the file) is applied to the new
+    // file at the next open, from the next record on: writes made durable
+    // only there are not lost.
     let (meta_rows, _) = old.rows(META);
     let txn = store.db.begin_write()?;
     {
         let mut meta = txn.open_table(META)?;
         meta.insert(b"salvaged_at".as_slice(), now_ms().to_be_bytes().as_slice())?;
-        if let Some((_, id)) = meta_rows
-            .iter()
-            .find(|(k, v)| k.as_slice() == STORE_ID && v.len() == 16)
-        {
+        let kept = |key: &[u8], len: usize| {
+            meta_rows
+                .iter()
+                .find(|(k, v)| k.as_slice() == key && v.len() == len)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(id) = kept(STORE_ID, 16) {
             meta.insert(STORE_ID, id.as_slice())?;
+        }
+        if let Some(seq) = kept(JOURNAL_SEQ, 8) {
+            meta.insert(JOURNAL_SEQ, seq.as_slice())?;
         }
     }
     txn.commit()?;
