@@ -65,6 +65,7 @@ pub fn run(data: &[u8]) {
     let mut pending_commits: Vec<Input> = Vec::new();
     let mut pending_blobs: Vec<Input> = Vec::new();
     let mut now = 0u64;
+    let mut codec = super::message::BatchCodec::default();
     let mut s = Script { data };
     let mut steps = 0;
     while let Some(op) = s.byte() {
@@ -158,6 +159,15 @@ pub fn run(data: &[u8]) {
                 seq: 1 + s.u64() % 5,
                 hash: bundles[0].hash(),
             },
+            11 => {
+                // A frame decoded ahead by the driver, as the node feeds them.
+                let n = usize::from(s.byte().unwrap_or(0)) * 4;
+                let frame = super::PreparedFrame::prepare(s.take(n), &mut codec);
+                Input::Prepared {
+                    peer,
+                    frame: Box::new(frame),
+                }
+            }
             _ => Input::Timeout,
         };
         engine.handle_input(now, input, &view);
