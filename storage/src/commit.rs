@@ -247,7 +247,12 @@ impl Store {
             }
         }
         let seq = j.next_seq();
-        Some(Record { j, at, seq })
+        Some(Record {
+            j,
+            at,
+            seq,
+            open: true,
+        })
     }
 
     /// Ends a deferred commit: on success the transaction also records the
@@ -267,14 +272,13 @@ impl Store {
             txn.commit()?;
             Ok(out)
         });
-        if let Some(mut r) = record {
-            if committed.is_ok() {
-                let bytes = r.j.finish(r.at);
-                drop(r);
-                self.wrote(bytes);
-            } else {
-                r.j.cancel(r.at);
-            }
+        if let Some(mut r) = record
+            && committed.is_ok()
+        {
+            let bytes = r.j.finish(r.at);
+            r.open = false;
+            drop(r);
+            self.wrote(bytes);
         }
         committed
     }
@@ -401,6 +405,17 @@ struct Record<'s> {
     j: std::sync::MutexGuard<'s, journal::Journal>,
     at: usize,
     seq: u64,
+    /// Not yet sealed: dropping it (an error, or a panic in the commit)
+    /// takes the started record out of the buffer.
+    open: bool,
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.j.cancel(self.at);
+        }
+    }
 }
 
 fn io_failure(e: std::io::Error) -> CommitError {

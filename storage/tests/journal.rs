@@ -175,3 +175,20 @@ fn an_emergency_export_includes_what_only_the_journal_holds() {
         "the source is left as found"
     );
 }
+
+#[test]
+fn a_refused_deferred_commit_leaves_nothing_in_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let s = Store::open(&path).unwrap();
+    let (_, b) = chain(1, 3);
+    // No such workspace here: refused before anything is written.
+    assert!(
+        s.commit_batch_deferred(&test_workspace().workspace_id(), b.clone(), "peer")
+            .is_err()
+    );
+    assert!(s.commit_local_many_deferred(&b).is_err());
+    assert!(!s.journal_waiting());
+    s.flush().unwrap();
+    assert!(!journal_of(&path).exists(), "nothing was journaled");
+}
