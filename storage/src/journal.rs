@@ -380,35 +380,10 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use troupe_protocol::bundle::BundleKind;
-    use troupe_protocol::draft::{AuthorTip, Draft};
-    use troupe_protocol::hlc::Hlc;
-    use troupe_protocol::testing::{key, test_workspace};
-    use troupe_protocol::{FieldPath, Value};
+    use troupe_protocol::testing::{chain, test_workspace};
 
     fn bundles(n: u64) -> Vec<Bundle> {
-        let ws = test_workspace().workspace_id();
-        let k = key(1);
-        let mut tip = AuthorTip::default();
-        (1..=n)
-            .map(|seq| {
-                let mut d = Draft::new(ws, BundleKind::UserEdit, format!("b{seq}"));
-                let p = FieldPath::new("cues.cue", "c1", "f").unwrap();
-                d.set(p, Value::Int(seq as i64), vec![]);
-                let b = d
-                    .sign(
-                        &k,
-                        &tip,
-                        Hlc {
-                            wall_ms: seq,
-                            counter: 0,
-                        },
-                    )
-                    .unwrap();
-                tip = AuthorTip::after(&b);
-                b
-            })
-            .collect()
+        chain(1, n).1
     }
 
     fn append(j: &mut Journal, mode: Mode, bs: &[Bundle]) {
