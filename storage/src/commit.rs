@@ -94,13 +94,16 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
-        let record = matches!(durability, redb::Durability::None).then(|| {
-            self.record(
-                by_ws
-                    .iter()
-                    .map(|(ws, g)| (journal::Mode::Local, *ws, g.as_slice())),
-            )
-        });
+        // Only a deferred group needs the journal to become durable.
+        let record = matches!(durability, redb::Durability::None)
+            .then(|| {
+                self.record(
+                    by_ws
+                        .iter()
+                        .map(|(ws, g)| (journal::Mode::Local, *ws, g.as_slice())),
+                )
+            })
+            .flatten();
         let out = (|| {
             let mut out = BatchOutcome::default();
             for (ws, group) in by_ws {
@@ -109,14 +112,7 @@ impl Store {
             }
             Ok(out)
         })();
-        match record {
-            Some(r) => self.end_record(txn, r, out),
-            None => {
-                let out = out?;
-                txn.commit()?;
-                Ok(out)
-            }
-        }
+        self.end_record(txn, record, out)
     }
 
     /// One local bundle in a write transaction that is not durable on its own:
@@ -209,23 +205,10 @@ impl Store {
                 bundles.as_slice(),
             )
         }));
-        let outs = (|| {
-            let mut outs = Vec::with_capacity(batches.len());
-            for (ws, bundles, source) in batches {
-                // Refusals that come before any write leave the other batches be.
-                if let Err(e) = check_writable(&txn, &ws) {
-                    match e {
-                        CommitError::Archived(_) | CommitError::UnknownWorkspace(_) => {
-                            outs.push(Err(e));
-                            continue;
-                        }
-                        other => return Err(other),
-                    }
-                }
-                outs.push(Ok(commit_in(&txn, &ws, bundles, Mode::Remote(&source))?));
-            }
-            Ok(outs)
-        })();
+        let outs = batches
+            .into_iter()
+            .map(|(ws, bundles, source)| commit_received_in(&txn, &ws, bundles, &source))
+            .collect();
         self.end_record(txn, r, outs)
     }
 
@@ -304,15 +287,8 @@ impl Store {
                     }
                 },
                 journal::Mode::Remote(source) => {
-                    if let Err(e) = check_writable(&txn, &g.ws) {
-                        match e {
-                            CommitError::Archived(_) | CommitError::UnknownWorkspace(_) => {
-                                continue;
-                            }
-                            other => return Err(other),
-                        }
-                    }
-                    commit_in(&txn, &g.ws, g.bundles, Mode::Remote(&source))?;
+                    // A refused batch was refused the first time too.
+                    let _ = commit_received_in(&txn, &g.ws, g.bundles, &source)?;
                 }
             }
         }
@@ -429,6 +405,24 @@ fn merge(into: &mut BatchOutcome, o: BatchOutcome) {
     into.conflicted.extend(o.conflicted);
     into.forks.extend(o.forks);
     into.already_quarantined += o.already_quarantined;
+}
+
+/// One received batch inside a transaction of several: a refusal that comes
+/// before any write (archived or unknown workspace) is that batch's answer
+/// and leaves the others be; any other failure fails the whole transaction.
+fn commit_received_in(
+    txn: &WriteTransaction,
+    ws: &WorkspaceId,
+    bundles: Vec<Bundle>,
+    source: &str,
+) -> Result<Result<BatchOutcome, CommitError>, CommitError> {
+    if let Err(e) = check_writable(txn, ws) {
+        return match e {
+            CommitError::Archived(_) | CommitError::UnknownWorkspace(_) => Ok(Err(e)),
+            other => Err(other),
+        };
+    }
+    Ok(Ok(commit_in(txn, ws, bundles, Mode::Remote(source))?))
 }
 
 pub(crate) fn check_writable(txn: &WriteTransaction, ws: &WorkspaceId) -> Result<(), CommitError> {
