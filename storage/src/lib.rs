@@ -203,10 +203,13 @@ impl Store {
             })?;
         store.journal = Some(std::sync::Mutex::new(j));
         if !pending.is_empty() {
+            let jpath = journal::path_for(path);
             for record in pending {
-                store.replay(record).map_err(replay_failure)?;
+                store
+                    .replay(record)
+                    .map_err(|e| replay_failure(e, &jpath))?;
             }
-            store.checkpoint().map_err(replay_failure)?;
+            store.checkpoint().map_err(|e| replay_failure(e, &jpath))?;
         }
         store.writeback = writeback::Writeback::start(path);
         Ok(store)
@@ -426,11 +429,15 @@ fn read_to_commit(e: ReadError) -> CommitError {
 
 /// A journal that cannot be applied: a disk failure as it is, anything
 /// else as damage (the caller salvages the file, then applies it again).
-fn replay_failure(e: CommitError) -> OpenError {
+/// The words say how to open the store without it, should that fail too.
+fn replay_failure(e: CommitError, journal: &Path) -> OpenError {
     match e {
         CommitError::Storage(s) => OpenError::Storage(s),
         other => OpenError::Storage(StorageFailure(redb::Error::Corrupted(format!(
-            "the commit journal could not be applied: {other}"
+            "the commit journal {} could not be applied ({other}); moving it out of the \
+             data directory opens the store without the latest writes it holds, which \
+             peers can send again",
+            journal.display()
         )))),
     }
 }
