@@ -112,7 +112,8 @@ pub struct Engine {
     pub(crate) stats: SyncStats,
     pub(crate) codec: super::message::BatchCodec,
     /// The decoded items of the batch frame being handled (see
-    /// [`PreparedFrame`]); taken by `on_batch`, cleared after every frame.
+    /// [`PreparedFrame`]); taken when the batch is dispatched, cleared
+    /// after every frame.
     pub(crate) prepared_batch: Option<super::prepare::BatchItems>,
 }
 
@@ -481,8 +482,16 @@ impl Engine {
             Message::Batch {
                 workspace,
                 batch_id,
-                data,
-            } => self.on_batch(peer, workspace, batch_id, &data, view),
+                ..
+            } => {
+                // Decoded with its frame ([`PreparedFrame`]); every batch
+                // reaches here that way.
+                let items = self
+                    .prepared_batch
+                    .take()
+                    .unwrap_or_else(|| Err("not decoded with its frame".into()));
+                self.on_batch(peer, workspace, batch_id, items, view);
+            }
             Message::BatchAck {
                 workspace,
                 batch_id,

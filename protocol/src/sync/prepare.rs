@@ -48,7 +48,7 @@ impl PreparedFrame {
 }
 
 /// A batch payload's bundles, in order.
-pub(crate) fn batch_items(codec: &mut BatchCodec, data: &[u8]) -> BatchItems {
+fn batch_items(codec: &mut BatchCodec, data: &[u8]) -> BatchItems {
     let raw = codec.decode(data).map_err(|e| e.to_string())?;
     let mut items = Vec::with_capacity(raw.len());
     // Hash of the previous item, which an elided `prev_hash` names.

@@ -216,7 +216,7 @@ impl Engine {
         peer: PeerId,
         ws: WorkspaceId,
         id: u64,
-        data: &[u8],
+        items: super::prepare::BatchItems,
         view: &impl OplogView,
     ) {
         let now = self.now;
@@ -231,10 +231,6 @@ impl Engine {
         if reused {
             return self.blame(peer, "reused or reserved batch id".into(), view);
         }
-        let items = match self.prepared_batch.take() {
-            Some(items) => items,
-            None => super::prepare::batch_items(&mut self.codec, data),
-        };
         let items = match items {
             Ok(r) => r,
             Err(e) => {
