@@ -279,8 +279,7 @@ impl Store {
                     // The store no longer takes the run as it did (only
                     // if the file was changed since): it stays unapplied,
                     // as a refused commit would.
-                    Err(CommitError::Storage(e)) => return Err(CommitError::Storage(e)),
-                    Err(CommitError::Damaged(d)) => return Err(CommitError::Damaged(d)),
+                    Err(e @ (CommitError::Storage(_) | CommitError::Damaged(_))) => return Err(e),
                     Err(_) => {
                         txn.abort()?;
                         return Ok(());

@@ -28,7 +28,7 @@
 //! File: `MAGIC`, 16-byte store id, then records:
 //! `payload length u32 LE | number u64 LE | blake3(number ‖ payload)[..16] | payload`,
 //! payload: `groups u32 | per group: mode u8 (0 local, 1 remote) | workspace [32] |
-//! source length u16 | source | bundles u32 | per bundle: length u32 | bytes`.
+//! source length u32 | source | bundles u32 | per bundle: length u32 | bytes`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -178,12 +178,11 @@ impl Journal {
             Mode::Local => (0u8, ""),
             Mode::Remote(s) => (1u8, s.as_str()),
         };
-        let source = &source.as_bytes()[..source.len().min(u16::MAX as usize)];
         self.buf.push(m);
         self.buf.extend_from_slice(&ws.0);
         self.buf
-            .extend_from_slice(&(source.len() as u16).to_le_bytes());
-        self.buf.extend_from_slice(source);
+            .extend_from_slice(&(source.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(source.as_bytes());
         self.buf.extend_from_slice(&count.to_le_bytes());
     }
 
@@ -282,9 +281,8 @@ impl Journal {
 
     /// At a clean close, after the last checkpoint: removes the file.
     pub(crate) fn remove(&mut self) {
-        if self.file.take().is_some() || self.path.exists() {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        self.file = None;
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -343,7 +341,7 @@ fn decode_groups(p: &[u8]) -> Option<Vec<Group>> {
             _ => return None,
         };
         let ws = WorkspaceId(c.take(32)?.try_into().ok()?);
-        let slen = u16::from_le_bytes(c.take(2)?.try_into().ok()?) as usize;
+        let slen = c.u32()? as usize;
         let source = String::from_utf8(c.take(slen)?.to_vec()).ok()?;
         let mode = match mode {
             None => Mode::Local,
@@ -439,7 +437,7 @@ mod tests {
         j.sync().unwrap();
         drop(j);
         let mut bytes = std::fs::read(&path).unwrap();
-        let second = HEADER as usize + RECORD_HEAD + 4 + 1 + 32 + 2 + 4 + 4 + bs[0].bytes().len();
+        let second = HEADER as usize + RECORD_HEAD + 4 + 1 + 32 + 4 + 4 + 4 + bs[0].bytes().len();
         bytes[second + RECORD_HEAD + 20] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let (_, back) = Journal::open(path.clone(), [1; 16], 0).unwrap();
