@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info, warn};
 use troupe_protocol::sync::message::BatchCodec;
 use troupe_protocol::sync::{Input, PreparedFrame};
 
-use crate::framing::{read_frame, write_frame};
+use crate::framing::{read_frame, write_frames};
 use crate::identity;
 use crate::shutdown::Shutdown;
 use crate::storage_actor::ActorHandle;
@@ -34,10 +34,10 @@ use crate::swarm::{ConnectionEvent, Inbound, NetworkHandle};
 use crate::sync_core::{NetCommand, SyncCore};
 
 /// Frames waiting to be written to one peer before it counts as not reading.
-/// The engine keeps at most a couple of batches and the blob chunks a peer
-/// may ask at once (`MAX_BLOB_WANTS_IN_FLIGHT`) in flight per peer, so a
-/// healthy peer never comes close.
-pub const WRITE_QUEUE: usize = 1024;
+/// The engine keeps at most a couple of batches, its own wants and the blob
+/// chunks a peer may ask at once (`MAX_BLOB_WANTS_IN_FLIGHT`, 1,024) in
+/// flight per peer, so a healthy peer never comes close.
+pub const WRITE_QUEUE: usize = 4096;
 /// Frames read from all peers and not yet handed to the core.
 pub const READ_QUEUE: usize = 1024;
 /// Bytes of frames read from all peers and not yet through the core: a
@@ -51,6 +51,9 @@ pub const FRAMES_PER_CALL: usize = 512;
 /// A call stops taking waiting frames once they hold this many bytes (a
 /// window of large blob chunks), so one call's memory stays bounded.
 pub const BYTES_PER_CALL: usize = 16 << 20;
+/// A writer gathers waiting frames to one peer into one write and flush
+/// until they hold this many bytes.
+pub const WRITE_RUN_BYTES: usize = 1 << 20;
 
 /// What the driver needs; see [`start`].
 pub struct DriverParts {
@@ -140,7 +143,19 @@ impl Driver {
                 }
             };
             let ok = tokio::select! {
+                // The core's sends first: they are the answers of the call
+                // that just returned, and must not wait behind the next one.
+                biased;
                 _ = shutdown.triggered() => break,
+                Some(cmd) = commands.recv() => {
+                    match cmd {
+                        NetCommand::WakeAt(at) => {
+                            wake = at.map(|ms| self.epoch + Duration::from_millis(ms));
+                        }
+                        other => self.command(other),
+                    }
+                    true
+                }
                 ev = conn.recv() => match ev {
                     Ok(ConnectionEvent::Up(p)) => self.up(p).await,
                     Ok(ConnectionEvent::Down(p)) => self.down(p).await,
@@ -175,15 +190,6 @@ impl Driver {
                 }
                 Some((p, generation, why)) = ended_rx.recv() => {
                     self.ended(p, generation, why).await;
-                    true
-                }
-                Some(cmd) = commands.recv() => {
-                    match cmd {
-                        NetCommand::WakeAt(at) => {
-                            wake = at.map(|ms| self.epoch + Duration::from_millis(ms));
-                        }
-                        other => self.command(other),
-                    }
                     true
                 }
                 _ = sleep => {
@@ -366,11 +372,28 @@ async fn write_loop(
             return;
         }
     };
+    // Frames already waiting go out in one write and one flush.
+    let mut run: Vec<Vec<u8>> = Vec::new();
+    let mut scratch = Vec::new();
     while let Some(frame) = rx.recv().await {
-        if let Err(e) = write_frame(&mut stream, &frame).await {
+        let mut bytes = frame.len();
+        run.push(frame);
+        while bytes < WRITE_RUN_BYTES {
+            match rx.try_recv() {
+                Ok(f) => {
+                    bytes += f.len();
+                    run.push(f);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = write_frames(&mut stream, &run, &mut scratch).await {
             let _ = ended.send((peer, generation, format!("write failed: {e}")));
             return;
         }
+        run.clear();
+        // A run of large frames leaves no large buffer behind.
+        scratch.shrink_to(WRITE_RUN_BYTES);
     }
     // The link was dropped (peer down or shutdown): close our side.
     let _ = futures::AsyncWriteExt::close(&mut stream).await;

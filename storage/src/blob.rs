@@ -4,6 +4,14 @@
 //! A row longer than 1 MiB less 4 KiB is kept in two rows, so it fits redb's
 //! power-of-two runs of pages without taking twice its size.
 //!
+//! Rows are keyed by a number the store gives each blob when it first
+//! writes it ([`Rows`]), not by the blob's hash: numbers only grow, so a
+//! stream of received assets appends to the end of the table instead of
+//! writing into a random page of it for every asset (10,000 small assets
+//! made the table larger than the page cache, and each insert read back and
+//! rewrote a page). Blobs written before numbers existed keep their rows
+//! under their hash; both are read the same way.
+//!
 //! A partial receive is kept as plain pieces in arrival order and is invisible
 //! to reads until its full length has arrived and hashes to its name; then it
 //! becomes chunks in the same transaction, or is discarded with a typed error.
@@ -18,6 +26,7 @@ use troupe_protocol::BlobHash;
 use troupe_protocol::sync::oplog_view::BlobState;
 use troupe_protocol::workspace::DEFAULT_RETENTION_DAYS;
 
+pub(crate) use crate::blob_rows::{Rows, next_number};
 use crate::error::{BlobError, DamagedRow};
 use crate::schema::*;
 use crate::state::read_u64;
@@ -55,6 +64,19 @@ pub struct BlobMeta {
     pub chunk_hashes: Vec<[u8; 32]>,
     /// Last put or read (ms since the Unix epoch).
     pub last_use_ms: u64,
+    /// The number its rows are kept under ([`Rows`]); `None` for rows kept
+    /// under the blob's hash (written before numbers existed) and for
+    /// blobs whose bytes are gone.
+    pub rows: Option<u64>,
+}
+
+/// [`BlobMeta`] as it was stored before row numbers: read, never written.
+#[derive(Deserialize)]
+struct MetaV1 {
+    size: u64,
+    status: BlobStatus,
+    chunk_hashes: Vec<[u8; 32]>,
+    last_use_ms: u64,
 }
 
 /// One received chunk for [`Store::blob_receive_many`].
@@ -79,8 +101,22 @@ pub struct GcReport {
     pub bytes: u64,
 }
 
+/// Decodes a stored [`BlobMeta`], in either layout: the current one ends
+/// with the row number, so the older one (without it) never decodes as it.
 pub(crate) fn decode_meta(v: &[u8]) -> Result<BlobMeta, DamagedRow> {
-    postcard::from_bytes(v).map_err(|_| DamagedRow { what: "blob meta" })
+    if let Ok((m, [])) = postcard::take_from_bytes::<BlobMeta>(v) {
+        return Ok(m);
+    }
+    match postcard::take_from_bytes::<MetaV1>(v) {
+        Ok((m, [])) => Ok(BlobMeta {
+            size: m.size,
+            status: m.status,
+            chunk_hashes: m.chunk_hashes,
+            last_use_ms: m.last_use_ms,
+            rows: None,
+        }),
+        _ => Err(DamagedRow { what: "blob meta" }),
+    }
 }
 
 fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>, DamagedRow> {
@@ -89,21 +125,6 @@ fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>, DamagedRow
 
 pub(crate) fn encode_meta(m: &BlobMeta) -> Result<Vec<u8>, DamagedRow> {
     encode(m, "blob meta (encode)")
-}
-
-pub(crate) fn chunk_key(h: &BlobHash, i: u32) -> [u8; 36] {
-    let mut k = [0u8; 36];
-    k[..32].copy_from_slice(&h.0);
-    k[32..].copy_from_slice(&i.to_be_bytes());
-    k
-}
-
-/// Key of the tail row of a chunk stored in two rows ([`ROW_MAX`]).
-pub(crate) fn chunk_tail_key(h: &BlobHash, i: u32) -> [u8; 37] {
-    let mut k = [0u8; 37];
-    k[..36].copy_from_slice(&chunk_key(h, i));
-    k[36] = b't';
-    k
 }
 
 /// Longest value kept in one chunk row. redb stores a row that does not
@@ -119,15 +140,15 @@ pub(crate) const ROW_MAX: usize = CHUNK - (4 << 10);
 /// [`ROW_MAX`].
 pub(crate) fn put_chunk_row(
     chunks: &mut Rw<'_>,
-    h: &BlobHash,
+    rows: Rows,
     i: u32,
     row: &[u8],
 ) -> Result<(), redb::StorageError> {
     if row.len() > ROW_MAX {
-        chunks.insert(chunk_key(h, i).as_slice(), &row[..ROW_MAX])?;
-        chunks.insert(chunk_tail_key(h, i).as_slice(), &row[ROW_MAX..])?;
+        chunks.insert(rows.chunk(i).as_slice(), &row[..ROW_MAX])?;
+        chunks.insert(rows.tail(i).as_slice(), &row[ROW_MAX..])?;
     } else {
-        chunks.insert(chunk_key(h, i).as_slice(), row)?;
+        chunks.insert(rows.chunk(i).as_slice(), row)?;
     }
     Ok(())
 }
@@ -147,14 +168,6 @@ pub(crate) fn join_row(head: &[u8], tail: Option<&[u8]>) -> Vec<u8> {
     [head, tail_of(head, tail)].concat()
 }
 
-fn piece_key(h: &BlobHash, offset: u64) -> [u8; 41] {
-    let mut k = [0u8; 41];
-    k[..32].copy_from_slice(&h.0);
-    k[32] = b'p';
-    k[33..].copy_from_slice(&offset.to_be_bytes());
-    k
-}
-
 type Rw<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
 /// The blob metadata and chunk tables of a write transaction, opened once
@@ -163,18 +176,14 @@ fn write_tables(txn: &redb::WriteTransaction) -> Result<(Rw<'_>, Rw<'_>), BlobEr
     Ok((txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?))
 }
 
-fn write_chunks(
-    chunks: &mut Rw<'_>,
-    h: &BlobHash,
-    bytes: &[u8],
-) -> Result<Vec<[u8; 32]>, BlobError> {
+fn write_chunks(chunks: &mut Rw<'_>, rows: Rows, bytes: &[u8]) -> Result<Vec<[u8; 32]>, BlobError> {
     let mut hashes = Vec::with_capacity(bytes.len().div_ceil(CHUNK));
     for (i, c) in bytes.chunks(CHUNK).enumerate() {
         let z = encode_chunk(c)?;
         let i = u32::try_from(i).map_err(|_| BlobError::Overrun {
             size: bytes.len() as u64,
         })?;
-        put_chunk_row(chunks, h, i, &z)?;
+        put_chunk_row(chunks, rows, i, &z)?;
         hashes.push(*blake3::hash(c).as_bytes());
     }
     Ok(hashes)
@@ -263,14 +272,15 @@ pub(crate) fn read_chunk(
     i: usize,
 ) -> Result<Vec<u8>, BlobError> {
     let i32 = u32::try_from(i).map_err(|_| BlobError::Corrupt(*h))?;
+    let rows = Rows::of(h, meta);
     let head = chunks
-        .get(chunk_key(h, i32).as_slice())?
+        .get(rows.chunk(i32).as_slice())?
         .ok_or(BlobError::Corrupt(*h))?;
     let head = head.value();
     if head.len() < ROW_MAX {
         return verify_chunk(head, None, h, meta, i);
     }
-    let tail = chunks.get(chunk_tail_key(h, i32).as_slice())?;
+    let tail = chunks.get(rows.tail(i32).as_slice())?;
     verify_chunk(head, tail.as_ref().map(|t| t.value()), h, meta, i)
 }
 
@@ -366,14 +376,19 @@ impl Store {
             };
             let mut m = match old {
                 Some(m) if m.status == BlobStatus::Complete => m,
-                _ => {
+                stale => {
                     let mut chunks = txn.open_table(BLOB_CHUNKS)?;
-                    clear_pieces(&mut chunks, &h)?;
+                    // A partial receive's pieces go; the bytes are here whole.
+                    if let Some(stale) = &stale {
+                        remove_prefixed(&mut chunks, Rows::of(&h, stale).prefix().as_slice())?;
+                    }
+                    let n = next_number(&mut chunks)?;
                     BlobMeta {
                         size: bytes.len() as u64,
                         status: BlobStatus::Complete,
-                        chunk_hashes: write_chunks(&mut chunks, &h, bytes)?,
+                        chunk_hashes: write_chunks(&mut chunks, Rows::Number(n), bytes)?,
                         last_use_ms: 0,
+                        rows: Some(n),
                     }
                 }
             };
@@ -620,13 +635,15 @@ impl Store {
                 }
             }
             for (h, mut m) in victims {
+                let rows = Rows::of(&h, &m);
                 for i in 0..m.chunk_hashes.len() {
-                    chunks.remove(chunk_key(&h, i as u32).as_slice())?;
-                    chunks.remove(chunk_tail_key(&h, i as u32).as_slice())?;
+                    chunks.remove(rows.chunk(i as u32).as_slice())?;
+                    chunks.remove(rows.tail(i as u32).as_slice())?;
                 }
                 report.bytes += m.size;
                 m.status = BlobStatus::Unavailable;
                 m.chunk_hashes.clear();
+                m.rows = None;
                 meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
                 report.freed.push(h);
             }
@@ -660,10 +677,8 @@ pub(crate) fn remove_prefixed(
     Ok(())
 }
 
-fn clear_pieces(chunks: &mut Rw<'_>, h: &BlobHash) -> Result<(), BlobError> {
-    let mut prefix = h.0.to_vec();
-    prefix.push(b'p');
-    Ok(remove_prefixed(chunks, &prefix)?)
+fn clear_pieces(chunks: &mut Rw<'_>, rows: Rows) -> Result<(), BlobError> {
+    Ok(remove_prefixed(chunks, rows.pieces().as_slice())?)
 }
 
 fn begin_in(
@@ -683,15 +698,16 @@ fn begin_in(
             ..
         }) if s == size => received,
         stale => {
-            if stale.is_some() {
+            if let Some(stale) = &stale {
                 // A receive of another size (or freed bytes): start clean.
-                remove_prefixed(chunks, &h.0)?;
+                remove_prefixed(chunks, Rows::of(h, stale).prefix().as_slice())?;
             }
             let m = BlobMeta {
                 size,
                 status: BlobStatus::Receiving { received: 0 },
                 chunk_hashes: Vec::new(),
                 last_use_ms: now_ms(),
+                rows: Some(next_number(chunks)?),
             };
             meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
             0
@@ -744,15 +760,16 @@ fn write_whole_in(
     if hash != c.hash.0 {
         return Ok(Some(Err(BlobError::HashMismatch { expected: c.hash })));
     }
-    // No metadata means no rows under this hash: every path that removes a
-    // blob's metadata removes its chunks and pieces first.
-    put_chunk_row(chunks, &c.hash, 0, &encode_chunk(c.bytes)?)?;
+    // A new number: no rows are under it yet.
+    let n = next_number(chunks)?;
+    put_chunk_row(chunks, Rows::Number(n), 0, &encode_chunk(c.bytes)?)?;
     let m = BlobMeta {
         size: c.size,
         status: BlobStatus::Complete,
         // One chunk: its hash is the blob's.
         chunk_hashes: vec![hash],
         last_use_ms: now_ms(),
+        rows: Some(n),
     };
     meta.insert(c.hash.0.as_slice(), encode_meta(&m)?.as_slice())?;
     Ok(Some(Ok(true)))
@@ -794,14 +811,15 @@ fn write_chunk_in(
         && !bytes.is_empty()
         && bytes.len() as u64 == (m.size - received).min(CHUNK as u64);
     let mut hasher = take_hasher(hashers, h, received);
+    let rows = Rows::of(h, &m);
     if whole_chunk {
         let z = encode_chunk(bytes)?;
         let i =
             u32::try_from(m.chunk_hashes.len()).map_err(|_| BlobError::Overrun { size: m.size })?;
-        put_chunk_row(chunks, h, i, &z)?;
+        put_chunk_row(chunks, rows, i, &z)?;
         m.chunk_hashes.push(*blake3::hash(bytes).as_bytes());
     } else {
-        chunks.insert(piece_key(h, offset).as_slice(), bytes)?;
+        chunks.insert(rows.piece(offset).as_slice(), bytes)?;
     }
     if now < m.size {
         m.status = BlobStatus::Receiving { received: now };
@@ -831,14 +849,14 @@ fn write_chunk_in(
                 for i in 0..m.chunk_hashes.len() - 1 {
                     match read_chunk(&*chunks, h, &m, i) {
                         Ok(plain) => hs.update(&plain),
-                        Err(_) => return Ok(discard(meta, chunks, h)),
+                        Err(_) => return Ok(discard(meta, chunks, h, rows)),
                     };
                 }
                 hs
             }
         };
         hs.update(bytes);
-        clear_pieces(chunks, h)?;
+        clear_pieces(chunks, rows)?;
         hs.finalize().as_bytes() == &h.0
     } else {
         // Assemble: stored chunks, then pieces, then store it as chunks.
@@ -846,30 +864,27 @@ fn write_chunk_in(
         for i in 0..m.chunk_hashes.len() {
             match read_chunk(&*chunks, h, &m, i) {
                 Ok(plain) => all.extend_from_slice(&plain),
-                Err(_) => return Ok(discard(meta, chunks, h)),
+                Err(_) => return Ok(discard(meta, chunks, h, rows)),
             }
         }
-        let prefix = {
-            let mut p = h.0.to_vec();
-            p.push(b'p');
-            p
-        };
-        for row in chunks.range(prefix.as_slice()..)? {
+        let prefix = rows.pieces();
+        let prefix = prefix.as_slice();
+        for row in chunks.range(prefix..)? {
             let (k, v) = row?;
-            if !k.value().starts_with(&prefix) {
+            if !k.value().starts_with(prefix) {
                 break;
             }
             all.extend_from_slice(v.value());
         }
-        clear_pieces(chunks, h)?;
+        clear_pieces(chunks, rows)?;
         let ok = all.len() as u64 == m.size && blake3::hash(&all).as_bytes() == &h.0;
         if ok {
-            m.chunk_hashes = write_chunks(chunks, h, &all)?;
+            m.chunk_hashes = write_chunks(chunks, rows, &all)?;
         }
         ok
     };
     if !ok {
-        return Ok(discard(meta, chunks, h));
+        return Ok(discard(meta, chunks, h, rows));
     }
     m.status = BlobStatus::Complete;
     m.last_use_ms = now_ms();
@@ -878,9 +893,14 @@ fn write_chunk_in(
 }
 
 /// A receive that did not verify: every held byte and the metadata go.
-fn discard(meta: &mut Rw<'_>, chunks: &mut Rw<'_>, h: &BlobHash) -> Result<bool, BlobError> {
+fn discard(
+    meta: &mut Rw<'_>,
+    chunks: &mut Rw<'_>,
+    h: &BlobHash,
+    rows: Rows,
+) -> Result<bool, BlobError> {
     // Best effort: the mismatch is the error to report either way.
-    let _ = remove_prefixed(chunks, &h.0);
+    let _ = remove_prefixed(chunks, rows.prefix().as_slice());
     let _ = meta.remove(h.0.as_slice());
     Err(BlobError::HashMismatch { expected: *h })
 }

@@ -107,6 +107,7 @@
 //! the 391 durable commits waits for its sync (0.5–4 ms each here).
 
 pub mod blob;
+mod blob_rows;
 pub mod commit;
 mod entity;
 pub mod error;

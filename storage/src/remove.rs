@@ -112,10 +112,21 @@ impl Store {
                 if others.contains(h) {
                     continue;
                 }
-                if meta.remove(h)?.is_some() {
-                    report.blobs_freed += 1;
-                }
+                let numbered = match meta.remove(h)? {
+                    Some(v) => {
+                        report.blobs_freed += 1;
+                        crate::blob::decode_meta(v.value())
+                            .ok()
+                            .and_then(|m| m.rows)
+                    }
+                    None => None,
+                };
+                // Rows under the hash (older stores), then under its number.
                 remove_prefix(&txn, BLOB_CHUNKS, h)?;
+                if let Some(n) = numbered {
+                    let rows = crate::blob::Rows::Number(n).prefix();
+                    remove_prefix(&txn, BLOB_CHUNKS, rows.as_slice())?;
+                }
             }
         }
         txn.commit()?;

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use troupe_protocol::ranges::SeqRangeSet;
 use troupe_protocol::{ActorId, BlobHash, Bundle, BundleHash, WorkspaceId};
 
-use crate::blob::{BlobStatus, decode_meta, read_chunk};
+use crate::blob::{BlobStatus, Rows, decode_meta, read_chunk};
 use crate::commit::decode_ranges;
 use crate::error::{DamagedRow, QuarantineError};
 use crate::quarantine::{QuarantineEntry, RepairNeeded, put_entry, quarantine_slot};
@@ -282,7 +282,7 @@ fn check_blob(
             Err(_) => {
                 // Looked up again only to say which way it failed.
                 let missing = chunks
-                    .get(crate::blob::chunk_key(h, i as u32).as_slice())?
+                    .get(Rows::of(h, &m).chunk(i as u32).as_slice())?
                     .is_none();
                 return Ok(Some(if missing {
                     format!("chunk {i} is missing")
@@ -346,7 +346,19 @@ fn drop_bad_blobs(
     let mut chunks = txn.open_table(BLOB_CHUNKS)?;
     let mut q = txn.open_table(QUARANTINE)?;
     for (h, why) in bad {
-        crate::blob::remove_prefixed(&mut chunks, &h.0)?;
+        // Rows under a number are found through the metadata; if that does
+        // not decode, only rows under the hash can be found (the others are
+        // left as unreachable bytes).
+        let rows = match meta.get(h.0.as_slice())? {
+            Some(v) => decode_meta(v.value())
+                .map(|m| Rows::of(&h, &m))
+                .unwrap_or(Rows::Hash(h)),
+            None => Rows::Hash(h),
+        };
+        crate::blob::remove_prefixed(&mut chunks, rows.prefix().as_slice())?;
+        if rows != Rows::Hash(h) {
+            crate::blob::remove_prefixed(&mut chunks, &h.0)?;
+        }
         meta.remove(h.0.as_slice())?;
         put_entry(
             &mut q,

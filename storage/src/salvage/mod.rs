@@ -297,6 +297,7 @@ pub fn salvage_copy(src: &Path, dst: &Path) -> Result<SalvageReport, SalvageErro
                 }
             }
             BlobStatus::Unavailable => {
+                let m = BlobMeta { rows: None, ..m };
                 let txn = store.db.begin_write()?;
                 txn.open_table(BLOB_META)?
                     .insert(h.0.as_slice(), encode_meta(&m)?.as_slice())?;
@@ -358,8 +359,9 @@ fn copy_blob(
     h: &BlobHash,
     m: &BlobMeta,
 ) -> Result<bool, SalvageError> {
+    let from = crate::blob::Rows::of(h, m);
     let keys: Vec<Vec<u8>> = (0..m.chunk_hashes.len())
-        .map(|i| crate::blob::chunk_key(h, i as u32).to_vec())
+        .map(|i| from.chunk(i as u32).as_slice().to_vec())
         .collect();
     let heads = old.get_each(BLOB_CHUNKS, &keys);
     if heads.len() != keys.len() {
@@ -367,7 +369,7 @@ fn copy_blob(
     }
     // Rows longer than one run of pages keep a tail under their own key.
     let tail_keys: Vec<Vec<u8>> = (0..m.chunk_hashes.len())
-        .map(|i| crate::blob::chunk_tail_key(h, i as u32).to_vec())
+        .map(|i| from.tail(i as u32).as_slice().to_vec())
         .collect();
     let tails = old.get_each(BLOB_CHUNKS, &tail_keys);
     let mut whole = blake3::Hasher::new();
@@ -393,12 +395,22 @@ fn copy_blob(
     txn.set_durability(Durability::None)
         .map_err(|e| SalvageError::Unreadable(e.to_string()))?;
     {
+        // Under a number of the new store, whatever the old one kept them under.
         let mut t = txn.open_table(BLOB_CHUNKS)?;
+        let n = crate::blob::next_number(&mut t).map_err(|e| match e {
+            crate::BlobError::Storage(e) => SalvageError::Storage(e),
+            crate::BlobError::Damaged(e) => SalvageError::Damaged(e),
+            other => SalvageError::Unreadable(other.to_string()),
+        })?;
         for (i, row) in rows.iter().enumerate() {
-            crate::blob::put_chunk_row(&mut t, h, i as u32, row)?;
+            crate::blob::put_chunk_row(&mut t, crate::blob::Rows::Number(n), i as u32, row)?;
         }
+        let m = BlobMeta {
+            rows: Some(n),
+            ..m.clone()
+        };
         txn.open_table(BLOB_META)?
-            .insert(h.0.as_slice(), encode_meta(m)?.as_slice())?;
+            .insert(h.0.as_slice(), encode_meta(&m)?.as_slice())?;
     }
     txn.commit()?;
     Ok(true)
