@@ -32,8 +32,11 @@ const _: () = assert!(MAX_FRAME_LEN <= u32::MAX as usize);
 /// Bytes in the length prefix.
 const PREFIX_LEN: usize = 4;
 
-/// Initial buffer for a payload; it grows as bytes arrive.
-const READ_CHUNK: usize = 64 * 1024;
+/// Most of a payload read before any of it has arrived: a blob chunk
+/// frame (1 MiB and its header) is read into one buffer, without growing
+/// it through copies, and a peer that announces the 4 MiB maximum and
+/// then stalls holds at most this much.
+const FIRST_READ: usize = troupe_protocol::sync::limits::BLOB_CHUNK + 4096;
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +89,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8
             max: MAX_FRAME_LEN,
         });
     }
-    // Grow with what actually arrives: a peer that announces 4 MiB and sends
-    // nothing holds one chunk of memory, not the whole announced size.
-    let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
-    let got = (&mut *r).take(len as u64).read_to_end(&mut payload).await?;
+    // The rest of a longer frame is read once the first part has arrived.
+    let mut payload = vec![0u8; len.min(FIRST_READ)];
+    let mut got = read_full(r, &mut payload).await?;
+    if got == payload.len() && len > payload.len() {
+        payload.resize(len, 0);
+        got += read_full(r, &mut payload[got..]).await?;
+    }
     if got < len {
         return Err(FrameError::Truncated { got, expected: len });
     }

@@ -144,13 +144,52 @@ pub(crate) fn put_chunk_row(
     i: u32,
     row: &[u8],
 ) -> Result<(), redb::StorageError> {
-    if row.len() > ROW_MAX {
-        chunks.insert(rows.chunk(i).as_slice(), &row[..ROW_MAX])?;
-        chunks.insert(rows.tail(i).as_slice(), &row[ROW_MAX..])?;
-    } else {
-        chunks.insert(rows.chunk(i).as_slice(), row)?;
+    put_row_parts(chunks, rows, i, &[], row)
+}
+
+/// Stores the row `head ++ body` of chunk `i` (in two rows when it is
+/// longer than [`ROW_MAX`]), copying the parts straight into the rows'
+/// pages: a raw chunk is its tag and the plain bytes as they arrived, with
+/// no row assembled in memory first.
+fn put_row_parts(
+    chunks: &mut Rw<'_>,
+    rows: Rows,
+    i: u32,
+    head: &[u8],
+    body: &[u8],
+) -> Result<(), redb::StorageError> {
+    let len = head.len() + body.len();
+    let split = len.min(ROW_MAX);
+    {
+        let mut first = chunks.insert_reserve(rows.chunk(i).as_slice(), split)?;
+        let out = first.as_mut();
+        let h = head.len().min(split);
+        out[..h].copy_from_slice(&head[..h]);
+        out[h..].copy_from_slice(&body[..split - h]);
+    }
+    if len > ROW_MAX {
+        // The head part is one tag byte at most, so the tail is all body.
+        let rest = &body[split - head.len().min(split)..];
+        chunks.insert(rows.tail(i).as_slice(), rest)?;
     }
     Ok(())
+}
+
+/// A chunk's stored row, as [`encode_chunk`] chose it.
+enum ChunkRow<'a> {
+    /// Stored as it is, after [`RAW_TAG`].
+    Raw(&'a [u8]),
+    /// A zstd frame.
+    Zstd(Vec<u8>),
+}
+
+impl ChunkRow<'_> {
+    fn put(&self, chunks: &mut Rw<'_>, rows: Rows, i: u32) -> Result<(), redb::StorageError> {
+        match self {
+            ChunkRow::Raw(plain) => put_row_parts(chunks, rows, i, &[RAW_TAG], plain),
+            ChunkRow::Zstd(z) => put_row_parts(chunks, rows, i, &[], z),
+        }
+    }
 }
 
 /// The part of a stored tail that belongs to `head`: only a full
@@ -183,7 +222,7 @@ fn write_chunks(chunks: &mut Rw<'_>, rows: Rows, bytes: &[u8]) -> Result<Vec<[u8
         let i = u32::try_from(i).map_err(|_| BlobError::Overrun {
             size: bytes.len() as u64,
         })?;
-        put_chunk_row(chunks, rows, i, &z)?;
+        z.put(chunks, rows, i)?;
         hashes.push(*blake3::hash(c).as_bytes());
     }
     Ok(hashes)
@@ -210,7 +249,7 @@ thread_local! {
 /// The stored row for one plain chunk: zstd when it pays, raw otherwise.
 /// Incompressible data (most media) is recognised from a sample, so it
 /// costs neither a full compression nor a decompression on every read.
-fn encode_chunk(plain: &[u8]) -> Result<Vec<u8>, DamagedRow> {
+fn encode_chunk(plain: &[u8]) -> Result<ChunkRow<'_>, DamagedRow> {
     let compress = |b: &[u8]| {
         COMPRESSOR
             .with(|c| {
@@ -224,25 +263,19 @@ fn encode_chunk(plain: &[u8]) -> Result<Vec<u8>, DamagedRow> {
                 what: "blob chunk (compress)",
             })
     };
-    let raw = || {
-        let mut row = Vec::with_capacity(plain.len() + 1);
-        row.push(RAW_TAG);
-        row.extend_from_slice(plain);
-        row
-    };
     if plain.len() > SAMPLE {
         let z = compress(&plain[..SAMPLE])?;
         if z.len() * 64 >= SAMPLE * SAMPLE_KEEP_64THS {
-            return Ok(raw());
+            return Ok(ChunkRow::Raw(plain));
         }
     }
     let z = compress(plain)?;
     // A frame that saves little but needs two rows is not worth a
     // decompression on every read.
     Ok(if z.len() < plain.len() && z.len() <= ROW_MAX {
-        z
+        ChunkRow::Zstd(z)
     } else {
-        raw()
+        ChunkRow::Raw(plain)
     })
 }
 
@@ -762,7 +795,7 @@ fn write_whole_in(
     }
     // A new number: no rows are under it yet.
     let n = next_number(chunks)?;
-    put_chunk_row(chunks, Rows::Number(n), 0, &encode_chunk(c.bytes)?)?;
+    encode_chunk(c.bytes)?.put(chunks, Rows::Number(n), 0)?;
     let m = BlobMeta {
         size: c.size,
         status: BlobStatus::Complete,
@@ -816,7 +849,7 @@ fn write_chunk_in(
         let z = encode_chunk(bytes)?;
         let i =
             u32::try_from(m.chunk_hashes.len()).map_err(|_| BlobError::Overrun { size: m.size })?;
-        put_chunk_row(chunks, rows, i, &z)?;
+        z.put(chunks, rows, i)?;
         m.chunk_hashes.push(*blake3::hash(bytes).as_bytes());
     } else {
         chunks.insert(rows.piece(offset).as_slice(), bytes)?;
