@@ -17,7 +17,7 @@
 //! | `asset_refs` | blob hash, ws | sealed newest referencing op's wall clock (ms) |
 //! | `quarantine` | id | postcard `QuarantineEntry` |
 //! | `blob_meta` | blob hash | postcard `BlobMeta` |
-//! | `blob_chunks` | "`\0row`", row number, chunk index (older stores: blob hash, chunk index); "`\0row`" alone: next row number | zstd or raw chunk (complete) or plain piece (partial) |
+//! | `blob_chunks` | `\0row`, row number, chunk index (older stores: blob hash, chunk index); `\0row` alone: next row number | zstd or raw chunk (complete) or plain piece (partial) |
 //! | `forks` | ws, author, seq | sealed postcard list of the different bundle hashes seen for the slot |
 //! | `skipped` | quarantine id | postcard record of an entry the user chose to drop (no bytes) |
 //! | `peer_progress` | ws, peer id | postcard `PeerProgress` (display only; ranges are the checkpoint) |
