@@ -160,16 +160,16 @@ fn put_row_parts(
 ) -> Result<(), redb::StorageError> {
     let len = head.len() + body.len();
     let split = len.min(ROW_MAX);
+    // The head part is one tag byte at most, so the tail is all body.
+    let h = head.len().min(split);
+    let (first_body, rest) = body.split_at(split - h);
     {
         let mut first = chunks.insert_reserve(rows.chunk(i).as_slice(), split)?;
         let out = first.as_mut();
-        let h = head.len().min(split);
         out[..h].copy_from_slice(&head[..h]);
-        out[h..].copy_from_slice(&body[..split - h]);
+        out[h..].copy_from_slice(first_body);
     }
-    if len > ROW_MAX {
-        // The head part is one tag byte at most, so the tail is all body.
-        let rest = &body[split - head.len().min(split)..];
+    if !rest.is_empty() {
         chunks.insert(rows.tail(i).as_slice(), rest)?;
     }
     Ok(())
@@ -413,7 +413,7 @@ impl Store {
                     let mut chunks = txn.open_table(BLOB_CHUNKS)?;
                     // A partial receive's pieces go; the bytes are here whole.
                     if let Some(stale) = &stale {
-                        remove_prefixed(&mut chunks, Rows::of(&h, stale).prefix().as_slice())?;
+                        remove_all_rows(&mut chunks, &h, stale.rows)?;
                     }
                     let n = next_number(&mut chunks)?;
                     BlobMeta {
@@ -710,6 +710,19 @@ pub(crate) fn remove_prefixed(
     Ok(())
 }
 
+/// Removes every row blob `h` may have: under `number` (its metadata's
+/// [`BlobMeta::rows`], when known) and under its hash (older stores).
+pub(crate) fn remove_all_rows(
+    chunks: &mut Rw<'_>,
+    h: &BlobHash,
+    number: Option<u64>,
+) -> Result<(), redb::StorageError> {
+    if let Some(n) = number {
+        remove_prefixed(chunks, Rows::Number(n).prefix().as_slice())?;
+    }
+    remove_prefixed(chunks, &h.0)
+}
+
 fn clear_pieces(chunks: &mut Rw<'_>, rows: Rows) -> Result<(), BlobError> {
     Ok(remove_prefixed(chunks, rows.pieces().as_slice())?)
 }
@@ -733,7 +746,7 @@ fn begin_in(
         stale => {
             if let Some(stale) = &stale {
                 // A receive of another size (or freed bytes): start clean.
-                remove_prefixed(chunks, Rows::of(h, stale).prefix().as_slice())?;
+                remove_all_rows(chunks, h, stale.rows)?;
             }
             let m = BlobMeta {
                 size,

@@ -107,12 +107,15 @@ impl Store {
             }
             report.rows += mine.len() as u64;
             let mut meta = txn.open_table(BLOB_META)?;
+            let mut chunks = txn.open_table(BLOB_CHUNKS)?;
             for k in &mine {
-                let h = &k[..32];
-                if others.contains(h) {
+                let Ok(h) = <[u8; 32]>::try_from(&k[..32]).map(troupe_protocol::BlobHash) else {
+                    continue;
+                };
+                if others.contains(&h.0[..]) {
                     continue;
                 }
-                let numbered = match meta.remove(h)? {
+                let number = match meta.remove(h.0.as_slice())? {
                     Some(v) => {
                         report.blobs_freed += 1;
                         crate::blob::decode_meta(v.value())
@@ -121,12 +124,7 @@ impl Store {
                     }
                     None => None,
                 };
-                // Rows under the hash (older stores), then under its number.
-                remove_prefix(&txn, BLOB_CHUNKS, h)?;
-                if let Some(n) = numbered {
-                    let rows = crate::blob::Rows::Number(n).prefix();
-                    remove_prefix(&txn, BLOB_CHUNKS, rows.as_slice())?;
-                }
+                crate::blob::remove_all_rows(&mut chunks, &h, number)?;
             }
         }
         txn.commit()?;

@@ -349,16 +349,11 @@ fn drop_bad_blobs(
         // Rows under a number are found through the metadata; if that does
         // not decode, only rows under the hash can be found (the others are
         // left as unreachable bytes).
-        let rows = match meta.get(h.0.as_slice())? {
-            Some(v) => decode_meta(v.value())
-                .map(|m| Rows::of(&h, &m))
-                .unwrap_or(Rows::Hash(h)),
-            None => Rows::Hash(h),
+        let number = match meta.get(h.0.as_slice())? {
+            Some(v) => decode_meta(v.value()).ok().and_then(|m| m.rows),
+            None => None,
         };
-        crate::blob::remove_prefixed(&mut chunks, rows.prefix().as_slice())?;
-        if rows != Rows::Hash(h) {
-            crate::blob::remove_prefixed(&mut chunks, &h.0)?;
-        }
+        crate::blob::remove_all_rows(&mut chunks, &h, number)?;
         meta.remove(h.0.as_slice())?;
         put_entry(
             &mut q,
