@@ -188,9 +188,10 @@ async fn serve(
     // Ask for the assets whose bytes are not here yet, then check every
     // stored bundle and asset once; damaged ones are quarantined and fetched
     // again from members. Reads verify what they serve meanwhile, so the
-    // scrub waits a little: the first catch-up with members gets the
-    // machine first. Its long read runs on a thread of its own.
+    // scrub waits for a quiet moment: the first catch-up with members gets
+    // the machine first. Its long read runs on a thread of its own.
     let scrub_core = core.clone();
+    let scrub_status = sync_status.clone();
     let stopping = net_stage.clone();
     net_stage.spawn(
         async move {
@@ -200,7 +201,7 @@ async fn serve(
                 Ok(Err(e)) => warn!(error = %e, "could not list the assets to fetch"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(SCRUB_DELAY) => scrub(&scrub_core).await,
+                _ = quiet_moment(&scrub_status) => scrub(&scrub_core).await,
                 _ = stopping.triggered() => {}
             }
         }
@@ -484,8 +485,40 @@ fn status_fn(
     })
 }
 
-/// How long after start the scrub begins (see [`scrub`]).
+/// How long after start the scrub may begin (see [`quiet_moment`]).
 const SCRUB_DELAY: Duration = Duration::from_secs(3);
+
+/// A quiet moment for the scrub: this long without a sync frame sent.
+const SCRUB_QUIET: Duration = Duration::from_secs(1);
+
+/// The scrub waits for a quiet moment at most this long after
+/// [`SCRUB_DELAY`], then runs anyway (a node that syncs without pause still
+/// gets its store checked).
+const SCRUB_MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Returns once the node has been quiet for [`SCRUB_QUIET`] (no sync frame
+/// sent, no bundle received), from [`SCRUB_DELAY`] after start on, or after
+/// [`SCRUB_MAX_WAIT`] more. A scrub re-reads the whole store: run alongside
+/// a first sync to an empty peer it took a tenth of the CPU both nodes had
+/// (and on two cores that sync is bounded by CPU).
+async fn quiet_moment(sync: &Mutex<SyncStatus>) {
+    let activity = || {
+        sync.lock()
+            .map(|s| (s.frames_sent, s.bundles_received))
+            .unwrap_or_default()
+    };
+    tokio::time::sleep(SCRUB_DELAY).await;
+    let mut last = activity();
+    let checks = SCRUB_MAX_WAIT.as_millis() / SCRUB_QUIET.as_millis();
+    for _ in 0..checks {
+        tokio::time::sleep(SCRUB_QUIET).await;
+        let now = activity();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
 
 /// The start-up scrub: the snapshot is taken on the storage thread, checked
 /// on a thread of its own (the long part: every bundle and asset re-read, so

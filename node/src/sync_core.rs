@@ -54,6 +54,9 @@ pub enum NetCommand {
     /// Feed `Input::Timeout` at this many ms after the core's epoch (`None`:
     /// no timer needed).
     WakeAt(Option<Millis>),
+    /// Feed `Input::Continue` once the commands before this one are done
+    /// (the engine's `Output::Continue`: the frames it sent go out first).
+    Continue,
 }
 
 /// What a received batch's acknowledgement needs after its commit: batch id,
@@ -576,6 +579,13 @@ impl SyncCore {
                 ..
             } => {
                 self.blob_writes.push((hash, offset, size, bytes));
+                None
+            }
+            // Behind this call's sends in the driver's queue, and the driver
+            // takes them only after the call: the batch built so far leaves
+            // before the next one is built.
+            Output::Continue => {
+                let _ = self.net.send(NetCommand::Continue);
                 None
             }
         }

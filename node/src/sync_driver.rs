@@ -151,10 +151,14 @@ impl Driver {
                     match cmd {
                         NetCommand::WakeAt(at) => {
                             wake = at.map(|ms| self.epoch + Duration::from_millis(ms));
+                            true
                         }
-                        other => self.command(other),
+                        NetCommand::Continue => self.input(Input::Continue).await,
+                        other => {
+                            self.command(other);
+                            true
+                        }
                     }
-                    true
                 }
                 ev = conn.recv() => match ev {
                     Ok(ConnectionEvent::Up(p)) => self.up(p).await,
@@ -346,7 +350,7 @@ impl Driver {
                 debug!(%peer, %reason, "engine asked to disconnect");
                 self.disconnect(peer);
             }
-            NetCommand::WakeAt(_) => {}
+            NetCommand::WakeAt(_) | NetCommand::Continue => {}
         }
     }
 

@@ -10,7 +10,6 @@ use troupe_protocol::{ActorId, Bundle, BundleHash, FieldPath, VerifyError, Works
 
 use crate::error::{CommitError, DamagedRow};
 use crate::fork::{forked, record_fork};
-use crate::hashidx;
 use crate::journal;
 use crate::quarantine::{QuarantineEntry, put_entry};
 use crate::rebuild::rebuild_workspace;
@@ -603,7 +602,6 @@ fn commit_in(
 
     let mut bundles_t = txn.open_table(BUNDLES)?;
     let mut seq_hash = txn.open_table(SEQ_HASH)?;
-    let mut index_entries: Vec<hashidx::Entry> = Vec::with_capacity(candidates.len());
     let mut written: HashSet<(ActorId, u64)> = HashSet::with_capacity(candidates.len());
     let mut ranges_t = txn.open_table(RANGES)?;
     let mut tips = txn.open_table(TIPS)?;
@@ -646,7 +644,6 @@ fn commit_in(
         }
         store_copy(b, &mut ranges)?;
         seq_hash.insert(k.as_slice(), seq_hash_value(&k, &b.hash()).as_slice())?;
-        index_entries.push((b.hash().0, k));
         let t = tip_updates.entry(body.author).or_insert((0, b.hash()));
         if body.seq > t.0 {
             *t = (body.seq, b.hash());
@@ -674,7 +671,6 @@ fn commit_in(
     }
     state.flush()?;
     drop((bundles_t, seq_hash, ranges_t, tips, state));
-    hashidx::append(txn, index_entries)?;
     let mut rebuild = false;
     for ((author, seq), seen) in &fork_slots {
         rebuild |= record_fork(txn, ws, author, *seq, seen)?;

@@ -54,8 +54,8 @@ pub(crate) fn forked(
 }
 
 /// Records a fork at a slot (merging with hashes already recorded). When a
-/// copy was applied there, moves it to quarantine and out of the bundles,
-/// hash index and ranges; returns true then (the caller rebuilds state).
+/// copy was applied there, moves it to quarantine and out of the bundles
+/// and ranges; returns true then (the caller rebuilds state).
 pub(crate) fn record_fork(
     txn: &WriteTransaction,
     ws: &WorkspaceId,
@@ -86,9 +86,6 @@ pub(crate) fn record_fork(
     let Some(bytes) = bytes else {
         return Ok(false);
     };
-    if let Some(h) = held_hash {
-        crate::hashidx::forget(txn, &h)?;
-    }
     {
         let mut ranges = txn.open_table(RANGES)?;
         let ak = author_key(ws, author);

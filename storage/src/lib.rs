@@ -30,7 +30,7 @@
 //! Tables and key layouts are listed in the `schema` module. Each commit
 //! ([`Store::commit_local`], [`Store::commit_local_many`],
 //! [`Store::commit_batch`]) is one redb write transaction holding the
-//! bundles, the hash index, ranges, tips, state rows and quarantine rows, so
+//! bundles, slot hashes, ranges, tips, state rows and quarantine rows, so
 //! a crash leaves all of it or none of it. Those commits are durable
 //! (`Durability::Immediate`: redb's commit syncs before it returns). Group
 //! commit and sync use the deferred forms ([`Store::commit_local_many_deferred`],
@@ -74,14 +74,14 @@
 //! straight on those rows; `superseded` rows are keyed by the op they name,
 //! so one probe per bundle answers "is any op of this bundle superseded";
 //! ranges and tips are read and written once per author per commit; slots
-//! above an author's tip skip the slot lookups; the hash index is written as
-//! one sorted row per commit and merged into the index every 64 commits.
+//! above an author's tip skip the slot lookups; there is no hash → slot
+//! index to keep (readers find bundles by slot).
 //! On the write path an entity row stays bytes (`entity::RawRow`: the stored
 //! row copied once, values moved as length-prefixed bytes, not decoded), is
 //! looked up once per run of ops on it, and carries a cheap 64-bit checksum
 //! (schema 3). What is left is mostly redb's own (the bundle, slot and entity
-//! inserts, about one dirty 4 KiB page per entity touched at each commit),
-//! the hash index merge, and freeing the decoded bundles. Current figures:
+//! inserts, about one dirty 4 KiB page per entity touched at each commit)
+//! and freeing the decoded bundles. Current figures:
 //! the README's storage benchmark paragraph.
 //!
 //! `cargo bench -p troupe-storage --bench apply` (release, 2 cores shared
@@ -103,7 +103,8 @@
 //! writing entity rows back (B-tree inserts, encode, seal) 21 %, redb's
 //! commit (copying, checksumming and writing about 300 dirty pages per
 //! commit, 250 of them entity rows) 25 %, bundle and slot inserts 12 %, the
-//! hash index log and its merges 8 %, verification 3 %. Off-CPU, each of
+//! hash index log and its merges 8 % (that index is gone since),
+//! verification 3 %. Off-CPU, each of
 //! the 391 durable commits waits for its sync (0.5–4 ms each here).
 
 pub mod blob;
@@ -113,7 +114,6 @@ mod entity;
 pub mod error;
 pub mod export;
 mod fork;
-mod hashidx;
 mod journal;
 pub mod progress;
 pub mod quarantine;
@@ -126,6 +126,7 @@ pub mod scrub;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tip_repair;
 mod writeback;
 
 use std::path::Path;
@@ -278,6 +279,7 @@ impl Store {
             for t in ALL_TABLES {
                 txn.open_table(t)?;
             }
+            tip_repair::drop_legacy_index(&txn)?;
             let mut meta = txn.open_table(META)?;
             let found = match meta.get(b"schema".as_slice())? {
                 Some(v) => Some(v.value().try_into().map(u32::from_be_bytes).map_err(|_| {

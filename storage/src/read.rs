@@ -159,7 +159,10 @@ impl Store {
         r
     }
 
-    /// A held bundle by hash, verified.
+    /// A held bundle by hash, verified. There is no hash → slot index
+    /// (every commit would pay for one), so this walks the recorded slots:
+    /// when the slot is known (a [`HistoryEntry`] has it), read it with
+    /// [`Store::bundle`] and compare the hash instead.
     ///
     /// # Errors
     /// As [`Store::bundle`].
@@ -170,12 +173,18 @@ impl Store {
 
     fn bundle_by_hash_in(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
         let txn = self.db.begin_read()?;
-        let Some((ws, author, seq)) =
-            crate::hashidx::lookup(&open(&txn, HASH_INDEX)?, &open(&txn, HASH_LOG)?, hash)?
-        else {
+        let mut slot = None;
+        for row in open(&txn, SEQ_HASH)?.iter()? {
+            let (k, v) = row?;
+            // A slot row failing its seal locates nothing (scrub reports it).
+            if read_seq_hash(k.value(), v.value()) == Some(*hash) {
+                slot = parse_seq_key(k.value());
+                break;
+            }
+        }
+        let Some((ws, author, seq)) = slot else {
             return Ok(None);
         };
-        // The index only locates; the slot's own hash decides.
         Ok(read_bundle(
             &open(&txn, BUNDLES)?,
             &open(&txn, SEQ_HASH)?,
@@ -184,6 +193,22 @@ impl Store {
             seq,
         )?
         .filter(|b| b.hash() == *hash))
+    }
+
+    /// The bundle a [`Store::history`] entry names, verified: read at its
+    /// slot, `None` when that slot no longer holds it (quarantined, or the
+    /// slot now holds another copy of a fork).
+    ///
+    /// # Errors
+    /// As [`Store::bundle`].
+    pub fn history_bundle(
+        &self,
+        ws: &WorkspaceId,
+        entry: &HistoryEntry,
+    ) -> Result<Option<Bundle>, ReadError> {
+        Ok(self
+            .bundle(ws, &entry.author, entry.seq)?
+            .filter(|b| b.hash() == entry.hash))
     }
 
     /// The tip to sign the author's next bundle against: the highest seq ever

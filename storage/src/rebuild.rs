@@ -144,8 +144,8 @@ pub(crate) fn rebuild_workspace(
 
 impl Store {
     /// Clears materialised state and replays the oplog into it, in one write
-    /// transaction; the hash index and damaged or low author tips are
-    /// rebuilt from the per-slot hashes in the same transaction. Returns how many bundles were replayed and the slots
+    /// transaction; damaged or low author tips are rebuilt from the
+    /// per-slot hashes in the same transaction. Returns how many bundles were replayed and the slots
     /// skipped because their copy is corrupt (scrub and repair those, then
     /// rebuild again).
     ///
@@ -164,7 +164,7 @@ impl Store {
         for t in STATE_TABLES {
             txn.open_table(t)?;
         }
-        crate::hashidx::rebuild_indexes(&txn)?;
+        crate::tip_repair::repair_tips(&txn)?;
         txn.commit()?;
         Ok(r)
     }

@@ -2,7 +2,7 @@
 //! leaves a show and asks for its data to be deleted from this device.
 //!
 //! Every row keyed by the workspace goes: its metadata, bundles, seq hashes,
-//! hash index entries, ranges, tips, materialised state, forks and peer
+//! ranges, tips, materialised state, forks and peer
 //! progress. Asset bytes that no other workspace references are freed in the
 //! same transaction; bytes another workspace still references stay.
 //! Quarantined copies are kept (they are evidence of damage, listed and
@@ -69,23 +69,6 @@ impl Store {
             PEER_PROGRESS,
         ] {
             report.rows += remove_prefix(&txn, table, &ws.0)?;
-        }
-        // Entries for the removed bundles still waiting in the hash log are
-        // merged later; a lookup through them finds no bundle and answers
-        // "not held" (the index never returns a bundle that fails its hash).
-        {
-            let mut idx = txn.open_table(HASH_INDEX)?;
-            let mut keys = Vec::new();
-            for row in idx.iter()? {
-                let (k, v) = row?;
-                if v.value().starts_with(&ws.0) {
-                    keys.push(k.value().to_vec());
-                }
-            }
-            for k in &keys {
-                idx.remove(k.as_slice())?;
-            }
-            report.rows += keys.len() as u64;
         }
         {
             let mut refs = txn.open_table(ASSET_REFS)?;

@@ -7,8 +7,6 @@
 //! | `workspaces` | ws | postcard `WorkspaceInfo` |
 //! | `bundles` | ws, author, seq | raw bundle bytes (held copies) |
 //! | `seq_hash` | ws, author, seq | sealed hash of the bundle applied at that slot (kept when the copy is quarantined) |
-//! | `hash_index` | hash | sealed ws, author, seq |
-//! | `hash_log` | commit counter | sealed sorted (hash, ws, author, seq) entries of recent commits, merged into `hash_index` every 64 rows |
 //! | `ranges` | ws, author | sealed postcard seq ranges held |
 //! | `tips` | ws, author | sealed: highest seq ever committed and its hash |
 //! | `entities` | ws, type 0 id 0 | compact `EntityRow` (authors once, heads by author position, values length-prefixed; see the `entity` module) and its `state_tag`: every known field's heads and the live entity deletions, one row per entity |
@@ -21,6 +19,10 @@
 //! | `forks` | ws, author, seq | sealed postcard list of the different bundle hashes seen for the slot |
 //! | `skipped` | quarantine id | postcard record of an entry the user chose to drop (no bytes) |
 //! | `peer_progress` | ws, peer id | postcard `PeerProgress` (display only; ranges are the checkpoint) |
+//!
+//! Bundles are found by slot only: stores of the same schema version
+//! written before that kept a hash → slot index (`hash_index`, `hash_log`),
+//! deleted when they are opened (see the `tip_repair` module).
 
 use redb::TableDefinition;
 use troupe_protocol::register::Scope;
@@ -30,15 +32,15 @@ pub(crate) type Tbl = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 /// Version 2: one state row per entity, superseded keyed by op, hash index
 /// log; `seq_hash`, tips, hash index and asset rows sealed. Version 3:
-/// entity rows checked by [`state_tag`] instead of a blake3 tag.
+/// entity rows checked by [`state_tag`] instead of a blake3 tag (later the
+/// hash index was dropped; version 3 stores that have it lose it at open,
+/// nothing else changes).
 pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 pub(crate) const META: Tbl = TableDefinition::new("meta");
 pub(crate) const WORKSPACES: Tbl = TableDefinition::new("workspaces");
 pub(crate) const BUNDLES: Tbl = TableDefinition::new("bundles");
 pub(crate) const SEQ_HASH: Tbl = TableDefinition::new("seq_hash");
-pub(crate) const HASH_INDEX: Tbl = TableDefinition::new("hash_index");
-pub(crate) const HASH_LOG: Tbl = TableDefinition::new("hash_log");
 pub(crate) const RANGES: Tbl = TableDefinition::new("ranges");
 pub(crate) const TIPS: Tbl = TableDefinition::new("tips");
 pub(crate) const ENTITIES: Tbl = TableDefinition::new("entities");
@@ -60,13 +62,11 @@ pub(crate) const JOURNAL_SEQ: &[u8] = b"journal_seq";
 /// Tables holding materialised state (cleared and refilled by rebuild).
 pub(crate) const STATE_TABLES: [Tbl; 4] = [ENTITIES, SUPERSEDED, ASSET_DELETES, ASSET_REFS];
 
-pub(crate) const ALL_TABLES: [Tbl; 18] = [
+pub(crate) const ALL_TABLES: [Tbl; 16] = [
     META,
     WORKSPACES,
     BUNDLES,
     SEQ_HASH,
-    HASH_INDEX,
-    HASH_LOG,
     RANGES,
     TIPS,
     ENTITIES,

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use troupe_protocol::hlc::Hlc;
 use troupe_protocol::register::{self, ApplyReport, Head, Scope, StateBackend};
 use troupe_protocol::{
@@ -77,6 +77,10 @@ pub(crate) struct TxnState<'t> {
     last: usize,
     /// `superseded` keys added in this transaction, not yet written.
     sup_new: BTreeSet<Vec<u8>>,
+    /// Whether the `superseded` table may hold a row (it is empty in a
+    /// store that never saw an op replace another: the first sync of a
+    /// fresh copy skips one B-tree probe per bundle).
+    sup_rows: bool,
     /// The bundle being applied, and whether any `superseded` row (in redb
     /// or added in this transaction) may name one of its ops (almost never:
     /// only when an op naming it was applied first).
@@ -92,10 +96,13 @@ impl<'t> TxnState<'t> {
         txn: &'t WriteTransaction,
         ws: WorkspaceId,
     ) -> Result<Self, redb::TableError> {
+        let superseded = txn.open_table(SUPERSEDED)?;
+        let sup_rows = !superseded.is_empty().map_err(redb::TableError::Storage)?;
         Ok(TxnState {
             ws,
             entities: txn.open_table(ENTITIES)?,
-            superseded: txn.open_table(SUPERSEDED)?,
+            superseded,
+            sup_rows,
             asset_deletes: txn.open_table(ASSET_DELETES)?,
             asset_refs: txn.open_table(ASSET_REFS)?,
             rows: Vec::new(),
@@ -114,14 +121,16 @@ impl<'t> TxnState<'t> {
     pub(crate) fn apply(&mut self, bundle: &Bundle) -> Result<Vec<FieldPath>, StateError> {
         let body = bundle.body();
         let prefix = superseded_bundle_prefix(&self.ws, &body.author, body.seq);
-        let named = match self.superseded.range(prefix.as_slice()..)?.next() {
-            Some(row) => row?.0.value().starts_with(&prefix),
-            None => false,
-        } || self
-            .sup_new
-            .range(prefix.to_vec()..)
-            .next()
-            .is_some_and(|k| k.starts_with(&prefix));
+        let named = self.sup_rows
+            && match self.superseded.range(prefix.as_slice()..)?.next() {
+                Some(row) => row?.0.value().starts_with(&prefix),
+                None => false,
+            }
+            || self
+                .sup_new
+                .range(prefix.to_vec()..)
+                .next()
+                .is_some_and(|k| k.starts_with(&prefix));
         self.current = Some((body.author, body.seq, named));
         let sets_only = body.ops.iter().all(|o| matches!(o, Op::Set { .. }));
         let report = if sets_only {
@@ -287,6 +296,7 @@ impl<'t> TxnState<'t> {
         }
         for k in std::mem::take(&mut self.sup_new) {
             self.superseded.insert(k.as_slice(), [].as_slice())?;
+            self.sup_rows = true;
         }
         Ok(())
     }
@@ -446,7 +456,7 @@ impl StateBackend for TxnState<'_> {
         if self.sup_new.contains(&k) {
             return Ok(true);
         }
-        Ok(self.superseded.get(k.as_slice())?.is_some())
+        Ok(self.sup_rows && self.superseded.get(k.as_slice())?.is_some())
     }
 
     fn record_asset_delete(

@@ -195,7 +195,7 @@ fn a_rotten_blob_is_dropped_by_scrub_and_reported_for_refetch() {
 }
 
 #[test]
-fn the_hash_index_finds_bundles_before_and_after_its_log_is_merged() {
+fn bundles_are_found_by_hash_and_rebuild_keeps_the_tip() {
     let store = Store::open_with_backend(Mem::default()).unwrap();
     store
         .add_workspace(&WorkspaceInfo::new(
@@ -204,7 +204,7 @@ fn the_hash_index_finds_bundles_before_and_after_its_log_is_merged() {
             WorkspaceKind::Show,
         ))
         .unwrap();
-    // 150 commits of one bundle: the log is merged twice (every 64 rows).
+    // 150 commits of one bundle each.
     let (ws, bundles) = chain(3, 150);
     for b in &bundles {
         store.commit_batch(&ws, vec![b.clone()], "peer").unwrap();
@@ -215,7 +215,7 @@ fn the_hash_index_finds_bundles_before_and_after_its_log_is_merged() {
     let (_, other) = chain(4, 1);
     assert_eq!(store.bundle_by_hash(&other[0].hash()).unwrap(), None);
     assert!(store.scrub().unwrap().is_empty());
-    // Rebuild refills the index from the per-slot hashes and keeps the tip.
+    // Rebuild replays the per-slot hashes and keeps the tip.
     let tip = store.author_tip(&ws, &key(3).actor_id()).unwrap();
     store.rebuild().unwrap();
     for b in [&bundles[0], &bundles[100], &bundles[149]] {
@@ -336,4 +336,53 @@ fn a_scrub_pass_runs_beside_writes_and_leaves_a_copy_repaired_meanwhile() {
     );
     assert!(store.scrub().unwrap().is_empty());
     assert!(store.verify_rebuild().unwrap().is_empty());
+}
+
+#[test]
+fn a_store_with_the_old_hash_index_loses_it_at_open_and_keeps_its_bundles() {
+    use redb::{ReadableDatabase, TableDefinition, TableHandle};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let (ws, bundles) = chain(5, 3);
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .add_workspace(&WorkspaceInfo::new(
+                test_workspace(),
+                "t",
+                WorkspaceKind::Show,
+            ))
+            .unwrap();
+        store.commit_batch(&ws, bundles.clone(), "peer").unwrap();
+    }
+    // What an older store held beside its bundles.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        for name in ["hash_index", "hash_log"] {
+            let t: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new(name);
+            txn.open_table(t)
+                .unwrap()
+                .insert([7u8; 32].as_slice(), [1u8; 80].as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.bundle_by_hash(&bundles[1].hash()).unwrap().as_ref(),
+            Some(&bundles[1])
+        );
+        assert!(store.scrub().unwrap().is_empty());
+    }
+    let db = redb::Database::open(&path).unwrap();
+    let names: Vec<String> = db
+        .begin_read()
+        .unwrap()
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("hash_")), "{names:?}");
 }

@@ -189,7 +189,7 @@ pub fn history(local: &Local, workspace: &str) -> Result<Json, OpsError> {
         if e.kind != BundleKind::MergeResolution.name() {
             continue;
         }
-        if let Some(b) = local.store().bundle_by_hash(&e.hash)? {
+        if let Some(b) = local.store().history_bundle(&info.id(), &e)? {
             out.push(bundle_json(&names, &b));
         }
     }

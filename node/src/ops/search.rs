@@ -55,7 +55,7 @@ pub fn find_bundle(local: &Local, ws: &WorkspaceId, given: &str) -> Result<Bundl
     match hits.as_slice() {
         [one] => local
             .store()
-            .bundle_by_hash(&one.hash)?
+            .history_bundle(ws, one)?
             .ok_or_else(|| OpsError::NotFound(format!("bundle {given} is no longer held here"))),
         [] => Err(OpsError::NotFound(format!(
             "no change with id {given} is in this workspace"
@@ -325,7 +325,7 @@ pub fn history(
             "time_ms": e.hlc.wall_ms,
         });
         if by_ops {
-            let Some(b) = local.store().bundle_by_hash(&e.hash)? else {
+            let Some(b) = local.store().history_bundle(&ws, e)? else {
                 continue;
             };
             let hits: Vec<String> = b
@@ -378,7 +378,7 @@ pub fn search(local: &Local, workspace: &str, text: &str) -> Result<Json, OpsErr
     }
     let mut past = Vec::new();
     for e in local.store().history(&ws)? {
-        let Some(b) = local.store().bundle_by_hash(&e.hash)? else {
+        let Some(b) = local.store().history_bundle(&ws, &e)? else {
             continue;
         };
         let ops: Vec<String> = b

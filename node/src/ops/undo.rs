@@ -39,7 +39,7 @@ fn default_target(local: &Local, ws: &WorkspaceId, dir: Direction) -> Result<Bun
     let mut mine = Vec::new();
     for e in &entries {
         if (e.kind == "undo" || e.kind == "redo")
-            && let Some(b) = local.store().bundle_by_hash(&e.hash)?
+            && let Some(b) = local.store().history_bundle(ws, e)?
             && let BundleKind::Undo { of } | BundleKind::Redo { of } = b.body().kind
         {
             reverted.insert(of);
@@ -65,7 +65,7 @@ fn default_target(local: &Local, ws: &WorkspaceId, dir: Direction) -> Result<Bun
         })?;
     local
         .store()
-        .bundle_by_hash(&e.hash)?
+        .history_bundle(ws, e)?
         .ok_or_else(|| OpsError::NotFound("that change is no longer held here".into()))
 }
 

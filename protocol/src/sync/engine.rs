@@ -115,6 +115,11 @@ pub struct Engine {
     /// [`PreparedFrame`]); taken when the batch is dispatched, cleared
     /// after every frame.
     pub(crate) prepared_batch: Option<super::prepare::BatchItems>,
+    /// Sessions whose send window has room and bundles to fill it, left
+    /// for [`Input::Continue`] so each batch leaves as soon as it is built.
+    pub(crate) to_fill: std::collections::BTreeSet<(PeerId, WorkspaceId)>,
+    /// Whether an [`Output::Continue`] is out and not yet answered.
+    pub(crate) continue_asked: bool,
 }
 
 impl Engine {
@@ -142,6 +147,8 @@ impl Engine {
             stats: SyncStats::default(),
             codec: super::message::BatchCodec::default(),
             prepared_batch: None,
+            to_fill: std::collections::BTreeSet::new(),
+            continue_asked: false,
         }
     }
 
@@ -236,6 +243,12 @@ impl Engine {
                 complete,
             } => self.blob_written(hash, offset, len, complete),
             Input::BlobChunkRejected { hash, reason } => self.blob_rejected(hash, reason, view),
+            Input::Continue => {
+                self.continue_asked = false;
+                for (peer, ws) in std::mem::take(&mut self.to_fill) {
+                    self.fill_window(peer, ws, view);
+                }
+            }
         }
     }
 

@@ -211,6 +211,7 @@ pub fn run(data: &[u8]) {
                     up.remove(&peer);
                     pending_commits.push(Input::PeerDown { peer });
                 }
+                Output::Continue => pending_commits.push(Input::Continue),
                 Output::Quarantine { .. } | Output::Event(_) => {}
             }
         }

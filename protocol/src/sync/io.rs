@@ -133,6 +133,8 @@ pub enum Input {
         /// Why, for the log.
         reason: String,
     },
+    /// Go on with the work an [`Output::Continue`] announced.
+    Continue,
 }
 
 /// One thing for the driver to do, from [`Engine::poll_output`](super::Engine::poll_output).
@@ -194,6 +196,12 @@ pub enum Output {
         /// The bytes.
         bytes: Vec<u8>,
     },
+    /// The engine has more of the work it was doing (batches to build for
+    /// a peer's window): perform the outputs before this one, send what
+    /// they send, then hand back [`Input::Continue`]. So a batch leaves as
+    /// soon as it is built instead of waiting for the rest of the window
+    /// (the receiver starts committing sooner). At most one is waiting.
+    Continue,
 }
 
 /// What a person (or the log) may want to know.

@@ -379,6 +379,7 @@ impl Net {
                     bytes,
                     ..
                 } => later.push(node.view.write_blob_chunk(hash, offset, size, &bytes)),
+                Output::Continue => later.push(Input::Continue),
             }
         }
         for input in later {

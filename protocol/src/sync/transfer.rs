@@ -178,7 +178,11 @@ impl Engine {
         self.fill_window(peer, ws, view);
     }
 
-    fn fill_window(&mut self, peer: PeerId, ws: WorkspaceId, view: &impl OplogView) {
+    /// Builds and sends one batch for the session when its window has room,
+    /// and leaves the rest of the window for [`Input::Continue`] (asked for
+    /// with one [`Output::Continue`]).
+    pub(crate) fn fill_window(&mut self, peer: PeerId, ws: WorkspaceId, view: &impl OplogView) {
+        let mut built = false;
         loop {
             let Some(sh) = self.shared_mut(peer, ws) else {
                 return;
@@ -186,10 +190,19 @@ impl Engine {
             if sh.in_flight.len() >= MAX_IN_FLIGHT_BATCHES || sh.to_send.is_empty() {
                 return;
             }
+            if built {
+                self.to_fill.insert((peer, ws));
+                if !self.continue_asked {
+                    self.continue_asked = true;
+                    self.out.push_back(Output::Continue);
+                }
+                return;
+            }
             let (items, sent) = build_batch(view, ws, &mut sh.to_send);
             if items.is_empty() {
                 continue;
             }
+            built = true;
             let id = sh.next_batch;
             sh.next_batch += 1;
             sh.in_flight.insert(id);

@@ -33,6 +33,10 @@ pub struct Safety {
     pub acked: Vec<BTreeMap<Slot, BundleHash>>,
     /// Per node, slots whose stored copy the simulator rotted.
     pub rotted: Vec<BTreeSet<Slot>>,
+    /// Per node, its own bundles whose commit the power cut answered with
+    /// an error: redb can lose power after its commit point (freeing pages
+    /// after a durable commit syncs again), so the restart decides.
+    pub unanswered: Vec<Vec<Bundle>>,
 }
 
 fn fail(msg: String) -> Result<(), SimError> {
@@ -45,6 +49,7 @@ impl Safety {
         Safety {
             acked: vec![BTreeMap::new(); n],
             rotted: vec![BTreeSet::new(); n],
+            unanswered: vec![Vec::new(); n],
             ..Safety::default()
         }
     }
@@ -124,6 +129,33 @@ impl Safety {
                 return fail(format!(
                     "node {to} (not a member) received a frame naming workspace {ws:?}"
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A node's own bundle whose commit failed as the power went.
+    pub fn unanswered(&mut self, node: usize, b: Bundle) {
+        self.unanswered[node].push(b);
+    }
+
+    /// After a restart: an unanswered bundle the store holds was committed
+    /// after all (it counts as authored and acknowledged from now on); one
+    /// it does not hold was not, and its seq may be signed again.
+    ///
+    /// # Errors
+    /// As [`Safety::authored`]; the store cannot be read.
+    pub fn resolve_unanswered(&mut self, node: usize, store: &Store) -> Result<(), SimError> {
+        let view = store
+            .view()
+            .map_err(|e| SimError::Storage(format!("node {node}: view: {e}")))?;
+        for b in std::mem::take(&mut self.unanswered[node]) {
+            let body = b.body();
+            let got = view
+                .bundle_hash(&body.workspace, &body.author, body.seq)
+                .map_err(|e| SimError::Storage(e.to_string()))?;
+            if got == Some(b.hash()) {
+                self.authored(node, &b)?;
             }
         }
         Ok(())

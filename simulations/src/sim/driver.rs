@@ -183,7 +183,18 @@ impl Sim {
                 );
                 Ok(())
             }
-            Err(e) => self.store_failed(i, format!("commit_local: {e}")),
+            Err(e) => {
+                if self.log {
+                    eprintln!(
+                        "{now:>8} n{i} edit {kind:?} {ws:?} seq {} unanswered: {e}",
+                        bundle.body().seq
+                    );
+                }
+                if run.backend.crashed() {
+                    self.safety.unanswered(i, bundle);
+                }
+                self.store_failed(i, format!("commit_local: {e}"))
+            }
         }
     }
 
@@ -368,6 +379,7 @@ impl Sim {
                         self.break_conn(i, j);
                     }
                 }
+                Output::Continue => later.push(Input::Continue),
                 Output::Event(e) => {
                     if self.log {
                         eprintln!("{now:>8} n{i} event {e:?}");

@@ -36,6 +36,7 @@ impl Sim {
         self.nodes[i].start()?;
         let inflight = self.inflight[i].take();
         let run = self.nodes[i].running()?;
+        self.safety.resolve_unanswered(i, &run.store)?;
         self.safety
             .after_restart(i, &run.store, inflight.as_deref())?;
         // Start-up scrub: rotted copies go to quarantine and are asked of peers.

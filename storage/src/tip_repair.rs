@@ -1,0 +1,68 @@
+//! Repair of author tips, part of [`crate::Store::rebuild`], and the
+//! removal of the hash → slot index older stores kept.
+//!
+//! A tip row is the highest seq committed for one author in one workspace;
+//! the local signer signs its next bundle against it, so a tip that fails
+//! its seal or lags the highest recorded slot is rewritten from `seq_hash`,
+//! which holds the truth.
+//!
+//! Stores written before the index was dropped have `hash_index` and
+//! `hash_log` tables: every reader finds bundles by slot (history entries
+//! carry author and seq), so the index only cost every commit a log row and
+//! every 64th commit a merge of tens of thousands of random inserts (a
+//! tenth of a full sync's storage time, and pauses of 0.1 s). They are
+//! deleted when such a store is opened.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use troupe_protocol::BundleHash;
+
+use crate::error::{DamagedRow, RebuildError};
+use crate::schema::*;
+
+/// The hash index of older stores (hash → slot), see the module doc.
+const LEGACY_HASH_INDEX: Tbl = TableDefinition::new("hash_index");
+/// The log of recent index entries of older stores.
+const LEGACY_HASH_LOG: Tbl = TableDefinition::new("hash_log");
+
+/// Deletes the hash index tables of an older store; false when there were
+/// none.
+pub(crate) fn drop_legacy_index(txn: &WriteTransaction) -> Result<bool, redb::TableError> {
+    let a = txn.delete_table(LEGACY_HASH_INDEX)?;
+    let b = txn.delete_table(LEGACY_HASH_LOG)?;
+    Ok(a || b)
+}
+
+/// Rewrites every author tip that fails its seal or lags the highest slot
+/// recorded in `seq_hash`.
+pub(crate) fn repair_tips(txn: &WriteTransaction) -> Result<(), RebuildError> {
+    let mut top: BTreeMap<[u8; 64], (u64, BundleHash)> = BTreeMap::new();
+    {
+        let seq_hash = txn.open_table(SEQ_HASH)?;
+        for row in seq_hash.iter()? {
+            let (k, v) = row?;
+            let Some(h) = read_seq_hash(k.value(), v.value()) else {
+                continue;
+            };
+            let (ws, author, seq) =
+                parse_seq_key(k.value()).ok_or(DamagedRow { what: "slot key" })?;
+            let t = top.entry(author_key(&ws, &author)).or_insert((seq, h));
+            if seq >= t.0 {
+                *t = (seq, h);
+            }
+        }
+    }
+    let mut tips: Table<'_, &'static [u8], &'static [u8]> = txn.open_table(TIPS)?;
+    for (ak, (seq, h)) in top {
+        let keep = match tips.get(ak.as_slice())? {
+            Some(v) => crate::commit::decode_tip(&ak, v.value()).is_ok_and(|t| t.0 >= seq),
+            None => false,
+        };
+        if !keep {
+            let v = crate::commit::encode_tip(&ak, seq, &h);
+            tips.insert(ak.as_slice(), v.as_slice())?;
+        }
+    }
+    Ok(())
+}
