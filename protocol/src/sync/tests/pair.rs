@@ -133,6 +133,30 @@ fn interrupted_sync_resumes_from_committed_ranges() {
 }
 
 #[test]
+fn each_batch_of_a_window_leaves_before_the_next_is_built() {
+    let mut net = members(2);
+    let (_, bundles) = chain(1, 2_000);
+    seed(&mut net.nodes[0].view, &bundles);
+    net.connect(0, 1);
+    // The step that builds the first batch hands it to the driver alone,
+    // with a Continue for the rest of the window.
+    while net.nodes[0].engine.stats().bundles_sent == 0 {
+        assert!(net.step());
+    }
+    assert_eq!(
+        net.nodes[0].engine.stats().bundles_sent,
+        BATCH_BUNDLES as u64
+    );
+    net.drive_bounded(10_000);
+    assert_eq!(net.nodes[0].engine.stats().bundles_sent, 2_000);
+    assert_eq!(
+        net.nodes[1].view.ranges(&ws()),
+        net.nodes[0].view.ranges(&ws())
+    );
+    assert_eq!(state(&net.nodes[1].view), state(&net.nodes[0].view));
+}
+
+#[test]
 fn chain_topology_relays_history_and_live_edits() {
     let mut net = members(3);
     let (_, bundles) = chain(1, 300);
