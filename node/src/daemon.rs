@@ -562,3 +562,49 @@ async fn scrub(core: &ActorHandle<SyncCore>) {
         Err(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::{Instant as Clock, sleep};
+
+    /// Bumps the frame counter every 250 ms, `times` times.
+    fn sending(status: &Arc<Mutex<SyncStatus>>, times: u32) -> tokio::task::JoinHandle<()> {
+        let s = status.clone();
+        tokio::spawn(async move {
+            for _ in 0..times {
+                sleep(Duration::from_millis(250)).await;
+                s.lock().unwrap().frames_sent += 1;
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_scrub_waits_for_a_quiet_second_and_at_most_a_minute() {
+        // Nothing syncing: the delay, then one quiet second.
+        let idle = Arc::new(Mutex::new(SyncStatus::default()));
+        let t = Clock::now();
+        quiet_moment(&idle).await;
+        assert_eq!(t.elapsed(), SCRUB_DELAY + SCRUB_QUIET);
+
+        // A sync sending for 10 s: the scrub starts within two seconds after.
+        let busy = Arc::new(Mutex::new(SyncStatus::default()));
+        let sync = sending(&busy, 40);
+        let t = Clock::now();
+        quiet_moment(&busy).await;
+        let waited = t.elapsed();
+        assert!(
+            waited > Duration::from_secs(10) && waited <= Duration::from_secs(12),
+            "{waited:?}"
+        );
+        sync.await.unwrap();
+
+        // Never quiet: it runs anyway once the longest wait is over.
+        let endless = Arc::new(Mutex::new(SyncStatus::default()));
+        let sync = sending(&endless, 1_000);
+        let t = Clock::now();
+        quiet_moment(&endless).await;
+        assert_eq!(t.elapsed(), SCRUB_DELAY + SCRUB_MAX_WAIT);
+        sync.abort();
+    }
+}
