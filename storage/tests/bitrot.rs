@@ -45,10 +45,8 @@ impl StorageBackend for Mem {
     }
 }
 
-#[test]
-fn a_rotten_bundle_is_never_served_and_is_repaired() {
-    let mem = Mem::default();
-    let store = Store::open_with_backend(mem.clone()).unwrap();
+/// The test workspace, added to `store`.
+fn add_test_workspace(store: &Store) {
     store
         .add_workspace(&WorkspaceInfo::new(
             test_workspace(),
@@ -56,6 +54,13 @@ fn a_rotten_bundle_is_never_served_and_is_repaired() {
             WorkspaceKind::Show,
         ))
         .unwrap();
+}
+
+#[test]
+fn a_rotten_bundle_is_never_served_and_is_repaired() {
+    let mem = Mem::default();
+    let store = Store::open_with_backend(mem.clone()).unwrap();
+    add_test_workspace(&store);
     let (ws, bundles) = chain(7, 10);
     store.commit_batch(&ws, bundles.clone(), "peer").unwrap();
     let author = key(7).actor_id();
@@ -197,13 +202,7 @@ fn a_rotten_blob_is_dropped_by_scrub_and_reported_for_refetch() {
 #[test]
 fn bundles_are_found_by_hash_and_rebuild_keeps_the_tip() {
     let store = Store::open_with_backend(Mem::default()).unwrap();
-    store
-        .add_workspace(&WorkspaceInfo::new(
-            test_workspace(),
-            "t",
-            WorkspaceKind::Show,
-        ))
-        .unwrap();
+    add_test_workspace(&store);
     // 150 commits of one bundle each.
     let (ws, bundles) = chain(3, 150);
     for b in &bundles {
@@ -229,13 +228,7 @@ fn bundles_are_found_by_hash_and_rebuild_keeps_the_tip() {
 fn scrub_catches_a_rotten_signature_that_the_hash_does_not_cover() {
     let mem = Mem::default();
     let store = Store::open_with_backend(mem.clone()).unwrap();
-    store
-        .add_workspace(&WorkspaceInfo::new(
-            test_workspace(),
-            "t",
-            WorkspaceKind::Show,
-        ))
-        .unwrap();
+    add_test_workspace(&store);
     let (ws, bundles) = chain(7, 10);
     store.commit_batch(&ws, bundles.clone(), "peer").unwrap();
     let author = key(7).actor_id();
@@ -280,13 +273,7 @@ fn scrub_catches_a_rotten_signature_that_the_hash_does_not_cover() {
 fn a_scrub_pass_runs_beside_writes_and_leaves_a_copy_repaired_meanwhile() {
     let mem = Mem::default();
     let store = Store::open_with_backend(mem.clone()).unwrap();
-    store
-        .add_workspace(&WorkspaceInfo::new(
-            test_workspace(),
-            "t",
-            WorkspaceKind::Show,
-        ))
-        .unwrap();
+    add_test_workspace(&store);
     let (ws, bundles) = chain(7, 10);
     store.commit_batch(&ws, bundles.clone(), "peer").unwrap();
     let author = key(7).actor_id();
@@ -346,13 +333,7 @@ fn a_store_with_the_old_hash_index_loses_it_at_open_and_keeps_its_bundles() {
     let (ws, bundles) = chain(5, 3);
     {
         let store = Store::open(&path).unwrap();
-        store
-            .add_workspace(&WorkspaceInfo::new(
-                test_workspace(),
-                "t",
-                WorkspaceKind::Show,
-            ))
-            .unwrap();
+        add_test_workspace(&store);
         store.commit_batch(&ws, bundles.clone(), "peer").unwrap();
     }
     // What an older store held beside its bundles.
