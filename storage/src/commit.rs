@@ -317,7 +317,7 @@ impl Store {
     }
 
     /// One redb durable commit: every earlier commit is in the store file
-    /// for good, and the journal is emptied.
+    /// for good, and the journal's records are written over from its start.
     pub(crate) fn checkpoint(&self) -> Result<(), CommitError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)

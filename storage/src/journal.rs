@@ -12,7 +12,13 @@
 //! rows and index leaves all over the file). Now and then (the journal
 //! passed [`LIMIT`], or a deferred write that is not journaled is waiting)
 //! the flush is a redb durable commit instead, a checkpoint, after which
-//! the journal is emptied.
+//! the journal's records are written over from its start.
+//!
+//! The file grows in steps of zeros ahead of small flushes, so a group
+//! commit's sync writes data only, without a file size to record (about
+//! 40 % less per sync here). An older record a crash finds past the newer
+//! ones has a number at or below the checkpoint's and is skipped; zeros end
+//! the replay like a torn record.
 //!
 //! After a crash, redb opens at its last durable commit. Every record with a
 //! number above the one that commit holds is applied again, in order, each
@@ -47,6 +53,11 @@ const HEADER: u64 = 8 + 16;
 const RECORD_HEAD: usize = 4 + 8 + 16;
 /// No record is larger (a journal claiming more is damaged).
 const MAX_RECORD: u32 = 1 << 30;
+/// The journal file grows in steps of this many zero bytes ahead of the
+/// records, for flushes smaller than [`PREALLOC_BELOW`] (a bulk sync's
+/// flushes are large: writing zeros ahead of them would double their bytes).
+const PREALLOC: u64 = 1 << 20;
+const PREALLOC_BELOW: usize = 64 << 10;
 
 /// How a journaled group of bundles was committed (and is applied again).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,8 +97,12 @@ pub(crate) struct Journal {
     store_id: [u8; 16],
     /// Opened on the first append (a store that only reads makes no file).
     file: Option<File>,
-    /// Bytes in the file.
+    /// Bytes of records (and header) in the file.
     len: u64,
+    /// Bytes the file is known to hold, synced (records, then zeros or
+    /// records an earlier checkpoint left behind): a flush that fits writes
+    /// inside it, so its sync has no file size to record.
+    allocated: u64,
     /// Records not yet written to the file.
     buf: Vec<u8>,
     /// Number the next record gets.
@@ -144,6 +159,7 @@ impl Journal {
             store_id,
             file: None,
             len: 0,
+            allocated: 0,
             buf: Vec::new(),
             next: last + 1,
             unjournaled: false,
@@ -252,6 +268,7 @@ impl Journal {
                 f.write_all(MAGIC)?;
                 f.write_all(&self.store_id)?;
                 self.len = HEADER;
+                self.allocated = HEADER;
                 self.file.insert(f)
             }
         };
@@ -259,8 +276,20 @@ impl Journal {
         // On failure, what may have reached the file lies past `len` and is
         // overwritten by the next attempt.
         file.write_all(&self.buf)?;
+        let end = self.len + self.buf.len() as u64;
+        let mut allocated = self.allocated.max(end);
+        if end > self.allocated && self.buf.len() < PREALLOC_BELOW {
+            // Small flushes (group commits, live edits, acknowledgements)
+            // get room ahead in zeros: the next ones sync data only,
+            // without a size change (measured here: 207 → 127 µs a sync).
+            // Zeros end a replay like a torn record does.
+            let room = end.next_multiple_of(PREALLOC);
+            write_zeros(file, room - end)?;
+            allocated = room;
+        }
         file.sync_data()?;
-        self.len += self.buf.len() as u64;
+        self.len = end;
+        self.allocated = allocated;
         self.buf.clear();
         Ok(())
     }
@@ -272,8 +301,10 @@ impl Journal {
         self.buf.clear();
         self.unjournaled = false;
         self.since_checkpoint = false;
-        if let Some(f) = &mut self.file {
-            f.set_len(HEADER)?;
+        // The file keeps its size: new records overwrite the old ones from
+        // the start, and an old record a crash finds after them carries a
+        // number at or below the checkpoint's, so it is skipped.
+        if self.file.is_some() {
             self.len = HEADER;
         }
         Ok(())
@@ -314,6 +345,18 @@ fn read_record(r: &mut impl Read) -> std::io::Result<Option<Record>> {
         return Ok(None);
     }
     Ok(decode_groups(&payload).map(|groups| Record { seq, groups }))
+}
+
+/// Writes `n` zero bytes at the file's position.
+fn write_zeros(file: &mut File, n: u64) -> std::io::Result<()> {
+    let zeros = [0u8; 64 << 10];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
 }
 
 /// `read_exact` that says `false` at a clean or torn end instead of failing.
@@ -423,6 +466,36 @@ mod tests {
         // Records the store already holds are skipped.
         let (_, rest) = Journal::open(path.clone(), id, 1).unwrap();
         assert_eq!(rest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn records_written_over_a_checkpointed_journal_come_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.journal");
+        let id = [3u8; 16];
+        let bs = bundles(6);
+        let (mut j, _) = Journal::open(path.clone(), id, 0).unwrap();
+        for b in &bs[..4] {
+            append(&mut j, Mode::Local, std::slice::from_ref(b));
+            j.sync().unwrap();
+        }
+        // Small flushes write zeros ahead: the file does not grow per flush.
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(size, PREALLOC);
+        // The store made records 1–4 durable; two new ones overwrite them.
+        j.checkpointed().unwrap();
+        append(&mut j, Mode::Remote("p".into()), &bs[4..5]);
+        append(&mut j, Mode::Local, &bs[5..]);
+        j.sync().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+        drop(j);
+        // Records 3 and 4 still follow in the file; their numbers are at or
+        // below the checkpoint's, so only the new two are applied.
+        let (j, back) = Journal::open(path.clone(), id, 4).unwrap();
+        assert_eq!(back.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(back[0].groups[0].bundles, bs[4..5].to_vec());
+        assert_eq!(back[1].groups[0].bundles, bs[5..].to_vec());
+        assert_eq!(j.next_seq(), 7);
     }
 
     #[test]

@@ -42,7 +42,8 @@
 //! instead of a redb durable commit that writes and syncs every B-tree page
 //! the commits touched; every 32 MiB of journal, and whenever received
 //! asset bytes wait (they are not journaled), the flush is a redb durable
-//! commit (a checkpoint) and the journal is emptied. [`Store::open`] applies
+//! commit (a checkpoint), after which new records are written over the old
+//! ones from the journal's start. [`Store::open`] applies
 //! the records a crash left above the store's last durable commit, each
 //! exactly as first applied, so a flushed commit is never lost (the
 //! `journal` module has the file format and the argument). Rows that are
