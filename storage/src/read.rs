@@ -167,32 +167,23 @@ impl Store {
     /// # Errors
     /// As [`Store::bundle`].
     pub fn bundle_by_hash(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
-        let r = self.bundle_by_hash_in(hash);
-        self.quarantine_on_read(r)
-    }
-
-    fn bundle_by_hash_in(&self, hash: &BundleHash) -> Result<Option<Bundle>, ReadError> {
-        let txn = self.db.begin_read()?;
-        let mut slot = None;
-        for row in open(&txn, SEQ_HASH)?.iter()? {
-            let (k, v) = row?;
-            // A slot row failing its seal locates nothing (scrub reports it).
-            if read_seq_hash(k.value(), v.value()) == Some(*hash) {
-                slot = parse_seq_key(k.value());
-                break;
+        let slot = {
+            let txn = self.db.begin_read()?;
+            let mut slot = None;
+            for row in open(&txn, SEQ_HASH)?.iter()? {
+                let (k, v) = row?;
+                // A slot row failing its seal locates nothing (scrub reports it).
+                if read_seq_hash(k.value(), v.value()) == Some(*hash) {
+                    slot = parse_seq_key(k.value());
+                    break;
+                }
             }
-        }
-        let Some((ws, author, seq)) = slot else {
-            return Ok(None);
+            slot
         };
-        Ok(read_bundle(
-            &open(&txn, BUNDLES)?,
-            &open(&txn, SEQ_HASH)?,
-            &ws,
-            &author,
-            seq,
-        )?
-        .filter(|b| b.hash() == *hash))
+        match slot {
+            Some((ws, author, seq)) => self.bundle_with_hash(&ws, &author, seq, hash),
+            None => Ok(None),
+        }
     }
 
     /// The bundle a [`Store::history`] entry names, verified: read at its
@@ -206,9 +197,18 @@ impl Store {
         ws: &WorkspaceId,
         entry: &HistoryEntry,
     ) -> Result<Option<Bundle>, ReadError> {
-        Ok(self
-            .bundle(ws, &entry.author, entry.seq)?
-            .filter(|b| b.hash() == entry.hash))
+        self.bundle_with_hash(ws, &entry.author, entry.seq, &entry.hash)
+    }
+
+    /// [`Store::bundle`] at a slot, when the copy there is the one named.
+    fn bundle_with_hash(
+        &self,
+        ws: &WorkspaceId,
+        author: &ActorId,
+        seq: u64,
+        hash: &BundleHash,
+    ) -> Result<Option<Bundle>, ReadError> {
+        Ok(self.bundle(ws, author, seq)?.filter(|b| b.hash() == *hash))
     }
 
     /// The tip to sign the author's next bundle against: the highest seq ever

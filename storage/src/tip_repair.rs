@@ -26,12 +26,12 @@ const LEGACY_HASH_INDEX: Tbl = TableDefinition::new("hash_index");
 /// The log of recent index entries of older stores.
 const LEGACY_HASH_LOG: Tbl = TableDefinition::new("hash_log");
 
-/// Deletes the hash index tables of an older store; false when there were
-/// none.
-pub(crate) fn drop_legacy_index(txn: &WriteTransaction) -> Result<bool, redb::TableError> {
-    let a = txn.delete_table(LEGACY_HASH_INDEX)?;
-    let b = txn.delete_table(LEGACY_HASH_LOG)?;
-    Ok(a || b)
+/// Deletes the hash index tables of an older store (nothing when there
+/// are none).
+pub(crate) fn drop_legacy_index(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+    txn.delete_table(LEGACY_HASH_INDEX)?;
+    txn.delete_table(LEGACY_HASH_LOG)?;
+    Ok(())
 }
 
 /// Rewrites every author tip that fails its seal or lags the highest slot

@@ -117,9 +117,8 @@ pub struct Engine {
     pub(crate) prepared_batch: Option<super::prepare::BatchItems>,
     /// Sessions whose send window has room and bundles to fill it, left
     /// for [`Input::Continue`] so each batch leaves as soon as it is built.
+    /// Not empty exactly while an [`Output::Continue`] is unanswered.
     pub(crate) to_fill: std::collections::BTreeSet<(PeerId, WorkspaceId)>,
-    /// Whether an [`Output::Continue`] is out and not yet answered.
-    pub(crate) continue_asked: bool,
 }
 
 impl Engine {
@@ -148,7 +147,6 @@ impl Engine {
             codec: super::message::BatchCodec::default(),
             prepared_batch: None,
             to_fill: std::collections::BTreeSet::new(),
-            continue_asked: false,
         }
     }
 
@@ -244,7 +242,6 @@ impl Engine {
             } => self.blob_written(hash, offset, len, complete),
             Input::BlobChunkRejected { hash, reason } => self.blob_rejected(hash, reason, view),
             Input::Continue => {
-                self.continue_asked = false;
                 for (peer, ws) in std::mem::take(&mut self.to_fill) {
                     self.fill_window(peer, ws, view);
                 }

@@ -191,11 +191,10 @@ impl Engine {
                 return;
             }
             if built {
-                self.to_fill.insert((peer, ws));
-                if !self.continue_asked {
-                    self.continue_asked = true;
+                if self.to_fill.is_empty() {
                     self.out.push_back(Output::Continue);
                 }
+                self.to_fill.insert((peer, ws));
                 return;
             }
             let (items, sent) = build_batch(view, ws, &mut sh.to_send);
