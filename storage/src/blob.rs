@@ -1,6 +1,9 @@
 //! Blobs: content-addressed by blake3 of the plain bytes, stored as zstd
 //! chunks of 1 MiB (raw, with a tag, when a chunk does not compress:
 //! photos, recordings), deduplicated, immutable, verified on every read.
+//! Each chunk's stored hash is its subtree's in the blob's blake3 tree, so
+//! the chunk hashes give the blob's and every byte is hashed once (see the
+//! `blob_hash` module).
 //! A row longer than 1 MiB less 4 KiB is kept in two rows, so it fits redb's
 //! power-of-two runs of pages without taking twice its size.
 //!
@@ -26,6 +29,7 @@ use troupe_protocol::BlobHash;
 use troupe_protocol::sync::oplog_view::BlobState;
 use troupe_protocol::workspace::DEFAULT_RETENTION_DAYS;
 
+use crate::blob_hash::{self, WholeCheck};
 pub(crate) use crate::blob_rows::{Rows, next_number};
 use crate::error::{BlobError, DamagedRow};
 use crate::schema::*;
@@ -60,7 +64,8 @@ pub struct BlobMeta {
     pub size: u64,
     /// State.
     pub status: BlobStatus,
-    /// blake3 of each plain chunk (complete blobs), so ranges verify alone.
+    /// The hash of each plain chunk held, so ranges verify alone: as
+    /// [`BlobMeta::subtree_hashes`] says.
     pub chunk_hashes: Vec<[u8; 32]>,
     /// Last put or read (ms since the Unix epoch).
     pub last_use_ms: u64,
@@ -68,6 +73,21 @@ pub struct BlobMeta {
     /// under the blob's hash (written before numbers existed) and for
     /// blobs whose bytes are gone.
     pub rows: Option<u64>,
+    /// The chunk hashes are the chaining values of the chunks' subtrees in
+    /// the blob's blake3 tree, so they give the blob's hash without a second
+    /// pass over its bytes (see the `blob_hash` module); `false` for blobs
+    /// written before, whose chunk hashes are blake3 of each chunk alone.
+    pub subtree_hashes: bool,
+}
+
+/// [`BlobMeta`] as it was stored before subtree hashes: read, never written.
+#[derive(Deserialize)]
+struct MetaV2 {
+    size: u64,
+    status: BlobStatus,
+    chunk_hashes: Vec<[u8; 32]>,
+    last_use_ms: u64,
+    rows: Option<u64>,
 }
 
 /// [`BlobMeta`] as it was stored before row numbers: read, never written.
@@ -101,11 +121,22 @@ pub struct GcReport {
     pub bytes: u64,
 }
 
-/// Decodes a stored [`BlobMeta`], in either layout: the current one ends
-/// with the row number, so the older one (without it) never decodes as it.
+/// Decodes a stored [`BlobMeta`], in any of its layouts: each one ends with
+/// a field the one before lacks, so an older row never decodes as a newer
+/// layout (it ends too soon) nor a newer one as an older (bytes are left).
 pub(crate) fn decode_meta(v: &[u8]) -> Result<BlobMeta, DamagedRow> {
     if let Ok((m, [])) = postcard::take_from_bytes::<BlobMeta>(v) {
         return Ok(m);
+    }
+    if let Ok((m, [])) = postcard::take_from_bytes::<MetaV2>(v) {
+        return Ok(BlobMeta {
+            size: m.size,
+            status: m.status,
+            chunk_hashes: m.chunk_hashes,
+            last_use_ms: m.last_use_ms,
+            rows: m.rows,
+            subtree_hashes: false,
+        });
     }
     match postcard::take_from_bytes::<MetaV1>(v) {
         Ok((m, [])) => Ok(BlobMeta {
@@ -114,6 +145,7 @@ pub(crate) fn decode_meta(v: &[u8]) -> Result<BlobMeta, DamagedRow> {
             chunk_hashes: m.chunk_hashes,
             last_use_ms: m.last_use_ms,
             rows: None,
+            subtree_hashes: false,
         }),
         _ => Err(DamagedRow { what: "blob meta" }),
     }
@@ -215,17 +247,17 @@ fn write_tables(txn: &redb::WriteTransaction) -> Result<(Rw<'_>, Rw<'_>), BlobEr
     Ok((txn.open_table(BLOB_META)?, txn.open_table(BLOB_CHUNKS)?))
 }
 
-fn write_chunks(chunks: &mut Rw<'_>, rows: Rows, bytes: &[u8]) -> Result<Vec<[u8; 32]>, BlobError> {
-    let mut hashes = Vec::with_capacity(bytes.len().div_ceil(CHUNK));
+/// Stores a whole blob's bytes as chunk rows (their hashes are
+/// [`blob_hash::chunk_hashes`], taken before).
+fn write_chunks(chunks: &mut Rw<'_>, rows: Rows, bytes: &[u8]) -> Result<(), BlobError> {
     for (i, c) in bytes.chunks(CHUNK).enumerate() {
         let z = encode_chunk(c)?;
         let i = u32::try_from(i).map_err(|_| BlobError::Overrun {
             size: bytes.len() as u64,
         })?;
         z.put(chunks, rows, i)?;
-        hashes.push(*blake3::hash(c).as_bytes());
     }
-    Ok(hashes)
+    Ok(())
 }
 
 /// First byte of a chunk row stored without compression (the plain bytes
@@ -333,7 +365,7 @@ pub(crate) fn verify_chunk(
         .min(CHUNK as u64) as usize;
     let want = meta.chunk_hashes.get(i).ok_or(BlobError::Corrupt(*h))?;
     let plain = decode_chunk(head, tail, expected_len).ok_or(BlobError::Corrupt(*h))?;
-    if blake3::hash(&plain).as_bytes() != want {
+    if &blob_hash::chunk_hash(meta.subtree_hashes, meta.size, i, &plain) != want {
         return Err(BlobError::Corrupt(*h));
     }
     Ok(plain)
@@ -399,7 +431,13 @@ impl Store {
     /// # Errors
     /// [`BlobError::Storage`].
     pub fn put_blob(&self, bytes: &[u8]) -> Result<BlobHash, BlobError> {
-        let h = BlobHash(*blake3::hash(bytes).as_bytes());
+        // One pass: the chunk hashes give the blob's.
+        let hashes = blob_hash::chunk_hashes(bytes);
+        let h = BlobHash(blob_hash::whole(&hashes, bytes.len() as u64).ok_or(
+            BlobError::Overrun {
+                size: bytes.len() as u64,
+            },
+        )?);
         let txn = self.db.begin_write()?;
         {
             let mut meta = txn.open_table(BLOB_META)?;
@@ -416,12 +454,14 @@ impl Store {
                         remove_all_rows(&mut chunks, &h, stale.rows)?;
                     }
                     let n = next_number(&mut chunks)?;
+                    write_chunks(&mut chunks, Rows::Number(n), bytes)?;
                     BlobMeta {
                         size: bytes.len() as u64,
                         status: BlobStatus::Complete,
-                        chunk_hashes: write_chunks(&mut chunks, Rows::Number(n), bytes)?,
+                        chunk_hashes: hashes,
                         last_use_ms: 0,
                         rows: Some(n),
+                        subtree_hashes: true,
                     }
                 }
             };
@@ -451,10 +491,13 @@ impl Store {
             BlobStatus::Receiving { .. } => return Err(BlobError::NotFound(*h)),
         }
         let mut out = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
+        let mut whole = WholeCheck::new(&m);
         for i in 0..m.chunk_hashes.len() {
-            out.extend_from_slice(&read_chunk(&chunks, h, &m, i)?);
+            let plain = read_chunk(&chunks, h, &m, i)?;
+            whole.update(&plain);
+            out.extend_from_slice(&plain);
         }
-        if out.len() as u64 != m.size || blake3::hash(&out).as_bytes() != &h.0 {
+        if !whole.matches(&m, h) {
             return Err(BlobError::Corrupt(*h));
         }
         Ok(out)
@@ -510,7 +553,7 @@ impl Store {
             if offset == 0 {
                 begin_in((&mut meta, &mut chunks), h, size)?;
             }
-            write_chunk_in((&mut meta, &mut chunks), &self.hashers, h, offset, bytes)?
+            write_chunk_in((&mut meta, &mut chunks), h, offset, bytes)?
         };
         txn.commit()?;
         // Asset bytes are not journaled: the next flush is a checkpoint.
@@ -550,13 +593,7 @@ impl Store {
                 if c.offset == 0 {
                     begin_in((&mut meta, &mut rows), &c.hash, c.size)?;
                 }
-                let written = write_chunk_in(
-                    (&mut meta, &mut rows),
-                    &self.hashers,
-                    &c.hash,
-                    c.offset,
-                    c.bytes,
-                );
+                let written = write_chunk_in((&mut meta, &mut rows), &c.hash, c.offset, c.bytes);
                 out.push(match written {
                     Ok(r) => r,
                     // Refused before anything of this chunk was written.
@@ -593,7 +630,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let r = {
             let (mut meta, mut chunks) = write_tables(&txn)?;
-            write_chunk_in((&mut meta, &mut chunks), &self.hashers, h, offset, bytes)?
+            write_chunk_in((&mut meta, &mut chunks), h, offset, bytes)?
         };
         txn.commit()?;
         // Asset bytes are not journaled: the next flush is a checkpoint.
@@ -754,34 +791,12 @@ fn begin_in(
                 chunk_hashes: Vec::new(),
                 last_use_ms: now_ms(),
                 rows: Some(next_number(chunks)?),
+                subtree_hashes: true,
             };
             meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
             0
         }
     })
-}
-
-/// Running whole-blob hashes of receives in progress: (blob, plain bytes
-/// hashed so far, hasher). Only a cache: an entry that does not match the
-/// store is dropped and the hash is recomputed from the held chunks.
-pub(crate) type Hashers = std::sync::Mutex<Vec<(BlobHash, u64, blake3::Hasher)>>;
-/// Receives whose running hash is kept at once.
-const HASHERS: usize = 16;
-
-fn take_hasher(hashers: &Hashers, h: &BlobHash, at: u64) -> Option<blake3::Hasher> {
-    let mut list = hashers.lock().ok()?;
-    let i = list.iter().position(|(b, _, _)| b == h)?;
-    let (_, n, hasher) = list.swap_remove(i);
-    (n == at).then_some(hasher)
-}
-
-fn keep_hasher(hashers: &Hashers, h: BlobHash, at: u64, hasher: blake3::Hasher) {
-    if let Ok(mut list) = hashers.lock() {
-        if list.len() >= HASHERS {
-            list.remove(0);
-        }
-        list.push((h, at, hasher));
-    }
 }
 
 /// A blob that arrives whole in one chunk (most small assets) and is not
@@ -816,6 +831,7 @@ fn write_whole_in(
         chunk_hashes: vec![hash],
         last_use_ms: now_ms(),
         rows: Some(n),
+        subtree_hashes: true,
     };
     meta.insert(c.hash.0.as_slice(), encode_meta(&m)?.as_slice())?;
     Ok(Some(Ok(true)))
@@ -823,14 +839,14 @@ fn write_whole_in(
 
 /// Writes one piece in `txn`. A piece that is exactly the next stored chunk
 /// (the sync protocol's chunks are) is compressed and stored as that chunk
-/// right away, so completing the blob only checks the whole hash; any other
-/// piece is kept as is and the blob is assembled when it completes.
+/// right away, with its subtree hash, so completing the blob only merges
+/// the chunk hashes (each byte is hashed once); any other piece is kept as
+/// is and the blob is assembled when it completes.
 ///
 /// The outer error aborts the transaction; the inner one (a hash mismatch)
 /// is answered after committing the discard.
 fn write_chunk_in(
     (meta, chunks): (&mut Rw<'_>, &mut Rw<'_>),
-    hashers: &Hashers,
     h: &BlobHash,
     offset: u64,
     bytes: &[u8],
@@ -852,32 +868,38 @@ fn write_chunk_in(
     if now > m.size {
         return Err(BlobError::Overrun { size: m.size });
     }
+    let rows = Rows::of(h, &m);
+    if !m.subtree_hashes {
+        // A receive begun before subtree hashes: its chunks' hashes are
+        // taken again (each chunk read back, verified the old way) so the
+        // blob completes like any other.
+        let mut again = Vec::with_capacity(m.chunk_hashes.len());
+        for i in 0..m.chunk_hashes.len() {
+            match read_chunk(&*chunks, h, &m, i) {
+                Ok(plain) => again.push(blob_hash::chunk_hash(true, m.size, i, &plain)),
+                Err(_) => return Ok(discard(meta, chunks, h, rows)),
+            }
+        }
+        m.chunk_hashes = again;
+        m.subtree_hashes = true;
+    }
     let in_chunks = (m.chunk_hashes.len() as u64).saturating_mul(CHUNK as u64);
     let whole_chunk = received == in_chunks
         && !bytes.is_empty()
         && bytes.len() as u64 == (m.size - received).min(CHUNK as u64);
-    let mut hasher = take_hasher(hashers, h, received);
-    let rows = Rows::of(h, &m);
     if whole_chunk {
         let z = encode_chunk(bytes)?;
-        let i =
-            u32::try_from(m.chunk_hashes.len()).map_err(|_| BlobError::Overrun { size: m.size })?;
-        z.put(chunks, rows, i)?;
-        m.chunk_hashes.push(*blake3::hash(bytes).as_bytes());
+        let i = m.chunk_hashes.len();
+        let i32 = u32::try_from(i).map_err(|_| BlobError::Overrun { size: m.size })?;
+        z.put(chunks, rows, i32)?;
+        m.chunk_hashes
+            .push(blob_hash::chunk_hash(true, m.size, i, bytes));
     } else {
         chunks.insert(rows.piece(offset).as_slice(), bytes)?;
     }
     if now < m.size {
         m.status = BlobStatus::Receiving { received: now };
         meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
-        if let Some(mut hs) = hasher {
-            hs.update(bytes);
-            keep_hasher(hashers, *h, now, hs);
-        } else if received == 0 {
-            let mut hs = blake3::Hasher::new();
-            hs.update(bytes);
-            keep_hasher(hashers, *h, now, hs);
-        }
         return Ok(Ok(false));
     }
     let ok = if whole_chunk
@@ -886,24 +908,10 @@ fn write_chunk_in(
                 .saturating_mul(CHUNK as u64)
                 .min(m.size)
     {
-        // Every byte is in stored chunks: check the whole hash (from the
-        // running hash, or by reading the earlier chunks back).
-        let mut hs = match hasher.take() {
-            Some(hs) => hs,
-            None => {
-                let mut hs = blake3::Hasher::new();
-                for i in 0..m.chunk_hashes.len() - 1 {
-                    match read_chunk(&*chunks, h, &m, i) {
-                        Ok(plain) => hs.update(&plain),
-                        Err(_) => return Ok(discard(meta, chunks, h, rows)),
-                    };
-                }
-                hs
-            }
-        };
-        hs.update(bytes);
+        // Every byte is in stored chunks, each hashed as it arrived: the
+        // chunk hashes give the blob's.
         clear_pieces(chunks, rows)?;
-        hs.finalize().as_bytes() == &h.0
+        blob_hash::whole(&m.chunk_hashes, m.size) == Some(h.0)
     } else {
         // Assemble: stored chunks, then pieces, then store it as chunks.
         let mut all = Vec::with_capacity(m.size.min(PREALLOC_MAX) as usize);
@@ -923,9 +931,12 @@ fn write_chunk_in(
             all.extend_from_slice(v.value());
         }
         clear_pieces(chunks, rows)?;
-        let ok = all.len() as u64 == m.size && blake3::hash(&all).as_bytes() == &h.0;
+        let hashes = blob_hash::chunk_hashes(&all);
+        let ok = all.len() as u64 == m.size && blob_hash::whole(&hashes, m.size) == Some(h.0);
         if ok {
-            m.chunk_hashes = write_chunks(chunks, rows, &all)?;
+            // Rows of the chunks stored before are written over.
+            write_chunks(chunks, rows, &all)?;
+            m.chunk_hashes = hashes;
         }
         ok
     };

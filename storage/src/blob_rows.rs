@@ -201,13 +201,21 @@ mod tests {
         assert_eq!(m.status, BlobStatus::Receiving { received: 2 });
         assert_eq!((m.size, m.last_use_ms, m.chunk_hashes.len()), (5, 9, 1));
 
+        assert!(
+            !m.subtree_hashes,
+            "older layouts have chunk hashes of each chunk alone"
+        );
         let now = BlobMeta {
             rows: Some(77),
+            subtree_hashes: true,
             ..m
         };
         let bytes = encode_meta(&now).unwrap();
         assert_eq!(decode_meta(&bytes).unwrap(), now);
-        assert!(decode_meta(&bytes[..bytes.len() - 1]).is_err());
+        // Without its last field, it is the layout before subtree hashes.
+        let before = decode_meta(&bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!((before.rows, before.subtree_hashes), (Some(77), false));
+        assert!(decode_meta(&bytes[..bytes.len() - 2]).is_err());
         assert!(decode_meta(&[bytes.as_slice(), &[0, 0, 0]].concat()).is_err());
     }
 
@@ -297,5 +305,82 @@ mod tests {
         assert_eq!(s.put_blob(&again).unwrap(), a);
         assert!(meta(&s, &a).unwrap().rows > nc);
         assert_eq!(s.get_blob(&c).unwrap(), noise(100, 7));
+    }
+
+    /// The metadata layout before subtree hashes, to write a receive an
+    /// older version began.
+    #[derive(Serialize)]
+    struct MetaV2 {
+        size: u64,
+        status: BlobStatus,
+        chunk_hashes: Vec<[u8; 32]>,
+        last_use_ms: u64,
+        rows: Option<u64>,
+    }
+
+    /// Begins a receive of `bytes` and writes its first chunk, then leaves
+    /// its metadata as an older version would have: chunk hashes of each
+    /// chunk alone (`rotted` writes a wrong one).
+    fn old_partial(s: &Store, bytes: &[u8], rotted: bool) -> BlobHash {
+        let k = crate::blob::CHUNK;
+        let h = BlobHash(*blake3::hash(bytes).as_bytes());
+        s.blob_begin(&h, bytes.len() as u64).unwrap();
+        assert!(!s.blob_write_chunk(&h, 0, &bytes[..k]).unwrap());
+        let m = meta(s, &h).unwrap();
+        assert!(m.subtree_hashes);
+        let mut first = *blake3::hash(&bytes[..k]).as_bytes();
+        if rotted {
+            first[0] ^= 1;
+        }
+        let old = MetaV2 {
+            size: m.size,
+            status: m.status,
+            chunk_hashes: vec![first],
+            last_use_ms: m.last_use_ms,
+            rows: m.rows,
+        };
+        let txn = s.db.begin_write().unwrap();
+        txn.open_table(BLOB_META)
+            .unwrap()
+            .insert(
+                h.0.as_slice(),
+                postcard::to_allocvec(&old).unwrap().as_slice(),
+            )
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(!meta(s, &h).unwrap().subtree_hashes);
+        h
+    }
+
+    #[test]
+    fn a_receive_begun_before_subtree_hashes_completes_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("s.redb")).unwrap();
+        let k = crate::blob::CHUNK;
+        let bytes = noise(3 * k + 77, 4);
+        let h = old_partial(&s, &bytes, false);
+        assert!(!s.blob_write_chunk(&h, k as u64, &bytes[k..2 * k]).unwrap());
+        assert!(
+            !s.blob_write_chunk(&h, 2 * k as u64, &bytes[2 * k..3 * k])
+                .unwrap()
+        );
+        assert!(
+            s.blob_write_chunk(&h, 3 * k as u64, &bytes[3 * k..])
+                .unwrap()
+        );
+        assert!(meta(&s, &h).unwrap().subtree_hashes);
+        assert_eq!(s.get_blob(&h).unwrap(), bytes);
+        let report = s.scrub_report().unwrap();
+        assert!(report.blobs.is_empty(), "{report:?}");
+
+        // A held chunk that no longer matches its old hash: the receive is
+        // discarded rather than completed from it.
+        let bytes = noise(2 * k + 9, 5);
+        let h = old_partial(&s, &bytes, true);
+        assert!(matches!(
+            s.blob_write_chunk(&h, k as u64, &bytes[k..2 * k]),
+            Err(crate::BlobError::HashMismatch { .. })
+        ));
+        assert!(meta(&s, &h).is_none());
     }
 }

@@ -109,6 +109,7 @@
 //! the 391 durable commits waits for its sync (0.5–4 ms each here).
 
 pub mod blob;
+mod blob_hash;
 mod blob_rows;
 pub mod commit;
 mod entity;
@@ -166,8 +167,6 @@ pub(crate) const CACHE_BYTES: usize = 6 << 20;
 #[derive(Debug)]
 pub struct Store {
     db: Database,
-    /// Running hashes of blob receives in progress (a cache).
-    hashers: blob::Hashers,
     /// Starts the disk on new pages before the flush (file stores only).
     writeback: Option<writeback::Writeback>,
     /// Makes deferred commits durable with one append (file stores only;
@@ -313,7 +312,6 @@ impl Store {
         txn.commit()?;
         Ok(Store {
             db,
-            hashers: Default::default(),
             writeback: None,
             journal: None,
         })

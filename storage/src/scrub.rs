@@ -33,6 +33,7 @@ use troupe_protocol::ranges::SeqRangeSet;
 use troupe_protocol::{ActorId, BlobHash, Bundle, BundleHash, WorkspaceId};
 
 use crate::blob::{BlobStatus, Rows, decode_meta, read_chunk};
+use crate::blob_hash::WholeCheck;
 use crate::commit::decode_ranges;
 use crate::error::{DamagedRow, QuarantineError};
 use crate::quarantine::{QuarantineEntry, RepairNeeded, put_entry, quarantine_slot};
@@ -271,14 +272,10 @@ fn check_blob(
         return Ok(None);
     }
     *checked += 1;
-    let mut whole = blake3::Hasher::new();
-    let mut len = 0u64;
+    let mut whole = WholeCheck::new(&m);
     for i in 0..m.chunk_hashes.len() {
         match read_chunk(chunks, h, &m, i) {
-            Ok(plain) => {
-                len += plain.len() as u64;
-                whole.update(&plain);
-            }
+            Ok(plain) => whole.update(&plain),
             Err(_) => {
                 // Looked up again only to say which way it failed.
                 let missing = chunks
@@ -292,7 +289,7 @@ fn check_blob(
             }
         }
     }
-    if len != m.size || whole.finalize().as_bytes() != &h.0 {
+    if !whole.matches(&m, h) {
         return Ok(Some("the whole blob does not hash to its name".into()));
     }
     Ok(None)

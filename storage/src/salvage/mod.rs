@@ -372,8 +372,7 @@ fn copy_blob(
         .map(|i| from.tail(i as u32).as_slice().to_vec())
         .collect();
     let tails = old.get_each(BLOB_CHUNKS, &tail_keys);
-    let mut whole = blake3::Hasher::new();
-    let mut total = 0u64;
+    let mut whole = crate::blob_hash::WholeCheck::new(m);
     let mut rows = Vec::with_capacity(heads.len());
     for (i, (_, head)) in heads.iter().enumerate() {
         let tail = tails
@@ -385,10 +384,9 @@ fn copy_blob(
         };
         let row = crate::blob::join_row(head, tail);
         rows.push(row);
-        total += plain.len() as u64;
         whole.update(&plain);
     }
-    if total != m.size || whole.finalize().as_bytes() != &h.0 {
+    if !whole.matches(m, h) {
         return Ok(false);
     }
     let mut txn = store.db.begin_write()?;
