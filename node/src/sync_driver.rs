@@ -424,7 +424,13 @@ async fn read_loop(
                 };
                 // Decoded here, on this task's thread, while the storage
                 // thread works on earlier frames.
+                let t = Instant::now();
                 let frame = Box::new(PreparedFrame::prepare(&bytes, &mut codec));
+                tracing::trace!(
+                    bytes = bytes.len(),
+                    prepare_us = t.elapsed().as_micros() as u64,
+                    "frame prepared"
+                );
                 let queued = (peer, generation, bytes.len(), frame, room);
                 if frames.send(queued).await.is_err() {
                     return; // the driver stopped
