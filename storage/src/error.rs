@@ -50,9 +50,12 @@ pub enum OpenError {
     /// can salvage the file or restore it from peers.
     #[error(transparent)]
     Storage(#[from] StorageFailure),
-    /// The file was written by another schema version. Use a matching build,
-    /// or export with it and import here.
-    #[error("store schema version {found}, this build reads {expected}")]
+    /// The file was written by another schema version (a newer build, or
+    /// one too old to upgrade). Use a matching build, or export with it and
+    /// import here.
+    #[error(
+        "the store has schema version {found} and this build reads version {expected} (and older); use a build that reads it, or export with that build and import here"
+    )]
     Schema {
         /// Version found in the file.
         found: u32,

@@ -291,14 +291,14 @@ impl Store {
                 None => None,
             };
             match found {
-                Some(v) if v != SCHEMA_VERSION => {
+                Some(SCHEMA_VERSION) => {}
+                Some(v) if !SCHEMA_UPGRADES_FROM.contains(&v) => {
                     return Err(OpenError::Schema {
                         found: v,
                         expected: SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {}
-                None => {
+                _ => {
                     meta.insert(
                         b"schema".as_slice(),
                         SCHEMA_VERSION.to_be_bytes().as_slice(),
@@ -493,4 +493,56 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `version` as the schema of the closed store at `path`.
+    fn mark(path: &Path, version: u32) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(b"schema".as_slice(), version.to_be_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn schema_of(s: &Store) -> u32 {
+        let txn = s.db.begin_read().unwrap();
+        let t = txn.open_table(META).unwrap();
+        let v = t.get(b"schema".as_slice()).unwrap().unwrap();
+        u32::from_be_bytes(v.value().try_into().unwrap())
+    }
+
+    #[test]
+    fn an_older_store_is_upgraded_at_open_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let bytes = troupe_protocol::testing::noise(3 << 20, 9);
+        let h = {
+            let s = Store::open(&path).unwrap();
+            s.put_blob(&bytes).unwrap()
+        };
+        mark(&path, 3);
+        {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(schema_of(&s), SCHEMA_VERSION);
+            assert_eq!(s.get_blob(&h).unwrap(), bytes);
+        }
+        mark(&path, SCHEMA_VERSION + 1);
+        match Store::open(&path) {
+            Err(OpenError::Schema { found, expected }) => {
+                assert_eq!((found, expected), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("a newer store must be refused: {other:?}"),
+        }
+        mark(&path, 2);
+        assert!(matches!(
+            Store::open(&path),
+            Err(OpenError::Schema { found: 2, .. })
+        ));
+    }
 }

@@ -34,8 +34,14 @@ pub(crate) type Tbl = TableDefinition<'static, &'static [u8], &'static [u8]>;
 /// log; `seq_hash`, tips, hash index and asset rows sealed. Version 3:
 /// entity rows checked by [`state_tag`] instead of a blake3 tag (later the
 /// hash index was dropped; version 3 stores that have it lose it at open,
-/// nothing else changes).
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+/// nothing else changes). Version 4: blob metadata may say its chunk
+/// hashes are blake3 subtree hashes (see the `blob_hash` module), which a
+/// version 3 build would take for damage; a version 3 store is read as it
+/// is and marked 4 when opened ([`SCHEMA_UPGRADES_FROM`]).
+pub(crate) const SCHEMA_VERSION: u32 = 4;
+/// Older versions this build opens and upgrades in place (nothing is
+/// rewritten: every older row still reads).
+pub(crate) const SCHEMA_UPGRADES_FROM: &[u32] = &[3];
 
 pub(crate) const META: Tbl = TableDefinition::new("meta");
 pub(crate) const WORKSPACES: Tbl = TableDefinition::new("workspaces");
