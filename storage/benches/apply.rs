@@ -1,8 +1,9 @@
 //! Storage benchmarks. Run: `cargo bench -p troupe-storage --bench apply`.
 //!
 //! Prints: durable apply of a sync stream of 100,000 bundles (1,000,000
-//! field ops) as batches of 256; group-commit and single-commit rates for
-//! local bundles; the peak RSS of the applying process (VmHWM).
+//! field ops) as batches of 256; blob put, get and receive (`BLOBS_ONLY=1`
+//! prints only these); group-commit and single-commit rates for local
+//! bundles; the peak RSS of the applying process (VmHWM).
 //!
 //! The input stream is generated and signed by a child process and written
 //! to a file, so the measured process holds only one batch at a time.
