@@ -80,14 +80,16 @@ pub struct BlobMeta {
     pub subtree_hashes: bool,
 }
 
-/// [`BlobMeta`] as it was stored before subtree hashes: read, never written.
+/// [`BlobMeta`] as it was stored before subtree hashes: read, never
+/// written (but by tests that make an older store).
 #[derive(Deserialize)]
-struct MetaV2 {
-    size: u64,
-    status: BlobStatus,
-    chunk_hashes: Vec<[u8; 32]>,
-    last_use_ms: u64,
-    rows: Option<u64>,
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct MetaV2 {
+    pub(crate) size: u64,
+    pub(crate) status: BlobStatus,
+    pub(crate) chunk_hashes: Vec<[u8; 32]>,
+    pub(crate) last_use_ms: u64,
+    pub(crate) rows: Option<u64>,
 }
 
 /// [`BlobMeta`] as it was stored before row numbers: read, never written.

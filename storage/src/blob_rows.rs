@@ -307,17 +307,6 @@ mod tests {
         assert_eq!(s.get_blob(&c).unwrap(), noise(100, 7));
     }
 
-    /// The metadata layout before subtree hashes, to write a receive an
-    /// older version began.
-    #[derive(Serialize)]
-    struct MetaV2 {
-        size: u64,
-        status: BlobStatus,
-        chunk_hashes: Vec<[u8; 32]>,
-        last_use_ms: u64,
-        rows: Option<u64>,
-    }
-
     /// Begins a receive of `bytes` and writes its first chunk, then leaves
     /// its metadata as an older version would have: chunk hashes of each
     /// chunk alone (`rotted` writes a wrong one).
@@ -332,7 +321,7 @@ mod tests {
         if rotted {
             first[0] ^= 1;
         }
-        let old = MetaV2 {
+        let old = crate::blob::MetaV2 {
             size: m.size,
             status: m.status,
             chunk_hashes: vec![first],
