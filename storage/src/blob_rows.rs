@@ -157,16 +157,18 @@ mod tests {
                 chunk_hashes: chunks.iter().map(|c| *blake3::hash(c).as_bytes()).collect(),
                 last_use_ms: 1,
             };
-            txn.open_table(BLOB_META)
-                .unwrap()
-                .insert(
-                    h.0.as_slice(),
-                    postcard::to_allocvec(&m).unwrap().as_slice(),
-                )
-                .unwrap();
+            put_meta_row(&txn, &h, &m);
         }
         txn.commit().unwrap();
         h
+    }
+
+    /// Writes `m` (a metadata layout, old or current) as the meta row of `h`.
+    fn put_meta_row(txn: &redb::WriteTransaction, h: &BlobHash, m: &impl Serialize) {
+        txn.open_table(BLOB_META)
+            .unwrap()
+            .insert(h.0.as_slice(), postcard::to_allocvec(m).unwrap().as_slice())
+            .unwrap();
     }
 
     fn meta(s: &Store, h: &BlobHash) -> Option<BlobMeta> {
@@ -329,13 +331,7 @@ mod tests {
             rows: m.rows,
         };
         let txn = s.db.begin_write().unwrap();
-        txn.open_table(BLOB_META)
-            .unwrap()
-            .insert(
-                h.0.as_slice(),
-                postcard::to_allocvec(&old).unwrap().as_slice(),
-            )
-            .unwrap();
+        put_meta_row(&txn, &h, &old);
         txn.commit().unwrap();
         assert!(!meta(s, &h).unwrap().subtree_hashes);
         h
