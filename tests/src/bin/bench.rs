@@ -383,8 +383,6 @@ fn seed_assets(dir: &Path, ws: &WorkspaceId, count: usize, size: usize) -> anyho
     Ok(())
 }
 
-/// Syncs `count` assets of `size` bytes from A to an empty B; returns the
-/// time from B's `sync_started` to its last `asset_received`.
 /// What one asset transfer took: its time, and the CPU each process used
 /// from the start of the sync to the last asset received (sender, receiver).
 struct AssetRun {
@@ -392,6 +390,9 @@ struct AssetRun {
     cpu: (f64, f64),
 }
 
+/// Syncs `count` assets of `size` bytes from A to an empty B; returns the
+/// time from B's `sync_started` to its last `asset_received`, and the CPU
+/// each process used through it.
 async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow::Result<AssetRun> {
     let (a_dir, b_dir, ws) = pair(tmp, tag)?;
     eprintln!("seeding {count} assets of {size} bytes into A's store…");
