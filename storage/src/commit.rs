@@ -257,10 +257,12 @@ impl Store {
         if let Some(mut r) = record
             && committed.is_ok()
         {
-            let bytes = r.j.finish(r.at);
+            // Not counted for early writeback: a journaled commit's store
+            // pages are needed on disk only at the next checkpoint, and
+            // writing them early made every journal sync of a bulk sync
+            // wait behind the store file's (see the `writeback` module).
+            r.j.finish(r.at);
             r.open = false;
-            drop(r);
-            self.wrote(bytes);
         }
         committed
     }

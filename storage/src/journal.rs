@@ -210,8 +210,7 @@ impl Journal {
     }
 
     /// Seals the record started at `at`: it now waits for the next flush.
-    /// Returns its size in bytes.
-    pub(crate) fn finish(&mut self, at: usize) -> u64 {
+    pub(crate) fn finish(&mut self, at: usize) {
         let payload_len = (self.buf.len() - at - RECORD_HEAD) as u32;
         let seq = self.next;
         let check = check(seq, &self.buf[at + RECORD_HEAD..]);
@@ -221,7 +220,6 @@ impl Journal {
         head[12..].copy_from_slice(&check);
         self.next += 1;
         self.since_checkpoint = true;
-        (self.buf.len() - at) as u64
     }
 
     /// Drops the record started at `at` (its transaction did not commit).

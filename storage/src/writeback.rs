@@ -1,13 +1,21 @@
 //! Early writeback: the disk starts on a store file's new pages while the
 //! store goes on working, so the durable flush that follows waits for less.
 //!
-//! A receiver writes asset bytes (and big sync batches) in commits that are
-//! not durable on their own; one flush later makes them durable. Left
-//! alone, the OS holds those pages in memory until that flush, and the
-//! store's one thread then waits for the disk to write all of them. Here a
-//! helper thread asks the OS to write the file out (`fdatasync` on its own
-//! handle) once enough new bytes are waiting, while the store thread goes
-//! on with the next chunks.
+//! A receiver writes asset bytes in commits that are not durable on their
+//! own and not journaled; one flush later, a checkpoint, makes them
+//! durable. Left alone, the OS holds those pages in memory until that
+//! flush, and the store's one thread then waits for the disk to write all
+//! of them. Here a helper thread asks the OS to write the file out
+//! (`fdatasync` on its own handle) once enough new bytes are waiting,
+//! while the store thread goes on with the next chunks.
+//!
+//! Journaled commits (sync batches, local group commits) do not wake it.
+//! Their flush is the journal's small sync, and the store pages they dirty
+//! are needed on disk only at the next checkpoint (every 32 MiB of
+//! journal). Woken for them too, the helper's syncs of the store file
+//! made the journal syncs of a 1M-write sync wait behind them: 17 flushes
+//! of 25–50 ms, 0.62 s of flushing in all, against 0.30–0.35 s without
+//! (`BENCH_LOG=troupe_node::sync_core=trace`, the `sync call` lines).
 //!
 //! It changes nothing about what is durable when: redb's commits are safe
 //! whatever the OS writes early (the OS may write any dirty page at any
