@@ -21,8 +21,10 @@
 //!   receiver's `asset_received` (bytes hashed and visible), in MB/s;
 //! - 10,000 assets of 1 KiB the same way, in files/s;
 //! - durable local commits (`set`) through one running node's local API from
-//!   8 and then 64 concurrent keep-alive clients (`--clients`), in bundles/s
-//!   (group commit: the sets waiting together are one transaction).
+//!   8 and then 64 concurrent keep-alive clients (`--clients`), 20,000 sets
+//!   in all for each (`--commits`; 200,000 crosses the commit journal's
+//!   checkpoints), in bundles/s (group commit: the sets waiting together
+//!   are one transaction).
 //!
 //! Run: `cargo run --release -p troupe-tests --bin bench` (add `-- --quick`
 //! for a quicker run, `-- --bundles 20000` for another history size, and
@@ -568,14 +570,16 @@ async fn main() -> anyhow::Result<()> {
     let mut bundles = None;
     let mut quick = false;
     let mut clients = None;
+    let mut commits = None;
     let mut only: Vec<String> = Vec::new();
     let mut keep = false;
     let mut args = std::env::args().skip(1);
-    let usage = "use --bundles N, --quick, --clients N[,N…] (default 8,64), --only sync|asset|assets|commit (repeatable or comma-separated), --keep (keep the data dirs and logs)";
+    let usage = "use --bundles N, --quick, --clients N[,N…] (default 8,64), --commits N (local commits per client count, default 20000), --only sync|asset|assets|commit (repeatable or comma-separated), --keep (keep the data dirs and logs)";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bundles" => bundles = Some(args.next().context("--bundles N")?.parse()?),
             "--quick" => quick = true,
+            "--commits" => commits = Some(args.next().context("--commits N")?.parse()?),
             "--keep" => keep = true,
             "--help" | "-h" => {
                 println!("{usage}");
@@ -606,7 +610,7 @@ async fn main() -> anyhow::Result<()> {
     let small = if quick { 2_000 } else { 10_000 };
     // Group commit is measured with few and with many concurrent writers.
     let clients = clients.unwrap_or_else(|| vec![8, 64]);
-    let commits = if quick { 4_000 } else { 20_000 };
+    let commits = commits.unwrap_or(if quick { 4_000 } else { 20_000 });
     let tmp = tempfile::tempdir()?;
     if keep {
         eprintln!("data dirs and logs are kept in {}", tmp.path().display());
