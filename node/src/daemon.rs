@@ -385,6 +385,9 @@ fn open_core(
     let extra = up.workspaces.clone();
     ActorHandle::spawn("troupe-store", STORE_QUEUE, move || {
         let (local, report) = Local::open(&dir, &identity).map_err(|e| e.to_string())?;
+        if let Err(e) = local.store().prepare_journal() {
+            warn!(error = %e, "could not create the commit journal yet; the first write tries again");
+        }
         if let Some(r) = report {
             warn!(
                 kept = r.bundles_kept,

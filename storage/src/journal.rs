@@ -248,25 +248,61 @@ impl Journal {
         !self.buf.is_empty()
     }
 
+    /// Creates the file ahead of the first flush (nothing when it is open):
+    /// the header and [`PREALLOC`] bytes of zeros, synced, with its directory
+    /// entry. A node's first flush then writes inside the file and syncs its
+    /// data only; creating the file there cost 4–5 ms, a fifth of a
+    /// 1,000-bundle catch-up. Records are still only ever appended by
+    /// [`Journal::sync`]; zeros end a replay, so an empty prepared file
+    /// replays nothing.
+    pub(crate) fn prepare(&mut self) -> std::io::Result<()> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        let mut f = self.create()?;
+        write_zeros(&mut f, PREALLOC - HEADER)?;
+        f.sync_data()?;
+        // The new name must survive a crash along with what is later synced
+        // into the file (on Unix a directory opens read-only and syncs).
+        #[cfg(unix)]
+        if let Some(dir) = self.path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            File::open(dir)?.sync_all()?;
+        }
+        self.allocated = PREALLOC;
+        self.file = Some(f);
+        Ok(())
+    }
+
+    /// Creates (or empties) the file and writes its header.
+    fn create(&mut self) -> std::io::Result<File> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.path)?;
+        f.write_all(MAGIC)?;
+        f.write_all(&self.store_id)?;
+        self.len = HEADER;
+        self.allocated = HEADER;
+        Ok(f)
+    }
+
     /// Writes the waiting records and syncs the file: they are durable when
     /// this returns.
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let file = match &mut self.file {
-            Some(f) => f,
+        let file = match self.file.take() {
+            Some(f) => self.file.insert(f),
             None => {
-                let mut f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&self.path)?;
-                f.write_all(MAGIC)?;
-                f.write_all(&self.store_id)?;
-                self.len = HEADER;
-                self.allocated = HEADER;
+                let f = self.create()?;
                 self.file.insert(f)
             }
         };
@@ -494,6 +530,32 @@ mod tests {
         assert_eq!(back[0].groups[0].bundles, bs[4..5].to_vec());
         assert_eq!(back[1].groups[0].bundles, bs[5..].to_vec());
         assert_eq!(j.next_seq(), 7);
+    }
+
+    #[test]
+    fn a_prepared_journal_replays_nothing_until_records_are_synced_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.journal");
+        let id = [5u8; 16];
+        let bs = bundles(2);
+        let (mut j, _) = Journal::open(path.clone(), id, 0).unwrap();
+        j.prepare().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOC);
+        // A crash before any flush: the prepared file holds no record.
+        let (_, none) = Journal::open(path.clone(), id, 0).unwrap();
+        assert!(none.is_empty());
+        // Flushes write inside the prepared zeros.
+        append(&mut j, Mode::Local, &bs[..1]);
+        j.sync().unwrap();
+        append(&mut j, Mode::Remote("p".into()), &bs[1..]);
+        j.sync().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOC);
+        j.prepare().unwrap();
+        drop(j);
+        let (_, back) = Journal::open(path.clone(), id, 0).unwrap();
+        assert_eq!(back.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(back[0].groups[0].bundles, bs[..1].to_vec());
+        assert_eq!(back[1].groups[0].bundles, bs[1..].to_vec());
     }
 
     #[test]

@@ -317,6 +317,24 @@ impl Store {
         })
     }
 
+    /// Creates the commit journal's file now rather than at the first flush
+    /// (see the `journal` module). A node calls this once it has opened
+    /// the store, so its first commit after start does not pay for creating
+    /// a file; a command that only reads the store never calls it and
+    /// leaves no file. Nothing for a store without a journal.
+    ///
+    /// # Errors
+    /// [`CommitError::Storage`] when the file cannot be created or synced;
+    /// the store works on, and the first flush tries again.
+    pub fn prepare_journal(&self) -> Result<(), CommitError> {
+        match &self.journal {
+            Some(j) => lock(j)
+                .prepare()
+                .map_err(|e| CommitError::Storage(StorageFailure(redb::Error::Io(e)))),
+            None => Ok(()),
+        }
+    }
+
     /// Counts bytes committed without a flush of their own, so the disk
     /// can start on them early ([`writeback`]).
     pub(crate) fn wrote(&self, bytes: u64) {
