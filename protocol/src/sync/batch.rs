@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::limits::{BATCH_BUNDLES, BATCH_BYTES, RUN_EXTENSION};
+use super::limits::{BATCH_BYTES, RUN_EXTENSION};
 use super::message::elide_prev_hash_in_place;
 use super::oplog_view::OplogView;
 use super::session::sub;
@@ -35,13 +35,15 @@ type WireItem = (bool, Vec<u8>);
 /// A bundle read for a batch: author, seq, stored bytes, recorded hash.
 type Picked = (ActorId, u64, Vec<u8>, BundleHash);
 
-/// Takes the next batch off `to_send`: the bundle bytes to send and the
-/// (author, seq)s they are. Interior signatures are dropped only where the run
-/// ends in a signed copy.
+/// Takes the next batch off `to_send`, at most `max_bundles` (before the
+/// run extension) or [`BATCH_BYTES`]: the bundle bytes to send and the
+/// (author, seq)s they are. Interior signatures are dropped only where the
+/// run ends in a signed copy.
 pub(crate) fn build_batch(
     view: &impl OplogView,
     ws: WorkspaceId,
     to_send: &mut BTreeMap<ActorId, SeqRangeSet>,
+    max_bundles: usize,
 ) -> (Vec<WireItem>, Vec<(ActorId, u64)>) {
     let mut picked: Vec<Picked> = Vec::new();
     let mut taken: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
@@ -52,7 +54,7 @@ pub(crate) fn build_batch(
             let mut full = false;
             let mut last = None;
             let read = view.bundle_run(&ws, author, from, to, &mut |seq, b, h| {
-                if picked.len() >= BATCH_BUNDLES || bytes >= BATCH_BYTES {
+                if picked.len() >= max_bundles || bytes >= BATCH_BYTES {
                     full = true;
                     return false;
                 }
@@ -73,7 +75,7 @@ pub(crate) fn build_batch(
             if full {
                 break 'outer;
             }
-            if picked.len() >= BATCH_BUNDLES || bytes >= BATCH_BYTES {
+            if picked.len() >= max_bundles || bytes >= BATCH_BYTES {
                 break 'outer;
             }
         }

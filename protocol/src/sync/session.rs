@@ -95,6 +95,11 @@ pub(crate) struct Shared {
     pub(crate) in_flight: BTreeSet<u64>,
     /// Next id for a batch we send.
     pub(crate) next_batch: u64,
+    /// Whether the last batch we built was a small one into an empty window
+    /// ([`FIRST_BATCH_BUNDLES`](super::limits::FIRST_BATCH_BUNDLES)): the next
+    /// is full-size even if the window emptied meanwhile, so a receiver that
+    /// keeps up does not get a run of small batches.
+    pub(crate) last_small: bool,
     /// When this peer last made progress on our wants (a want sent, a batch
     /// received); wants outstanding [`WANT_TIMEOUT`](super::limits::WANT_TIMEOUT)
     /// past it are released and asked elsewhere.

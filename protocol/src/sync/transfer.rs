@@ -2,7 +2,8 @@
 //!
 //! After the handshake each side sends its ranges; each side wants what it
 //! lacks; the holder streams exactly that, author- then seq-ascending, in
-//! batches of at most [`BATCH_BUNDLES`] bundles or [`BATCH_BYTES`] bytes, at
+//! batches of at most [`BATCH_BUNDLES`] bundles (the first batch into an
+//! empty window [`FIRST_BATCH_BUNDLES`]) or [`BATCH_BYTES`] bytes, at
 //! most [`MAX_IN_FLIGHT_BATCHES`] unacknowledged. Interior signatures are
 //! dropped; each author-run in a batch ends with a signed bundle (extended up
 //! to [`RUN_EXTENSION`] bundles to reach one when stored copies lack it). The
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use super::batch::build_batch;
 use super::engine::{Engine, Pending};
 use super::io::{Output, PeerId, SyncEvent};
-use super::limits::{MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES};
+use super::limits::{BATCH_BUNDLES, FIRST_BATCH_BUNDLES, MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES};
 use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
 use super::session::{add, sub};
@@ -197,7 +198,16 @@ impl Engine {
                 self.to_fill.insert((peer, ws));
                 return;
             }
-            let (items, sent) = build_batch(view, ws, &mut sh.to_send);
+            // A batch into an empty window is small: the receiver starts
+            // committing it while the rest of the window is being built.
+            let small = sh.in_flight.is_empty() && !sh.last_small;
+            let max = if small {
+                FIRST_BATCH_BUNDLES
+            } else {
+                BATCH_BUNDLES
+            };
+            let (items, sent) = build_batch(view, ws, &mut sh.to_send, max);
+            sh.last_small = small;
             if items.is_empty() {
                 continue;
             }

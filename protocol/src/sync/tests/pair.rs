@@ -2,7 +2,7 @@
 
 use super::super::OplogView;
 use super::super::io::{Input, SyncEvent};
-use super::super::limits::{BATCH_BUNDLES, MAX_IN_FLIGHT_BATCHES};
+use super::super::limits::{BATCH_BUNDLES, FIRST_BATCH_BUNDLES, MAX_IN_FLIGHT_BATCHES};
 use super::super::message::Message;
 use super::super::testing::Net;
 use super::{members, pid, seed, state, stranger, ws};
@@ -139,13 +139,20 @@ fn each_batch_of_a_window_leaves_before_the_next_is_built() {
     seed(&mut net.nodes[0].view, &bundles);
     net.connect(0, 1);
     // The step that builds the first batch hands it to the driver alone,
-    // with a Continue for the rest of the window.
+    // with a Continue for the rest of the window. Into an empty window it
+    // is small, so the receiver starts on it while the rest is built.
     while net.nodes[0].engine.stats().bundles_sent == 0 {
+        assert!(net.step());
+    }
+    let first = FIRST_BATCH_BUNDLES as u64;
+    assert_eq!(net.nodes[0].engine.stats().bundles_sent, first);
+    // The next one is full-size.
+    while net.nodes[0].engine.stats().bundles_sent == first {
         assert!(net.step());
     }
     assert_eq!(
         net.nodes[0].engine.stats().bundles_sent,
-        BATCH_BUNDLES as u64
+        first + BATCH_BUNDLES as u64
     );
     net.drive_bounded(10_000);
     assert_eq!(net.nodes[0].engine.stats().bundles_sent, 2_000);
