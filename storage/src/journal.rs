@@ -461,6 +461,16 @@ mod tests {
         chain(1, n).1
     }
 
+    /// A new journal for store `id` in a temporary directory, with `n`
+    /// bundles to write into it (the directory lives as long as the guard).
+    fn fresh(id: [u8; 16], n: u64) -> (tempfile::TempDir, PathBuf, Vec<Bundle>, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.journal");
+        let (j, none) = Journal::open(path.clone(), id, 0).unwrap();
+        assert!(none.is_empty());
+        (dir, path, bundles(n), j)
+    }
+
     fn append(j: &mut Journal, mode: Mode, bs: &[Bundle]) {
         let ws = test_workspace().workspace_id();
         let at = j.begin(1);
@@ -473,12 +483,8 @@ mod tests {
 
     #[test]
     fn synced_records_come_back_in_order_and_a_torn_tail_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.journal");
         let id = [7u8; 16];
-        let bs = bundles(5);
-        let (mut j, none) = Journal::open(path.clone(), id, 0).unwrap();
-        assert!(none.is_empty());
+        let (_dir, path, bs, mut j) = fresh(id, 5);
         append(&mut j, Mode::Local, &bs[..2]);
         append(&mut j, Mode::Remote("peer x".into()), &bs[2..4]);
         j.sync().unwrap();
@@ -504,11 +510,8 @@ mod tests {
 
     #[test]
     fn records_written_over_a_checkpointed_journal_come_back_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.journal");
         let id = [3u8; 16];
-        let bs = bundles(6);
-        let (mut j, _) = Journal::open(path.clone(), id, 0).unwrap();
+        let (_dir, path, bs, mut j) = fresh(id, 6);
         for b in &bs[..4] {
             append(&mut j, Mode::Local, std::slice::from_ref(b));
             j.sync().unwrap();
@@ -534,11 +537,8 @@ mod tests {
 
     #[test]
     fn a_prepared_journal_replays_nothing_until_records_are_synced_into_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.journal");
         let id = [5u8; 16];
-        let bs = bundles(2);
-        let (mut j, _) = Journal::open(path.clone(), id, 0).unwrap();
+        let (_dir, path, bs, mut j) = fresh(id, 2);
         j.prepare().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOC);
         // A crash before any flush: the prepared file holds no record.
@@ -560,10 +560,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_ends_the_replay_and_a_foreign_journal_is_set_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.journal");
-        let bs = bundles(3);
-        let (mut j, _) = Journal::open(path.clone(), [1; 16], 0).unwrap();
+        let (dir, path, bs, mut j) = fresh([1; 16], 3);
         for b in &bs {
             append(&mut j, Mode::Local, std::slice::from_ref(b));
         }
