@@ -300,12 +300,10 @@ impl Journal {
             return Ok(());
         }
         let file = match self.file.take() {
-            Some(f) => self.file.insert(f),
-            None => {
-                let f = self.create()?;
-                self.file.insert(f)
-            }
+            Some(f) => f,
+            None => self.create()?,
         };
+        let file = self.file.insert(file);
         file.seek(SeekFrom::Start(self.len))?;
         // On failure, what may have reached the file lies past `len` and is
         // overwritten by the next attempt.
