@@ -10,6 +10,7 @@ use troupe_protocol::{ActorId, Bundle, BundleHash, FieldPath, VerifyError, Works
 
 use crate::error::{CommitError, DamagedRow};
 use crate::fork::{forked, record_fork};
+use crate::held;
 use crate::journal;
 use crate::quarantine::{QuarantineEntry, put_entry};
 use crate::rebuild::rebuild_workspace;
@@ -497,15 +498,12 @@ fn commit_in(
                     t
                 }
             };
-            let held_hash = if body.seq > tip {
-                None
+            let (held_hash, has_copy) = if body.seq > tip {
+                (None, false)
             } else {
-                // A row failing its seal counts as unrecorded: the bundle is
+                // A hash failing its seal counts as unrecorded: the bundle is
                 // verified and applied again (applying is idempotent).
-                match seq_hash.get(k.as_slice())? {
-                    Some(h) => read_seq_hash(&k, h.value()),
-                    None => None,
-                }
+                held::recorded(&held, &seq_hash, k.as_slice())?
             };
             let fork = if no_forks { None } else { forked(&forks, &k)? };
             if let Some(known) = fork {
@@ -550,7 +548,7 @@ fn commit_in(
                     }
                 }
                 Some(_) => {
-                    if held.get(k.as_slice())?.is_none() {
+                    if !has_copy {
                         // Applied before, its copy was quarantined as corrupt:
                         // this clean copy restores the bytes (state already has it).
                         restore.push(b);
@@ -569,9 +567,8 @@ fn commit_in(
         candidates.append(&mut vouchers);
         let mut verdicts = verify_bundles(ws, &candidates, |a, s| {
             let k = seq_key(ws, a, s);
-            match seq_hash.get(k.as_slice()) {
-                Ok(Some(v)) => read_seq_hash(&k, v.value()),
-                Ok(None) => None,
+            match held::recorded(&held, &seq_hash, k.as_slice()) {
+                Ok((h, _)) => h,
                 Err(e) => {
                     failure = Some(e.into());
                     None
@@ -603,7 +600,6 @@ fn commit_in(
     }
 
     let mut bundles_t = txn.open_table(BUNDLES)?;
-    let mut seq_hash = txn.open_table(SEQ_HASH)?;
     let mut written: HashSet<(ActorId, u64)> = HashSet::with_capacity(candidates.len());
     let mut ranges_t = txn.open_table(RANGES)?;
     let mut tips = txn.open_table(TIPS)?;
@@ -615,7 +611,8 @@ fn commit_in(
         |b: &Bundle, ranges: &mut BTreeMap<ActorId, SeqRangeSet>| -> Result<(), CommitError> {
             let body = b.body();
             let k = seq_key(ws, &body.author, body.seq);
-            bundles_t.insert(k.as_slice(), b.bytes())?;
+            let v = held::held_value(k.as_slice(), &b.hash(), b.bytes());
+            bundles_t.insert(k.as_slice(), v.as_slice())?;
             let r = match ranges.entry(body.author) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
@@ -638,14 +635,13 @@ fn commit_in(
     }
     for b in &candidates {
         let body = b.body();
-        let k = seq_key(ws, &body.author, body.seq);
         // An exact duplicate inside the batch: the first copy was written.
         if !written.insert((body.author, body.seq)) {
             out.already_held += 1;
             continue;
         }
+        // The copy's row carries its hash (see the `held` module).
         store_copy(b, &mut ranges)?;
-        seq_hash.insert(k.as_slice(), seq_hash_value(&k, &b.hash()).as_slice())?;
         let t = tip_updates.entry(body.author).or_insert((0, b.hash()));
         if body.seq > t.0 {
             *t = (body.seq, b.hash());
@@ -672,7 +668,7 @@ fn commit_in(
         }
     }
     state.flush()?;
-    drop((bundles_t, seq_hash, ranges_t, tips, state));
+    drop((bundles_t, ranges_t, tips, state));
     let mut rebuild = false;
     for ((author, seq), seen) in &fork_slots {
         rebuild |= record_fork(txn, ws, author, *seq, seen)?;

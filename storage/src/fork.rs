@@ -73,19 +73,25 @@ pub(crate) fn record_fork(
         let v = encode_forks(&k, &all)?;
         forks.insert(k.as_slice(), v.as_slice())?;
     }
-    let held_hash = {
-        let t = txn.open_table(SEQ_HASH)?;
-        let v = t.get(k.as_slice())?;
-        v.and_then(|v| read_seq_hash(&k, v.value()))
-    };
-    let bytes = {
+    let row = {
         let mut bundles = txn.open_table(BUNDLES)?;
         let v = bundles.remove(k.as_slice())?;
         v.map(|v| v.value().to_vec())
     };
-    let Some(bytes) = bytes else {
+    let Some(row) = row else {
         return Ok(false);
     };
+    let held = crate::held::split(&k, &row);
+    let held_hash =
+        crate::held::recorded_with(&txn.open_table(SEQ_HASH)?, k.as_slice(), Some(&held))?;
+    if let Some(h) = held.carried {
+        // The withdrawn copy's hash stays recorded for the slot, as it was
+        // before copies carried it (a retry of that copy clears it).
+        let v = seq_hash_value(&k, &h);
+        txn.open_table(SEQ_HASH)?
+            .insert(k.as_slice(), v.as_slice())?;
+    }
+    let bytes = held.copy.to_vec();
     {
         let mut ranges = txn.open_table(RANGES)?;
         let ak = author_key(ws, author);

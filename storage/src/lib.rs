@@ -116,6 +116,7 @@ mod entity;
 pub mod error;
 pub mod export;
 mod fork;
+mod held;
 mod journal;
 pub mod progress;
 pub mod quarantine;

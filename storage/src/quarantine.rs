@@ -154,11 +154,13 @@ pub(crate) fn quarantine_slot(
     failed: Option<&str>,
 ) -> Result<Option<(u64, Option<BundleHash>)>, QuarantineErrorInner> {
     let k = seq_key(ws, author, seq);
-    let expected = {
-        let t = txn.open_table(SEQ_HASH)?;
-        let v = t.get(k.as_slice())?;
-        v.and_then(|v| read_seq_hash(&k, v.value()))
-    };
+    let row = txn
+        .open_table(BUNDLES)?
+        .get(k.as_slice())?
+        .map(|v| v.value().to_vec());
+    let held = row.as_deref().map(|v| crate::held::split(&k, v));
+    let expected =
+        crate::held::recorded_with(&txn.open_table(SEQ_HASH)?, k.as_slice(), held.as_ref())?;
     let ak = author_key(ws, author);
     let claimed = {
         let ranges = txn.open_table(RANGES)?;
@@ -168,8 +170,7 @@ pub(crate) fn quarantine_slot(
             None => None,
         }
     };
-    let mut bundles = txn.open_table(BUNDLES)?;
-    let bytes = bundles.get(k.as_slice())?.map(|v| v.value().to_vec());
+    let bytes = held.map(|h| h.copy.to_vec());
     if bytes.is_none() && !claimed.as_ref().is_some_and(|r| r.contains(seq)) {
         return Ok(None);
     }
@@ -182,8 +183,13 @@ pub(crate) fn quarantine_slot(
         (Some(_), None) => "stored copy has no hash index entry".to_string(),
         (None, _) => "stored copy is missing".to_string(),
     };
-    bundles.remove(k.as_slice())?;
-    drop(bundles);
+    txn.open_table(BUNDLES)?.remove(k.as_slice())?;
+    if let Some(h) = held.and_then(|h| h.carried) {
+        // The hash the copy carried stays recorded: a clean copy must match it.
+        let v = seq_hash_value(&k, &h);
+        txn.open_table(SEQ_HASH)?
+            .insert(k.as_slice(), v.as_slice())?;
+    }
     if let Some(mut r) = claimed {
         r.remove(seq);
         let v = encode_ranges(&ak, &r)?;

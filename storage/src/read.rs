@@ -52,12 +52,11 @@ pub(crate) fn read_bundle(
     seq: u64,
 ) -> Result<Option<Bundle>, ReadError> {
     let k = seq_key(ws, author, seq);
-    let Some(bytes) = bundles.get(k.as_slice())? else {
+    let Some(row) = bundles.get(k.as_slice())? else {
         return Ok(None);
     };
-    let expected = seq_hash
-        .get(k.as_slice())?
-        .and_then(|v| read_seq_hash(&k, v.value()));
+    let held = crate::held::split(&k, row.value());
+    let expected = crate::held::recorded_with(seq_hash, &k, Some(&held))?;
     let corrupt = |reason: String| {
         ReadError::Corrupt(Box::new(CorruptBundle {
             workspace: *ws,
@@ -70,7 +69,7 @@ pub(crate) fn read_bundle(
     let Some(h) = expected else {
         return Err(corrupt("no hash index entry".into()));
     };
-    match Bundle::decode_expecting(bytes.value().to_vec(), &h) {
+    match Bundle::decode_expecting(held.copy.to_vec(), &h) {
         Ok(b) if b.body().workspace == *ws && b.body().author == *author && b.body().seq == seq => {
             Ok(Some(b))
         }
@@ -170,12 +169,22 @@ impl Store {
         let slot = {
             let txn = self.db.begin_read()?;
             let mut slot = None;
-            for row in open(&txn, SEQ_HASH)?.iter()? {
+            // A hash failing its seal locates nothing (scrub reports it).
+            for row in open(&txn, BUNDLES)?.iter()? {
                 let (k, v) = row?;
-                // A slot row failing its seal locates nothing (scrub reports it).
-                if read_seq_hash(k.value(), v.value()) == Some(*hash) {
+                if crate::held::split(k.value(), v.value()).carried == Some(*hash) {
                     slot = parse_seq_key(k.value());
                     break;
+                }
+            }
+            // Older stores' copies, and slots whose copy is gone.
+            if slot.is_none() {
+                for row in open(&txn, SEQ_HASH)?.iter()? {
+                    let (k, v) = row?;
+                    if read_seq_hash(k.value(), v.value()) == Some(*hash) {
+                        slot = parse_seq_key(k.value());
+                        break;
+                    }
                 }
             }
             slot
@@ -461,20 +470,16 @@ impl OplogView for StoreView {
         let (b, h) = self.slot_tables()?;
         let storage = |e: redb::StorageError| ViewError::Storage(e.to_string());
         let k = seq_key(workspace, author, seq);
-        let Some(bytes) = b.get(k.as_slice()).map_err(storage)? else {
+        let Some(row) = b.get(k.as_slice()).map_err(storage)? else {
             return Ok(None);
         };
-        let expected = h
-            .get(k.as_slice())
-            .map_err(storage)?
-            .and_then(|v| read_seq_hash(&k, v.value()));
+        let held = crate::held::split(&k, row.value());
+        let expected = crate::held::recorded_with(h, &k, Some(&held)).map_err(storage)?;
         let reason = match expected {
-            Some(e) => {
-                match crate::scrub::check_copy(bytes.value(), &e, (workspace, author, seq)) {
-                    Some(_) => return Ok(Some(bytes.value().to_vec())),
-                    None => "stored copy does not match its recorded hash or slot",
-                }
-            }
+            Some(e) => match crate::scrub::check_copy(held.copy, &e, (workspace, author, seq)) {
+                Some(_) => return Ok(Some(held.copy.to_vec())),
+                None => "stored copy does not match its recorded hash or slot",
+            },
             None => "no hash index entry",
         };
         Err(ViewError::Corrupt {
@@ -513,7 +518,10 @@ impl OplogView for StoreView {
         for row in b.range(lo.as_slice()..=hi.as_slice()).map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
             let key = k.value();
+            let held = crate::held::split(key, v.value());
             let mut expected = None;
+            // Rows of older stores (and any row whose carried hash fails its
+            // seal) find their hash in `seq_hash`, in the same key order.
             while let Some(next) = hashes.peek() {
                 let (hk, hv) = match next {
                     Ok(kv) => kv,
@@ -534,9 +542,11 @@ impl OplogView for StoreView {
             let Some((_, _, seq)) = parse_seq_key(key) else {
                 continue;
             };
-            let Some(hash) = expected else { continue };
-            if crate::scrub::check_copy(v.value(), &hash, (workspace, author, seq)).is_some()
-                && !take(seq, v.value().to_vec(), hash)
+            let Some(hash) = held.carried.or(expected) else {
+                continue;
+            };
+            if crate::scrub::check_copy(held.copy, &hash, (workspace, author, seq)).is_some()
+                && !take(seq, held.copy.to_vec(), hash)
             {
                 break;
             }
@@ -552,16 +562,11 @@ impl OplogView for StoreView {
     ) -> Result<Option<BundleHash>, ViewError> {
         let (b, h) = self.slot_tables()?;
         let k = seq_key(workspace, author, seq);
-        if b.get(k.as_slice())
-            .map_err(|e| ViewError::Storage(e.to_string()))?
-            .is_none()
-        {
-            return Ok(None);
+        match crate::held::recorded(b, h, &k) {
+            Ok((hash, true)) => Ok(hash),
+            Ok((_, false)) => Ok(None),
+            Err(e) => Err(ViewError::Storage(e.to_string())),
         }
-        let v = h
-            .get(k.as_slice())
-            .map_err(|e| ViewError::Storage(e.to_string()))?;
-        Ok(v.and_then(|v| read_seq_hash(&k, v.value())))
     }
 
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, ViewError> {

@@ -51,10 +51,9 @@ fn replay_into(
         let (k, v) = row?;
         let (ws, author, seq) =
             parse_seq_key(k.value()).ok_or(DamagedRow { what: "bundle key" })?;
-        let expected = seq_hash
-            .get(k.value())?
-            .and_then(|h| read_seq_hash(k.value(), h.value()));
-        let bundle = match expected.map(|h| Bundle::decode_expecting(v.value().to_vec(), &h)) {
+        let held = crate::held::split(k.value(), v.value());
+        let expected = crate::held::recorded_with(seq_hash, k.value(), Some(&held))?;
+        let bundle = match expected.map(|h| Bundle::decode_expecting(held.copy.to_vec(), &h)) {
             Some(Ok(b)) => b,
             _ => {
                 skipped.push((ws, author, seq));
@@ -131,10 +130,9 @@ pub(crate) fn rebuild_workspace(
         if !k.value().starts_with(&ws.0) {
             break;
         }
-        let expected = seq_hash
-            .get(k.value())?
-            .and_then(|h| read_seq_hash(k.value(), h.value()));
-        if let Some(Ok(b)) = expected.map(|h| Bundle::decode_expecting(v.value().to_vec(), &h)) {
+        let held = crate::held::split(k.value(), v.value());
+        let expected = crate::held::recorded_with(&seq_hash, k.value(), Some(&held))?;
+        if let Some(Ok(b)) = expected.map(|h| Bundle::decode_expecting(held.copy.to_vec(), &h)) {
             state.apply(&b)?;
         }
     }

@@ -5,8 +5,8 @@
 //! |---|---|---|
 //! | `meta` | name | schema version, counters, store id, last journal record held |
 //! | `workspaces` | ws | postcard `WorkspaceInfo` |
-//! | `bundles` | ws, author, seq | raw bundle bytes (held copies) |
-//! | `seq_hash` | ws, author, seq | sealed hash of the bundle applied at that slot (kept when the copy is quarantined) |
+//! | `bundles` | ws, author, seq | held copy with the sealed hash recorded for its slot (`held` module); older stores: the raw copy |
+//! | `seq_hash` | ws, author, seq | sealed hash of the bundle applied at that slot, for slots whose copy is gone (quarantined, withdrawn by a fork) and older stores' copies |
 //! | `ranges` | ws, author | sealed postcard seq ranges held |
 //! | `tips` | ws, author | sealed: highest seq ever committed and its hash |
 //! | `entities` | ws, type 0 id 0 | compact `EntityRow` (authors once, heads by author position, values length-prefixed; see the `entity` module) and its `state_tag`: every known field's heads and the live entity deletions, one row per entity |
@@ -37,11 +37,14 @@ pub(crate) type Tbl = TableDefinition<'static, &'static [u8], &'static [u8]>;
 /// nothing else changes). Version 4: blob metadata may say its chunk
 /// hashes are blake3 subtree hashes (see the `blob_hash` module), which a
 /// version 3 build would take for damage; a version 3 store is read as it
-/// is and marked 4 when opened ([`SCHEMA_UPGRADES_FROM`]).
-pub(crate) const SCHEMA_VERSION: u32 = 4;
+/// is and marked 4 when opened ([`SCHEMA_UPGRADES_FROM`]). Version 5: a
+/// `bundles` row carries its slot's hash ahead of the copy, and `seq_hash`
+/// keeps rows only for slots without a copy (see the `held` module); a
+/// version 4 build would take those rows for damage. Older rows still read.
+pub(crate) const SCHEMA_VERSION: u32 = 5;
 /// Older versions this build opens and upgrades in place (nothing is
 /// rewritten: every older row still reads).
-pub(crate) const SCHEMA_UPGRADES_FROM: &[u32] = &[3];
+pub(crate) const SCHEMA_UPGRADES_FROM: &[u32] = &[3, 4];
 
 pub(crate) const META: Tbl = TableDefinition::new("meta");
 pub(crate) const WORKSPACES: Tbl = TableDefinition::new("workspaces");

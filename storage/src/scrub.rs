@@ -2,8 +2,10 @@
 //! what needs a clean copy from peers.
 //!
 //! # Bundles
-//! `seq_hash` and `bundles` share their key layout, so one merge-join pass in
-//! key order checks every slot without point lookups:
+//! A copy carries its recorded hash (see the `held` module); `seq_hash`
+//! holds it for older stores' copies and for slots whose copy is gone. The
+//! two tables share their key layout, so one merge-join pass in key order
+//! checks every slot without point lookups:
 //! - the stored bytes hash (blake3 of the body) to the hash recorded when the
 //!   bundle was fully verified and applied. Equal hashes mean the very bytes
 //!   that verified then, so the ops are not decoded again; only the body's
@@ -130,7 +132,7 @@ fn bundle_pass(
             if let Some(s) = w.run_signed {
                 let k = seq_key(&w.ws, &w.author, s);
                 let ok = match bundles.get(k.as_slice())? {
-                    Some(v) => Bundle::decode(v.value().to_vec())
+                    Some(v) => Bundle::decode(crate::held::split(&k, v.value()).copy.to_vec())
                         .is_ok_and(|b| b.check_signature().is_ok()),
                     None => false,
                 };
@@ -171,9 +173,12 @@ fn bundle_pass(
             (Some(x), Some((_, v))) if *x == key => Some(read_seq_hash(&key, v.value())),
             _ => None,
         };
-        let copy = match (&bk, &b) {
-            (Some(y), Some((_, v))) if *y == key => Some(v.value().to_vec()),
-            _ => None,
+        let (copy, carried) = match (&bk, &b) {
+            (Some(y), Some((_, v))) if *y == key => {
+                let r = crate::held::split(&key, v.value());
+                (Some(r.copy.to_vec()), r.carried)
+            }
+            _ => (None, None),
         };
         if expected.is_some() {
             h = hi.next().transpose()?;
@@ -181,7 +186,7 @@ fn bundle_pass(
         if copy.is_some() {
             b = bi.next().transpose()?;
         }
-        let expected = expected.flatten();
+        let expected = carried.or(expected.flatten());
         match (copy, expected) {
             (Some(bytes), Some(e)) => {
                 report.bundles_checked += 1;
@@ -461,7 +466,7 @@ fn signature_still_fails(
     let bundles = txn.open_table(BUNDLES)?;
     let k = seq_key(ws, author, seq);
     Ok(match bundles.get(k.as_slice())? {
-        Some(v) => match Bundle::decode(v.value().to_vec()) {
+        Some(v) => match Bundle::decode(crate::held::split(&k, v.value()).copy.to_vec()) {
             Ok(b) => b.check_signature().is_err(),
             Err(_) => true,
         },

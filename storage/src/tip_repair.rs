@@ -3,8 +3,9 @@
 //!
 //! A tip row is the highest seq committed for one author in one workspace;
 //! the local signer signs its next bundle against it, so a tip that fails
-//! its seal or lags the highest recorded slot is rewritten from `seq_hash`,
-//! which holds the truth.
+//! its seal or lags the highest recorded slot is rewritten from the
+//! recorded slot hashes (carried by the copies, or in `seq_hash`), which
+//! hold the truth.
 //!
 //! Stores written before the index was dropped have `hash_index` and
 //! `hash_log` tables: every reader finds bundles by slot (history entries
@@ -34,23 +35,30 @@ pub(crate) fn drop_legacy_index(txn: &WriteTransaction) -> Result<(), redb::Tabl
     Ok(())
 }
 
-/// Rewrites every author tip that fails its seal or lags the highest slot
-/// recorded in `seq_hash`.
+/// Rewrites every author tip that fails its seal or lags the highest
+/// recorded slot.
 pub(crate) fn repair_tips(txn: &WriteTransaction) -> Result<(), RebuildError> {
     let mut top: BTreeMap<[u8; 64], (u64, BundleHash)> = BTreeMap::new();
-    {
-        let seq_hash = txn.open_table(SEQ_HASH)?;
-        for row in seq_hash.iter()? {
-            let (k, v) = row?;
-            let Some(h) = read_seq_hash(k.value(), v.value()) else {
-                continue;
-            };
-            let (ws, author, seq) =
-                parse_seq_key(k.value()).ok_or(DamagedRow { what: "slot key" })?;
-            let t = top.entry(author_key(&ws, &author)).or_insert((seq, h));
-            if seq >= t.0 {
-                *t = (seq, h);
-            }
+    let mut note = |k: &[u8], h: BundleHash| -> Result<(), RebuildError> {
+        let (ws, author, seq) = parse_seq_key(k).ok_or(DamagedRow { what: "slot key" })?;
+        let t = top.entry(author_key(&ws, &author)).or_insert((seq, h));
+        if seq >= t.0 {
+            *t = (seq, h);
+        }
+        Ok(())
+    };
+    // Recorded slots: the hashes copies carry, then `seq_hash` (older
+    // stores' copies, and slots whose copy is gone).
+    for row in txn.open_table(BUNDLES)?.iter()? {
+        let (k, v) = row?;
+        if let Some(h) = crate::held::split(k.value(), v.value()).carried {
+            note(k.value(), h)?;
+        }
+    }
+    for row in txn.open_table(SEQ_HASH)?.iter()? {
+        let (k, v) = row?;
+        if let Some(h) = read_seq_hash(k.value(), v.value()) {
+            note(k.value(), h)?;
         }
     }
     let mut tips: Table<'_, &'static [u8], &'static [u8]> = txn.open_table(TIPS)?;
