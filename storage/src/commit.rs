@@ -607,12 +607,14 @@ fn commit_in(
     let mut tip_updates: BTreeMap<ActorId, (u64, BundleHash)> = BTreeMap::new();
     let mut state = TxnState::open(txn, *ws)?;
 
+    // One buffer for every row value of the batch.
+    let mut row = Vec::new();
     let mut store_copy =
         |b: &Bundle, ranges: &mut BTreeMap<ActorId, SeqRangeSet>| -> Result<(), CommitError> {
             let body = b.body();
             let k = seq_key(ws, &body.author, body.seq);
-            let v = held::held_value(k.as_slice(), &b.hash(), b.bytes());
-            bundles_t.insert(k.as_slice(), v.as_slice())?;
+            held::held_value_into(&mut row, k.as_slice(), &b.hash(), b.bytes());
+            bundles_t.insert(k.as_slice(), row.as_slice())?;
             let r = match ranges.entry(body.author) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {

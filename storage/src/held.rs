@@ -23,7 +23,7 @@
 use redb::ReadableTable;
 use troupe_protocol::BundleHash;
 
-use crate::schema::{read_seq_hash, seal, unseal};
+use crate::schema::{read_seq_hash, row_tag, unseal};
 
 /// First byte of a row that carries its hash (a copy starts with 0 or 1).
 const CARRIES_HASH: u8 = 2;
@@ -31,13 +31,22 @@ const CARRIES_HASH: u8 = 2;
 const HEAD: usize = 1 + 32 + 8;
 
 /// The `bundles` value for a copy whose verified hash is `hash`.
+#[cfg(test)]
 pub(crate) fn held_value(key: &[u8], hash: &BundleHash, copy: &[u8]) -> Vec<u8> {
-    let sealed = seal(key, hash.0.to_vec());
-    let mut v = Vec::with_capacity(1 + sealed.len() + copy.len());
-    v.push(CARRIES_HASH);
-    v.extend_from_slice(&sealed);
-    v.extend_from_slice(copy);
+    let mut v = Vec::new();
+    held_value_into(&mut v, key, hash, copy);
     v
+}
+
+/// Writes the `bundles` value for a copy whose verified hash is `hash`
+/// into `v` (a buffer reused across a batch).
+pub(crate) fn held_value_into(v: &mut Vec<u8>, key: &[u8], hash: &BundleHash, copy: &[u8]) {
+    v.clear();
+    v.reserve(HEAD + copy.len());
+    v.push(CARRIES_HASH);
+    v.extend_from_slice(&hash.0);
+    v.extend_from_slice(&row_tag(key, &hash.0));
+    v.extend_from_slice(copy);
 }
 
 /// A `bundles` row taken apart.
