@@ -84,13 +84,8 @@ pub(crate) fn record_fork(
     let held = crate::held::split(&k, &row);
     let held_hash =
         crate::held::recorded_with(&txn.open_table(SEQ_HASH)?, k.as_slice(), Some(&held))?;
-    if let Some(h) = held.carried {
-        // The withdrawn copy's hash stays recorded for the slot, as it was
-        // before copies carried it (a retry of that copy clears it).
-        let v = seq_hash_value(&k, &h);
-        txn.open_table(SEQ_HASH)?
-            .insert(k.as_slice(), v.as_slice())?;
-    }
+    // The withdrawn copy's hash stays recorded (a retry of that copy clears it).
+    crate::held::keep_hash_of_removed(txn, &k, &held)?;
     let bytes = held.copy.to_vec();
     {
         let mut ranges = txn.open_table(RANGES)?;

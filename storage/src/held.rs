@@ -20,10 +20,10 @@
 //! withdrawn by a fork): the hash a clean copy must have. The recorded hash
 //! of a slot is the one its copy carries, else its `seq_hash` row.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 use troupe_protocol::BundleHash;
 
-use crate::schema::{read_seq_hash, row_tag, unseal};
+use crate::schema::{SEQ_HASH, read_seq_hash, row_tag, seq_hash_value, unseal};
 
 /// First byte of a row that carries its hash (a copy starts with 0 or 1).
 const CARRIES_HASH: u8 = 2;
@@ -75,6 +75,23 @@ pub(crate) fn split<'v>(key: &[u8], v: &'v [u8]) -> HeldRow<'v> {
             carried: None,
         },
     }
+}
+
+/// Keeps the hash a copy carried as its slot's `seq_hash` row, for a copy
+/// taken out of `bundles` (quarantined, or withdrawn by a fork): a clean
+/// copy must still match it.
+pub(crate) fn keep_hash_of_removed(
+    txn: &WriteTransaction,
+    key: &[u8],
+    row: &HeldRow<'_>,
+) -> Result<(), redb::TableError> {
+    if let Some(h) = row.carried {
+        let v = seq_hash_value(key, &h);
+        txn.open_table(SEQ_HASH)?
+            .insert(key, v.as_slice())
+            .map_err(redb::TableError::Storage)?;
+    }
+    Ok(())
 }
 
 /// The recorded hash of the slot at `key` whose `bundles` row is `row`

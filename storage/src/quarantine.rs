@@ -184,11 +184,8 @@ pub(crate) fn quarantine_slot(
         (None, _) => "stored copy is missing".to_string(),
     };
     txn.open_table(BUNDLES)?.remove(k.as_slice())?;
-    if let Some(h) = held.and_then(|h| h.carried) {
-        // The hash the copy carried stays recorded: a clean copy must match it.
-        let v = seq_hash_value(&k, &h);
-        txn.open_table(SEQ_HASH)?
-            .insert(k.as_slice(), v.as_slice())?;
+    if let Some(held) = &held {
+        crate::held::keep_hash_of_removed(txn, &k, held)?;
     }
     if let Some(mut r) = claimed {
         r.remove(seq);
