@@ -541,12 +541,14 @@ impl SyncCore {
                 workspace,
                 batch_id,
                 bundles,
+                wire,
             } => {
                 self.to_commit.push(PendingBatch {
                     peer,
                     workspace,
                     batch_id,
                     bundles,
+                    wire,
                 });
                 None
             }
@@ -722,7 +724,12 @@ impl SyncCore {
                 .then(|| self.local.store().author_tip(&b.workspace, &me).ok())
                 .flatten()
                 .map(|t| t.last_seq);
-            work.push((b.workspace, b.bundles, source.clone()));
+            work.push(troupe_storage::Received {
+                workspace: b.workspace,
+                bundles: b.bundles,
+                source: source.clone(),
+                wire: b.wire,
+            });
             meta.push((
                 b.peer,
                 b.workspace,
@@ -734,7 +741,7 @@ impl SyncCore {
             ));
         }
         let results: Vec<Result<troupe_storage::BatchOutcome, String>> =
-            match self.local.store().commit_batches_deferred(work) {
+            match self.local.store().commit_received_deferred(work) {
                 Ok(r) => r
                     .into_iter()
                     .map(|r| r.map_err(|e| e.to_string()))
@@ -1012,6 +1019,9 @@ struct PendingBatch {
     workspace: WorkspaceId,
     batch_id: u64,
     bundles: Vec<troupe_protocol::bundle::Bundle>,
+    /// The batch as it arrived, which the journal keeps instead of the
+    /// bundles' bytes.
+    wire: Option<troupe_protocol::sync::WireCopy>,
 }
 
 /// A sync peer as its libp2p id string (what `troupe peers` shows).

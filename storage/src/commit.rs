@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use troupe_protocol::ranges::SeqRangeSet;
+use troupe_protocol::sync::WireCopy;
 use troupe_protocol::verify::verify_bundles;
 use troupe_protocol::{ActorId, Bundle, BundleHash, FieldPath, VerifyError, WorkspaceId};
 
@@ -34,6 +35,20 @@ pub struct BatchOutcome {
     pub forks: Vec<(ActorId, u64)>,
     /// Copies of forked slots that were already in quarantine (not added again).
     pub already_quarantined: usize,
+}
+
+/// One received batch for [`Store::commit_received_deferred`].
+#[derive(Debug)]
+pub struct Received {
+    /// The workspace it arrived for.
+    pub workspace: WorkspaceId,
+    /// The verified bundles to apply, as the sync engine picked them.
+    pub bundles: Vec<Bundle>,
+    /// Who sent it (recorded with any quarantine entry).
+    pub source: String,
+    /// The batch as it arrived, when the bundles were picked from one: the
+    /// commit journal keeps it instead of the bundles' own bytes.
+    pub wire: Option<WireCopy>,
 }
 
 /// Stands for a tip row that fails its seal: above every seq, so no slot
@@ -100,7 +115,7 @@ impl Store {
                 self.record(
                     by_ws
                         .iter()
-                        .map(|(ws, g)| (journal::Mode::Local, *ws, g.as_slice())),
+                        .map(|(ws, g)| (journal::Mode::Local, *ws, g.as_slice(), None)),
                 )
             })
             .flatten();
@@ -126,7 +141,7 @@ impl Store {
         txn.set_durability(redb::Durability::None)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
         let ws = bundle.body().workspace;
-        let r = self.record([(journal::Mode::Local, ws, std::slice::from_ref(bundle))]);
+        let r = self.record([(journal::Mode::Local, ws, std::slice::from_ref(bundle), None)]);
         let out = commit_in(&txn, &ws, vec![bundle.clone()], Mode::Local);
         self.end_record(txn, r, out)
     }
@@ -174,6 +189,7 @@ impl Store {
             journal::Mode::Remote(source.to_string()),
             *workspace,
             bundles.as_slice(),
+            None,
         )]);
         let out = commit_in(&txn, workspace, bundles, Mode::Remote(source));
         self.end_record(txn, r, out)
@@ -195,38 +211,77 @@ impl Store {
         &self,
         batches: Vec<(WorkspaceId, Vec<Bundle>, String)>,
     ) -> Result<Vec<Result<BatchOutcome, CommitError>>, CommitError> {
+        self.commit_received_deferred(
+            batches
+                .into_iter()
+                .map(|(workspace, bundles, source)| Received {
+                    workspace,
+                    bundles,
+                    source,
+                    wire: None,
+                })
+                .collect(),
+        )
+    }
+
+    /// [`Store::commit_batches_deferred`] for batches that may carry the
+    /// payload they arrived in ([`Received::wire`]): the journal then keeps
+    /// that payload (compressed, about a fifteenth of the bundles' bytes)
+    /// instead of the bundles' own bytes, and replays it by decoding it
+    /// again. Applied exactly as `commit_batches_deferred` applies them.
+    ///
+    /// # Errors
+    /// As [`Store::commit_batches_deferred`].
+    pub fn commit_received_deferred(
+        &self,
+        batches: Vec<Received>,
+    ) -> Result<Vec<Result<BatchOutcome, CommitError>>, CommitError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| CommitError::Storage(crate::StorageFailure(e.into())))?;
-        let r = self.record(batches.iter().map(|(ws, bundles, source)| {
+        let r = self.record(batches.iter().map(|b| {
             (
-                journal::Mode::Remote(source.clone()),
-                *ws,
-                bundles.as_slice(),
+                journal::Mode::Remote(b.source.clone()),
+                b.workspace,
+                b.bundles.as_slice(),
+                b.wire.as_ref(),
             )
         }));
         let outs = batches
             .into_iter()
-            .map(|(ws, bundles, source)| commit_received_in(&txn, &ws, bundles, &source))
+            .map(|b| commit_received_in(&txn, &b.workspace, b.bundles, &b.source))
             .collect();
         self.end_record(txn, r, outs)
     }
 
     /// Starts the journal record of a deferred commit (nothing when the
     /// store has no journal). The groups' bytes are copied now, so the
-    /// bundles can be moved into the commit.
+    /// bundles can be moved into the commit: a group with its wire copy
+    /// keeps that, any other the bundles' own bytes.
     fn record<'b>(
         &self,
-        groups: impl IntoIterator<Item = (journal::Mode, WorkspaceId, &'b [Bundle])>,
+        groups: impl IntoIterator<
+            Item = (
+                journal::Mode,
+                WorkspaceId,
+                &'b [Bundle],
+                Option<&'b WireCopy>,
+            ),
+        >,
     ) -> Option<Record<'_>> {
         let j = self.journal.as_ref()?;
         let mut j = crate::lock(j);
         let groups: Vec<_> = groups.into_iter().collect();
         let at = j.begin(groups.len() as u32);
-        for (mode, ws, bundles) in &groups {
-            j.group(mode, ws, bundles.len() as u32);
-            for b in *bundles {
-                j.bundle(b.bytes());
+        for (mode, ws, bundles, wire) in &groups {
+            match (mode, wire) {
+                (journal::Mode::Remote(source), Some(wire)) => j.wire_group(source, ws, wire),
+                _ => {
+                    j.group(mode, ws, bundles.len() as u32);
+                    for b in *bundles {
+                        j.bundle(b.bytes());
+                    }
+                }
             }
         }
         let seq = j.next_seq();

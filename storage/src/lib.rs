@@ -34,11 +34,13 @@
 //! a crash leaves all of it or none of it. Those commits are durable
 //! (`Durability::Immediate`: redb's commit syncs before it returns). Group
 //! commit and sync use the deferred forms ([`Store::commit_local_many_deferred`],
-//! [`Store::commit_batch_deferred`], [`Store::commit_batches_deferred`]):
-//! many transactions, then one [`Store::flush`] before any of them is
-//! acknowledged. For a store opened from a path the flush is an append to
-//! the commit journal beside the file (`store.redb.journal`: the bundles of
-//! each deferred commit, in order, each record hashed) and one sync of it,
+//! [`Store::commit_batch_deferred`], [`Store::commit_batches_deferred`],
+//! [`Store::commit_received_deferred`]): many transactions, then one
+//! [`Store::flush`] before any of them is acknowledged. For a store opened
+//! from a path the flush is an append to the commit journal beside the file
+//! (`store.redb.journal`: the bundles of each deferred commit, in order, or
+//! a received batch's payload as it crossed the wire; each record hashed)
+//! and one sync of it,
 //! instead of a redb durable commit that writes and syncs every B-tree page
 //! the commits touched; every 32 MiB of journal, and whenever received
 //! asset bytes wait (they are not journaled), the flush is a redb durable
@@ -139,7 +141,7 @@ use troupe_protocol::WorkspaceId;
 use troupe_protocol::workspace::WorkspaceInfo;
 
 pub use blob::{BlobMeta, GcReport, ReceivedChunk};
-pub use commit::BatchOutcome;
+pub use commit::{BatchOutcome, Received};
 pub use error::{
     BlobError, CommitError, CorruptBundle, DamagedRow, ExportError, OpenError, QuarantineError,
     ReadError, RebuildError, SalvageError, StorageFailure,

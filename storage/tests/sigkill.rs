@@ -2,8 +2,8 @@
 //! moments; after every re-open each acknowledged batch is present, no batch
 //! is partly there, every bundle verifies and state equals a replay. The
 //! batches are committed durably, or deferred and flushed through the commit
-//! journal (received and local), so the kills land in journal appends,
-//! syncs and checkpoints too.
+//! journal (received, also kept as they crossed the wire, and local), so the
+//! kills land in journal appends, syncs and checkpoints too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -11,10 +11,12 @@ use std::process::{Command, Stdio};
 use troupe_protocol::bundle::BundleKind;
 use troupe_protocol::draft::{AuthorTip, Draft};
 use troupe_protocol::hlc::Hlc;
+use troupe_protocol::sync::WireCopy;
+use troupe_protocol::sync::message::encode_batch;
 use troupe_protocol::testing::{key, test_workspace};
 use troupe_protocol::workspace::{WorkspaceInfo, WorkspaceKind};
 use troupe_protocol::{FieldPath, Value};
-use troupe_storage::Store;
+use troupe_storage::{Received, Store};
 
 const BATCH: u64 = 5;
 const CHILD_ENV: &str = "TROUPE_STORAGE_KILL_CHILD_DIR";
@@ -64,14 +66,32 @@ fn child_commits_until_killed() {
             tip = AuthorTip::after(&b);
             batch.push(b);
         }
-        // Three ways to commit, in turn: a durable batch; a deferred batch
-        // and a flush (made durable by the commit journal); a deferred
+        // Four ways to commit, in turn: a durable batch; a deferred batch
+        // and a flush (made durable by the commit journal); the same with
+        // the batch journaled as it would have crossed the wire; a deferred
         // local group and a flush. The journal's limit is small, so some
         // flushes are checkpoints instead.
-        let o = match (tip.last_seq / BATCH) % 3 {
+        let o = match (tip.last_seq / BATCH) % 4 {
             0 => store.commit_batch(&ws, batch, "loop").unwrap(),
             1 => {
                 let o = store.commit_batch_deferred(&ws, batch, "loop").unwrap();
+                store.flush().unwrap();
+                o
+            }
+            2 => {
+                let payload = encode_batch(batch.iter().map(|b| b.bytes()));
+                let wire = WireCopy::new(payload, (0..BATCH as u32).collect(), &batch);
+                let o = store
+                    .commit_received_deferred(vec![Received {
+                        workspace: ws,
+                        bundles: batch,
+                        source: "loop".into(),
+                        wire: Some(wire),
+                    }])
+                    .unwrap()
+                    .pop()
+                    .unwrap()
+                    .unwrap();
                 store.flush().unwrap();
                 o
             }

@@ -111,10 +111,10 @@ pub struct Engine {
     pub(crate) next_local_batch: u64,
     pub(crate) stats: SyncStats,
     pub(crate) codec: super::message::BatchCodec,
-    /// The decoded items of the batch frame being handled (see
+    /// The decoded items and the payload of the batch frame being handled (see
     /// [`PreparedFrame`]); taken when the batch is dispatched, cleared
     /// after every frame.
-    pub(crate) prepared_batch: Option<super::prepare::BatchItems>,
+    pub(crate) prepared_batch: Option<(super::prepare::BatchItems, Vec<u8>)>,
     /// Sessions whose send window has room and bundles to fill it, left
     /// for [`Input::Continue`] so each batch leaves as soon as it is built.
     /// Not empty exactly while an [`Output::Continue`] is unanswered.
@@ -496,11 +496,11 @@ impl Engine {
             } => {
                 // Decoded with its frame ([`PreparedFrame`]); every batch
                 // reaches here that way.
-                let items = self
+                let (items, payload) = self
                     .prepared_batch
                     .take()
-                    .unwrap_or_else(|| Err("not decoded with its frame".into()));
-                self.on_batch(peer, workspace, batch_id, items, view);
+                    .unwrap_or_else(|| (Err("not decoded with its frame".into()), Vec::new()));
+                self.on_batch(peer, workspace, batch_id, items, payload, view);
             }
             Message::BatchAck {
                 workspace,

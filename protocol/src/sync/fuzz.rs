@@ -185,8 +185,16 @@ pub fn run(data: &[u8]) {
                     workspace,
                     batch_id,
                     bundles: got,
+                    wire,
                 } => {
                     assert_eq!(workspace, ws, "commit for a workspace not joined");
+                    if let Some(w) = wire {
+                        assert_eq!(
+                            w.bundles().as_ref(),
+                            Ok(&got),
+                            "the wire copy does not give back the committed bundles"
+                        );
+                    }
                     let results = crate::verify::verify_bundles(&ws, &got, |a, seq| {
                         use super::oplog_view::OplogView;
                         view.bundle_hash(&ws, a, seq).ok().flatten()

@@ -158,6 +158,10 @@ pub enum Output {
         batch_id: u64,
         /// Verified bundles, author- and seq-ascending.
         bundles: Vec<Bundle>,
+        /// The batch as it arrived, from which these bundles were picked:
+        /// what a journal may keep instead of their bytes (`None` for
+        /// bundles that came otherwise, such as a repair's clean copy).
+        wire: Option<super::WireCopy>,
     },
     /// Store these raw bytes in quarantine for inspection; they are never applied.
     Quarantine {

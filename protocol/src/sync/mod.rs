@@ -20,6 +20,7 @@
 //! | `repair` | fetching clean copies of corrupt bundles |
 //! | `blobs` | fetching blob bytes in chunks, resumable, verified |
 //! | [`oplog_view`] | what the engine reads from storage |
+//! | `wire_copy` | a received batch kept as it arrived, for a journal |
 
 mod batch;
 mod blobs;
@@ -40,6 +41,7 @@ mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod transfer;
+mod wire_copy;
 
 #[cfg(test)]
 mod tests;
@@ -48,3 +50,4 @@ pub use engine::{Engine, EngineConfig, SyncStats};
 pub use io::{Input, Millis, Output, PeerId, SyncEvent};
 pub use oplog_view::{BlobState, OplogView, ViewError};
 pub use prepare::PreparedFrame;
+pub use wire_copy::{WireCopy, WireCopyError};

@@ -25,9 +25,10 @@ pub(crate) type BatchItems = Result<Vec<Result<Bundle, (VerifyError, Vec<u8>)>>,
 #[derive(Debug, Clone)]
 pub struct PreparedFrame {
     pub(crate) msg: Result<Message, String>,
-    /// For a [`Message::Batch`]: its items (the message's own payload is
-    /// then emptied, so the bytes are not held twice).
-    pub(crate) batch: Option<BatchItems>,
+    /// For a [`Message::Batch`]: its items, and its payload as it arrived
+    /// (moved out of the message), which a journal may keep instead of the
+    /// items' bytes (see [`crate::sync::WireCopy`]).
+    pub(crate) batch: Option<(BatchItems, Vec<u8>)>,
 }
 
 impl PreparedFrame {
@@ -38,8 +39,7 @@ impl PreparedFrame {
         let batch = match &mut msg {
             Ok(Message::Batch { data, .. }) => {
                 let items = batch_items(codec, data);
-                *data = Vec::new();
-                Some(items)
+                Some((items, std::mem::take(data)))
             }
             _ => None,
         };
@@ -48,7 +48,7 @@ impl PreparedFrame {
 }
 
 /// A batch payload's bundles, in order.
-fn batch_items(codec: &mut BatchCodec, data: &[u8]) -> BatchItems {
+pub(crate) fn batch_items(codec: &mut BatchCodec, data: &[u8]) -> BatchItems {
     let raw = codec.decode(data).map_err(|e| e.to_string())?;
     let mut items = Vec::with_capacity(raw.len());
     // Hash of the previous item, which an elided `prev_hash` names.

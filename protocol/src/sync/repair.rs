@@ -131,6 +131,7 @@ impl Engine {
                     workspace: ws,
                     batch_id: id,
                     bundles: vec![b],
+                    wire: None,
                 });
             }
             res => {

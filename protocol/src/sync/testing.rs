@@ -355,7 +355,12 @@ impl Net {
                     workspace,
                     batch_id,
                     bundles,
+                    wire,
                 } => {
+                    // What a journal keeps gives back exactly these bundles.
+                    if let Some(w) = wire {
+                        assert_eq!(w.bundles().as_ref(), Ok(&bundles), "wire copy differs");
+                    }
                     node.committed += bundles.len() as u64;
                     node.view.commit_owned(bundles);
                     later.push(Input::BatchCommitted {

@@ -20,6 +20,7 @@ use super::limits::{BATCH_BUNDLES, FIRST_BATCH_BUNDLES, MAX_AUTHORS, MAX_IN_FLIG
 use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
 use super::session::{add, sub};
+use super::wire_copy::WireCopy;
 use crate::bundle::Bundle;
 use crate::error::VerifyError;
 use crate::ids::{ActorId, WorkspaceId};
@@ -239,6 +240,7 @@ impl Engine {
         ws: WorkspaceId,
         id: u64,
         items: super::prepare::BatchItems,
+        payload: Vec<u8>,
         view: &impl OplogView,
     ) {
         let now = self.now;
@@ -268,9 +270,15 @@ impl Engine {
         };
         self.stats.bundles_received += items.len() as u64;
         let mut decoded = Vec::with_capacity(items.len());
-        for item in items {
+        // Each decoded bundle's place among the batch's items (for the
+        // wire copy a journal may keep).
+        let mut places = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
             match item {
-                Ok(b) => decoded.push(b),
+                Ok(b) => {
+                    decoded.push(b);
+                    places.push(i as u32);
+                }
                 Err((e, bytes)) => self.refuse(peer, ws, bytes, &e, view),
             }
         }
@@ -281,15 +289,15 @@ impl Engine {
                 .flatten()
                 .or_else(|| uncommitted.get(&(ws, *a, s)).copied())
         });
-        let mut good = Vec::new();
+        let mut good: Vec<(u32, Bundle)> = Vec::new();
         // Verified copies not kept (already held): an unsigned bundle that is
         // kept travels with the signed successor that vouches for it, so the
         // store can verify the run on its own.
-        let mut vouchers: BTreeMap<(ActorId, u64), Bundle> = BTreeMap::new();
+        let mut vouchers: BTreeMap<(ActorId, u64), (u32, Bundle)> = BTreeMap::new();
         // One read of what is held, not one per bundle (a copy set aside as
         // damaged counts as not held: the store restores it from this one).
         let held_ranges = view.ranges(&ws).unwrap_or_default();
-        for (b, res) in decoded.into_iter().zip(results) {
+        for ((b, res), place) in decoded.into_iter().zip(results).zip(places) {
             let (author, seq) = (b.body().author, b.body().seq);
             match res {
                 Ok(()) => {
@@ -300,9 +308,9 @@ impl Engine {
                         .and_then(|sh| sh.wanted.get(&author))
                         .is_some_and(|w| w.contains(seq));
                     if wanted && !held {
-                        good.push(b);
+                        good.push((place, b));
                     } else {
-                        vouchers.insert((author, seq), b);
+                        vouchers.insert((author, seq), (place, b));
                     }
                 }
                 // An honest holder may lack a signature for a run tail; ask elsewhere.
@@ -334,9 +342,9 @@ impl Engine {
         if !vouchers.is_empty() {
             let kept: std::collections::BTreeSet<(ActorId, u64)> = good
                 .iter()
-                .map(|b| (b.body().author, b.body().seq))
+                .map(|(_, b)| (b.body().author, b.body().seq))
                 .collect();
-            for b in &good {
+            for (_, b) in &good {
                 let (author, mut seq) = (b.body().author, b.body().seq);
                 let mut signed = b.signature().is_some();
                 while !signed {
@@ -346,7 +354,7 @@ impl Engine {
                     }
                     match vouchers.remove(&(author, seq)) {
                         Some(v) => {
-                            signed = v.signature().is_some();
+                            signed = v.1.signature().is_some();
                             extra.push(v);
                         }
                         None => break,
@@ -355,7 +363,9 @@ impl Engine {
             }
         }
         good.extend(extra);
-        good.sort_by_key(|b| (b.body().author, b.body().seq));
+        good.sort_by_key(|(_, b)| (b.body().author, b.body().seq));
+        let (picks, good): (Vec<u32>, Vec<Bundle>) = good.into_iter().unzip();
+        let wire = (!payload.is_empty()).then(|| WireCopy::new(payload, picks, &good));
         let mut slots = Vec::with_capacity(good.len());
         for b in &good {
             let k = (ws, b.body().author, b.body().seq);
@@ -375,6 +385,7 @@ impl Engine {
             workspace: ws,
             batch_id: local,
             bundles: good,
+            wire,
         });
     }
 

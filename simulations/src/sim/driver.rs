@@ -306,6 +306,7 @@ impl Sim {
                     workspace,
                     batch_id,
                     bundles,
+                    ..
                 } => {
                     if !self.nodes[i].member(&workspace) {
                         return Err(SimError::Safety(format!(
