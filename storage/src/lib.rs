@@ -117,6 +117,7 @@ pub mod commit;
 mod entity;
 pub mod error;
 pub mod export;
+mod file_backend;
 mod fork;
 mod held;
 mod journal;
@@ -192,11 +193,20 @@ impl Store {
     /// returned (see the `journal` module).
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
         let path = path.as_ref();
+        // Opened as redb's own `create` opens it, behind a backend that
+        // holds back the syncs after the file grows (`file_backend`).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(redb::DatabaseError::from)?;
         let mut store = Self::init(
             Database::builder()
                 .set_check_integrity_on_open(true)
                 .set_cache_size(CACHE_BYTES)
-                .create(path)?,
+                .create_with_backend(file_backend::GrowthDeferred::new(file)?)?,
         )?;
         let (id, applied) = store.journal_marks()?;
         let (j, pending) =
