@@ -42,14 +42,8 @@ fn holds(s: &Store, ws: &WorkspaceId, b: &Bundle) -> bool {
 /// deferred batch that no flush covered. Returns (durable, flushed,
 /// unflushed) bundles.
 fn fixture(path: &Path) -> (Store, Vec<Bundle>, Vec<Bundle>, Vec<Bundle>) {
-    let s = Store::open(path).unwrap();
+    let s = show_store(path);
     let ws = test_workspace().workspace_id();
-    s.add_workspace(&WorkspaceInfo::new(
-        test_workspace(),
-        "Tour",
-        WorkspaceKind::Show,
-    ))
-    .unwrap();
     let (_, a) = chain(1, 10);
     // Deferred and flushed, past a checkpoint: the journal that follows
     // starts at a record above the first.
