@@ -211,11 +211,7 @@ impl Journal {
             Mode::Local => (0u8, ""),
             Mode::Remote(s) => (1u8, s.as_str()),
         };
-        self.buf.push(m);
-        self.buf.extend_from_slice(&ws.0);
-        self.buf
-            .extend_from_slice(&(source.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(source.as_bytes());
+        self.group_head(m, ws, source);
         self.buf.extend_from_slice(&count.to_le_bytes());
     }
 
@@ -223,15 +219,8 @@ impl Journal {
     /// payload, the picked items and their digest ([`WireCopy`]); reading
     /// the record decodes it back into the same bundles.
     pub(crate) fn wire_group(&mut self, source: &str, ws: &WorkspaceId, wire: &WireCopy) {
-        self.buf.push(MODE_WIRE);
-        self.buf.extend_from_slice(&ws.0);
-        self.buf
-            .extend_from_slice(&(source.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(source.as_bytes());
-        let payload = wire.payload();
-        self.buf
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(payload);
+        self.group_head(MODE_WIRE, ws, source);
+        self.sized(wire.payload());
         let picks = wire.picks();
         self.buf
             .extend_from_slice(&(picks.len() as u32).to_le_bytes());
@@ -243,6 +232,18 @@ impl Journal {
 
     /// Appends one bundle's bytes to the current group.
     pub(crate) fn bundle(&mut self, bytes: &[u8]) {
+        self.sized(bytes);
+    }
+
+    /// What every group starts with: its kind, workspace and source.
+    fn group_head(&mut self, kind: u8, ws: &WorkspaceId, source: &str) {
+        self.buf.push(kind);
+        self.buf.extend_from_slice(&ws.0);
+        self.sized(source.as_bytes());
+    }
+
+    /// Appends `bytes` after their length (u32 LE).
+    fn sized(&mut self, bytes: &[u8]) {
         self.buf
             .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(bytes);
