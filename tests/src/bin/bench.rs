@@ -11,10 +11,13 @@
 //!   `up_to_date` event, every bundle committed to its store;
 //! - bytes on the wire: sync frames both ways as the engines count them
 //!   (before noise/yamux framing);
-//! - catch-up of 1,000 bundles at 1M, three times (`--catchups N` for more;
-//!   every time must be fast), each between two freshly started nodes;
+//! - catch-up of 1,000 bundles at 1M, twenty times (three with `--quick`,
+//!   `--catchups N` for another count; every time must be fast), each
+//!   between two freshly started nodes;
 //! - no-op re-sync at 1M: time and bytes;
-//! - peak RSS of each process (VmHWM) after the full sync;
+//! - peak RSS of each process (VmHWM) after the full sync, and the CPU each
+//!   used during it, with their share of the machine's cores (both nodes
+//!   run on one machine here, so a sync bounded by CPU shows near 100 %);
 //! - local commit → visible on the peer, p50/p99 over 200 edits through the
 //!   local API.
 //!
@@ -30,7 +33,7 @@
 //! Run: `cargo run --release -p troupe-tests --bin bench` (add `-- --quick`
 //! for a quicker run, `-- --bundles 20000` for another history size, and
 //! `-- --only asset,assets` for some parts: sync, asset, assets, commit;
-//! `-- --catchups 20` for more catch-ups;
+//! `-- --catchups 50` for more catch-ups;
 //! `-- --keep` to keep the data dirs and node logs, with `BENCH_LOG` as the
 //! nodes' `RUST_LOG`).
 //! Everything stays on 127.0.0.1 with mDNS off.
@@ -207,24 +210,20 @@ fn seed(dir: &Path, ws: &WorkspaceId, from: usize, n: usize) -> anyhow::Result<(
     Ok(())
 }
 
-/// Waits on an event stream for `sync_started` then `up_to_date`; returns
-/// the time between them.
-async fn sync_time(events: &mut tokio::sync::mpsc::Receiver<Json>) -> anyhow::Result<Duration> {
-    let mut started: Option<Instant> = None;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+/// Waits on an event stream for an event of type `kind`; returns when it
+/// arrived.
+async fn event(
+    events: &mut tokio::sync::mpsc::Receiver<Json>,
+    kind: &str,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<Instant> {
     loop {
         let ev = tokio::time::timeout_at(deadline, events.recv())
             .await
-            .context("timed out waiting for sync")?
+            .with_context(|| format!("timed out waiting for {kind}"))?
             .context("event stream ended")?;
-        match ev["type"].as_str() {
-            Some("sync_started") => started = started.or(Some(Instant::now())),
-            Some("up_to_date") => {
-                if let Some(t) = started {
-                    return Ok(t.elapsed());
-                }
-            }
-            _ => {}
+        if ev["type"].as_str() == Some(kind) {
+            return Ok(Instant::now());
         }
     }
 }
@@ -236,24 +235,42 @@ async fn sync_bytes(a: &ApiClient, b: &ApiClient) -> anyhow::Result<u64> {
         + sb["sync"]["bytes_sent"].as_u64().unwrap_or(0))
 }
 
+/// One timed sync between two fresh nodes.
+struct Session {
+    a: Proc,
+    b: Proc,
+    took: Duration,
+    /// Sync frames both ways, as the engines count them.
+    bytes: u64,
+    /// CPU seconds (sender, receiver) from `sync_started` to `up_to_date`.
+    cpu: (f64, f64),
+}
+
 /// Starts B (waiting), subscribes to its events, then starts A dialling B,
-/// and times B's catch-up. Returns (A, B, time, bytes).
-async fn session(
-    a_dir: &Path,
-    b_dir: &Path,
-    tag: &str,
-) -> anyhow::Result<(Proc, Proc, Duration, u64)> {
+/// and times B's sync from `sync_started` to `up_to_date`.
+async fn session(a_dir: &Path, b_dir: &Path, tag: &str) -> anyhow::Result<Session> {
     let b = Proc::up(b_dir, &format!("{tag}.log"), &[])?;
     let b_api = b.api().await?;
     let mut events = b_api.events().await?;
     let b_addr = b.address().await?;
     let a = Proc::up(a_dir, &format!("{tag}.log"), &[b_addr])?;
-    let t = sync_time(&mut events).await?;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let started = event(&mut events, "sync_started", deadline).await?;
+    let cpu0 = (a.cpu_secs(), b.cpu_secs());
+    event(&mut events, "up_to_date", deadline).await?;
+    let took = started.elapsed();
+    let cpu = (a.cpu_secs() - cpu0.0, b.cpu_secs() - cpu0.1);
     let a_api = a.api().await?;
     // Let the last acknowledgements land before reading the counters.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let bytes = sync_bytes(&a_api, &b_api).await?;
-    Ok((a, b, t, bytes))
+    Ok(Session {
+        a,
+        b,
+        took,
+        bytes,
+        cpu,
+    })
 }
 
 /// Node start → discovered by mDNS and up to date, in two namespaces the
@@ -577,7 +594,7 @@ async fn main() -> anyhow::Result<()> {
     let mut only: Vec<String> = Vec::new();
     let mut keep = false;
     let mut args = std::env::args().skip(1);
-    let usage = "use --bundles N, --quick, --clients N[,N…] (default 8,64), --commits N (local commits per client count, default 20000), --catchups N (1,000-bundle catch-ups, default 3), --only sync|asset|assets|commit (repeatable or comma-separated), --keep (keep the data dirs and logs)";
+    let usage = "use --bundles N, --quick, --clients N[,N…] (default 8,64), --commits N (local commits per client count, default 20000), --catchups N (1,000-bundle catch-ups, default 20, 3 with --quick), --only sync|asset|assets|commit (repeatable or comma-separated), --keep (keep the data dirs and logs)";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bundles" => bundles = Some(args.next().context("--bundles N")?.parse()?),
@@ -624,7 +641,8 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut figures = serde_json::Map::new();
     if run("sync") {
-        let (r, j) = sync_part(tmp.path(), bundles, catchups.unwrap_or(3)).await?;
+        let rounds = catchups.unwrap_or(if quick { 3 } else { 20 });
+        let (r, j) = sync_part(tmp.path(), bundles, rounds).await?;
         rows.extend(r);
         if let Json::Object(m) = j {
             figures.extend(m);
@@ -732,12 +750,19 @@ async fn sync_part(
     eprintln!("seeded in {:.1} s", t.elapsed().as_secs_f64());
 
     // 1. Full sync to an empty peer.
-    let (a, b, full, full_bytes) = session(&a_dir, &b_dir, "full").await?;
+    let Session {
+        a,
+        b,
+        took: full,
+        bytes: full_bytes,
+        cpu: (cpu_a, cpu_b),
+    } = session(&a_dir, &b_dir, "full").await?;
     let rss_a = a.peak_rss_kib();
     let rss_b = b.peak_rss_kib();
-    let (cpu_a, cpu_b) = (a.cpu_secs(), b.cpu_secs());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let busy = (cpu_a + cpu_b) / (cores as f64 * full.as_secs_f64()) * 100.0;
     eprintln!(
-        "CPU used since start, through the full sync: sender {cpu_a:.2} s, receiver {cpu_b:.2} s"
+        "CPU during the full sync: sender {cpu_a:.2} s, receiver {cpu_b:.2} s, {busy:.0} % of {cores} cores"
     );
     let b_status = b.api().await?.get("/v1/status").await?;
     let committed = b_status["sync"]["bundles_committed"].as_u64().unwrap_or(0);
@@ -789,7 +814,13 @@ async fn sync_part(
     for round in 0..rounds {
         seed(&a_dir, &ws, next, 1_000)?;
         next += 1_000;
-        let (a, b, t, bytes) = session(&a_dir, &b_dir, &format!("catchup{round}")).await?;
+        let Session {
+            a,
+            b,
+            took: t,
+            bytes,
+            ..
+        } = session(&a_dir, &b_dir, &format!("catchup{round}")).await?;
         eprintln!(
             "catch-up {round}: {:.1} ms, {bytes} bytes",
             t.as_secs_f64() * 1000.0
@@ -801,7 +832,13 @@ async fn sync_part(
     }
 
     // 4. No-op re-sync.
-    let (a, b, noop, noop_bytes) = session(&a_dir, &b_dir, "noop").await?;
+    let Session {
+        a,
+        b,
+        took: noop,
+        bytes: noop_bytes,
+        ..
+    } = session(&a_dir, &b_dir, "noop").await?;
     eprintln!(
         "no-op: {:.1} ms, {noop_bytes} bytes",
         noop.as_secs_f64() * 1000.0
@@ -863,7 +900,7 @@ async fn sync_part(
             "noop_ms": noop.as_secs_f64() * 1000.0,
             "noop_bytes": noop_bytes,
             "peak_rss_kib": {"sender": rss_a, "receiver": rss_b},
-            "cpu_s_through_full_sync": {"sender": cpu_a, "receiver": cpu_b},
+            "cpu_s_during_full_sync": {"sender": cpu_a, "receiver": cpu_b, "cores": cores},
             "commit_visible_ms": {"p50": p50, "p99": p99},
             "commit_answered_ms": {"p50": a50, "p99": a99},
             "mdns_start_to_synced_s": mdns.as_ref().ok(),
