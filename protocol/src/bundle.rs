@@ -157,6 +157,8 @@ impl BundleBody {
         let bytes = frame(signature.as_ref(), &body_bytes);
         Ok(Bundle {
             body: self,
+            // Made here with the author's key (checked above) over this hash.
+            signature_known_good: signature.is_some(),
             signature,
             hash,
             bytes,
@@ -181,12 +183,28 @@ fn frame(signature: Option<&Signature>, body: &[u8]) -> Vec<u8> {
 /// the caps; the signature and chain are checked by [`Bundle::check_signature`]
 /// and [`crate::verify`], because a run of chained bundles needs only one
 /// signature check.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Bundle {
     body: BundleBody,
     signature: Option<Signature>,
     hash: BundleHash,
     bytes: Vec<u8>,
+    /// The signature was verified (or made) for this very copy: set only
+    /// by a check that succeeded ([`Bundle::pre_check_signature`]) or by
+    /// signing, never by decoding, so [`Bundle::check_signature`] can answer
+    /// from it. The fields above never change after construction.
+    signature_known_good: bool,
+}
+
+/// Two copies are equal when their bytes (and so body, signature and hash)
+/// are: whether a copy's signature was checked already is not part of it.
+impl PartialEq for Bundle {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && self.signature == other.signature
+            && self.bytes == other.bytes
+            && self.body == other.body
+    }
 }
 
 impl Bundle {
@@ -210,6 +228,7 @@ impl Bundle {
                 signature,
                 hash,
                 bytes,
+                signature_known_good: false,
             }),
             Err(e) => Err((e, bytes)),
         }
@@ -268,13 +287,34 @@ impl Bundle {
         let Some(sig) = &self.signature else {
             return Err(VerifyError::Unsigned { seq: self.body.seq });
         };
-        if crypto::verify_body(&self.body.author, &self.hash.0, sig) {
+        if self.signature_known_good || crypto::verify_body(&self.body.author, &self.hash.0, sig) {
             Ok(())
         } else {
             Err(VerifyError::Signature {
                 author: self.body.author,
             })
         }
+    }
+
+    /// [`Bundle::check_signature`] now, remembering a success in this copy so
+    /// that a later check answers without the ed25519 work. A receiver does
+    /// this where a frame is decoded, off the store's one thread, for the
+    /// bundles whose signatures verification will ask for (the tails of
+    /// runs); a failure is not remembered and is found again, and blamed,
+    /// by the verification that asks.
+    ///
+    /// # Errors
+    /// As [`Bundle::check_signature`].
+    pub fn pre_check_signature(&mut self) -> Result<(), VerifyError> {
+        self.check_signature()?;
+        self.signature_known_good = true;
+        Ok(())
+    }
+
+    /// Whether a check of this copy's signature succeeded already (tests).
+    #[cfg(test)]
+    pub(crate) fn signature_known_good(&self) -> bool {
+        self.signature_known_good
     }
 
     /// This bundle without its signature, for sending inside a run that ends in
@@ -286,6 +326,7 @@ impl Bundle {
             signature: None,
             hash: self.hash,
             bytes: frame(None, &self.bytes[at..]),
+            signature_known_good: false,
         }
     }
 

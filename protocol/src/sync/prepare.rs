@@ -10,6 +10,9 @@
 //! same inside the engine: both paths decode with the same code, in the same
 //! order, and the engine judges the result exactly as before (nothing here
 //! is trusted: verification, blame and refusals all stay in the engine).
+//! The one piece of verification done here is the costly, stateless one:
+//! the signatures of run tails, whose successes each copy remembers
+//! ([`Bundle::pre_check_signature`]) so the store's thread skips that work.
 
 use crate::bundle::Bundle;
 use crate::error::VerifyError;
@@ -62,5 +65,81 @@ pub(crate) fn batch_items(codec: &mut BatchCodec, data: &[u8]) -> BatchItems {
         last = item.as_ref().ok().map(Bundle::hash);
         items.push(item);
     }
+    pre_check_tails(&mut items);
     Ok(items)
+}
+
+/// Checks, here, the signatures that verification will ask for: those of
+/// the bundles that end a run of one author's consecutive seqs in the batch
+/// (a sender signs the tail of each run it sends and leaves the interior
+/// unsigned). Their successes are remembered in each copy
+/// ([`Bundle::pre_check_signature`]), so the engine's and the store's
+/// verification on the store's thread do not pay for them again; nothing is
+/// decided here. At most one check per signed item, as verification could
+/// ask for anyway.
+fn pre_check_tails(items: &mut [Result<Bundle, (VerifyError, Vec<u8>)>]) {
+    for i in 0..items.len() {
+        let next = match items.get(i + 1) {
+            Some(Ok(n)) => Some((n.body().author, n.body().seq)),
+            _ => None,
+        };
+        if let Some(Ok(b)) = items.get_mut(i) {
+            let body = b.body();
+            let continued = next == Some((body.author, body.seq.saturating_add(1)));
+            if b.signature().is_some() && !continued {
+                let _ = b.pre_check_signature();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::chain;
+
+    /// Items as a sender sends two runs: interior copies unsigned, each
+    /// run's tail signed; the second run's tail carries a bad signature.
+    fn two_runs() -> Vec<Vec<u8>> {
+        let (_, a) = chain(1, 3);
+        let (_, b) = chain(2, 2);
+        let mut items: Vec<Vec<u8>> = Vec::new();
+        for run in [&a, &b] {
+            for (i, x) in run.iter().enumerate() {
+                let copy = if i + 1 == run.len() {
+                    x.clone()
+                } else {
+                    x.without_signature()
+                };
+                items.push(copy.bytes().to_vec());
+            }
+        }
+        let last = items.last_mut().expect("five items");
+        last[10] ^= 0x40;
+        items
+    }
+
+    #[test]
+    fn the_signatures_of_run_tails_are_checked_where_the_batch_is_decoded() {
+        let items = two_runs();
+        let mut codec = BatchCodec::default();
+        let data = codec.encode(items.iter().map(|i| (false, i.as_slice())));
+        let decoded = batch_items(&mut codec, &data).expect("the batch decodes");
+        let known: Vec<bool> = decoded
+            .iter()
+            .map(|i| {
+                i.as_ref()
+                    .expect("each item decodes")
+                    .signature_known_good()
+            })
+            .collect();
+        // The good tail is remembered; the interior has no signature; the
+        // forged tail is left for verification to find and blame.
+        assert_eq!(known, vec![false, false, true, false, false]);
+        let forged = decoded[4].as_ref().expect("decodes");
+        assert!(matches!(
+            forged.check_signature(),
+            Err(VerifyError::Signature { .. })
+        ));
+    }
 }

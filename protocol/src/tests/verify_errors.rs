@@ -62,6 +62,44 @@ fn signature_by_another_key_is_refused() {
 }
 
 #[test]
+fn a_signature_check_that_failed_is_not_remembered() {
+    let (ws, b) = chain(1, 1);
+    let mut bytes = b[0].bytes().to_vec();
+    bytes[10] ^= 0x40;
+    let mut forged = Bundle::decode(bytes).unwrap();
+    assert!(matches!(
+        forged.pre_check_signature(),
+        Err(VerifyError::Signature { .. })
+    ));
+    assert!(!forged.signature_known_good());
+    assert!(matches!(
+        forged.check_signature(),
+        Err(VerifyError::Signature { .. })
+    ));
+    let verdicts = verify_bundles(&ws, std::slice::from_ref(&forged), |_, _| None);
+    assert!(matches!(verdicts[0], Err(VerifyError::Signature { .. })));
+}
+
+#[test]
+fn a_remembered_signature_check_belongs_to_its_copy_and_not_to_equality() {
+    let (_, b) = chain(1, 1);
+    let mut checked = Bundle::decode(b[0].bytes().to_vec()).unwrap();
+    let fresh = Bundle::decode(b[0].bytes().to_vec()).unwrap();
+    assert!(!checked.signature_known_good(), "decoding checks nothing");
+    checked.pre_check_signature().unwrap();
+    assert!(checked.signature_known_good());
+    assert!(checked.check_signature().is_ok());
+    assert_eq!(checked, fresh);
+    // A copy without its signature has nothing to remember.
+    let bare = checked.without_signature();
+    assert!(!bare.signature_known_good());
+    assert!(matches!(
+        bare.check_signature(),
+        Err(VerifyError::Unsigned { seq: 1 })
+    ));
+}
+
+#[test]
 fn broken_chain_is_a_chain_error() {
     let (ws, b) = chain(1, 3);
     assert!(matches!(
