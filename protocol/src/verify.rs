@@ -20,8 +20,6 @@
 //! or in the caller's store) is a fork, the same author and seq with two
 //! histories, and is refused whole.
 
-use std::collections::BTreeMap;
-
 use crate::bundle::Bundle;
 use crate::error::VerifyError;
 use crate::ids::{ActorId, BundleHash, WorkspaceId};
@@ -39,8 +37,11 @@ pub fn verify_bundles(
     mut known_prev: impl FnMut(&ActorId, u64) -> Option<BundleHash>,
 ) -> Vec<Result<(), VerifyError>> {
     let mut results: Vec<Result<(), VerifyError>> = vec![Ok(()); bundles.len()];
-    // Index by (author, seq); a second, different bundle for the same slot is a fork.
-    let mut slots: BTreeMap<(ActorId, u64), usize> = BTreeMap::new();
+    let slot = |i: usize| (bundles[i].body().author, bundles[i].body().seq);
+    // The bundles of this workspace in (author, seq) order. The sort is
+    // stable, so of several copies of one slot the first given leads; a
+    // batch arrives in this order already, which the sort finds in one pass.
+    let mut order: Vec<usize> = Vec::with_capacity(bundles.len());
     for (i, b) in bundles.iter().enumerate() {
         let body = b.body();
         if body.workspace != *workspace {
@@ -50,16 +51,28 @@ pub fn verify_bundles(
             });
             continue;
         }
-        match slots.get(&(body.author, body.seq)) {
-            Some(&j) if bundles[j].hash() != b.hash() => {
-                results[i] = Err(VerifyError::Chain {
-                    seq: body.seq,
-                    why: "two different bundles for the same seq (fork)",
-                });
+        order.push(i);
+    }
+    order.sort_by_key(|&x| slot(x));
+    // One entry per slot: its first copy. A second, different bundle for the
+    // same slot is a fork; an exact duplicate shares the first copy's verdict
+    // (`first_of`, below).
+    let mut slots: Vec<usize> = Vec::with_capacity(order.len());
+    let mut first_of: Vec<Option<usize>> = vec![None; bundles.len()];
+    for &i in &order {
+        match slots.last() {
+            Some(&j) if slot(j) == slot(i) => {
+                first_of[i] = Some(j);
+                if bundles[j].hash() != bundles[i].hash() {
+                    results[i] = Err(VerifyError::Chain {
+                        seq: slot(i).1,
+                        why: "two different bundles for the same seq (fork)",
+                    });
+                }
             }
-            Some(_) => {} // exact duplicate: shares the first copy's verdict below
-            None => {
-                slots.insert((body.author, body.seq), i);
+            _ => {
+                slots.push(i);
+                first_of[i] = Some(i);
             }
         }
     }
@@ -78,7 +91,8 @@ pub fn verify_bundles(
     }
     let mut runs: Vec<Run> = Vec::new();
     let mut last: Option<(ActorId, u64, usize)> = None;
-    for (&(author, seq), &i) in &slots {
+    for &i in &slots {
+        let (author, seq) = slot(i);
         let b = &bundles[i];
         let follows = matches!(last, Some((a, s, _)) if a == author && s + 1 == seq);
         match (follows, last) {
@@ -150,7 +164,7 @@ pub fn verify_bundles(
     // signature holds, but its link points at bytes we refused: it stays valid;
     // the refused predecessor becomes a hole that repair fills.
     for (i, b) in bundles.iter().enumerate() {
-        if let Some(&j) = slots.get(&(b.body().author, b.body().seq))
+        if let Some(j) = first_of[i]
             && j != i
             && bundles[j].hash() == b.hash()
         {
@@ -239,5 +253,51 @@ mod tests {
             "{:?}",
             res[2]
         );
+    }
+
+    proptest::proptest! {
+        /// Without forks, a bundle's verdict is the same whatever the order
+        /// and duplication of what is given: two authors' runs with their
+        /// interior signatures stripped, some tails spoiled, shuffled, with
+        /// copies repeated.
+        #[test]
+        fn verdicts_do_not_depend_on_order_or_repeats(
+            spoil in proptest::collection::vec(proptest::bool::ANY, 2),
+            cut in 1u64..7,
+            order in proptest::collection::vec(proptest::num::usize::ANY, 0..24),
+        ) {
+            let (ws, a) = chain(1, 8);
+            let (_, b) = chain(2, 5);
+            // Each author sends two runs, split at `cut`; the first run's
+            // tail (signed) is spoiled when asked, so its run is refused.
+            let mut given: Vec<Bundle> = Vec::new();
+            for (run, spoiled) in [(&a, spoil[0]), (&b, spoil[1])] {
+                let cut = (cut as usize).min(run.len() - 1);
+                for (i, x) in run.iter().enumerate() {
+                    let tail = i + 1 == cut || i + 1 == run.len();
+                    let mut copy = if tail { x.clone() } else { x.without_signature() };
+                    if spoiled && i + 1 == cut {
+                        let mut bytes = copy.bytes().to_vec();
+                        bytes[5] ^= 1;
+                        copy = Bundle::decode(bytes).expect("a spoiled signature decodes");
+                    }
+                    given.push(copy);
+                }
+            }
+            let expected = verify_bundles(&ws, &given, |_, _| None);
+            let by_hash: std::collections::BTreeMap<_, _> = given
+                .iter()
+                .zip(&expected)
+                .map(|(b, r)| (b.hash(), r.is_ok()))
+                .collect();
+            // A shuffled selection with repeats, plus every copy once.
+            let mut mixed: Vec<Bundle> =
+                order.iter().map(|&k| given[k % given.len()].clone()).collect();
+            mixed.extend(given.iter().rev().cloned());
+            let got = verify_bundles(&ws, &mixed, |_, _| None);
+            for (b, r) in mixed.iter().zip(&got) {
+                proptest::prop_assert_eq!(r.is_ok(), by_hash[&b.hash()], "seq {}", b.body().seq);
+            }
+        }
     }
 }
