@@ -27,6 +27,13 @@ pub const MAX_BATCH_BUNDLES: usize = BATCH_BUNDLES + RUN_EXTENSION;
 /// Most plain (decompressed) bytes a receiver accepts for one batch; bounds
 /// decompression memory whatever the compressed size.
 pub const MAX_BATCH_PLAIN: usize = 16 * 1024 * 1024;
+/// Run tails whose signatures the reader checks where a batch is decoded,
+/// at most, per batch (see `prepare`). A sender's batch holds one run per
+/// author, so a handful covers any honest batch; the cap keeps a peer that
+/// is not (yet) a proven member from making the reader check hundreds of
+/// signatures a frame before the engine has judged it. Tails past it are
+/// checked by verification, on the store's thread, as before.
+pub const MAX_PRE_CHECKS: usize = 8;
 /// Batches a sender keeps unacknowledged per (peer, workspace). Four keep the
 /// pipe busy while the receiver commits and let a receiver that falls behind
 /// commit the batches waiting for it in one transaction and one disk flush

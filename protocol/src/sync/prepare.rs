@@ -18,6 +18,7 @@ use crate::bundle::Bundle;
 use crate::error::VerifyError;
 use crate::ids::BundleHash;
 
+use super::limits::MAX_PRE_CHECKS;
 use super::message::{BatchCodec, Message, restore_prev_hash};
 
 /// A batch's items once decoded: each a bundle, or why it is not one and
@@ -72,13 +73,16 @@ pub(crate) fn batch_items(codec: &mut BatchCodec, data: &[u8]) -> BatchItems {
 /// Checks, here, the signatures that verification will ask for: those of
 /// the bundles that end a run of one author's consecutive seqs in the batch
 /// (a sender signs the tail of each run it sends and leaves the interior
-/// unsigned). Their successes are remembered in each copy
-/// ([`Bundle::pre_check_signature`]), so the engine's and the store's
-/// verification on the store's thread do not pay for them again; nothing is
-/// decided here. At most one check per signed item, as verification could
-/// ask for anyway.
+/// unsigned), up to [`MAX_PRE_CHECKS`]. Their successes are remembered in
+/// each copy ([`Bundle::pre_check_signature`]), so the engine's and the
+/// store's verification on the store's thread do not pay for them again;
+/// nothing is decided here.
 fn pre_check_tails(items: &mut [Result<Bundle, (VerifyError, Vec<u8>)>]) {
+    let mut checks = 0;
     for i in 0..items.len() {
+        if checks == MAX_PRE_CHECKS {
+            return;
+        }
         let next = match items.get(i + 1) {
             Some(Ok(n)) => Some((n.body().author, n.body().seq)),
             _ => None,
@@ -87,6 +91,7 @@ fn pre_check_tails(items: &mut [Result<Bundle, (VerifyError, Vec<u8>)>]) {
             let body = b.body();
             let continued = next == Some((body.author, body.seq.saturating_add(1)));
             if b.signature().is_some() && !continued {
+                checks += 1;
                 let _ = b.pre_check_signature();
             }
         }
@@ -141,5 +146,26 @@ mod tests {
             forged.check_signature(),
             Err(VerifyError::Signature { .. })
         ));
+    }
+
+    #[test]
+    fn a_batch_of_many_signed_tails_gets_only_a_few_checked_here() {
+        // Every other bundle of a chain, each signed: every one is a tail.
+        let (_, a) = chain(3, 40);
+        let items: Vec<Vec<u8>> = a.iter().step_by(2).map(|b| b.bytes().to_vec()).collect();
+        let mut codec = BatchCodec::default();
+        let data = codec.encode(items.iter().map(|i| (false, i.as_slice())));
+        let decoded = batch_items(&mut codec, &data).expect("the batch decodes");
+        let known = decoded
+            .iter()
+            .filter(|i| i.as_ref().is_ok_and(Bundle::signature_known_good))
+            .count();
+        assert_eq!(known, MAX_PRE_CHECKS);
+        // The rest still verify where verification asks.
+        assert!(
+            decoded
+                .iter()
+                .all(|i| i.as_ref().is_ok_and(|b| b.check_signature().is_ok()))
+        );
     }
 }
