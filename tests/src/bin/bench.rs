@@ -246,17 +246,51 @@ struct Session {
     cpu: (f64, f64),
 }
 
+/// Two nodes whose sync has just started, and B's event stream.
+struct Started {
+    a: Proc,
+    b: Proc,
+    b_api: ApiClient,
+    events: tokio::sync::mpsc::Receiver<Json>,
+    /// When B reported `sync_started`, and both processes' CPU seconds then.
+    at: Instant,
+    cpu: (f64, f64),
+    deadline: tokio::time::Instant,
+}
+
 /// Starts B (waiting), subscribes to its events, then starts A dialling B,
-/// and times B's sync from `sync_started` to `up_to_date`.
-async fn session(a_dir: &Path, b_dir: &Path, tag: &str) -> anyhow::Result<Session> {
+/// and waits for B's `sync_started`.
+async fn start_sync(a_dir: &Path, b_dir: &Path, tag: &str) -> anyhow::Result<Started> {
     let b = Proc::up(b_dir, &format!("{tag}.log"), &[])?;
     let b_api = b.api().await?;
     let mut events = b_api.events().await?;
     let b_addr = b.address().await?;
     let a = Proc::up(a_dir, &format!("{tag}.log"), &[b_addr])?;
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    let started = event(&mut events, "sync_started", deadline).await?;
-    let cpu0 = (a.cpu_secs(), b.cpu_secs());
+    let at = event(&mut events, "sync_started", deadline).await?;
+    let cpu = (a.cpu_secs(), b.cpu_secs());
+    Ok(Started {
+        a,
+        b,
+        b_api,
+        events,
+        at,
+        cpu,
+        deadline,
+    })
+}
+
+/// Times B's sync from `sync_started` to `up_to_date`.
+async fn session(a_dir: &Path, b_dir: &Path, tag: &str) -> anyhow::Result<Session> {
+    let Started {
+        a,
+        b,
+        b_api,
+        mut events,
+        at: started,
+        cpu: cpu0,
+        deadline,
+    } = start_sync(a_dir, b_dir, tag).await?;
     event(&mut events, "up_to_date", deadline).await?;
     let took = started.elapsed();
     let cpu = (a.cpu_secs() - cpu0.0, b.cpu_secs() - cpu0.1);
@@ -418,14 +452,15 @@ async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow:
     let (a_dir, b_dir, ws) = pair(tmp, tag)?;
     eprintln!("seeding {count} assets of {size} bytes into A's store…");
     seed_assets(&a_dir, &ws, count, size)?;
-    let b = Proc::up(&b_dir, &format!("{tag}.log"), &[])?;
-    let b_api = b.api().await?;
-    let mut events = b_api.events().await?;
-    let b_addr = b.address().await?;
-    let a = Proc::up(&a_dir, &format!("{tag}.log"), &[b_addr])?;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut started: Option<Instant> = None;
-    let mut cpu_at_start = (0.0, 0.0);
+    let Started {
+        a,
+        b,
+        b_api,
+        mut events,
+        at: started,
+        cpu: cpu_at_start,
+        deadline,
+    } = start_sync(&a_dir, &b_dir, tag).await?;
     let mut received = 0usize;
     let mut lagged = false;
     while received < count && !lagged {
@@ -434,10 +469,6 @@ async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow:
             .context("timed out waiting for assets")?
             .context("event stream ended")?;
         match ev["type"].as_str() {
-            Some("sync_started") if started.is_none() => {
-                started = Some(Instant::now());
-                cpu_at_start = (a.cpu_secs(), b.cpu_secs());
-            }
             Some("asset_received") => received += 1,
             Some("asset_unavailable") => bail!(
                 "B was told an asset is unavailable: {ev}\nB's log:\n{}",
@@ -448,7 +479,7 @@ async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow:
             _ => {}
         }
     }
-    let mut took = started.map(|t| t.elapsed());
+    let mut took = started.elapsed();
     let cpu = (a.cpu_secs() - cpu_at_start.0, b.cpu_secs() - cpu_at_start.1);
     // Every asset must be held (verified) on B; after a lagged event stream
     // this polling is also what ends the measurement.
@@ -473,9 +504,8 @@ async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow:
             bail!("B holds {held} of {count} assets after {DEADLINE:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        took = started.map(|t| t.elapsed());
+        took = started.elapsed();
     }
-    let took = took.context("B never saw the sync start")?;
     a.stop().await?;
     b.stop().await?;
     Ok(AssetRun { took, cpu })
