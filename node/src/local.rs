@@ -281,13 +281,33 @@ impl Local {
             bundles.extend(slots.into_iter().zip(signed).map(|((i, a), b)| (i, a, b)));
         }
         bundles.sort_by_key(|(i, ..)| *i);
-        let all: Vec<Bundle> = bundles.iter().map(|(.., b)| b.clone()).collect();
+        // What each answer says, taken before the bundles go to the store.
+        let mut written = Vec::with_capacity(n);
+        let mut all = Vec::with_capacity(n);
+        for (_, advisories, b) in bundles {
+            let body = b.body();
+            written.push((
+                Written {
+                    hash: b.hash(),
+                    workspace: body.workspace,
+                    seq: body.seq,
+                    ops: body.ops.len(),
+                    advisories,
+                },
+                Change::Committed {
+                    workspace: body.workspace,
+                    author: actor,
+                    seq: body.seq,
+                },
+            ));
+            all.push(b);
+        }
         let out = if self.deferred {
-            self.store.commit_local_many_deferred(&all)?
+            self.store.commit_local_many_deferred(all)?
         } else {
             self.store.commit_local_many(&all)?
         };
-        if out.committed.len() != all.len() {
+        if out.committed.len() != n {
             let why = out
                 .quarantined
                 .first()
@@ -295,26 +315,7 @@ impl Local {
                 .unwrap_or_else(|| "not every bundle of the run was applied".into());
             return Err(LocalError::NotApplied(why));
         }
-        Ok(bundles
-            .into_iter()
-            .map(|(_, advisories, b)| {
-                let body = b.body();
-                (
-                    Written {
-                        hash: b.hash(),
-                        workspace: body.workspace,
-                        seq: body.seq,
-                        ops: body.ops.len(),
-                        advisories,
-                    },
-                    Change::Committed {
-                        workspace: body.workspace,
-                        author: actor,
-                        seq: body.seq,
-                    },
-                )
-            })
-            .collect())
+        Ok(written)
     }
 }
 

@@ -80,31 +80,32 @@ impl Store {
     /// # Errors
     /// As [`Store::commit_local`]; one bad bundle refuses the whole group.
     pub fn commit_local_many(&self, bundles: &[Bundle]) -> Result<BatchOutcome, CommitError> {
-        self.commit_local_group(bundles, redb::Durability::Immediate)
+        self.commit_local_group(bundles.to_vec(), redb::Durability::Immediate)
     }
 
     /// [`Store::commit_local_many`] in a write transaction that is not
     /// durable on its own: the group commit of a run of local writes, made
     /// durable by one [`Store::flush`] before any of them is acknowledged.
     /// A run signed once, on its last bundle, verifies here as a whole.
+    /// Takes the bundles (a group commit's run is not copied again).
     ///
     /// # Errors
     /// As [`Store::commit_local_many`].
     pub fn commit_local_many_deferred(
         &self,
-        bundles: &[Bundle],
+        bundles: Vec<Bundle>,
     ) -> Result<BatchOutcome, CommitError> {
         self.commit_local_group(bundles, redb::Durability::None)
     }
 
     fn commit_local_group(
         &self,
-        bundles: &[Bundle],
+        bundles: Vec<Bundle>,
         durability: redb::Durability,
     ) -> Result<BatchOutcome, CommitError> {
         let mut by_ws: BTreeMap<WorkspaceId, Vec<Bundle>> = BTreeMap::new();
         for b in bundles {
-            by_ws.entry(b.body().workspace).or_default().push(b.clone());
+            by_ws.entry(b.body().workspace).or_default().push(b);
         }
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)

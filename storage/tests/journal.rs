@@ -59,7 +59,7 @@ fn fixture(path: &Path) -> (Store, Vec<Bundle>, Vec<Bundle>, Vec<Bundle>) {
     s.commit_batches_deferred(vec![(ws, b[10..20].to_vec(), "peer 2".into())])
         .unwrap();
     let (_, c) = chain(3, 5);
-    s.commit_local_many_deferred(&c).unwrap();
+    s.commit_local_many_deferred(c.clone()).unwrap();
     s.flush().unwrap();
     assert!(!s.journal_waiting());
     let mut flushed = b[..20].to_vec();
@@ -183,7 +183,7 @@ fn a_refused_deferred_commit_leaves_nothing_in_the_journal() {
         s.commit_batch_deferred(&test_workspace().workspace_id(), b.clone(), "peer")
             .is_err()
     );
-    assert!(s.commit_local_many_deferred(&b).is_err());
+    assert!(s.commit_local_many_deferred(b.clone()).is_err());
     assert!(!s.journal_waiting());
     s.flush().unwrap();
     assert!(!journal_of(&path).exists(), "nothing was journaled");
@@ -284,7 +284,7 @@ fn a_kept_batch_that_no_longer_gives_its_bundles_is_left_out_and_later_records_s
         .unwrap();
     // A local edit after it, in a record of its own: the only copy of it.
     let (_, local) = chain(3, 4);
-    s.commit_local_many_deferred(&local).unwrap();
+    s.commit_local_many_deferred(local.clone()).unwrap();
     s.flush().unwrap();
 
     let crashed = dir.path().join("crashed.redb");

@@ -96,7 +96,7 @@ fn child_commits_until_killed() {
                 o
             }
             _ => {
-                let o = store.commit_local_many_deferred(&batch).unwrap();
+                let o = store.commit_local_many_deferred(batch.clone()).unwrap();
                 store.flush().unwrap();
                 o
             }
