@@ -324,6 +324,7 @@ async fn serve(
     let _ = core.shutdown().await;
     root.trigger();
     let _ = std::fs::remove_file(cfg.data_dir.join(local_api::PORT_FILE));
+    let _ = std::fs::remove_file(cfg.data_dir.join(local_api::SOCKET_FILE));
     info!("stopped");
     Ok(())
 }

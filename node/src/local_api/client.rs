@@ -1,15 +1,17 @@
 //! The client the CLI (and the tests) use to talk to a running daemon.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
-use super::{PORT_FILE, TOKEN_FILE};
+use super::{PORT_FILE, SOCKET_FILE, TOKEN_FILE};
 
 /// How long one request may take before the daemon counts as unresponsive.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,24 +64,74 @@ fn answer(status: StatusCode, body: &[u8]) -> Result<serde_json::Value, ClientEr
 pub struct ApiClient {
     /// Port on 127.0.0.1.
     pub port: u16,
+    /// The daemon's socket in its data dir, tried before the port (Unix).
+    socket: Option<PathBuf>,
     token: String,
 }
 
 impl ApiClient {
-    /// A client for a known port and token.
+    /// A client for a known port and token (TCP only).
     pub fn new(port: u16, token: String) -> Self {
-        ApiClient { port, token }
+        ApiClient {
+            port,
+            socket: None,
+            token,
+        }
     }
 
     /// Reads the port and token files in `data_dir`, without contacting anyone.
-    /// `None` if either is missing or unreadable.
+    /// `None` if either is missing or unreadable. Where the data dir has the
+    /// daemon's socket, requests go through it (the port when it refuses).
     pub fn from_data_dir(data_dir: &Path) -> Option<Self> {
         let port = std::fs::read_to_string(data_dir.join(PORT_FILE)).ok()?;
         let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok()?;
+        let socket = data_dir.join(SOCKET_FILE);
         Some(ApiClient {
             port: port.trim().parse().ok()?,
+            socket: (cfg!(unix) && socket.exists()).then_some(socket),
             token: token.trim().to_owned(),
         })
+    }
+
+    /// Whether requests try the daemon's socket first (tests).
+    pub fn uses_socket(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// An HTTP/1 connection to the daemon: its socket if it answers there,
+    /// else 127.0.0.1:`port`. The connection's task ends when the sender is
+    /// dropped (or is aborted through the handle).
+    async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            port: self.port,
+            reason,
+        };
+        #[cfg(unix)]
+        if let Some(path) = &self.socket
+            && let Ok(unix) = tokio::net::UnixStream::connect(path).await
+        {
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(unix))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            return Ok((
+                send,
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                }),
+            ));
+        }
+        let tcp = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok((
+            send,
+            tokio::spawn(async move {
+                let _ = conn.await;
+            }),
+        ))
     }
 
     /// The running daemon for `data_dir`, if one answers an authenticated
@@ -136,13 +188,7 @@ impl ApiClient {
             reason,
         };
         let fut = async {
-            let tcp = TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let conn = tokio::spawn(conn);
+            let (mut send, conn) = self.connect().await?;
             let mut req = match body {
                 Some(_) => Request::post(path),
                 None => Request::get(path),
@@ -185,18 +231,12 @@ impl ApiClient {
             port: self.port,
             reason,
         };
-        let tcp = TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut send, _conn) = self.connect().await?;
         let req = Request::get("/v1/events")
             .header(header::HOST, "127.0.0.1")
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
             .body(Full::new(Bytes::new()))
             .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
         let resp = send
             .send_request(req)
             .await

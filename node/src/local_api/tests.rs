@@ -96,3 +96,76 @@ async fn a_stale_port_file_is_not_a_daemon() {
     assert!(ApiClient::from_data_dir(dir.path()).is_some());
     assert!(ApiClient::detect(dir.path()).await.is_none());
 }
+
+/// One raw HTTP/1.1 request on the data dir's socket; the status line.
+#[cfg(unix)]
+async fn raw_on_socket(dir: &Path, token: Option<&str>) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let stream = tokio::net::UnixStream::connect(dir.join(SOCKET_FILE))
+        .await
+        .unwrap();
+    let mut stream = tokio::io::BufStream::new(stream);
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET /v1/status HTTP/1.1\r\nhost: x\r\n{auth}\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    line.trim_end().to_owned()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dirs_socket_serves_the_same_api_to_its_owner_with_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let (client, _events, shutdown, dir) = serve().await;
+    assert!(client.uses_socket(), "the client prefers the socket");
+    let mode = std::fs::metadata(dir.path().join(SOCKET_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(dir.path().join(TOKEN_FILE)).unwrap();
+    assert_eq!(
+        raw_on_socket(dir.path(), Some(token.trim())).await,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        raw_on_socket(dir.path(), None).await,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    assert_eq!(
+        raw_on_socket(dir.path(), Some(&new_token())).await,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    // The port serves the same.
+    let tcp = ApiClient::new(client.port, token.trim().to_owned());
+    assert!(!tcp.uses_socket());
+    assert_eq!(
+        tcp.get("/v1/status").await.unwrap(),
+        serde_json::json!({ "ok": true })
+    );
+    assert!(shutdown.shutdown(Duration::from_secs(5)).await);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_socket_nobody_listens_on_sends_the_client_to_the_port() {
+    let (_client, _events, shutdown, dir) = serve().await;
+    // What a crashed daemon leaves: the file, with no listener behind it.
+    let path = dir.path().join(SOCKET_FILE);
+    std::fs::remove_file(&path).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(tokio::net::UnixStream::connect(&path).await.is_err());
+    let client = ApiClient::detect(dir.path())
+        .await
+        .expect("found on the port");
+    assert!(client.uses_socket());
+    assert_eq!(
+        client.get("/v1/status").await.unwrap(),
+        serde_json::json!({ "ok": true })
+    );
+    assert!(shutdown.shutdown(Duration::from_secs(5)).await);
+}

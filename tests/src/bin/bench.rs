@@ -28,8 +28,9 @@
 //!   receiver's `asset_received` (bytes hashed and visible), in MB/s, as
 //!   many times as the full sync (`--runs`), each between two new nodes;
 //! - 10,000 assets of 1 KiB the same way, in files/s;
-//! - durable local commits (`set`) through one running node's local API from
-//!   8 and then 64 concurrent keep-alive clients (`--clients`), 20,000 sets
+//! - durable local commits (`set`) through one running node's local API (its
+//!   socket in the data dir, as the CLI goes) from 8 and then 64 concurrent
+//!   keep-alive clients (`--clients`), 20,000 sets
 //!   in all for each (`--commits`; 200,000 crosses the commit journal's
 //!   checkpoints), in bundles/s (group commit: the sets waiting together
 //!   are one transaction).
@@ -539,24 +540,37 @@ async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow:
     Ok(AssetRun { took, cpu })
 }
 
-/// One keep-alive HTTP/1.1 connection to the local API.
+/// A byte stream to the local API: its socket or its TCP port.
+trait ApiIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ApiIo for T {}
+
+/// One keep-alive HTTP/1.1 connection to the local API, through the data
+/// dir's socket where there is one (as the CLI's client goes), else TCP.
 struct KeepAlive {
-    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    stream: tokio::io::BufStream<Box<dyn ApiIo>>,
     token: String,
 }
 
 impl KeepAlive {
     async fn open(dir: &Path) -> anyhow::Result<KeepAlive> {
-        let port: u16 = std::fs::read_to_string(dir.join(troupe_node::local_api::PORT_FILE))?
-            .trim()
-            .parse()?;
-        let token = std::fs::read_to_string(dir.join(troupe_node::local_api::TOKEN_FILE))?
+        use troupe_node::local_api::{PORT_FILE, SOCKET_FILE, TOKEN_FILE};
+        let token = std::fs::read_to_string(dir.join(TOKEN_FILE))?
             .trim()
             .to_owned();
+        #[cfg(unix)]
+        if let Ok(unix) = tokio::net::UnixStream::connect(dir.join(SOCKET_FILE)).await {
+            return Ok(KeepAlive {
+                stream: tokio::io::BufStream::new(Box::new(unix)),
+                token,
+            });
+        }
+        let port: u16 = std::fs::read_to_string(dir.join(PORT_FILE))?
+            .trim()
+            .parse()?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         tcp.set_nodelay(true)?;
         Ok(KeepAlive {
-            stream: tokio::io::BufStream::new(tcp),
+            stream: tokio::io::BufStream::new(Box::new(tcp)),
             token,
         })
     }
@@ -601,8 +615,8 @@ impl KeepAlive {
     }
 }
 
-/// Local `set` commands through a running node's API from `clients`
-/// concurrent keep-alive connections; each answer means the bundle is
+/// Local `set` commands through a running node's API (its socket) from
+/// `clients` concurrent keep-alive connections; each answer means the bundle is
 /// durably committed. Returns (bundles/s, client-side p50 and p99 ms).
 async fn commit_part(
     tmp: &Path,
