@@ -169,3 +169,26 @@ async fn a_socket_nobody_listens_on_sends_the_client_to_the_port() {
     );
     assert!(shutdown.shutdown(Duration::from_secs(5)).await);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_data_dir_too_deep_for_a_socket_is_served_on_the_port_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Socket addresses hold about 108 bytes of path.
+    let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
+    std::fs::create_dir_all(&deep).unwrap();
+    let ctx = ApiContext {
+        core: None,
+        stop: None,
+        token: new_token(),
+        status: Arc::new(|| serde_json::json!({ "ok": true })),
+        peers: PeerTable::new(),
+        events: EventBus::new(),
+    };
+    let shutdown = Shutdown::new();
+    start(ctx, 0, &deep, &shutdown).await.unwrap();
+    assert!(!deep.join(SOCKET_FILE).exists());
+    let client = ApiClient::detect(&deep).await.expect("served on the port");
+    assert!(!client.uses_socket());
+    assert!(shutdown.shutdown(Duration::from_secs(5)).await);
+}

@@ -32,6 +32,7 @@ async fn two_nodes_on_loopback_connect_by_address_and_list_each_other() -> anyho
     let api = troupe_node::local_api::ApiClient::detect(&a.data_dir)
         .await
         .expect("a's local API answers");
+    assert!(api.uses_socket(), "clients go through the API's socket");
     let mut events = api.events().await?;
 
     let b = Node::start(
@@ -107,6 +108,10 @@ async fn two_nodes_on_loopback_connect_by_address_and_list_each_other() -> anyho
     assert!(
         !a.data_dir.join("api.port").exists(),
         "the port file is removed on a clean stop"
+    );
+    assert!(
+        !a.data_dir.join("api.sock").exists(),
+        "so is the API's socket"
     );
     Ok(())
 }
