@@ -1,19 +1,33 @@
 use super::*;
 use crate::events::NodeEvent;
 
-async fn serve() -> (ApiClient, EventBus, Shutdown, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let events = EventBus::new();
-    let ctx = ApiContext {
+/// An API-only context (no store) whose status is `{"ok": true}`.
+fn context(events: &EventBus) -> ApiContext {
+    ApiContext {
         core: None,
         stop: None,
         token: new_token(),
         status: Arc::new(|| serde_json::json!({ "ok": true })),
         peers: PeerTable::new(),
         events: events.clone(),
-    };
+    }
+}
+
+/// `client` reaches the API and gets its status.
+async fn answers_status(client: &ApiClient) {
+    assert_eq!(
+        client.get("/v1/status").await.unwrap(),
+        serde_json::json!({ "ok": true })
+    );
+}
+
+async fn serve() -> (ApiClient, EventBus, Shutdown, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let events = EventBus::new();
     let shutdown = Shutdown::new();
-    start(ctx, 0, dir.path(), &shutdown).await.unwrap();
+    start(context(&events), 0, dir.path(), &shutdown)
+        .await
+        .unwrap();
     let client = ApiClient::detect(dir.path())
         .await
         .expect("daemon detected");
@@ -143,10 +157,7 @@ async fn the_data_dirs_socket_serves_the_same_api_to_its_owner_with_the_token() 
     // The port serves the same.
     let tcp = ApiClient::new(client.port, token.trim().to_owned());
     assert!(!tcp.uses_socket());
-    assert_eq!(
-        tcp.get("/v1/status").await.unwrap(),
-        serde_json::json!({ "ok": true })
-    );
+    answers_status(&tcp).await;
     assert!(shutdown.shutdown(Duration::from_secs(5)).await);
 }
 
@@ -163,10 +174,7 @@ async fn a_socket_nobody_listens_on_sends_the_client_to_the_port() {
         .await
         .expect("found on the port");
     assert!(client.uses_socket());
-    assert_eq!(
-        client.get("/v1/status").await.unwrap(),
-        serde_json::json!({ "ok": true })
-    );
+    answers_status(&client).await;
     assert!(shutdown.shutdown(Duration::from_secs(5)).await);
 }
 
@@ -177,18 +185,13 @@ async fn a_data_dir_too_deep_for_a_socket_is_served_on_the_port_alone() {
     // Socket addresses hold about 108 bytes of path.
     let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
     std::fs::create_dir_all(&deep).unwrap();
-    let ctx = ApiContext {
-        core: None,
-        stop: None,
-        token: new_token(),
-        status: Arc::new(|| serde_json::json!({ "ok": true })),
-        peers: PeerTable::new(),
-        events: EventBus::new(),
-    };
     let shutdown = Shutdown::new();
-    start(ctx, 0, &deep, &shutdown).await.unwrap();
+    start(context(&EventBus::new()), 0, &deep, &shutdown)
+        .await
+        .unwrap();
     assert!(!deep.join(SOCKET_FILE).exists());
     let client = ApiClient::detect(&deep).await.expect("served on the port");
     assert!(!client.uses_socket());
+    answers_status(&client).await;
     assert!(shutdown.shutdown(Duration::from_secs(5)).await);
 }
