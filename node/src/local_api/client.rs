@@ -59,6 +59,23 @@ fn answer(status: StatusCode, body: &[u8]) -> Result<serde_json::Value, ClientEr
     }
 }
 
+/// HTTP/1 over `io`, its connection driven by a task of its own; the error
+/// in words.
+async fn handshake<IO>(io: IO) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    ))
+}
+
 /// Where a daemon listens and the token to show it.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
@@ -110,28 +127,12 @@ impl ApiClient {
         if let Some(path) = &self.socket
             && let Ok(unix) = tokio::net::UnixStream::connect(path).await
         {
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(unix))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            return Ok((
-                send,
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                }),
-            ));
+            return handshake(unix).await.map_err(unreachable);
         }
         let tcp = TcpStream::connect(("127.0.0.1", self.port))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        Ok((
-            send,
-            tokio::spawn(async move {
-                let _ = conn.await;
-            }),
-        ))
+        handshake(tcp).await.map_err(unreachable)
     }
 
     /// The running daemon for `data_dir`, if one answers an authenticated
