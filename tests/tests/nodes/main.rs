@@ -23,3 +23,5 @@ mod lifecycle;
 mod lifecycle_lan;
 // A restored data dir continues as a new incarnation: no sequence number is reused.
 mod incarnation;
+// Every write the local API answered survives `kill -9` of the node.
+mod durability;

@@ -1,0 +1,124 @@
+//! An answered write is on disk: `set`s through a running node's local API,
+//! many at once (group commits), then `kill -9` while writes are in flight.
+//! Every write the node answered must be there after the restart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use troupe_node::local_api::ApiClient;
+use troupe_tests::Node;
+
+/// Concurrent writers: enough that the node groups their writes.
+const WRITERS: usize = 8;
+/// Answered writes to wait for before the kill.
+const ANSWERED: usize = 2_000;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn args() -> Vec<String> {
+    ["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn path(writer: usize, i: usize) -> String {
+    format!("contacts.person/w{writer}n{i}/phone")
+}
+
+async fn api(dir: &Path) -> anyhow::Result<ApiClient> {
+    ApiClient::detect(dir)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no local API answers in {}", dir.display()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answered_set_survives_a_killed_node() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("data");
+    let init = |args: &[&str]| {
+        std::process::Command::new(troupe_tests::troupe_bin())
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(args)
+            .output()
+    };
+    assert!(init(&["init", "--name", "Stage"])?.status.success());
+    assert!(init(&["workspace", "create", "show"])?.status.success());
+
+    let node = Node::start_in("a", None, &dir, &args())?;
+    node.ready().await?;
+    let client = api(&dir).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let so_far = Arc::new(AtomicUsize::new(0));
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (client, stop, so_far, reached) = (
+            client.clone(),
+            stop.clone(),
+            so_far.clone(),
+            reached.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            // Each writer's own fields, in order; the answered ones kept.
+            let mut answered = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let i = answered.len();
+                let set = json!({"command": "set", "workspace": "show",
+                    "path": path(w, i), "value": format!("{w}-{i}")});
+                if client.post("/v1/command", &set).await.is_err() {
+                    break;
+                }
+                answered.push(i);
+                if so_far.fetch_add(1, Ordering::Relaxed) + 1 == ANSWERED {
+                    reached.notify_one();
+                }
+            }
+            answered.len()
+        }));
+    }
+    // Kill the moment enough writes were answered, with the writers going
+    // on: the last answers have just left, and more writes are waiting.
+    if tokio::time::timeout(DEADLINE, reached.notified())
+        .await
+        .is_err()
+    {
+        anyhow::bail!(
+            "the writers got {} answers in {DEADLINE:?}\nlog:\n{}",
+            so_far.load(Ordering::Relaxed),
+            node.log()
+        );
+    }
+    drop(node); // SIGKILL
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = Vec::new();
+    for w in writers {
+        answered.push(w.await?);
+    }
+    let total: usize = answered.iter().sum();
+    eprintln!("killed after {total} answered sets ({answered:?})");
+
+    let again = Node::start_in("a again", None, &dir, &args())?;
+    again.ready().await?;
+    let client = api(&dir).await?;
+    for (w, &n) in answered.iter().enumerate() {
+        for i in 0..n {
+            let got = client
+                .post(
+                    "/v1/command",
+                    &json!({"command": "get", "workspace": "show", "path": path(w, i)}),
+                )
+                .await?;
+            assert_eq!(
+                got["value"],
+                json!(format!("{w}-{i}")),
+                "{} was answered before the kill but is not there after it",
+                path(w, i)
+            );
+        }
+    }
+    assert!(again.stop().await?.success());
+    Ok(())
+}
