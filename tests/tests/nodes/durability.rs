@@ -11,17 +11,13 @@ use serde_json::json;
 use troupe_node::local_api::ApiClient;
 use troupe_tests::Node;
 
+use super::lifecycle::{ok, up_args};
+
 /// Concurrent writers: enough that the node groups their writes.
 const WRITERS: usize = 8;
 /// Answered writes to wait for before the kill.
 const ANSWERED: usize = 2_000;
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn args() -> Vec<String> {
-    ["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]
-        .map(str::to_owned)
-        .to_vec()
-}
 
 fn path(writer: usize, i: usize) -> String {
     format!("contacts.person/w{writer}n{i}/phone")
@@ -37,17 +33,10 @@ async fn api(dir: &Path) -> anyhow::Result<ApiClient> {
 async fn every_answered_set_survives_a_killed_node() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("data");
-    let init = |args: &[&str]| {
-        std::process::Command::new(troupe_tests::troupe_bin())
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(args)
-            .output()
-    };
-    assert!(init(&["init", "--name", "Stage"])?.status.success());
-    assert!(init(&["workspace", "create", "show"])?.status.success());
+    ok(&dir, &["init", "--name", "Stage"]).await;
+    ok(&dir, &["workspace", "create", "show"]).await;
 
-    let node = Node::start_in("a", None, &dir, &args())?;
+    let node = Node::start_in("a", None, &dir, &up_args(None))?;
     node.ready().await?;
     let client = api(&dir).await?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -62,21 +51,21 @@ async fn every_answered_set_survives_a_killed_node() -> anyhow::Result<()> {
             reached.clone(),
         );
         writers.push(tokio::spawn(async move {
-            // Each writer's own fields, in order; the answered ones kept.
-            let mut answered = Vec::new();
+            // Each writer's own fields, in order: its first `answered` were.
+            let mut answered = 0;
             while !stop.load(Ordering::Relaxed) {
-                let i = answered.len();
+                let i = answered;
                 let set = json!({"command": "set", "workspace": "show",
                     "path": path(w, i), "value": format!("{w}-{i}")});
                 if client.post("/v1/command", &set).await.is_err() {
                     break;
                 }
-                answered.push(i);
+                answered += 1;
                 if so_far.fetch_add(1, Ordering::Relaxed) + 1 == ANSWERED {
                     reached.notify_one();
                 }
             }
-            answered.len()
+            answered
         }));
     }
     // Kill the moment enough writes were answered, with the writers going
@@ -100,7 +89,7 @@ async fn every_answered_set_survives_a_killed_node() -> anyhow::Result<()> {
     let total: usize = answered.iter().sum();
     eprintln!("killed after {total} answered sets ({answered:?})");
 
-    let again = Node::start_in("a again", None, &dir, &args())?;
+    let again = Node::start_in("a again", None, &dir, &up_args(None))?;
     again.ready().await?;
     let client = api(&dir).await?;
     for (w, &n) in answered.iter().enumerate() {
