@@ -63,7 +63,7 @@ use crate::peers::{PeerTable, PeersSnapshot};
 use crate::shutdown::Shutdown;
 
 mod client;
-pub use client::{ApiClient, ClientError};
+pub use client::{ApiClient, ApiIo, ClientError};
 
 /// File holding the API port.
 pub const PORT_FILE: &str = "api.port";

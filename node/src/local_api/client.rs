@@ -59,6 +59,11 @@ fn answer(status: StatusCode, body: &[u8]) -> Result<serde_json::Value, ClientEr
     }
 }
 
+/// A byte stream to a daemon's API: its socket or its TCP port
+/// ([`ApiClient::stream`]).
+pub trait ApiIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ApiIo for T {}
+
 /// HTTP/1 over `io`, its connection driven by a task of its own; the error
 /// in words.
 async fn handshake<IO>(io: IO) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), String>
@@ -115,24 +120,42 @@ impl ApiClient {
         self.socket.is_some()
     }
 
-    /// An HTTP/1 connection to the daemon: its socket if it answers there,
-    /// else 127.0.0.1:`port`. The connection's task ends when the sender is
-    /// dropped (or is aborted through the handle).
+    /// The bearer token every request carries (for clients that write
+    /// their own HTTP on [`ApiClient::stream`]).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// A byte stream to the daemon: its socket if it answers there, else
+    /// 127.0.0.1:`port` (with Nagle's delay off).
+    ///
+    /// # Errors
+    /// When neither answers.
+    pub async fn stream(&self) -> std::io::Result<Box<dyn ApiIo>> {
+        #[cfg(unix)]
+        if let Some(path) = &self.socket
+            && let Ok(unix) = tokio::net::UnixStream::connect(path).await
+        {
+            return Ok(Box::new(unix));
+        }
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Box::new(tcp))
+    }
+
+    /// An HTTP/1 connection to the daemon ([`ApiClient::stream`]). The
+    /// connection's task ends when the sender is dropped (or is aborted
+    /// through the handle).
     async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable {
             port: self.port,
             reason,
         };
-        #[cfg(unix)]
-        if let Some(path) = &self.socket
-            && let Ok(unix) = tokio::net::UnixStream::connect(path).await
-        {
-            return handshake(unix).await.map_err(unreachable);
-        }
-        let tcp = TcpStream::connect(("127.0.0.1", self.port))
+        let io = self
+            .stream()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        handshake(tcp).await.map_err(unreachable)
+        handshake(io).await.map_err(unreachable)
     }
 
     /// The running daemon for `data_dir`, if one answers an authenticated

@@ -540,38 +540,19 @@ async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow:
     Ok(AssetRun { took, cpu })
 }
 
-/// A byte stream to the local API: its socket or its TCP port.
-trait ApiIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ApiIo for T {}
-
 /// One keep-alive HTTP/1.1 connection to the local API, through the data
 /// dir's socket where there is one (as the CLI's client goes), else TCP.
 struct KeepAlive {
-    stream: tokio::io::BufStream<Box<dyn ApiIo>>,
+    stream: tokio::io::BufStream<Box<dyn troupe_node::local_api::ApiIo>>,
     token: String,
 }
 
 impl KeepAlive {
     async fn open(dir: &Path) -> anyhow::Result<KeepAlive> {
-        use troupe_node::local_api::{PORT_FILE, SOCKET_FILE, TOKEN_FILE};
-        let token = std::fs::read_to_string(dir.join(TOKEN_FILE))?
-            .trim()
-            .to_owned();
-        #[cfg(unix)]
-        if let Ok(unix) = tokio::net::UnixStream::connect(dir.join(SOCKET_FILE)).await {
-            return Ok(KeepAlive {
-                stream: tokio::io::BufStream::new(Box::new(unix)),
-                token,
-            });
-        }
-        let port: u16 = std::fs::read_to_string(dir.join(PORT_FILE))?
-            .trim()
-            .parse()?;
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        tcp.set_nodelay(true)?;
+        let api = ApiClient::from_data_dir(dir).context("no local API files in the data dir")?;
         Ok(KeepAlive {
-            stream: tokio::io::BufStream::new(Box::new(tcp)),
-            token,
+            stream: tokio::io::BufStream::new(api.stream().await?),
+            token: api.token().to_owned(),
         })
     }
 
