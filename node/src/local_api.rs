@@ -161,47 +161,64 @@ pub async fn start(
     })?;
     #[cfg(unix)]
     if let Some(socket) = bind_socket(data_dir) {
-        let sd = shutdown.clone();
-        let ctx = ctx.clone();
-        shutdown.spawn(
-            async move {
-                loop {
-                    let stream = tokio::select! {
-                        _ = sd.triggered() => break,
-                        r = socket.accept() => match r {
-                            Ok((s, _)) => s,
-                            Err(e) => {
-                                warn!(error = %e, "local API socket accept failed");
-                                continue;
-                            }
-                        },
-                    };
-                    serve_connection(&ctx, stream, &sd, "socket".into());
-                }
-            }
-            .instrument(tracing::info_span!("local_api", socket = SOCKET_FILE)),
+        serve_listener(
+            Listener::Socket(socket),
+            &ctx,
+            shutdown,
+            tracing::info_span!("local_api", socket = SOCKET_FILE),
         );
     }
+    serve_listener(
+        Listener::Tcp(listener),
+        &ctx,
+        shutdown,
+        tracing::info_span!("local_api", %addr),
+    );
+    Ok(addr)
+}
+
+/// Where the API takes connections: its port, or its socket in the data dir.
+enum Listener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Socket(tokio::net::UnixListener),
+}
+
+impl Listener {
+    /// Takes the next connection and starts serving it.
+    async fn accept(&self, ctx: &ApiContext, sd: &Shutdown) -> std::io::Result<()> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                serve_connection(ctx, stream, sd, peer.to_string());
+            }
+            #[cfg(unix)]
+            Listener::Socket(l) => {
+                let (stream, _) = l.accept().await?;
+                serve_connection(ctx, stream, sd, SOCKET_FILE.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accepts connections on `listener` until the API stops.
+fn serve_listener(listener: Listener, ctx: &ApiContext, shutdown: &Shutdown, span: tracing::Span) {
     let sd = shutdown.clone();
+    let ctx = ctx.clone();
     shutdown.spawn(
         async move {
             loop {
-                let (stream, peer) = tokio::select! {
+                tokio::select! {
                     _ = sd.triggered() => break,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            warn!(error = %e, "local API accept failed");
-                            continue;
-                        }
+                    r = listener.accept(&ctx, &sd) => if let Err(e) = r {
+                        warn!(error = %e, "local API accept failed");
                     },
-                };
-                serve_connection(&ctx, stream, &sd, peer.to_string());
+                }
             }
         }
-        .instrument(tracing::info_span!("local_api", %addr)),
+        .instrument(span),
     );
-    Ok(addr)
 }
 
 /// Serves HTTP/1 on one accepted connection (TCP or the socket) until it
