@@ -822,8 +822,9 @@ async fn sync_part(
     let mut cpus = Vec::new();
     let (mut rss_a, mut rss_b) = (0, 0);
     let mut kept = None;
-    for run in 1..=full_runs.max(1) {
-        let last = run == full_runs.max(1);
+    let full_runs = full_runs.max(1);
+    for run in 1..=full_runs {
+        let last = run == full_runs;
         let to = if last {
             b_dir.clone()
         } else {
