@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`identity`] | the actor key in the data dir, which is also the libp2p identity |
 //! | [`swarm`] | libp2p TCP + noise + yamux and `/troupe/sync/1` streams |
+//! | [`muxer`] | yamux on each connection, in 64 KiB frames |
 //! | [`framing`] | length-delimited frames with a hard cap |
 //! | [`discovery`] | mDNS advertisement and browsing with member tags |
 //! | [`dialer`] | explicit and remembered addresses, redialled with backoff |
@@ -46,6 +47,7 @@ pub mod identity;
 pub mod incarnation;
 pub mod local;
 pub mod local_api;
+pub mod muxer;
 pub mod ops;
 pub mod peers;
 pub mod shutdown;

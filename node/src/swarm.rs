@@ -21,7 +21,7 @@ use futures::StreamExt;
 use libp2p::core::{ConnectedPoint, Transport as _, upgrade};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, noise, tcp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info, warn};
 
@@ -238,7 +238,7 @@ pub fn start(
                         .map(|tcp, _| futures::io::BufReader::with_capacity(READ_BUFFER, tcp))
                         .upgrade(upgrade::Version::V1Lazy)
                         .authenticate(noise::Config::new(key)?)
-                        .multiplex(yamux::Config::default()),
+                        .multiplex(crate::muxer::Yamux::default()),
                 )
             },
         )
