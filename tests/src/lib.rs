@@ -18,6 +18,7 @@
 pub mod netns;
 pub mod store;
 pub mod wait;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +31,18 @@ pub use wait::wait_for;
 
 /// How long a node may take to come up (bind, write its API files).
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// CPU time (user + system) a running process has used so far, in seconds
+/// (0 when it cannot be read, e.g. the process is gone).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields are counted after its `)`.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime (fields 14 and 15 of stat) in clock ticks.
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
 
 /// The `troupe` binary, built if needed (see the crate doc).
 ///

@@ -1,0 +1,146 @@
+//! The node's transport alone, as a yardstick for the asset figures: one
+//! stream over the same TCP + noise + yamux stack the node builds
+//! ([`troupe_node::swarm::start`]), between two processes on 127.0.0.1,
+//! carrying bytes that nothing reads from or writes to a store.
+//!
+//! An asset transfer cannot go faster than this on the same machine; how far
+//! below it the asset figure lands is what the store and the protocol cost.
+//! The receiving side is a child process started as `<exe> <SINK_ARG>`, so
+//! the two sides share no runtime, as two nodes do not.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use troupe_node::peers::PeerTable;
+use troupe_node::{EventBus, Identity, Shutdown, swarm};
+
+/// The argument that makes a benchmark executable run [`sink`].
+pub const SINK_ARG: &str = "--wire-sink";
+
+/// Bytes per write on the sending side (a large asset chunk's size order).
+const WRITE: usize = 256 * 1024;
+
+/// What one transfer measured.
+#[derive(Debug, Clone, Copy)]
+pub struct WireRun {
+    /// From the first byte written to the receiver's last byte read.
+    pub took: Duration,
+    /// CPU the receiving process used through the whole run (its start,
+    /// the connection and the bytes), in seconds.
+    pub receiver_cpu_s: f64,
+}
+
+fn loopback() -> libp2p::Multiaddr {
+    "/ip4/127.0.0.1/tcp/0"
+        .parse()
+        .expect("a literal loopback address parses")
+}
+
+/// The receiving side: listens on 127.0.0.1, prints `<address> <peer id>`,
+/// reads one inbound stream to its end, prints `<bytes> <seconds from the
+/// first byte to the last>` and returns.
+///
+/// # Errors
+/// When the transport cannot start or the stream fails.
+pub async fn sink() -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    let id = Identity::from_secret(rand_secret());
+    let (net, mut inbound) = swarm::start(
+        &id,
+        &[loopback()],
+        PeerTable::new(),
+        EventBus::new(),
+        &shutdown,
+    )?;
+    let addrs = net.wait_listening().await?;
+    let addr = addrs.first().context("the sink listens on no address")?;
+    println!("{addr} {}", id.peer_id());
+    let (_, mut stream) = inbound.recv().await.context("no stream arrived")?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = stream.read(&mut buf).await?;
+    let first = Instant::now();
+    let mut n = got;
+    while got > 0 {
+        got = stream.read(&mut buf).await?;
+        n += got;
+    }
+    println!("{n} {}", first.elapsed().as_secs_f64());
+    shutdown.trigger();
+    Ok(())
+}
+
+/// Sends `bytes` over one stream to a [`sink`] started from `exe`.
+///
+/// # Errors
+/// When the sink cannot be started or reached, or reports another count.
+pub async fn transfer(exe: &std::path::Path, bytes: usize) -> anyhow::Result<WireRun> {
+    let mut child = Command::new(exe)
+        .arg(SINK_ARG)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().context("the sink's stdout")?);
+    let result = async {
+        let mut line = String::new();
+        tokio::task::block_in_place(|| out.read_line(&mut line))?;
+        let addr: libp2p::Multiaddr = line
+            .split_whitespace()
+            .next()
+            .context("the sink printed no address")?
+            .parse()?;
+        let shutdown = Shutdown::new();
+        let id = Identity::from_secret(rand_secret());
+        let (net, _inbound) = swarm::start(
+            &id,
+            &[loopback()],
+            PeerTable::new(),
+            EventBus::new(),
+            &shutdown,
+        )?;
+        let peer = net.dial(addr).await?;
+        let mut stream = net.open_stream(peer).await?;
+        let chunk = vec![0x5au8; WRITE];
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(WRITE);
+            stream.write_all(&chunk[..k]).await?;
+            left -= k;
+        }
+        stream.close().await?;
+        line.clear();
+        // The sink's report comes once it has read the last byte.
+        tokio::task::block_in_place(|| out.read_line(&mut line))?;
+        let receiver_cpu_s = crate::cpu_secs(pid);
+        shutdown.trigger();
+        let mut f = line.split_whitespace();
+        let n: usize = f.next().context("the sink reported nothing")?.parse()?;
+        let secs: f64 = f.next().context("the sink reported no time")?.parse()?;
+        if n != bytes {
+            bail!("the sink read {n} bytes of {bytes}");
+        }
+        Ok(WireRun {
+            took: Duration::from_secs_f64(secs),
+            receiver_cpu_s,
+        })
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn rand_secret() -> [u8; 32] {
+    // Only needs to differ between the two sides and from run to run.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut s = [0u8; 32];
+    s[..16].copy_from_slice(&t.to_le_bytes());
+    s[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    s
+}
