@@ -15,10 +15,10 @@
 //! the local API on the namespace's 127.0.0.1 is reachable and the CLI's
 //! daemon detection is exercised too.
 
+pub mod ceilings;
 pub mod netns;
 pub mod store;
 pub mod wait;
-pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -27,10 +27,10 @@
 //! - one 200 MiB asset synced to an empty peer: from `sync_started` to the
 //!   receiver's `asset_received` (bytes hashed and visible), in MB/s, as
 //!   many times as the full sync (`--runs`), each between two new nodes;
-//! - the transport alone (`wire`): the same number of MiB on one stream of
-//!   the node's TCP + noise + yamux between this program and a child of it,
-//!   no store on either side, as many times: the ceiling the asset figure
-//!   is read against;
+//! - the ceilings the asset figure is read against (`ceilings`), as many
+//!   times: the same number of MiB on one stream of the node's TCP + noise +
+//!   yamux between this program and a child of it with no store on either
+//!   side, and written to a file here and synced (see `troupe_tests::ceilings`);
 //! - 10,000 assets of 1 KiB the same way, in files/s;
 //! - durable local commits (`set`) through one running node's local API (its
 //!   socket in the data dir, as the CLI goes) from 8 and then 64 concurrent
@@ -41,7 +41,7 @@
 //!
 //! Run: `cargo run --release -p troupe-tests --bin bench` (add `-- --quick`
 //! for a quicker run, `-- --bundles 20000` for another history size, and
-//! `-- --only asset,assets` for some parts: sync, asset, wire, assets, commit;
+//! `-- --only asset,assets` for some parts: sync, asset, ceilings, assets, commit;
 //! `-- --catchups 50` for more catch-ups;
 //! `-- --keep` to keep the data dirs and node logs, with `BENCH_LOG` as the
 //! nodes' `RUST_LOG`).
@@ -65,7 +65,7 @@ use troupe_protocol::path::FieldPath;
 use troupe_protocol::testing::workload::{FIELDS, contact_value};
 use troupe_protocol::value::{AssetRef, Value};
 use troupe_storage::Store;
-use troupe_tests::{troupe_bin, wire};
+use troupe_tests::{ceilings, troupe_bin};
 
 const WS: &str = "bench";
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -635,12 +635,12 @@ async fn commit_part(
     Ok((rate, percentile(&lat, 0.5), percentile(&lat, 0.99)))
 }
 
-const PARTS: [&str; 5] = ["sync", "asset", "wire", "assets", "commit"];
+const PARTS: [&str; 5] = ["sync", "asset", "ceilings", "assets", "commit"];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some(wire::SINK_ARG) {
-        return wire::sink().await;
+    if std::env::args().nth(1).as_deref() == Some(ceilings::SINK_ARG) {
+        return ceilings::sink().await;
     }
     let mut bundles = None;
     let mut quick = false;
@@ -651,7 +651,7 @@ async fn main() -> anyhow::Result<()> {
     let mut only: Vec<String> = Vec::new();
     let mut keep = false;
     let mut args = std::env::args().skip(1);
-    let usage = "use --bundles N, --quick, --clients N[,N…] (default 8,64), --commits N (local commits per client count, default 20000), --catchups N (1,000-bundle catch-ups, default 20, 3 with --quick), --runs N (full syncs and big-asset transfers, each to a new empty peer; default 3, 1 with --quick), --only sync|asset|wire|assets|commit (repeatable or comma-separated), --keep (keep the data dirs and logs)";
+    let usage = "use --bundles N, --quick, --clients N[,N…] (default 8,64), --commits N (local commits per client count, default 20000), --catchups N (1,000-bundle catch-ups, default 20, 3 with --quick), --runs N (full syncs and big-asset transfers, each to a new empty peer; default 3, 1 with --quick), --only sync|asset|ceilings|assets|commit (repeatable or comma-separated), --keep (keep the data dirs and logs)";
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bundles" => bundles = Some(args.next().context("--bundles N")?.parse()?),
@@ -738,11 +738,11 @@ async fn main() -> anyhow::Result<()> {
         figures.insert("big_asset_runs_mb_per_s".into(), json!(rates));
         figures.insert("big_asset_cpu_s".into(), Json::Array(cpus));
     }
-    if run("wire") {
+    if run("ceilings") {
         let exe = std::env::current_exe()?;
         let mut rates = Vec::new();
         for i in 1..=runs {
-            let w = wire::transfer(&exe, big).await?;
+            let w = ceilings::transfer(&exe, big).await?;
             let mbs = big as f64 / 1e6 / w.took.as_secs_f64();
             eprintln!(
                 "the transport alone, {} MiB on one stream, run {i}: {:.3} s, {mbs:.0} MB/s (receiver's CPU {:.2} s)",
@@ -752,13 +752,31 @@ async fn main() -> anyhow::Result<()> {
             );
             rates.push(mbs);
         }
+        let mut disk = Vec::new();
+        for i in 1..=runs {
+            let t = ceilings::disk_write(tmp.path(), big)?;
+            let mbs = big as f64 / 1e6 / t.as_secs_f64();
+            eprintln!(
+                "the disk alone, {} MiB written and synced, run {i}: {:.3} s, {mbs:.0} MB/s",
+                big >> 20,
+                t.as_secs_f64()
+            );
+            disk.push(mbs);
+        }
         rows.push(format!(
-            "| the transport alone: {} MiB on one stream between two processes (no store; the asset's ceiling) | {} | — |",
+            "| ceiling: the transport alone, {} MiB on one stream between two processes, no store | {} | — |",
             big >> 20,
             runs_summary(&rates, 0, "MB/s")
         ));
+        rows.push(format!(
+            "| ceiling: the disk alone, {} MiB written to a new file and synced | {} | — |",
+            big >> 20,
+            runs_summary(&disk, 0, "MB/s")
+        ));
         figures.insert("wire_mb_per_s".into(), json!(median(&rates)));
         figures.insert("wire_runs_mb_per_s".into(), json!(rates));
+        figures.insert("disk_mb_per_s".into(), json!(median(&disk)));
+        figures.insert("disk_runs_mb_per_s".into(), json!(disk));
     }
     if run("assets") {
         let t = asset_part(tmp.path(), "small", small, 1024).await?.took;

@@ -1,14 +1,19 @@
-//! The node's transport alone, as a yardstick for the asset figures: one
-//! stream over the same TCP + noise + yamux stack the node builds
-//! ([`troupe_node::swarm::start`]), between two processes on 127.0.0.1,
-//! carrying bytes that nothing reads from or writes to a store.
+//! The yardsticks the asset figures are read against, measured on the same
+//! machine by the same bench run:
+//! - the node's transport alone ([`transfer`]): one stream over the same
+//!   TCP + noise + yamux stack the node builds ([`troupe_node::swarm::start`]),
+//!   between two processes on 127.0.0.1, carrying bytes that nothing reads
+//!   from or writes to a store. The receiving side is a child process
+//!   started as `<exe> <SINK_ARG>`, so the two sides share no runtime, as
+//!   two nodes do not;
+//! - the disk alone ([`disk_write`]): the same bytes written to a new file
+//!   in the bench's directory and synced (`fdatasync`), as a received asset
+//!   must be before it is announced.
 //!
-//! An asset transfer cannot go faster than this on the same machine; how far
-//! below it the asset figure lands is what the store and the protocol cost.
-//! The receiving side is a child process started as `<exe> <SINK_ARG>`, so
-//! the two sides share no runtime, as two nodes do not.
+//! An asset transfer cannot beat the lower of the two; how far below it the
+//! asset figure lands is what the store and the protocol cost.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,4 +148,28 @@ fn rand_secret() -> [u8; 32] {
     s[..16].copy_from_slice(&t.to_le_bytes());
     s[16..20].copy_from_slice(&std::process::id().to_le_bytes());
     s
+}
+
+/// Writes `bytes` to a new file in `dir` in 1 MiB writes and syncs it;
+/// returns the time from the first write to the end of the sync. The file
+/// is removed after.
+///
+/// # Errors
+/// When the file cannot be written or synced.
+pub fn disk_write(dir: &std::path::Path, bytes: usize) -> std::io::Result<Duration> {
+    let path = dir.join("disk-ceiling");
+    let mut file = std::fs::File::create(&path)?;
+    let block = vec![0xa5u8; 1 << 20];
+    let t = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(block.len());
+        file.write_all(&block[..k])?;
+        left -= k;
+    }
+    file.sync_data()?;
+    let took = t.elapsed();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(took)
 }
