@@ -38,10 +38,17 @@ pub struct WireRun {
     pub receiver_cpu_s: f64,
 }
 
-fn loopback() -> libp2p::Multiaddr {
-    "/ip4/127.0.0.1/tcp/0"
-        .parse()
-        .expect("a literal loopback address parses")
+/// The node's transport with a fresh key, listening on a free loopback port.
+fn transport(shutdown: &Shutdown) -> anyhow::Result<(troupe_node::NetworkHandle, swarm::Inbound)> {
+    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let id = Identity::from_secret(rand_secret());
+    Ok(swarm::start(
+        &id,
+        &[loopback],
+        PeerTable::new(),
+        EventBus::new(),
+        shutdown,
+    )?)
 }
 
 /// The receiving side: listens on 127.0.0.1, prints `<address> <peer id>`,
@@ -52,17 +59,10 @@ fn loopback() -> libp2p::Multiaddr {
 /// When the transport cannot start or the stream fails.
 pub async fn sink() -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
-    let id = Identity::from_secret(rand_secret());
-    let (net, mut inbound) = swarm::start(
-        &id,
-        &[loopback()],
-        PeerTable::new(),
-        EventBus::new(),
-        &shutdown,
-    )?;
+    let (net, mut inbound) = transport(&shutdown)?;
     let addrs = net.wait_listening().await?;
     let addr = addrs.first().context("the sink listens on no address")?;
-    println!("{addr} {}", id.peer_id());
+    println!("{addr} {}", net.local_peer());
     let (_, mut stream) = inbound.recv().await.context("no stream arrived")?;
     let mut buf = vec![0u8; 1 << 20];
     let mut got = stream.read(&mut buf).await?;
@@ -98,14 +98,7 @@ pub async fn transfer(exe: &std::path::Path, bytes: usize) -> anyhow::Result<Wir
             .context("the sink printed no address")?
             .parse()?;
         let shutdown = Shutdown::new();
-        let id = Identity::from_secret(rand_secret());
-        let (net, _inbound) = swarm::start(
-            &id,
-            &[loopback()],
-            PeerTable::new(),
-            EventBus::new(),
-            &shutdown,
-        )?;
+        let (net, _inbound) = transport(&shutdown)?;
         let peer = net.dial(addr).await?;
         let mut stream = net.open_stream(peer).await?;
         let chunk = vec![0x5au8; WRITE];
