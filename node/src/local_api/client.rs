@@ -66,10 +66,9 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ApiIo for T
 
 /// HTTP/1 over `io`, its connection driven by a task of its own; the error
 /// in words.
-async fn handshake<IO>(io: IO) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), String>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+async fn handshake(
+    io: Box<dyn ApiIo>,
+) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), String> {
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
