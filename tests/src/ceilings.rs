@@ -41,7 +41,7 @@ pub struct WireRun {
 /// The node's transport with a fresh key, listening on a free loopback port.
 fn transport(shutdown: &Shutdown) -> anyhow::Result<(troupe_node::NetworkHandle, swarm::Inbound)> {
     let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let id = Identity::from_secret(rand_secret());
+    let id = Identity::from_secret(rand::random());
     Ok(swarm::start(
         &id,
         &[loopback],
@@ -129,18 +129,6 @@ pub async fn transfer(exe: &std::path::Path, bytes: usize) -> anyhow::Result<Wir
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-fn rand_secret() -> [u8; 32] {
-    // Only needs to differ between the two sides and from run to run.
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let mut s = [0u8; 32];
-    s[..16].copy_from_slice(&t.to_le_bytes());
-    s[16..20].copy_from_slice(&std::process::id().to_le_bytes());
-    s
 }
 
 /// Writes `bytes` to a new file in `dir` in 1 MiB writes and syncs it;

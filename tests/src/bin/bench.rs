@@ -635,6 +635,11 @@ async fn commit_part(
     Ok((rate, percentile(&lat, 0.5), percentile(&lat, 0.99)))
 }
 
+/// Throughput in MB/s (10^6 bytes) of `bytes` moved in `took`.
+fn mb_per_s(bytes: usize, took: Duration) -> f64 {
+    bytes as f64 / 1e6 / took.as_secs_f64()
+}
+
 const PARTS: [&str; 5] = ["sync", "asset", "ceilings", "assets", "commit"];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -712,7 +717,7 @@ async fn main() -> anyhow::Result<()> {
         for i in 1..=runs {
             let tag = format!("big{i}");
             let AssetRun { took: t, cpu } = asset_part(tmp.path(), &tag, 1, big).await?;
-            let mbs = big as f64 / 1e6 / t.as_secs_f64();
+            let mbs = mb_per_s(big, t);
             eprintln!(
                 "one {} MiB asset, run {i}: {:.3} s, {mbs:.0} MB/s (CPU through it: sender {:.2} s, receiver {:.2} s)",
                 big >> 20,
@@ -743,7 +748,7 @@ async fn main() -> anyhow::Result<()> {
         let mut rates = Vec::new();
         for i in 1..=runs {
             let w = ceilings::transfer(&exe, big).await?;
-            let mbs = big as f64 / 1e6 / w.took.as_secs_f64();
+            let mbs = mb_per_s(big, w.took);
             eprintln!(
                 "the transport alone, {} MiB on one stream, run {i}: {:.3} s, {mbs:.0} MB/s (receiver's CPU {:.2} s)",
                 big >> 20,
@@ -755,7 +760,7 @@ async fn main() -> anyhow::Result<()> {
         let mut disk = Vec::new();
         for i in 1..=runs {
             let t = ceilings::disk_write(tmp.path(), big)?;
-            let mbs = big as f64 / 1e6 / t.as_secs_f64();
+            let mbs = mb_per_s(big, t);
             eprintln!(
                 "the disk alone, {} MiB written and synced, run {i}: {:.3} s, {mbs:.0} MB/s",
                 big >> 20,
