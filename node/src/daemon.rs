@@ -37,6 +37,10 @@ use crate::sync_driver::{self, DriverParts};
 pub const LOCK_FILE: &str = "node.lock";
 /// Jobs waiting for the storage thread before callers wait for room.
 const STORE_QUEUE: usize = 64;
+
+/// The name of the thread that owns the store (and the sync engine): what
+/// `top -H`, a profiler or the bench shows for the node's storage work.
+pub const STORE_THREAD: &str = "troupe-store";
 /// How long each stage may take to stop.
 const STAGE_GRACE: Duration = Duration::from_secs(5);
 
@@ -384,7 +388,7 @@ fn open_core(
     let dir = data_dir.to_owned();
     let identity = identity.clone();
     let extra = up.workspaces.clone();
-    ActorHandle::spawn("troupe-store", STORE_QUEUE, move || {
+    ActorHandle::spawn(STORE_THREAD, STORE_QUEUE, move || {
         let (local, report) = Local::open(&dir, &identity).map_err(|e| e.to_string())?;
         if let Err(e) = local.store().prepare_journal() {
             warn!(error = %e, "could not create the commit journal yet; the first write tries again");

@@ -35,9 +35,34 @@ pub const START_DEADLINE: Duration = Duration::from_secs(30);
 /// CPU time (user + system) a running process has used so far, in seconds
 /// (0 when it cannot be read, e.g. the process is gone).
 pub fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// CPU time (user + system) the threads of process `pid` called `name`
+/// have used so far, in seconds: how busy one thread is, such as a node's
+/// storage thread ([`troupe_node::daemon::STORE_THREAD`]). 0 when none can
+/// be read.
+pub fn thread_cpu_secs(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| {
+            // The thread's name sits between the first `(` and the last `)`.
+            stat.split_once('(')
+                .and_then(|(_, r)| r.rsplit_once(')'))
+                .is_some_and(|(comm, _)| comm == name)
+        })
+        .map(|stat| stat_cpu_secs(&stat))
+        .sum()
+}
+
+/// utime + stime of one `/proc/…/stat` line, in seconds.
+fn stat_cpu_secs(stat: &str) -> f64 {
     // The command name may hold spaces: fields are counted after its `)`.
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime (fields 14 and 15 of stat) in clock ticks.
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
@@ -294,4 +319,30 @@ pub fn ids(list: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cpu_secs, thread_cpu_secs};
+
+    #[test]
+    fn a_busy_thread_is_counted_under_its_own_name_only() {
+        let me = std::process::id();
+        let before = cpu_secs(me);
+        let busy = std::thread::Builder::new()
+            .name("cpu-probe".into())
+            .spawn(move || {
+                // Spin until the thread's own CPU shows 0.2 s (ticks are 10 ms).
+                let started = std::time::Instant::now();
+                while thread_cpu_secs(me, "cpu-probe") < 0.2 {
+                    assert!(started.elapsed().as_secs() < 30, "never counted");
+                    std::hint::black_box((0..10_000u64).sum::<u64>());
+                }
+            })
+            .unwrap();
+        busy.join().unwrap();
+        // Gone threads leave no entry; a name no thread has counts nothing.
+        assert_eq!(thread_cpu_secs(me, "no-such-thread"), 0.0);
+        assert!(cpu_secs(me) - before >= 0.2);
+    }
 }

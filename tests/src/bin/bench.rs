@@ -20,7 +20,10 @@
 //! - no-op re-sync at 1M: time and bytes;
 //! - peak RSS of each process (VmHWM) after each full sync (the highest),
 //!   and the CPU each used during each, with their share of the machine's cores (both nodes
-//!   run on one machine here, so a sync bounded by CPU shows near 100 %);
+//!   run on one machine here, so a sync bounded by CPU shows near 100 %),
+//!   and how much of it was each node's storage thread (the one thread all
+//!   of a node's commits go through: near 100 % of the wall time, it is
+//!   what bounds the figure; the big asset prints the same split);
 //! - local commit → visible on the peer, p50/p99 over 200 edits through the
 //!   local API.
 //!
@@ -37,7 +40,8 @@
 //!   keep-alive clients (`--clients`), 20,000 sets
 //!   in all for each (`--commits`; 200,000 crosses the commit journal's
 //!   checkpoints), in bundles/s (group commit: the sets waiting together
-//!   are one transaction).
+//!   are one transaction), with the CPU a set cost the node, its storage
+//!   thread and the bench's own clients (all on the same cores).
 //!
 //! Run: `cargo run --release -p troupe-tests --bin bench` (add `-- --quick`
 //! for a quicker run, `-- --bundles 20000` for another history size, and
@@ -146,11 +150,13 @@ impl Proc {
         ))
     }
 
-    /// User + system CPU seconds the process used since it started.
-    fn cpu_secs(&self) -> f64 {
-        self.child
-            .as_ref()
-            .map_or(0.0, |c| troupe_tests::cpu_secs(c.id()))
+    /// CPU seconds the process used since it started: in all, and on its
+    /// storage thread.
+    fn cpu(&self) -> Cpu {
+        self.child.as_ref().map_or(Cpu::default(), |c| Cpu {
+            all: troupe_tests::cpu_secs(c.id()),
+            store: troupe_tests::thread_cpu_secs(c.id(), troupe_node::daemon::STORE_THREAD),
+        })
     }
 
     fn peak_rss_kib(&self) -> u64 {
@@ -241,14 +247,46 @@ async fn sync_bytes(a: &ApiClient, b: &ApiClient) -> anyhow::Result<u64> {
 }
 
 /// One timed sync between two fresh nodes.
+/// User + system CPU seconds of a node process: in all, and on its storage
+/// thread alone (the one thread every commit goes through, so its share of
+/// the wall time shows when it is what bounds a figure).
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    all: f64,
+    store: f64,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            all: self.all - earlier.all,
+            store: self.store - earlier.store,
+        }
+    }
+}
+
+impl Cpu {
+    /// "0.45 s (storage thread 0.30 s, 62 % of 0.48 s)".
+    fn describe(&self, wall: Duration) -> String {
+        format!(
+            "{:.2} s (storage thread {:.2} s, {:.0} % of the {:.2} s)",
+            self.all,
+            self.store,
+            self.store / wall.as_secs_f64() * 100.0,
+            wall.as_secs_f64()
+        )
+    }
+}
+
 struct Session {
     a: Proc,
     b: Proc,
     took: Duration,
     /// Sync frames both ways, as the engines count them.
     bytes: u64,
-    /// CPU seconds (sender, receiver) from `sync_started` to `up_to_date`.
-    cpu: (f64, f64),
+    /// CPU (sender, receiver) from `sync_started` to `up_to_date`.
+    cpu: (Cpu, Cpu),
 }
 
 /// Two nodes whose sync has just started, and B's event stream.
@@ -257,9 +295,9 @@ struct Started {
     b: Proc,
     b_api: ApiClient,
     events: tokio::sync::mpsc::Receiver<Json>,
-    /// When B reported `sync_started`, and both processes' CPU seconds then.
+    /// When B reported `sync_started`, and both processes' CPU then.
     at: Instant,
-    cpu: (f64, f64),
+    cpu: (Cpu, Cpu),
     deadline: tokio::time::Instant,
 }
 
@@ -273,7 +311,7 @@ async fn start_sync(a_dir: &Path, b_dir: &Path, tag: &str) -> anyhow::Result<Sta
     let a = Proc::up(a_dir, &format!("{tag}.log"), &[b_addr])?;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let at = event(&mut events, "sync_started", deadline).await?;
-    let cpu = (a.cpu_secs(), b.cpu_secs());
+    let cpu = (a.cpu(), b.cpu());
     Ok(Started {
         a,
         b,
@@ -298,7 +336,7 @@ async fn session(a_dir: &Path, b_dir: &Path, tag: &str) -> anyhow::Result<Sessio
     } = start_sync(a_dir, b_dir, tag).await?;
     event(&mut events, "up_to_date", deadline).await?;
     let took = started.elapsed();
-    let cpu = (a.cpu_secs() - cpu0.0, b.cpu_secs() - cpu0.1);
+    let cpu = (a.cpu() - cpu0.0, b.cpu() - cpu0.1);
     let a_api = a.api().await?;
     // Let the last acknowledgements land before reading the counters.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -471,7 +509,7 @@ fn seed_assets(dir: &Path, ws: &WorkspaceId, count: usize, size: usize) -> anyho
 /// from the start of the sync to the last asset received (sender, receiver).
 struct AssetRun {
     took: Duration,
-    cpu: (f64, f64),
+    cpu: (Cpu, Cpu),
 }
 
 /// Syncs `count` assets of `size` bytes from A to an empty B; returns the
@@ -509,7 +547,7 @@ async fn asset_part(tmp: &Path, tag: &str, count: usize, size: usize) -> anyhow:
         }
     }
     let mut took = started.elapsed();
-    let cpu = (a.cpu_secs() - cpu_at_start.0, b.cpu_secs() - cpu_at_start.1);
+    let cpu = (a.cpu() - cpu_at_start.0, b.cpu() - cpu_at_start.1);
     // Every asset must be held (verified) on B; after a lagged event stream
     // this polling is also what ends the measurement.
     loop {
@@ -596,19 +634,34 @@ impl KeepAlive {
     }
 }
 
+/// One [`commit_part`]: its rate and latencies, and the CPU it cost.
+struct CommitRun {
+    /// Bundles durably committed a second.
+    rate: f64,
+    /// Client-side latency of one `set`, ms.
+    p50: f64,
+    p99: f64,
+    /// The node's CPU through the run.
+    node: Cpu,
+    /// The bench's own CPU seconds through the run: its clients' work.
+    clients_cpu: f64,
+    took: Duration,
+}
+
 /// Local `set` commands through a running node's API (its socket) from
 /// `clients` concurrent keep-alive connections; each answer means the bundle is
-/// durably committed. Returns (bundles/s, client-side p50 and p99 ms).
+/// durably committed.
 async fn commit_part(
     tmp: &Path,
     tag: &str,
     clients: usize,
     per_client: usize,
-) -> anyhow::Result<(f64, f64, f64)> {
+) -> anyhow::Result<CommitRun> {
     let (a_dir, _, _) = pair(tmp, tag)?;
     let a = Proc::up(&a_dir, "commit.log", &[])?;
     a.api().await?;
     let mut tasks = Vec::new();
+    let (node0, clients0) = (a.cpu(), troupe_tests::cpu_secs(std::process::id()));
     let t = Instant::now();
     for c in 0..clients {
         let dir = a_dir.clone();
@@ -629,10 +682,33 @@ async fn commit_part(
     for task in tasks {
         lat.extend(task.await??);
     }
-    let rate = (clients * per_client) as f64 / t.elapsed().as_secs_f64();
+    let took = t.elapsed();
+    let (node, clients_cpu) = (
+        a.cpu() - node0,
+        troupe_tests::cpu_secs(std::process::id()) - clients0,
+    );
+    let rate = (clients * per_client) as f64 / took.as_secs_f64();
     lat.sort_by(f64::total_cmp);
     a.stop().await?;
-    Ok((rate, percentile(&lat, 0.5), percentile(&lat, 0.99)))
+    Ok(CommitRun {
+        rate,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        node,
+        clients_cpu,
+        took,
+    })
+}
+
+/// Both sides' CPU as the JSON keeps it: the processes' seconds under
+/// `sender` and `receiver`, their storage threads' alongside.
+fn cpu_json((sender, receiver): (Cpu, Cpu)) -> Json {
+    json!({
+        "sender": sender.all,
+        "receiver": receiver.all,
+        "sender_storage_thread": sender.store,
+        "receiver_storage_thread": receiver.store,
+    })
 }
 
 /// Throughput in MB/s (10^6 bytes) of `bytes` moved in `took`.
@@ -719,14 +795,14 @@ async fn main() -> anyhow::Result<()> {
             let AssetRun { took: t, cpu } = asset_part(tmp.path(), &tag, 1, big).await?;
             let mbs = mb_per_s(big, t);
             eprintln!(
-                "one {} MiB asset, run {i}: {:.3} s, {mbs:.0} MB/s (CPU through it: sender {:.2} s, receiver {:.2} s)",
+                "one {} MiB asset, run {i}: {:.3} s, {mbs:.0} MB/s (CPU through it: sender {}, receiver {})",
                 big >> 20,
                 t.as_secs_f64(),
-                cpu.0,
-                cpu.1
+                cpu.0.describe(t),
+                cpu.1.describe(t)
             );
             rates.push(mbs);
-            cpus.push(json!({"sender": cpu.0, "receiver": cpu.1}));
+            cpus.push(cpu_json(cpu));
             if !keep {
                 for side in ["a", "b"] {
                     std::fs::remove_dir_all(tmp.path().join(format!("{tag}{side}"))).ok();
@@ -802,15 +878,29 @@ async fn main() -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for (i, &n) in clients.iter().enumerate() {
             let per_client = commits / n.max(1);
-            let (rate, p50, p99) =
-                commit_part(tmp.path(), &format!("commit{i}"), n, per_client).await?;
+            let CommitRun {
+                rate,
+                p50,
+                p99,
+                node,
+                clients_cpu,
+                took,
+            } = commit_part(tmp.path(), &format!("commit{i}"), n, per_client).await?;
+            let sets = (n * per_client).max(1) as f64;
+            let us = |secs: f64| secs * 1e6 / sets;
             eprintln!(
-                "local API commits, {n} clients: {rate:.0} bundles/s, p50 {p50:.2} ms, p99 {p99:.2} ms"
+                "local API commits, {n} clients: {rate:.0} bundles/s, p50 {p50:.2} ms, p99 {p99:.2} ms; CPU per set: node {:.1} µs (storage thread {:.1} µs, busy {:.0} % of the {:.2} s), the clients {:.1} µs",
+                us(node.all),
+                us(node.store),
+                node.store / took.as_secs_f64() * 100.0,
+                took.as_secs_f64(),
+                us(clients_cpu)
             );
             rows.push(format!(
                 "| durable local commits through the API, {n} clients × {per_client} | {rate:.0} bundles/s (p50 {p50:.2} / p99 {p99:.2} ms) | ≥ 50,000 /s |"
             ));
-            runs.push(json!({"clients": n, "per_client": per_client, "per_s": rate, "p50_ms": p50, "p99_ms": p99}));
+            runs.push(json!({"clients": n, "per_client": per_client, "per_s": rate, "p50_ms": p50, "p99_ms": p99,
+                "cpu_us_per_set": {"node": us(node.all), "storage_thread": us(node.store), "clients": us(clients_cpu)}}));
         }
         figures.insert("local_commits".into(), Json::Array(runs));
     }
@@ -888,20 +978,23 @@ async fn sync_part(
             b,
             took,
             bytes,
-            cpu: (cpu_a, cpu_b),
+            cpu,
         } = session(&a_dir, &to, &tag).await?;
+        let (cpu_a, cpu_b) = (cpu.0.all, cpu.1.all);
         rss_a = rss_a.max(a.peak_rss_kib());
         rss_b = rss_b.max(b.peak_rss_kib());
         let busy = (cpu_a + cpu_b) / (cores as f64 * took.as_secs_f64()) * 100.0;
         let b_status = b.api().await?.get("/v1/status").await?;
         let committed = b_status["sync"]["bundles_committed"].as_u64().unwrap_or(0);
         eprintln!(
-            "full sync {run}: {:.3} s, {bytes} bytes, {committed} bundles committed; CPU during it: sender {cpu_a:.2} s, receiver {cpu_b:.2} s, {busy:.0} % of {cores} cores",
-            took.as_secs_f64()
+            "full sync {run}: {:.3} s, {bytes} bytes, {committed} bundles committed; CPU during it: sender {}, receiver {}; {busy:.0} % of {cores} cores",
+            took.as_secs_f64(),
+            cpu.0.describe(took),
+            cpu.1.describe(took)
         );
         fulls.push(took.as_secs_f64());
         full_bytes = full_bytes.max(bytes);
-        cpus.push(json!({"sender": cpu_a, "receiver": cpu_b}));
+        cpus.push(cpu_json(cpu));
         if last {
             kept = Some((a, b));
         } else {
