@@ -246,7 +246,6 @@ async fn sync_bytes(a: &ApiClient, b: &ApiClient) -> anyhow::Result<u64> {
         + sb["sync"]["bytes_sent"].as_u64().unwrap_or(0))
 }
 
-/// One timed sync between two fresh nodes.
 /// User + system CPU seconds of a node process: in all, and on its storage
 /// thread alone (the one thread every commit goes through, so its share of
 /// the wall time shows when it is what bounds a figure).
@@ -267,7 +266,9 @@ impl std::ops::Sub for Cpu {
 }
 
 impl Cpu {
-    /// "0.45 s (storage thread 0.30 s, 62 % of 0.48 s)".
+    /// "0.45 s (storage thread 0.30 s, 62 % of the 0.48 s)": the
+    /// process's CPU, its storage thread's, and that thread's share of the
+    /// wall time `wall`.
     fn describe(&self, wall: Duration) -> String {
         format!(
             "{:.2} s (storage thread {:.2} s, {:.0} % of the {:.2} s)",
@@ -279,6 +280,7 @@ impl Cpu {
     }
 }
 
+/// One timed sync between two fresh nodes.
 struct Session {
     a: Proc,
     b: Proc,
