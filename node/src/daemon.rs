@@ -37,7 +37,6 @@ use crate::sync_driver::{self, DriverParts};
 pub const LOCK_FILE: &str = "node.lock";
 /// Jobs waiting for the storage thread before callers wait for room.
 const STORE_QUEUE: usize = 64;
-
 /// The name of the thread that owns the store (and the sync engine): what
 /// `top -H`, a profiler or the bench shows for the node's storage work.
 pub const STORE_THREAD: &str = "troupe-store";

@@ -266,6 +266,11 @@ impl std::ops::Sub for Cpu {
 }
 
 impl Cpu {
+    /// How busy the storage thread was over `wall`, in percent.
+    fn store_busy(&self, wall: Duration) -> f64 {
+        self.store / wall.as_secs_f64() * 100.0
+    }
+
     /// "0.45 s (storage thread 0.30 s, 62 % of the 0.48 s)": the
     /// process's CPU, its storage thread's, and that thread's share of the
     /// wall time `wall`.
@@ -274,7 +279,7 @@ impl Cpu {
             "{:.2} s (storage thread {:.2} s, {:.0} % of the {:.2} s)",
             self.all,
             self.store,
-            self.store / wall.as_secs_f64() * 100.0,
+            self.store_busy(wall),
             wall.as_secs_f64()
         )
     }
@@ -894,7 +899,7 @@ async fn main() -> anyhow::Result<()> {
                 "local API commits, {n} clients: {rate:.0} bundles/s, p50 {p50:.2} ms, p99 {p99:.2} ms; CPU per set: node {:.1} µs (storage thread {:.1} µs, busy {:.0} % of the {:.2} s), the clients {:.1} µs",
                 us(node.all),
                 us(node.store),
-                node.store / took.as_secs_f64() * 100.0,
+                node.store_busy(took),
                 took.as_secs_f64(),
                 us(clients_cpu)
             );
