@@ -16,6 +16,7 @@ use crate::journal;
 use crate::quarantine::{QuarantineEntry, put_entry};
 use crate::rebuild::rebuild_workspace;
 use crate::schema::*;
+use crate::sorted_insert::{Row, insert_sorted};
 use crate::state::TxnState;
 use crate::{Store, decode_ws, now_ms};
 
@@ -494,6 +495,20 @@ pub(crate) fn check_writable(txn: &WriteTransaction, ws: &WorkspaceId) -> Result
     Ok(())
 }
 
+/// Whether two `bundles` keys are one author's consecutive seqs (no key
+/// can sort between them).
+fn consecutive_slots(a: &[u8], b: &[u8]) -> bool {
+    let seq = |k: &[u8]| {
+        k.get(64..72)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    a.len() == 72
+        && b.len() == 72
+        && a[..64] == b[..64]
+        && matches!((seq(a), seq(b)), (Some(x), Some(y)) if x.checked_add(1) == Some(y))
+}
+
 fn read_hash(v: &[u8]) -> Result<BundleHash, DamagedRow> {
     v.try_into()
         .map(BundleHash)
@@ -663,14 +678,16 @@ fn commit_in(
     let mut tip_updates: BTreeMap<ActorId, (u64, BundleHash)> = BTreeMap::new();
     let mut state = TxnState::open(txn, *ws)?;
 
-    // One buffer for every row value of the batch.
-    let mut row = Vec::new();
+    // The copies' rows, written together in key order at the end (see the
+    // `sorted_insert` module).
+    let mut copies: Vec<Row> = Vec::with_capacity(restore.len() + candidates.len());
     let mut store_copy =
         |b: &Bundle, ranges: &mut BTreeMap<ActorId, SeqRangeSet>| -> Result<(), CommitError> {
             let body = b.body();
             let k = seq_key(ws, &body.author, body.seq);
+            let mut row = Vec::new();
             held::held_value_into(&mut row, k.as_slice(), &b.hash(), b.bytes());
-            bundles_t.insert(k.as_slice(), row.as_slice())?;
+            copies.push((k.to_vec(), row));
             let r = match ranges.entry(body.author) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
@@ -707,6 +724,7 @@ fn commit_in(
         out.conflicted.extend(state.apply(b)?);
         out.committed.push((body.author, body.seq, b.hash()));
     }
+    insert_sorted(&mut bundles_t, &mut copies, consecutive_slots)?;
     for (author, r) in &ranges {
         let ak = author_key(ws, author);
         let v = encode_ranges(&ak, r)?;

@@ -129,6 +129,7 @@ pub mod remove;
 pub mod salvage;
 mod schema;
 pub mod scrub;
+mod sorted_insert;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
