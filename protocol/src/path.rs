@@ -63,15 +63,26 @@ impl FieldPath {
     }
 }
 
+/// One pass over the bytes (every op of every received bundle checks its
+/// names): starts with a lower-case letter; then lower-case letters, digits,
+/// `_`, and with `dots` single `.` separators, never last.
 fn name_ok(s: &str, dots: bool) -> bool {
-    !s.is_empty()
-        && s.len() <= limits::MAX_NAME_BYTES
-        && s.as_bytes()[0].is_ascii_lowercase()
-        && s.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || (dots && b == b'.')
-        })
-        && !s.ends_with('.')
-        && !s.contains("..")
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > limits::MAX_NAME_BYTES || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    let mut prev = b[0];
+    for &c in &b[1..] {
+        let ok = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || c == b'_'
+            || (dots && c == b'.' && prev != b'.');
+        if !ok {
+            return false;
+        }
+        prev = c;
+    }
+    prev != b'.'
 }
 
 /// Entity type rule: lower-case letters, digits, `_`, dot-separated namespaces.
@@ -120,6 +131,29 @@ impl FromStr for FieldPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The rule as first written, several passes: the reference.
+    fn name_ok_reference(s: &str, dots: bool) -> bool {
+        !s.is_empty()
+            && s.len() <= limits::MAX_NAME_BYTES
+            && s.as_bytes()[0].is_ascii_lowercase()
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || (dots && b == b'.')
+            })
+            && !s.ends_with('.')
+            && !s.contains("..")
+    }
+
+    proptest! {
+        #[test]
+        fn names_are_judged_as_the_reference_judges_them(
+            s in "[a-c0-9_.A/é]{0,12}|[a-z][a-z0-9_.]{0,70}",
+            dots in any::<bool>(),
+        ) {
+            prop_assert_eq!(name_ok(&s, dots), name_ok_reference(&s, dots), "{:?}", s);
+        }
+    }
 
     #[test]
     fn paths_parse_and_validate() {
