@@ -16,7 +16,7 @@ use crate::journal;
 use crate::quarantine::{QuarantineEntry, put_entry};
 use crate::rebuild::rebuild_workspace;
 use crate::schema::*;
-use crate::sorted_insert::{Row, insert_sorted};
+use crate::sorted_insert::SortedRows;
 use crate::state::TxnState;
 use crate::{Store, decode_ws, now_ms};
 
@@ -678,16 +678,16 @@ fn commit_in(
     let mut tip_updates: BTreeMap<ActorId, (u64, BundleHash)> = BTreeMap::new();
     let mut state = TxnState::open(txn, *ws)?;
 
-    // The copies' rows, written together in key order at the end (see the
+    // The copies' rows, written in key order a chunk at a time (see the
     // `sorted_insert` module).
-    let mut copies: Vec<Row> = Vec::with_capacity(restore.len() + candidates.len());
+    let mut copies = SortedRows::new(consecutive_slots);
     let mut store_copy =
         |b: &Bundle, ranges: &mut BTreeMap<ActorId, SeqRangeSet>| -> Result<(), CommitError> {
             let body = b.body();
             let k = seq_key(ws, &body.author, body.seq);
-            let mut row = Vec::new();
-            held::held_value_into(&mut row, k.as_slice(), &b.hash(), b.bytes());
-            copies.push((k.to_vec(), row));
+            copies.push(&mut bundles_t, &k, |v| {
+                held::held_value_append(v, k.as_slice(), &b.hash(), b.bytes())
+            })?;
             let r = match ranges.entry(body.author) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
@@ -724,7 +724,7 @@ fn commit_in(
         out.conflicted.extend(state.apply(b)?);
         out.committed.push((body.author, body.seq, b.hash()));
     }
-    insert_sorted(&mut bundles_t, &mut copies, consecutive_slots)?;
+    copies.finish(&mut bundles_t)?;
     for (author, r) in &ranges {
         let ak = author_key(ws, author);
         let v = encode_ranges(&ak, r)?;

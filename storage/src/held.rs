@@ -34,14 +34,13 @@ const HEAD: usize = 1 + 32 + 8;
 #[cfg(test)]
 pub(crate) fn held_value(key: &[u8], hash: &BundleHash, copy: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    held_value_into(&mut v, key, hash, copy);
+    held_value_append(&mut v, key, hash, copy);
     v
 }
 
-/// Writes the `bundles` value for a copy whose verified hash is `hash`
-/// into `v` (a buffer reused across a batch).
-pub(crate) fn held_value_into(v: &mut Vec<u8>, key: &[u8], hash: &BundleHash, copy: &[u8]) {
-    v.clear();
+/// Appends the `bundles` value for a copy whose verified hash is `hash`
+/// to `v` (a batch's values, one after the other).
+pub(crate) fn held_value_append(v: &mut Vec<u8>, key: &[u8], hash: &BundleHash, copy: &[u8]) {
     v.reserve(HEAD + copy.len());
     v.push(CARRIES_HASH);
     v.extend_from_slice(&hash.0);
