@@ -13,7 +13,7 @@
 //! A cursor costs more than `insert` for a short run: it always builds new
 //! leaves and a new parent, where `insert` changes a leaf already written in
 //! this transaction in place. Measured on local group commits (runs of 4
-//! bundles at 8 clients), the storage thread spent 6–10 % more a set when
+//! bundles at 8 clients), the storage thread spent 2–10 % more a set when
 //! every run went through a cursor. So only runs of [`MIN_RUN`] rows or more
 //! do (a sync's batches: 64 and 256 bundles).
 //!
