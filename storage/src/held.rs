@@ -181,14 +181,7 @@ mod tests {
             {
                 let mut b = txn.open_table(BUNDLES).unwrap();
                 let mut h = txn.open_table(SEQ_HASH).unwrap();
-                let rows: Vec<(Vec<u8>, Vec<u8>)> = b
-                    .iter()
-                    .unwrap()
-                    .map(|r| {
-                        let (k, v) = r.unwrap();
-                        (k.value().to_vec(), v.value().to_vec())
-                    })
-                    .collect();
+                let rows = crate::schema::owned_rows(&b);
                 assert_eq!(rows.len(), 6);
                 for (k, v) in rows {
                     let row = split(&k, &v);

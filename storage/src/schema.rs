@@ -257,3 +257,17 @@ pub(crate) fn unseal<'a>(key: &[u8], v: &'a [u8]) -> Option<&'a [u8]> {
     let (body, t) = v.split_at(at);
     (row_tag(key, body) == t).then_some(body)
 }
+
+/// Every row of a byte table, owned, in key order (tests compare tables).
+#[cfg(test)]
+pub(crate) fn owned_rows(
+    t: &impl redb::ReadableTable<&'static [u8], &'static [u8]>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    t.iter()
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.value().to_vec(), v.value().to_vec())
+        })
+        .collect()
+}

@@ -154,7 +154,7 @@ fn through_cursor(table: &mut ByteTable<'_>, rows: &[(&[u8], &[u8])]) -> Result<
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+    use redb::{Database, ReadableDatabase, TableDefinition};
     use std::collections::BTreeMap;
 
     const T: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("t");
@@ -225,14 +225,8 @@ mod tests {
             txn.commit().unwrap();
             let read = db.begin_read().unwrap();
             let t = read.open_table(T).unwrap();
-            let got: BTreeMap<Vec<u8>, Vec<u8>> = t
-                .iter()
-                .unwrap()
-                .map(|r| {
-                    let (k, v) = r.unwrap();
-                    (k.value().to_vec(), v.value().to_vec())
-                })
-                .collect();
+            let got: BTreeMap<Vec<u8>, Vec<u8>> =
+                crate::schema::owned_rows(&t).into_iter().collect();
             prop_assert_eq!(got, model);
         }
     }
