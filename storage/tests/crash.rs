@@ -9,6 +9,10 @@ use troupe_protocol::workspace::{WorkspaceInfo, WorkspaceKind};
 use troupe_storage::Store;
 use troupe_storage::testing::CrashBackend;
 
+/// Bundles of the second author in the batch: a run long enough to go
+/// through a redb cursor (`sorted_insert`), not row by row.
+const RUN: u64 = 40;
+
 fn reopen(durable: Vec<u8>) -> Store {
     Store::open_with_backend(CrashBackend::from_image(durable)).expect("a crashed store re-opens")
 }
@@ -18,7 +22,7 @@ fn reopen(durable: Vec<u8>) -> Store {
 fn scenario(crash_after_base: Option<u64>) -> (Vec<u8>, u64, bool) {
     let ws = test_workspace().workspace_id();
     let (_, base) = chain(1, 5);
-    let (_, batch) = chain(2, 30);
+    let (_, batch) = chain(2, RUN);
     let backend = CrashBackend::default();
     let store = Store::open_with_backend(backend.clone()).unwrap();
     store
@@ -59,10 +63,10 @@ fn a_crash_at_any_sync_of_a_batch_commit_leaves_all_or_nothing() {
         let a_ranges = r.get(&a).map(|s| s.ranges().to_vec());
         if has_b {
             saw_all = true;
-            assert_eq!(r[&b].ranges(), &[(1, 30)], "crash at sync {k}");
+            assert_eq!(r[&b].ranges(), &[(1, RUN)], "crash at sync {k}");
             assert_eq!(a_ranges, Some(vec![(1, 8)]), "crash at sync {k}");
-            assert_eq!(state.len(), 38 * 10);
-            assert_eq!(store.author_tip(&ws, &b).unwrap().last_seq, 30);
+            assert_eq!(state.len(), (RUN as usize + 8) * 10);
+            assert_eq!(store.author_tip(&ws, &b).unwrap().last_seq, RUN);
         } else {
             saw_none = true;
             assert!(!ok, "an acknowledged commit survives (crash at sync {k})");
