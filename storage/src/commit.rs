@@ -495,20 +495,6 @@ pub(crate) fn check_writable(txn: &WriteTransaction, ws: &WorkspaceId) -> Result
     Ok(())
 }
 
-/// Whether two `bundles` keys are one author's consecutive seqs (no key
-/// can sort between them).
-fn consecutive_slots(a: &[u8], b: &[u8]) -> bool {
-    let seq = |k: &[u8]| {
-        k.get(64..72)
-            .and_then(|s| s.try_into().ok())
-            .map(u64::from_be_bytes)
-    };
-    a.len() == 72
-        && b.len() == 72
-        && a[..64] == b[..64]
-        && matches!((seq(a), seq(b)), (Some(x), Some(y)) if x.checked_add(1) == Some(y))
-}
-
 fn read_hash(v: &[u8]) -> Result<BundleHash, DamagedRow> {
     v.try_into()
         .map(BundleHash)

@@ -116,6 +116,17 @@ pub(crate) fn parse_seq_key(k: &[u8]) -> Option<(WorkspaceId, ActorId, u64)> {
     ))
 }
 
+/// Whether two `bundles` keys are one author's consecutive seqs in one
+/// workspace (no key can sort between them).
+pub(crate) fn consecutive_slots(a: &[u8], b: &[u8]) -> bool {
+    match (parse_seq_key(a), parse_seq_key(b)) {
+        (Some((wa, aa, x)), Some((wb, ab, y))) => {
+            wa == wb && aa == ab && x.checked_add(1) == Some(y)
+        }
+        _ => false,
+    }
+}
+
 pub(crate) fn entity_prefix(ws: &WorkspaceId, ty: &str, id: &EntityId) -> Vec<u8> {
     let mut k = Vec::with_capacity(32 + ty.len() + id.as_str().len() + 2);
     push_entity_prefix(&mut k, ws, ty, id);

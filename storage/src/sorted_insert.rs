@@ -35,13 +35,13 @@ use std::ops::{Bound, Range};
 use redb::{CursorError, Table};
 
 /// The tables written this way (byte keys and values).
-pub(crate) type ByteTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
+type ByteTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
 
 /// Runs shorter than this are written with `Table::insert`.
-pub(crate) const MIN_RUN: usize = 32;
+const MIN_RUN: usize = 32;
 
 /// Rows held before they are written.
-pub(crate) const CHUNK: usize = 2 * MIN_RUN;
+const CHUNK: usize = 2 * MIN_RUN;
 
 /// Rows for one table, collected in arrival order and written in key
 /// order, [`CHUNK`] at a time; [`SortedRows::finish`] writes the rest.
@@ -99,7 +99,7 @@ impl<A: Fn(&[u8], &[u8]) -> bool> SortedRows<A> {
 /// Writes `rows` into `table` as that many `insert`s would; runs of at
 /// least [`MIN_RUN`] rows whose consecutive keys are `adjacent` go through
 /// cursor runs. Sorts `rows` in place.
-pub(crate) fn insert_sorted(
+fn insert_sorted(
     table: &mut ByteTable<'_>,
     rows: &mut [(&[u8], &[u8])],
     adjacent: impl Fn(&[u8], &[u8]) -> bool,
