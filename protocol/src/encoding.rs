@@ -109,6 +109,7 @@ pub mod fuzzing {
     /// allocating past its caps; what decodes lays out again and comes back
     /// the same.
     pub fn decode_columns(data: &[u8]) {
+        crate::sync::columnar::check_built_bodies(data);
         if let Ok(items) = crate::sync::columnar::decode(data) {
             let refs: Vec<(bool, &[u8])> = items.iter().map(|(e, b)| (*e, b.as_slice())).collect();
             let again = crate::sync::columnar::decode(&crate::sync::columnar::encode(&refs))

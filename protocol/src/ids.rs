@@ -97,6 +97,12 @@ impl EntityId {
         }
     }
 
+    /// An id read from a peer's bytes, unchecked as a decoded one is (the
+    /// bundle's checks judge it, see [`EntityId::is_valid`]).
+    pub(crate) fn decoded(s: String) -> Self {
+        EntityId(s)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -21,9 +21,12 @@
 //! item ([`MAX_BUNDLE_BYTES`]). The receiver still decodes and verifies every
 //! rebuilt bundle as usual; a wrong rebuild fails its hash or signature.
 
+use super::column_body::{self, Head, OpPieces, Pieces, Str};
 use super::limits::{MAX_BATCH_BUNDLES, MAX_BATCH_PLAIN};
-use crate::error::DecodeError;
-use crate::ids::{ActorId, WorkspaceId};
+use super::message::restore_prev_hash;
+use crate::bundle::{Bundle, BundleBody};
+use crate::error::{DecodeError, VerifyError};
+use crate::ids::{ActorId, BundleHash, WorkspaceId};
 use crate::limits::{MAX_BUNDLE_BYTES, MAX_OPS_PER_BUNDLE, MAX_PRED};
 
 /// Values are grouped by their op's position in the bundle, up to this many groups.
@@ -306,41 +309,37 @@ impl<'a> Reader<'a> {
         Ok(self.bytes(1)?[0])
     }
 
-    /// Copies one varint, as encoded, into `out`.
-    fn copy_varint(&mut self, out: &mut Vec<u8>) -> Result<u64, DecodeError> {
+    /// Copies one varint, as encoded, into `out`; returns it as encoded.
+    fn copy_varint(&mut self, out: &mut Vec<u8>) -> Result<&'a [u8], DecodeError> {
+        let piece = self.varint_piece()?;
+        out.extend_from_slice(piece);
+        Ok(piece)
+    }
+
+    /// Copies one encoded string (length, bytes) into `out`; returns it.
+    fn copy_str(&mut self, out: &mut Vec<u8>) -> Result<Str<'a>, DecodeError> {
         let start = self.data;
-        let v = self.varint()?;
-        out.extend_from_slice(&start[..start.len() - self.data.len()]);
-        Ok(v)
+        let n = usize::try_from(self.varint()?).map_err(|_| bad("string too long"))?;
+        let len = self.consumed_since(start);
+        let text = self.bytes(n)?;
+        out.extend_from_slice(self.consumed_since(start));
+        Ok(Str { len, text })
     }
 
-    /// Copies one encoded string (length, bytes) into `out`.
-    fn copy_str(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let n = self.copy_varint(out)?;
-        let n = usize::try_from(n).map_err(|_| bad("string too long"))?;
-        out.extend_from_slice(self.bytes(n)?);
-        Ok(())
-    }
-
-    /// Copies one length-prefixed encoding (without its length) into `out`.
-    fn copy_sized(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    /// Copies one length-prefixed encoding (without its length) into `out`;
+    /// returns the encoding.
+    fn copy_sized(&mut self, out: &mut Vec<u8>) -> Result<&'a [u8], DecodeError> {
         let n = usize::try_from(self.varint()?).map_err(|_| bad("item too long"))?;
-        out.extend_from_slice(self.bytes(n)?);
-        Ok(())
+        let piece = self.bytes(n)?;
+        out.extend_from_slice(piece);
+        Ok(piece)
     }
 
-    /// Copies one encoded `Vec<OpId>` into `out`.
-    fn copy_pred(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let n = self.copy_varint(out)?;
-        if n > MAX_PRED as u64 {
-            return Err(bad("too many preds"));
-        }
-        for _ in 0..n {
-            out.extend_from_slice(self.bytes(32)?);
-            self.copy_varint(out)?;
-            self.copy_varint(out)?;
-        }
-        Ok(())
+    /// Copies one encoded `Vec<OpId>` into `out`; returns it as encoded.
+    fn copy_pred(&mut self, out: &mut Vec<u8>) -> Result<&'a [u8], DecodeError> {
+        let piece = self.pred_piece()?;
+        out.extend_from_slice(piece);
+        Ok(piece)
     }
 
     /// The bytes read since `start` (an earlier state of `self.data`).
@@ -465,11 +464,96 @@ fn count(r: &mut Reader<'_>, max: usize, what: &'static str) -> Result<usize, De
     Ok(n as usize)
 }
 
+/// One item rebuilt from the columns, with its body when it could be built
+/// straight from them (see [`super::column_body`]).
+pub(crate) struct Rebuilt {
+    /// Its `prev_hash` was left out: it names the item before.
+    pub(crate) elided: bool,
+    /// The item's bytes. An elided `prev_hash` of a structured item has its
+    /// 32 bytes reserved (zero) at `prev_at`, to be filled in place.
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) prev_at: Option<usize>,
+    /// The body, equal to what parsing `bytes` (with the hash filled in)
+    /// gives; `None` when only the parser may say.
+    pub(crate) body: Option<BundleBody>,
+}
+
+impl Rebuilt {
+    /// An item that travelled whole: its bytes are parsed as they came.
+    pub(crate) fn raw(elided: bool, bytes: Vec<u8>) -> Rebuilt {
+        Rebuilt {
+            elided,
+            bytes,
+            prev_at: None,
+            body: None,
+        }
+    }
+
+    /// The bytes as the sender cut them: an elided `prev_hash` left out.
+    fn into_item(self) -> (bool, Vec<u8>) {
+        let mut bytes = self.bytes;
+        if let Some(at) = self.prev_at {
+            bytes.drain(at..at + 32);
+        }
+        (self.elided, bytes)
+    }
+
+    /// The bundle, or why it is not one and its bytes. `prev` is the hash
+    /// of the item before, which an elided `prev_hash` names; without it
+    /// the bytes are parsed as they came (and fail).
+    pub(crate) fn into_bundle(
+        self,
+        prev: Option<&BundleHash>,
+    ) -> Result<Bundle, (VerifyError, Vec<u8>)> {
+        let Rebuilt {
+            elided,
+            mut bytes,
+            prev_at,
+            mut body,
+        } = self;
+        if elided {
+            match (prev, prev_at) {
+                (Some(p), Some(at)) => {
+                    bytes[at..at + 32].copy_from_slice(&p.0);
+                    if let Some(b) = &mut body {
+                        b.prev_hash = Some(*p);
+                    }
+                }
+                (None, Some(at)) => {
+                    bytes.drain(at..at + 32);
+                    body = None;
+                }
+                (Some(p), None) => {
+                    if let Some(full) = restore_prev_hash(&bytes, p) {
+                        bytes = full;
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        match body {
+            Some(b) => Bundle::from_parsed(bytes, b),
+            None => Bundle::decode_or_return(bytes),
+        }
+    }
+}
+
 /// Rebuilds the items from the column layout, as [`encode`] took them.
 ///
 /// # Errors
 /// [`DecodeError`] for anything malformed, over a cap, or left over.
 pub(crate) fn decode(plain: &[u8]) -> Result<Vec<(bool, Vec<u8>)>, DecodeError> {
+    Ok(decode_rebuilt(plain)?
+        .into_iter()
+        .map(Rebuilt::into_item)
+        .collect())
+}
+
+/// As [`decode`], with each structured item's body built from its pieces.
+///
+/// # Errors
+/// As [`decode`].
+pub(crate) fn decode_rebuilt(plain: &[u8]) -> Result<Vec<Rebuilt>, DecodeError> {
     let mut head = Reader { data: plain };
     let n = count(&mut head, MAX_BATCH_BUNDLES, "too many bundles in a batch")?;
     let ws = WorkspaceId(head.array()?);
@@ -505,6 +589,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<Vec<(bool, Vec<u8>)>, DecodeError> 
     let (mut last_seq, mut last_wall) = (0u64, 0u64);
     let mut total = 0usize;
     let mut out = Vec::with_capacity(n);
+    let mut op_pieces: Vec<OpPieces<'_>> = Vec::new();
     for _ in 0..n {
         let f = flags.byte()?;
         let elided = f & ELIDED != 0;
@@ -518,7 +603,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<Vec<(bool, Vec<u8>)>, DecodeError> 
             if total > MAX_BATCH_PLAIN {
                 return Err(bad("batch too large"));
             }
-            out.push((elided, item));
+            out.push(Rebuilt::raw(elided, item));
             continue;
         }
         let mut item = Vec::with_capacity(256);
@@ -531,56 +616,113 @@ pub(crate) fn decode(plain: &[u8]) -> Result<Vec<(bool, Vec<u8>)>, DecodeError> 
         // The body, field by field in its canonical encoding (see `BundleBody`).
         item.extend_from_slice(&ws.0);
         let a = usize::try_from(author.varint()?).map_err(|_| bad("author index"))?;
-        item.extend_from_slice(&authors.get(a).ok_or(bad("author index out of range"))?.0);
+        let author_id = *authors.get(a).ok_or(bad("author index out of range"))?;
+        item.extend_from_slice(&author_id.0);
         last_seq = last_seq.wrapping_add(unzigzag(seq.varint()?) as u64);
         put_varint(&mut item, last_seq);
-        if elided {
-            // Left out; the engine puts the previous item's hash back.
+        let mut prev_at = None;
+        let prev_hash = if elided {
+            // Left out; the hash of the item before goes in these 32 bytes.
             item.push(1);
+            prev_at = Some(item.len());
+            item.extend_from_slice(&[0; 32]);
+            Some(BundleHash([0; 32]))
         } else if f & HAS_PREV != 0 {
             item.push(1);
-            item.extend_from_slice(prev.bytes(32)?);
+            let p = prev.array()?;
+            item.extend_from_slice(&p);
+            Some(BundleHash(p))
         } else {
             item.push(0);
-        }
+            None
+        };
+        // The caps count the bytes as sent, without a reserved hash.
+        let reserved = if prev_at.is_some() { 32 } else { 0 };
         last_wall = last_wall.wrapping_add(unzigzag(hlc.varint()?) as u64);
         put_varint(&mut item, last_wall);
-        hlc.copy_varint(&mut item)?;
-        meta.copy_sized(&mut item)?;
-        meta.copy_str(&mut item)?;
+        let pieces = Pieces {
+            counter: hlc.copy_varint(&mut item)?,
+            kind: meta.copy_sized(&mut item)?,
+            summary: meta.copy_str(&mut item)?,
+        };
         let n_ops = count(ops, MAX_OPS_PER_BUNDLE, "too many ops in one bundle")?;
         put_varint(&mut item, n_ops as u64);
+        op_pieces.clear();
         for i in 0..n_ops {
-            match ops.byte()? {
+            let op = match ops.byte()? {
                 OP_SET => {
                     item.push(0);
-                    etype.copy_str(&mut item)?;
-                    eid.copy_str(&mut item)?;
-                    field.copy_str(&mut item)?;
-                    values[i.min(VALUE_COLUMNS - 1)].copy_sized(&mut item)?;
-                    pred.copy_pred(&mut item)?;
+                    OpPieces::Set {
+                        etype: etype.copy_str(&mut item)?,
+                        eid: eid.copy_str(&mut item)?,
+                        field: field.copy_str(&mut item)?,
+                        value: values[i.min(VALUE_COLUMNS - 1)].copy_sized(&mut item)?,
+                        pred: pred.copy_pred(&mut item)?,
+                    }
                 }
-                OP_OTHER => other.copy_sized(&mut item)?,
+                OP_OTHER => OpPieces::Other(other.copy_sized(&mut item)?),
                 _ => return Err(bad("unknown op tag")),
-            }
-            if item.len() > MAX_BUNDLE_BYTES {
+            };
+            op_pieces.push(op);
+            if item.len() - reserved > MAX_BUNDLE_BYTES {
                 return Err(bad("bundle too large"));
             }
         }
-        if item.len() > MAX_BUNDLE_BYTES {
+        if item.len() - reserved > MAX_BUNDLE_BYTES {
             return Err(bad("bundle too large"));
         }
-        total += item.len();
+        total += item.len() - reserved;
         if total > MAX_BATCH_PLAIN {
             return Err(bad("batch too large"));
         }
-        out.push((elided, item));
+        let head = Head {
+            workspace: ws,
+            author: author_id,
+            seq: last_seq,
+            prev_hash,
+            wall_ms: last_wall,
+        };
+        let body = column_body::body(head, &pieces, &op_pieces);
+        out.push(Rebuilt {
+            elided,
+            bytes: item,
+            prev_at,
+            body,
+        });
     }
     let leftover = c.iter().any(|r| !r.data.is_empty());
     if leftover {
         return Err(bad("column bytes left over"));
     }
     Ok(out)
+}
+
+/// Checks that the bundles [`decode_rebuilt`] gives for `plain` are what
+/// parsing every rebuilt item's bytes gives (the path before bodies were
+/// built from the columns): the same bundles, the same errors with the same
+/// bytes. Returns how many bodies were built from the columns. Panics on
+/// any difference (tests and the `decode_columns` fuzz target).
+#[cfg(any(fuzzing, test))]
+pub(crate) fn check_built_bodies(plain: &[u8]) -> usize {
+    let (Ok(rebuilt), Ok(items)) = (decode_rebuilt(plain), decode(plain)) else {
+        assert!(decode_rebuilt(plain).is_err() && decode(plain).is_err());
+        return 0;
+    };
+    let show = |r: Result<Bundle, (VerifyError, Vec<u8>)>| r.map_err(|(e, b)| (e.to_string(), b));
+    let built = rebuilt.iter().filter(|r| r.body.is_some()).count();
+    let (mut last_new, mut last_old): (Option<BundleHash>, Option<BundleHash>) = (None, None);
+    for (r, (elided, bytes)) in rebuilt.into_iter().zip(items) {
+        let new = r.into_bundle(last_new.as_ref());
+        let bytes = match (elided, &last_old) {
+            (true, Some(p)) => restore_prev_hash(&bytes, p).unwrap_or(bytes),
+            _ => bytes,
+        };
+        let old = Bundle::decode_or_return(bytes);
+        last_new = new.as_ref().ok().map(Bundle::hash);
+        last_old = old.as_ref().ok().map(Bundle::hash);
+        assert_eq!(show(new), show(old));
+    }
+    built
 }
 
 #[cfg(test)]
@@ -815,6 +957,66 @@ mod tests {
         #[test]
         fn arbitrary_columns_never_panic(data in prop::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode(&data);
+            check_built_bodies(&data);
+        }
+
+        /// Bodies built from the columns are the parser's, for any items
+        /// and any damage to their columns (names, text, tags, lengths,
+        /// varints): see `column_body`.
+        #[test]
+        fn bodies_built_from_columns_are_what_parsing_gives(
+            bodies in prop::collection::vec(
+                (arb_body(ws(), ActorId([1; 32])), any::<bool>(), any::<bool>(), any::<u8>()),
+                1..12,
+            ),
+            damage in prop::collection::vec(
+                (any::<prop::sample::Index>(), any::<u8>()), 0..4,
+            ),
+        ) {
+            let items = items_of(&bodies);
+            let refs: Vec<(bool, &[u8])> = items.iter().map(|(e, b)| (*e, b.as_slice())).collect();
+            let mut plain = encode(&refs);
+            let clean = damage.is_empty();
+            for (at, byte) in damage {
+                let i = at.index(plain.len());
+                plain[i] = byte;
+            }
+            let built = check_built_bodies(&plain);
+            if clean {
+                // Canonical items of the batch's workspace all take the new path.
+                prop_assert_eq!(built, items.len());
+            }
+        }
+    }
+
+    #[test]
+    fn contacts_are_built_from_their_columns_not_parsed_again() {
+        let (_, bundles) = crate::testing::chain(1, 64);
+        let mut items: Vec<(bool, Vec<u8>)> = Vec::new();
+        let mut prev: Option<BundleHash> = None;
+        for b in &bundles {
+            let copy = b.without_signature();
+            let elided =
+                prev.and_then(|p| super::super::message::elide_prev_hash(copy.bytes(), &p));
+            items.push(match elided {
+                Some(e) => (true, e),
+                None => (false, copy.bytes().to_vec()),
+            });
+            prev = Some(b.hash());
+        }
+        let refs: Vec<(bool, &[u8])> = items.iter().map(|(e, b)| (*e, b.as_slice())).collect();
+        let plain = encode(&refs);
+        assert_eq!(check_built_bodies(&plain), bundles.len());
+        let mut last = None;
+        for (r, b) in decode_rebuilt(&plain)
+            .expect("decodes")
+            .into_iter()
+            .zip(&bundles)
+        {
+            let got = r.into_bundle(last.as_ref()).expect("a bundle");
+            assert_eq!(got.body(), b.body());
+            assert_eq!(got.hash(), b.hash());
+            last = Some(got.hash());
         }
     }
 

@@ -424,6 +424,23 @@ impl BatchCodec {
         split_items(&plain)
     }
 
+    /// As [`BatchCodec::decode`], with the bodies of structured items built
+    /// from their columns (see [`super::column_body`]).
+    pub(crate) fn decode_rebuilt(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Vec<super::columnar::Rebuilt>, DecodeError> {
+        if let Some((&COLUMNAR, packed)) = data.split_first() {
+            let plain = self.decompress(packed)?;
+            return super::columnar::decode_rebuilt(&plain);
+        }
+        let plain = self.decompress(data)?;
+        Ok(split_items(&plain)?
+            .into_iter()
+            .map(|(elided, bytes)| super::columnar::Rebuilt::raw(elided, bytes))
+            .collect())
+    }
+
     fn decompress(&mut self, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
         Ok(match zstd::zstd_safe::get_frame_content_size(data) {
             Ok(Some(n)) if n > MAX_BATCH_PLAIN as u64 => {

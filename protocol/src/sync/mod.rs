@@ -24,6 +24,7 @@
 
 mod batch;
 mod blobs;
+mod column_body;
 pub(crate) mod columnar;
 mod engine;
 #[cfg(any(test, feature = "testing"))]

@@ -19,7 +19,7 @@ use crate::error::VerifyError;
 use crate::ids::BundleHash;
 
 use super::limits::MAX_PRE_CHECKS;
-use super::message::{BatchCodec, Message, restore_prev_hash};
+use super::message::{BatchCodec, Message};
 
 /// A batch's items once decoded: each a bundle, or why it is not one and
 /// its bytes (for quarantine). `Err` when the batch itself does not decode.
@@ -53,16 +53,12 @@ impl PreparedFrame {
 
 /// A batch payload's bundles, in order.
 pub(crate) fn batch_items(codec: &mut BatchCodec, data: &[u8]) -> BatchItems {
-    let raw = codec.decode(data).map_err(|e| e.to_string())?;
+    let raw = codec.decode_rebuilt(data).map_err(|e| e.to_string())?;
     let mut items = Vec::with_capacity(raw.len());
     // Hash of the previous item, which an elided `prev_hash` names.
     let mut last: Option<BundleHash> = None;
-    for (elided, bytes) in raw {
-        let bytes = match (elided, &last) {
-            (true, Some(prev)) => restore_prev_hash(&bytes, prev).unwrap_or(bytes),
-            _ => bytes,
-        };
-        let item = Bundle::decode_or_return(bytes);
+    for r in raw {
+        let item = r.into_bundle(last.as_ref());
         last = item.as_ref().ok().map(Bundle::hash);
         items.push(item);
     }
