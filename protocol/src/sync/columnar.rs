@@ -590,6 +590,7 @@ pub(crate) fn decode_rebuilt(plain: &[u8]) -> Result<Vec<Rebuilt>, DecodeError> 
     let mut total = 0usize;
     let mut out = Vec::with_capacity(n);
     let mut op_pieces: Vec<OpPieces<'_>> = Vec::new();
+    let mut size_hint = 256;
     for _ in 0..n {
         let f = flags.byte()?;
         let elided = f & ELIDED != 0;
@@ -606,7 +607,9 @@ pub(crate) fn decode_rebuilt(plain: &[u8]) -> Result<Vec<Rebuilt>, DecodeError> 
             out.push(Rebuilt::raw(elided, item));
             continue;
         }
-        let mut item = Vec::with_capacity(256);
+        // Sized like the item before (a batch's items are alike), so the
+        // bytes kept for the store are not twice their length.
+        let mut item = Vec::with_capacity(size_hint);
         if f & SIGNED != 0 {
             item.push(1);
             item.extend_from_slice(sig.bytes(64)?);
@@ -682,6 +685,7 @@ pub(crate) fn decode_rebuilt(plain: &[u8]) -> Result<Vec<Rebuilt>, DecodeError> 
             prev_hash,
             wall_ms: last_wall,
         };
+        size_hint = (item.len() + 64).min(64 << 10);
         let body = column_body::body(head, &pieces, &op_pieces);
         out.push(Rebuilt {
             elided,
