@@ -16,9 +16,10 @@
 //! `None`, so every error a peer can provoke still comes from the one
 //! parser, word for word. Values other than text, and ops other than `Set`,
 //! are parsed with postcard from their own piece: a piece that is exactly
-//! one encoding decodes as it does inside the whole. The property test in
-//! `prepare` and the `decode_columns` fuzz target compare this path with the
-//! parser on arbitrary columns.
+//! one encoding decodes as it does inside the whole. Property tests here
+//! (each kind of piece against postcard) and in `columnar` (whole batches,
+//! damaged anywhere), and the `decode_columns` fuzz target, compare this
+//! path with the parser.
 
 use crate::bundle::{BundleBody, BundleKind};
 use crate::hlc::Hlc;
@@ -202,21 +203,26 @@ mod tests {
     use super::*;
     use crate::testing::strategies::{arb_op, arb_op_id, arb_value};
 
-    /// `encoded` with some bytes changed, cut short or run on.
-    fn damaged(
-        mut encoded: Vec<u8>,
-        damage: &[(prop::sample::Index, u8)],
-        cut: Option<usize>,
-        extra: &[u8],
-    ) -> Vec<u8> {
-        for (at, byte) in damage {
+    /// Damage to an encoding: some bytes changed, then cut short, then run on.
+    type Damage = (Vec<(prop::sample::Index, u8)>, Option<usize>, Vec<u8>);
+
+    fn any_damage() -> impl Strategy<Value = Damage> {
+        (
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            prop::option::of(0usize..80),
+            prop::collection::vec(any::<u8>(), 0..2),
+        )
+    }
+
+    fn damaged(mut encoded: Vec<u8>, (bytes, cut, extra): &Damage) -> Vec<u8> {
+        for (at, byte) in bytes {
             if !encoded.is_empty() {
                 let i = at.index(encoded.len());
                 encoded[i] = *byte;
             }
         }
         if let Some(n) = cut {
-            encoded.truncate(n);
+            encoded.truncate(*n);
         }
         encoded.extend_from_slice(extra);
         encoded
@@ -234,34 +240,36 @@ mod tests {
         Ok(())
     }
 
+    /// `read` gives `v` back from its encoding, and from that encoding
+    /// damaged, nothing or what postcard reads.
+    fn reads_as_the_parser<T>(
+        v: T,
+        read: impl Fn(&[u8]) -> Option<T>,
+        damage: &Damage,
+    ) -> Result<(), TestCaseError>
+    where
+        T: serde::Serialize + PartialEq + std::fmt::Debug + for<'a> serde::Deserialize<'a>,
+    {
+        let enc = postcard::to_stdvec(&v).expect("encodes");
+        prop_assert_eq!(read(&enc), Some(v));
+        let piece = damaged(enc, damage);
+        agrees(read(&piece), &piece)
+    }
+
     proptest! {
         #[test]
-        fn values_read_as_the_parser_reads_them(
-            v in arb_value(),
-            damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
-            cut in prop::option::of(0usize..40),
-            extra in prop::collection::vec(any::<u8>(), 0..2),
-        ) {
-            let enc = postcard::to_stdvec(&v).expect("encodes");
-            prop_assert_eq!(value(&enc), Some(v));
-            let piece = damaged(enc, &damage, cut, &extra);
-            agrees(value(&piece), &piece)?;
+        fn values_read_as_the_parser_reads_them(v in arb_value(), d in any_damage()) {
+            reads_as_the_parser(v, value, &d)?;
         }
 
         #[test]
         fn preds_and_other_ops_read_as_the_parser_reads_them(
             p in prop::collection::vec(arb_op_id(), 0..4),
             o in arb_op(),
-            damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
-            cut in prop::option::of(0usize..80),
-            extra in prop::collection::vec(any::<u8>(), 0..2),
+            d in any_damage(),
         ) {
-            let enc = postcard::to_stdvec(&p).expect("encodes");
-            prop_assert_eq!(pred(&enc), Some(p));
-            let piece = damaged(enc, &damage, cut, &extra);
-            agrees(pred(&piece), &piece)?;
-            let enc = postcard::to_stdvec(&o).expect("encodes");
-            prop_assert_eq!(op(&OpPieces::Other(&enc)), Some(o));
+            reads_as_the_parser(p, pred, &d)?;
+            reads_as_the_parser(o, |b| op(&OpPieces::Other(b)), &d)?;
         }
 
         #[test]

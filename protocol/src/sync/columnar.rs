@@ -472,6 +472,7 @@ pub(crate) struct Rebuilt {
     /// The item's bytes. An elided `prev_hash` of a structured item has its
     /// 32 bytes reserved (zero) at `prev_at`, to be filled in place.
     pub(crate) bytes: Vec<u8>,
+    /// Where those reserved bytes start.
     pub(crate) prev_at: Option<usize>,
     /// The body, equal to what parsing `bytes` (with the hash filled in)
     /// gives; `None` when only the parser may say.
