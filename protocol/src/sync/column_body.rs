@@ -5,7 +5,7 @@
 //! (they are what is hashed, verified and stored), and then parsed those
 //! bytes again with postcard to get the body. The columns already hold
 //! every field in hand, cut at its boundaries; building the body from those
-//! pieces skips the second pass through serde, which was about a third of
+//! pieces skips the second pass through serde, which was about half of
 //! the receiver's decoding work in a full sync.
 //!
 //! Equivalence: the body built here is the one postcard decodes from the
