@@ -222,7 +222,28 @@ impl Bundle {
     /// # Errors
     /// As [`Bundle::decode`].
     pub fn decode_or_return(bytes: Vec<u8>) -> Result<Bundle, (VerifyError, Vec<u8>)> {
-        match Bundle::parse(&bytes) {
+        Bundle::assemble(bytes, None)
+    }
+
+    /// As [`Bundle::decode_or_return`] for bytes whose body the caller has
+    /// already parsed from exactly these bytes (the batch decoder builds it
+    /// from the columns it rebuilt them from): the same caps, rules and
+    /// hash, without parsing the body again.
+    ///
+    /// # Errors
+    /// As [`Bundle::decode`].
+    pub(crate) fn from_parsed(
+        bytes: Vec<u8>,
+        body: BundleBody,
+    ) -> Result<Bundle, (VerifyError, Vec<u8>)> {
+        Bundle::assemble(bytes, Some(body))
+    }
+
+    fn assemble(
+        bytes: Vec<u8>,
+        parsed: Option<BundleBody>,
+    ) -> Result<Bundle, (VerifyError, Vec<u8>)> {
+        match Bundle::parse(&bytes, parsed) {
             Ok((body, signature, hash)) => Ok(Bundle {
                 body,
                 signature,
@@ -234,45 +255,12 @@ impl Bundle {
         }
     }
 
-    /// As [`Bundle::decode_or_return`] for bytes whose body the caller has
-    /// already parsed from exactly these bytes (the batch decoder builds it
-    /// from the columns it rebuilt them from): the same caps, rules and
-    /// hash, without parsing the body again. Bytes that break a rule before
-    /// the body are parsed after all, so they fail as they always did.
-    ///
-    /// # Errors
-    /// As [`Bundle::decode`].
-    pub(crate) fn from_parsed(
-        bytes: Vec<u8>,
-        body: BundleBody,
-    ) -> Result<Bundle, (VerifyError, Vec<u8>)> {
-        let body_at = match bytes.first() {
-            Some(0) => 1,
-            Some(1) if bytes.len() >= 65 => 65,
-            _ => return Bundle::decode_or_return(bytes),
-        };
-        if bytes.len() > limits::MAX_BUNDLE_BYTES {
-            return Bundle::decode_or_return(bytes);
-        }
-        if let Err(e) = body.check() {
-            return Err((e.into(), bytes));
-        }
-        let signature = bytes
-            .get(1..65)
-            .filter(|_| body_at == 65)
-            .and_then(|s| s.try_into().ok())
-            .map(Signature);
-        let hash = BundleHash(crypto::hash(&bytes[body_at..]));
-        Ok(Bundle {
-            body,
-            signature,
-            hash,
-            bytes,
-            signature_known_good: false,
-        })
-    }
-
-    fn parse(bytes: &[u8]) -> Result<(BundleBody, Option<Signature>, BundleHash), VerifyError> {
+    /// Checks the framing, parses the body (unless `parsed` is it already),
+    /// checks its rules and hashes it.
+    fn parse(
+        bytes: &[u8],
+        parsed: Option<BundleBody>,
+    ) -> Result<(BundleBody, Option<Signature>, BundleHash), VerifyError> {
         if bytes.len() > limits::MAX_BUNDLE_BYTES {
             return Err(DecodeError::TooLarge {
                 len: bytes.len(),
@@ -294,7 +282,10 @@ impl Bundle {
             None => return Err(DecodeError::Malformed("empty bundle".into()).into()),
         };
         let body_bytes = &bytes[body_at..];
-        let body: BundleBody = encoding::decode(body_bytes, limits::MAX_BUNDLE_BYTES)?;
+        let body: BundleBody = match parsed {
+            Some(b) => b,
+            None => encoding::decode(body_bytes, limits::MAX_BUNDLE_BYTES)?,
+        };
         body.check()?;
         let hash = BundleHash(crypto::hash(body_bytes));
         Ok((body, signature, hash))

@@ -113,10 +113,15 @@ fn take_varint(data: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 fn string(s: Str<'_>) -> Option<String> {
-    if varint(s.len)? != s.text.len() as u64 {
+    text(varint(s.len)?, s.text)
+}
+
+/// `bytes` as a string whose encoded length said `len`.
+fn text(len: u64, bytes: &[u8]) -> Option<String> {
+    if len != bytes.len() as u64 {
         return None;
     }
-    String::from_utf8(s.text.to_vec()).ok()
+    String::from_utf8(bytes.to_vec()).ok()
 }
 
 fn kind(piece: &[u8]) -> Option<BundleKind> {
@@ -147,11 +152,8 @@ fn value(piece: &[u8]) -> Option<Value> {
     match piece.split_first() {
         // Text, the common case, by hand.
         Some((4, rest)) => {
-            let (n, text) = take_varint(rest)?;
-            if n != text.len() as u64 {
-                return None;
-            }
-            String::from_utf8(text.to_vec()).ok().map(Value::Text)
+            let (n, bytes) = take_varint(rest)?;
+            text(n, bytes).map(Value::Text)
         }
         _ => whole(piece),
     }

@@ -416,12 +416,10 @@ impl BatchCodec {
     /// [`DecodeError::TooLarge`] past [`MAX_BATCH_PLAIN`] bytes or
     /// [`MAX_BATCH_BUNDLES`] items; [`DecodeError::Malformed`] otherwise.
     pub fn decode(&mut self, data: &[u8]) -> Result<Vec<(bool, Vec<u8>)>, DecodeError> {
-        if let Some((&COLUMNAR, packed)) = data.split_first() {
-            let plain = self.decompress(packed)?;
-            return super::columnar::decode(&plain);
+        match self.unpack(data)? {
+            (plain, true) => super::columnar::decode(&plain),
+            (plain, false) => split_items(&plain),
         }
-        let plain = self.decompress(data)?;
-        split_items(&plain)
     }
 
     /// As [`BatchCodec::decode`], with the bodies of structured items built
@@ -430,15 +428,21 @@ impl BatchCodec {
         &mut self,
         data: &[u8],
     ) -> Result<Vec<super::columnar::Rebuilt>, DecodeError> {
-        if let Some((&COLUMNAR, packed)) = data.split_first() {
-            let plain = self.decompress(packed)?;
-            return super::columnar::decode_rebuilt(&plain);
+        match self.unpack(data)? {
+            (plain, true) => super::columnar::decode_rebuilt(&plain),
+            (plain, false) => Ok(split_items(&plain)?
+                .into_iter()
+                .map(|(elided, bytes)| super::columnar::Rebuilt::raw(elided, bytes))
+                .collect()),
         }
-        let plain = self.decompress(data)?;
-        Ok(split_items(&plain)?
-            .into_iter()
-            .map(|(elided, bytes)| super::columnar::Rebuilt::raw(elided, bytes))
-            .collect())
+    }
+
+    /// A payload decompressed, and whether it is in the column layout.
+    fn unpack(&mut self, data: &[u8]) -> Result<(Vec<u8>, bool), DecodeError> {
+        Ok(match data.split_first() {
+            Some((&COLUMNAR, packed)) => (self.decompress(packed)?, true),
+            _ => (self.decompress(data)?, false),
+        })
     }
 
     fn decompress(&mut self, data: &[u8]) -> Result<Vec<u8>, DecodeError> {
