@@ -50,6 +50,7 @@ pub mod local_api;
 pub mod muxer;
 pub mod ops;
 pub mod peers;
+pub mod secure;
 pub mod shutdown;
 pub mod storage_actor;
 pub mod swarm;

@@ -1,4 +1,4 @@
-//! The libp2p shell: TCP + noise + yamux, and one stream protocol, `/troupe/sync/1`.
+//! The libp2p shell: TCP, our Noise handshake and AES-GCM records ([`crate::secure`]), yamux, and one stream protocol, `/troupe/sync/1`.
 //!
 //! The swarm runs on its own task and is driven only from there. Everything
 //! else talks to it through a [`NetworkHandle`]:
@@ -21,7 +21,7 @@ use futures::StreamExt;
 use libp2p::core::{ConnectedPoint, Transport as _, upgrade};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, noise, tcp};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, tcp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info, warn};
 
@@ -33,11 +33,6 @@ use crate::shutdown::Shutdown;
 /// How long [`NetworkHandle::open_stream`] waits for the swarm task to record
 /// a connection that the peer is already using.
 const CONNECT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Bytes read from a connection's socket at a time, beneath noise. Noise's
-/// framing reads 8 KiB at a time; straight from the socket, a 200 MiB asset
-/// took about 26,000 `recv` calls.
-const READ_BUFFER: usize = 256 * 1024;
 
 /// The one protocol Troupe speaks on libp2p streams.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/troupe/sync/1");
@@ -235,9 +230,8 @@ pub fn start(
             |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
                 Ok(
                     tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                        .map(|tcp, _| futures::io::BufReader::with_capacity(READ_BUFFER, tcp))
                         .upgrade(upgrade::Version::V1Lazy)
-                        .authenticate(noise::Config::new(key)?)
+                        .authenticate(crate::secure::Config::new(key)?)
                         .multiplex(crate::muxer::Yamux::default()),
                 )
             },
