@@ -386,5 +386,56 @@ mod dh {
     }
 }
 
+/// The record reader under arbitrary damage, for the fuzzer and the tests.
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+
+    use super::record::Channel;
+
+    /// `data` is `[piece size: 2 bytes][damage: 4 bytes][cut: 4 bytes]
+    /// [message]`. The message is written in pieces of that size, each
+    /// flushed into its own record; then one byte of the wire is flipped
+    /// and the wire cut short as the two fields say (past its end: not at
+    /// all), and the bytes are read back. Panics when the reader hands on
+    /// anything but a prefix of the message, reads less than all of it from
+    /// an untouched wire, or accepts a touched one without error.
+    pub fn records(data: &[u8]) {
+        let Some((head, message)) = data.split_first_chunk::<10>() else {
+            return;
+        };
+        let piece = usize::from(u16::from_le_bytes([head[0], head[1]])).max(1);
+        let damage = u32::from_le_bytes([head[2], head[3], head[4], head[5]]) as usize;
+        let cut = u32::from_le_bytes([head[6], head[7], head[8], head[9]]) as usize;
+        let key = [3u8; 32];
+        futures::executor::block_on(async {
+            let mut w = Channel::new(futures::io::Cursor::new(Vec::new()), &key, &[0; 32]);
+            for p in message.chunks(piece) {
+                w.write_all(p).await.expect("writing to memory");
+                w.flush().await.expect("flushing to memory");
+            }
+            let mut wire = w.into_inner().into_inner();
+            let damaged = damage < wire.len();
+            if damaged {
+                wire[damage] ^= 1;
+            }
+            let cut_short = cut < wire.len();
+            wire.truncate(cut);
+            let mut r = Channel::new(futures::io::Cursor::new(wire), &[0; 32], &key);
+            let mut out = Vec::new();
+            let got = r.read_to_end(&mut out).await;
+            assert!(message.starts_with(&out), "only the message, in order");
+            if damaged || cut_short {
+                assert!(got.is_err(), "a touched wire is an error");
+            } else {
+                assert!(
+                    got.is_ok() && out == message,
+                    "an untouched wire reads whole"
+                );
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests;

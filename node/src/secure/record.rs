@@ -120,7 +120,7 @@ impl<C> Channel<C> {
     }
 
     /// The socket beneath (tests read what was sent).
-    #[cfg(test)]
+    #[cfg(any(fuzzing, test))]
     pub(crate) fn into_inner(self) -> C {
         self.io
     }

@@ -256,6 +256,23 @@ proptest! {
     }
 
     #[test]
+    fn the_fuzz_targets_check_holds_for_any_damage_or_cut(
+        piece in 1u16..4_000,
+        damage in any::<u32>(),
+        cut in any::<u32>(),
+        message in proptest::collection::vec(any::<u8>(), 0..20_000),
+    ) {
+        // Damage and cuts land on the wire (about a record's worth) often.
+        let wire_len = message.len() + 20 * message.len().div_ceil(usize::from(piece));
+        let (damage, cut) = (damage % (wire_len as u32 + 8), cut % (wire_len as u32 + 8));
+        let mut data = piece.to_le_bytes().to_vec();
+        data.extend_from_slice(&damage.to_le_bytes());
+        data.extend_from_slice(&cut.to_le_bytes());
+        data.extend_from_slice(&message);
+        fuzzing::records(&data);
+    }
+
+    #[test]
     fn any_bytes_from_a_peer_never_panic_and_never_read_as_plaintext(
         wire in proptest::collection::vec(any::<u8>(), 0..2_000),
     ) {
