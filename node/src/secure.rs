@@ -396,10 +396,12 @@ pub mod fuzzing {
     /// `data` is `[piece size: 2 bytes][damage: 4 bytes][cut: 4 bytes]
     /// [message]`. The message is written in pieces of that size, each
     /// flushed into its own record; then one byte of the wire is flipped
-    /// and the wire cut short as the two fields say (past its end: not at
-    /// all), and the bytes are read back. Panics when the reader hands on
-    /// anything but a prefix of the message, reads less than all of it from
-    /// an untouched wire, or accepts a touched one without error.
+    /// and the wire cut short where the two fields say (past its end: not
+    /// at all), and the bytes are read back. Panics unless the reader hands
+    /// on exactly the records before the first touched one and then fails,
+    /// or, with nothing touched, all of them and a clean end. A wire cut
+    /// between two records reads as a clean end after the first: the
+    /// channel's user (yamux) has its own end of stream.
     pub fn records(data: &[u8]) {
         let Some((head, message)) = data.split_first_chunk::<10>() else {
             return;
@@ -409,31 +411,47 @@ pub mod fuzzing {
         let cut = u32::from_le_bytes([head[6], head[7], head[8], head[9]]) as usize;
         let key = [3u8; 32];
         futures::executor::block_on(async {
+            // Where each record ends on the wire, and how much of the
+            // message the records up to there carry.
+            let mut ends = vec![(0usize, 0usize)];
             let mut w = Channel::new(futures::io::Cursor::new(Vec::new()), &key, &[0; 32]);
+            let mut plain = 0;
             for p in message.chunks(piece) {
                 w.write_all(p).await.expect("writing to memory");
                 w.flush().await.expect("flushing to memory");
+                plain += p.len();
+                ends.push((w_len(&w), plain));
             }
             let mut wire = w.into_inner().into_inner();
-            let damaged = damage < wire.len();
+            let cut = cut.min(wire.len());
+            wire.truncate(cut);
+            let damaged = damage < cut;
             if damaged {
                 wire[damage] ^= 1;
             }
-            let cut_short = cut < wire.len();
-            wire.truncate(cut);
+            // The first touched byte, and the records whole before it.
+            let touched = if damaged { damage } else { cut };
+            let &(intact_end, intact_plain) = ends
+                .iter()
+                .rev()
+                .find(|(end, _)| *end <= touched)
+                .unwrap_or(&(0, 0));
+            let clean = !damaged && intact_end == cut;
+
             let mut r = Channel::new(futures::io::Cursor::new(wire), &[0; 32], &key);
             let mut out = Vec::new();
             let got = r.read_to_end(&mut out).await;
-            assert!(message.starts_with(&out), "only the message, in order");
-            if damaged || cut_short {
-                assert!(got.is_err(), "a touched wire is an error");
-            } else {
-                assert!(
-                    got.is_ok() && out == message,
-                    "an untouched wire reads whole"
-                );
-            }
+            assert_eq!(out, message[..intact_plain], "the whole records, in order");
+            assert_eq!(
+                got.is_ok(),
+                clean,
+                "an error exactly when a record is touched"
+            );
         });
+    }
+
+    fn w_len(w: &Channel<futures::io::Cursor<Vec<u8>>>) -> usize {
+        w.inner().get_ref().len()
     }
 }
 

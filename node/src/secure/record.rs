@@ -125,6 +125,12 @@ impl<C> Channel<C> {
         self.io
     }
 
+    /// The socket beneath, borrowed (tests).
+    #[cfg(any(fuzzing, test))]
+    pub(crate) fn inner(&self) -> &C {
+        &self.io
+    }
+
     /// Seals the gathered plaintext in place, if there is any.
     fn seal(&mut self) -> io::Result<()> {
         if self.sending.is_some() || self.out.len() == HEADER {
