@@ -34,16 +34,9 @@ async fn connect() -> (
     )
 }
 
+/// Deterministic bytes with no pattern, from any seed.
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    troupe_protocol::testing::noise(len, seed | 1)
 }
 
 #[tokio::test]
