@@ -3,7 +3,7 @@
 //!
 //! libp2p's own yamux upgrade always splits a write into 16 KiB frames and
 //! offers no way to change that. Each frame then pays its own header, poll
-//! and a share of a noise message on both sides. Between two processes on
+//! and a share of an encrypted record on both sides. Between two processes on
 //! one machine, the node's transport alone moved 200 MiB at a median of
 //! 426 MB/s with 16 KiB frames and 524 MB/s with 64 KiB ones (six runs each,
 //! alternated); an asset to a peer went 13 % faster. The frame size is a

@@ -162,26 +162,21 @@ where
     } else {
         builder.build_responder()?
     };
-    // What we send is small: two keys, tags and our proof.
-    let mut message = vec![0u8; local.proof.len() + 256];
     let peer = if initiator {
         // -> e
-        let n = state.write_message(&[], &mut message)?;
-        send(&mut io, &message[..n]).await?;
+        write(&mut state, &mut io, &[]).await?;
         // <- e, ee, s, es + the responder's proof, checked before ours goes
         // out: an impostor learns nothing of who dialled it.
         let payload = read(&mut state, &mut io).await?;
         let peer = proof::verify(&payload, remote_static(&state)?)?;
         // -> s, se + our proof
-        let n = state.write_message(&local.proof, &mut message)?;
-        send(&mut io, &message[..n]).await?;
+        write(&mut state, &mut io, &local.proof).await?;
         peer
     } else {
         // <- e
         read(&mut state, &mut io).await?;
         // -> e, ee, s, es + our proof
-        let n = state.write_message(&local.proof, &mut message)?;
-        send(&mut io, &message[..n]).await?;
+        write(&mut state, &mut io, &local.proof).await?;
         // <- s, se + the initiator's proof
         let payload = read(&mut state, &mut io).await?;
         proof::verify(&payload, remote_static(&state)?)?
@@ -205,14 +200,21 @@ fn remote_static(state: &snow::HandshakeState) -> Result<&[u8], SecureError> {
         .ok_or(SecureError::Proof("no static key"))
 }
 
-/// Writes one handshake message behind its two-byte length.
-async fn send<C: AsyncWrite + Unpin>(io: &mut C, message: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(message.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let mut framed = Vec::with_capacity(2 + message.len());
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(message);
-    io.write_all(&framed).await?;
-    io.flush().await
+/// Writes the next handshake message, carrying `payload`, behind its
+/// two-byte length.
+async fn write<C: AsyncWrite + Unpin>(
+    state: &mut snow::HandshakeState,
+    io: &mut C,
+    payload: &[u8],
+) -> Result<(), SecureError> {
+    // Past the payload, a message holds at most two keys and their tags.
+    let mut framed = vec![0u8; 2 + payload.len() + 256];
+    let n = state.write_message(payload, &mut framed[2..])?;
+    let len = u16::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    framed[..2].copy_from_slice(&len.to_be_bytes());
+    io.write_all(&framed[..2 + n]).await?;
+    io.flush().await?;
+    Ok(())
 }
 
 /// Reads one handshake message (at most 65,535 bytes, by its two-byte
