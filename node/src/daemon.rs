@@ -495,7 +495,8 @@ fn status_fn(
 /// How long after start the scrub may begin (see [`quiet_moment`]).
 const SCRUB_DELAY: Duration = Duration::from_secs(3);
 
-/// A quiet moment for the scrub: this long without a sync frame sent.
+/// A quiet moment for the scrub: this long without a sync frame sent, a
+/// bundle received or a local write answered.
 const SCRUB_QUIET: Duration = Duration::from_secs(1);
 
 /// The scrub waits for a quiet moment at most this long after
@@ -504,14 +505,16 @@ const SCRUB_QUIET: Duration = Duration::from_secs(1);
 const SCRUB_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Returns once the node has been quiet for [`SCRUB_QUIET`] (no sync frame
-/// sent, no bundle received), from [`SCRUB_DELAY`] after start on, or after
-/// [`SCRUB_MAX_WAIT`] more. A scrub re-reads the whole store: run alongside
-/// a first sync to an empty peer it took a tenth of the CPU both nodes had
-/// (and on two cores that sync is bounded by CPU).
+/// sent, no bundle received, no local write answered), from
+/// [`SCRUB_DELAY`] after start on, or after [`SCRUB_MAX_WAIT`] more. A
+/// scrub re-reads the whole store: run alongside a first sync to an empty
+/// peer it took a tenth of the CPU both nodes had (and on two cores that
+/// sync is bounded by CPU); alongside a burst of local writes, 3–6 % of
+/// the node's.
 async fn quiet_moment(sync: &Mutex<SyncStatus>) {
     let activity = || {
         sync.lock()
-            .map(|s| (s.frames_sent, s.bundles_received))
+            .map(|s| (s.frames_sent, s.bundles_received, s.local_writes))
             .unwrap_or_default()
     };
     tokio::time::sleep(SCRUB_DELAY).await;
@@ -577,11 +580,20 @@ mod tests {
 
     /// Bumps the frame counter every 250 ms, `times` times.
     fn sending(status: &Arc<Mutex<SyncStatus>>, times: u32) -> tokio::task::JoinHandle<()> {
+        busy_with(status, times, |s| s.frames_sent += 1)
+    }
+
+    /// Activity every 250 ms, `times` times.
+    fn busy_with(
+        status: &Arc<Mutex<SyncStatus>>,
+        times: u32,
+        act: fn(&mut SyncStatus),
+    ) -> tokio::task::JoinHandle<()> {
         let s = status.clone();
         tokio::spawn(async move {
             for _ in 0..times {
                 sleep(Duration::from_millis(250)).await;
-                s.lock().unwrap().frames_sent += 1;
+                act(&mut s.lock().unwrap());
             }
         })
     }
@@ -605,6 +617,18 @@ mod tests {
             "{waited:?}"
         );
         sync.await.unwrap();
+
+        // Local writes for 10 s (a burst of edits, an import): the same.
+        let writing = Arc::new(Mutex::new(SyncStatus::default()));
+        let writes = busy_with(&writing, 40, |s| s.local_writes += 1);
+        let t = Clock::now();
+        quiet_moment(&writing).await;
+        let waited = t.elapsed();
+        assert!(
+            waited > Duration::from_secs(10) && waited <= Duration::from_secs(12),
+            "{waited:?}"
+        );
+        writes.await.unwrap();
 
         // Never quiet: it runs anyway once the longest wait is over.
         let endless = Arc::new(Mutex::new(SyncStatus::default()));

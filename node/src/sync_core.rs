@@ -83,6 +83,8 @@ pub struct SyncStatus {
     pub bundles_received: u64,
     /// Bundles committed from peers since start.
     pub bundles_committed: u64,
+    /// Writing commands (local edits) answered since start.
+    pub local_writes: u64,
     /// Per workspace (hex id): peers we are up to date with.
     pub up_to_date: BTreeMap<String, Vec<String>>,
 }
@@ -159,6 +161,9 @@ impl crate::storage_actor::Settle for SyncCore {
         );
         let pending = std::mem::take(&mut self.pending);
         let changes = std::mem::take(&mut self.pending_changes);
+        if let Ok(mut s) = self.status.lock() {
+            s.local_writes += pending.len() as u64;
+        }
         for (tx, result) in pending {
             let result = match (&flushed, result) {
                 (Err(e), Ok(_)) => Err(crate::ops::OpsError::Store(format!(
