@@ -256,8 +256,13 @@ impl SyncCore {
         &self.local
     }
 
-    /// Runs a local write and tells the engine what changed, so connected
-    /// members hear of it now.
+    /// Runs a local command that is answered at once (a read, or a write
+    /// that makes itself durable) and tells the engine what changed, so
+    /// connected members hear of it now.
+    ///
+    /// The writes of this run that wait for the group flush are flushed and
+    /// answered first: an answer never shows a write that a crash could
+    /// still take back.
     ///
     /// # Errors
     /// Whatever `f` returns; its changes are only forwarded on success.
@@ -265,7 +270,7 @@ impl SyncCore {
         &mut self,
         f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), E>,
     ) -> Result<R, E> {
-        self.run_queued_sets();
+        crate::storage_actor::Settle::settle(self);
         let (r, changes) = f(&mut self.local)?;
         self.changed(changes);
         Ok(r)
@@ -1034,4 +1039,77 @@ fn peer_name(peer: &troupe_protocol::sync::PeerId) -> String {
     identity::libp2p_peer(peer)
         .map(|p| p.to_string())
         .unwrap_or_else(|| format!("{peer:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::ops::Request;
+    use crate::storage_actor::Settle;
+
+    fn core(dir: &std::path::Path) -> SyncCore {
+        let (identity, _) = Identity::load_or_create(dir).unwrap();
+        let (local, _) = Local::open(dir, &identity).unwrap();
+        let (net, _) = tokio::sync::mpsc::unbounded_channel();
+        SyncCore::new(
+            local,
+            identity.actor_id(),
+            net,
+            EventBus::new(),
+            Arc::default(),
+            Instant::now(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_read_after_writes_of_its_run_sees_them_only_once_they_are_durable_and_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = core(dir.path());
+        let create = Request::WorkspaceCreate {
+            name: "show".into(),
+            kind: "show".into(),
+        };
+        c.write(|l| crate::ops::execute(l, create)).unwrap();
+        // Two writes queued in the run, not yet flushed or answered.
+        let mut answers = Vec::new();
+        for (i, v) in ["555-0101", "555-0102"].into_iter().enumerate() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let set = Request::Set {
+                workspace: "show".into(),
+                path: format!("contacts.person/p{i}/phone"),
+                value: v.into(),
+            };
+            c.command_deferred(set, tx);
+            answers.push(rx);
+        }
+        assert_eq!(
+            c.queued_sets.len(),
+            2,
+            "the sets wait for the end of the run"
+        );
+        // A read in the same run: the writes are made durable and answered
+        // before it runs, so what it shows is on disk.
+        let get = Request::Get {
+            workspace: "show".into(),
+            path: "contacts.person/p1/phone".into(),
+        };
+        let seen = c
+            .write(|l| {
+                let on_disk = !l.store().journal_waiting();
+                crate::ops::execute(l, get).map(|(v, ch)| ((v, on_disk), ch))
+            })
+            .unwrap();
+        assert!(
+            seen.1,
+            "the read ran with writes still waiting for the disk"
+        );
+        assert_eq!(seen.0["value"], "555-0102");
+        for mut rx in answers {
+            let answered = rx.try_recv().expect("answered before the read ran");
+            assert!(answered.is_ok());
+        }
+        c.settle();
+    }
 }
