@@ -606,29 +606,21 @@ mod tests {
         quiet_moment(&idle).await;
         assert_eq!(t.elapsed(), SCRUB_DELAY + SCRUB_QUIET);
 
-        // A sync sending for 10 s: the scrub starts within two seconds after.
-        let busy = Arc::new(Mutex::new(SyncStatus::default()));
-        let sync = sending(&busy, 40);
-        let t = Clock::now();
-        quiet_moment(&busy).await;
-        let waited = t.elapsed();
-        assert!(
-            waited > Duration::from_secs(10) && waited <= Duration::from_secs(12),
-            "{waited:?}"
-        );
-        sync.await.unwrap();
-
-        // Local writes for 10 s (a burst of edits, an import): the same.
-        let writing = Arc::new(Mutex::new(SyncStatus::default()));
-        let writes = busy_with(&writing, 40, |s| s.local_writes += 1);
-        let t = Clock::now();
-        quiet_moment(&writing).await;
-        let waited = t.elapsed();
-        assert!(
-            waited > Duration::from_secs(10) && waited <= Duration::from_secs(12),
-            "{waited:?}"
-        );
-        writes.await.unwrap();
+        // Ten seconds of sync frames, or of local writes (a burst of edits,
+        // an import): the scrub starts within two seconds after.
+        let acts: [fn(&mut SyncStatus); 2] = [|s| s.frames_sent += 1, |s| s.local_writes += 1];
+        for act in acts {
+            let busy = Arc::new(Mutex::new(SyncStatus::default()));
+            let activity = busy_with(&busy, 40, act);
+            let t = Clock::now();
+            quiet_moment(&busy).await;
+            let waited = t.elapsed();
+            assert!(
+                waited > Duration::from_secs(10) && waited <= Duration::from_secs(12),
+                "{waited:?}"
+            );
+            activity.await.unwrap();
+        }
 
         // Never quiet: it runs anyway once the longest wait is over.
         let endless = Arc::new(Mutex::new(SyncStatus::default()));
