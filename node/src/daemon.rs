@@ -578,12 +578,8 @@ mod tests {
     use super::*;
     use tokio::time::{Instant as Clock, sleep};
 
-    /// Bumps the frame counter every 250 ms, `times` times.
-    fn sending(status: &Arc<Mutex<SyncStatus>>, times: u32) -> tokio::task::JoinHandle<()> {
-        busy_with(status, times, |s| s.frames_sent += 1)
-    }
-
-    /// Activity every 250 ms, `times` times.
+    /// `act` on the status (a frame sent, a write answered) every 250 ms,
+    /// `times` times.
     fn busy_with(
         status: &Arc<Mutex<SyncStatus>>,
         times: u32,
@@ -624,7 +620,7 @@ mod tests {
 
         // Never quiet: it runs anyway once the longest wait is over.
         let endless = Arc::new(Mutex::new(SyncStatus::default()));
-        let sync = sending(&endless, 1_000);
+        let sync = busy_with(&endless, 1_000, |s| s.frames_sent += 1);
         let t = Clock::now();
         quiet_moment(&endless).await;
         assert_eq!(t.elapsed(), SCRUB_DELAY + SCRUB_MAX_WAIT);

@@ -1046,7 +1046,6 @@ mod tests {
     use super::*;
     use crate::identity::Identity;
     use crate::ops::Request;
-    use crate::storage_actor::Settle;
 
     fn core(dir: &std::path::Path) -> SyncCore {
         let (identity, _) = Identity::load_or_create(dir).unwrap();
@@ -1110,6 +1109,5 @@ mod tests {
             let answered = rx.try_recv().expect("answered before the read ran");
             assert!(answered.is_ok());
         }
-        c.settle();
     }
 }
