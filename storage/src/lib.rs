@@ -119,6 +119,7 @@ pub mod error;
 pub mod export;
 mod file_backend;
 mod fork;
+mod graveyard;
 mod held;
 mod journal;
 pub mod progress;
