@@ -766,12 +766,6 @@ fn commit_in(
             out.quarantined.push((id, author, seq, reason));
         }
     }
-    // Received bundles were decoded on another thread: freed off this one
-    // (see the `graveyard` module). Local ones were made here, where
-    // freeing them is cheap.
-    if mode != Mode::Local {
-        crate::graveyard::bury((candidates, restore));
-    }
     Ok(out)
 }
 

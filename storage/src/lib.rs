@@ -119,7 +119,6 @@ pub mod error;
 pub mod export;
 mod file_backend;
 mod fork;
-mod graveyard;
 mod held;
 mod journal;
 pub mod progress;
