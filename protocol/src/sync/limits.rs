@@ -34,11 +34,16 @@ pub const MAX_BATCH_PLAIN: usize = 16 * 1024 * 1024;
 /// signatures a frame before the engine has judged it. Tails past it are
 /// checked by verification, on the store's thread, as before.
 pub const MAX_PRE_CHECKS: usize = 8;
-/// Batches a sender keeps unacknowledged per (peer, workspace). Four keep the
-/// pipe busy while the receiver commits and let a receiver that falls behind
-/// commit the batches waiting for it in one transaction and one disk flush
-/// (the node does); the cost is up to four batches of memory per peer.
-pub const MAX_IN_FLIGHT_BATCHES: usize = 4;
+/// Batches a sender keeps unacknowledged per (peer, workspace). A receiver
+/// that falls behind commits the batches waiting for it in one transaction
+/// and one disk flush (the node does), then acknowledges them together; the
+/// window must be wide enough that the next batches are already on their
+/// way, read and decoded while it commits. With four, a receiver took the
+/// whole window each time and then sat idle while the sender read, framed
+/// and sent the next four (a lock-step of about 10 ms committing and 9 ms
+/// waiting through the first quarter of a 1M-write sync); eight keep it
+/// busy. The cost is up to eight batches of memory per peer (a few MiB).
+pub const MAX_IN_FLIGHT_BATCHES: usize = 8;
 /// Most workspace proofs in one handshake (a node in more workspaces proves
 /// only the first ones; 64 shows is far beyond any crew).
 pub const MAX_PROOFS: usize = 64;
