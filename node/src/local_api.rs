@@ -334,7 +334,7 @@ async fn command(ctx: &ApiContext, req: Request<Incoming>) -> Response<Body> {
         // Group commit: durable and answered together with the other writes
         // waiting on the storage thread.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match core.call(move |c| c.command_deferred(request, tx)).await {
+        match core.send(move |c| c.command_deferred(request, tx)).await {
             Ok(()) => rx
                 .await
                 .map_err(|_| crate::storage_actor::ActorError::Stopped),

@@ -150,6 +150,23 @@ impl<S: Settle + 'static> ActorHandle<S> {
         reply_rx.await.map_err(|_| ActorError::Stopped)
     }
 
+    /// Queues `job` without waiting for it to run: for a job that answers
+    /// by itself (a group-commit write holds its own reply channel), so the
+    /// caller wakes once, for the answer, not also when the job has run.
+    /// A job still queued when the actor stops is dropped unrun.
+    ///
+    /// # Errors
+    /// [`ActorError::Stopped`] if the actor has stopped.
+    pub async fn send<F>(&self, job: F) -> Result<(), ActorError>
+    where
+        F: FnOnce(&mut S) + Send + 'static,
+    {
+        self.tx
+            .send(Message::Job(Box::new(job)))
+            .await
+            .map_err(|_| ActorError::Stopped)
+    }
+
     /// Stops the actor: jobs queued before this call still run, later ones get
     /// [`ActorError::Stopped`]; the state is dropped on its thread and this
     /// returns once that is done.
@@ -259,6 +276,29 @@ mod tests {
         );
         assert_eq!(other.call(|s| s.log.len()).await, Err(ActorError::Stopped));
         assert_eq!(h.shutdown().await, Err(ActorError::Stopped));
+    }
+
+    #[tokio::test]
+    async fn a_sent_job_answers_by_itself_in_order_and_none_runs_after_shutdown() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let h = dummy(&dropped);
+        h.call(|s| s.log.push(0)).await.unwrap();
+        let (tx, rx) = oneshot::channel();
+        h.send(move |s| {
+            s.log.push(1);
+            let _ = tx.send(s.log.clone());
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            rx.await.unwrap(),
+            vec![0, 1],
+            "ran once, after the earlier job"
+        );
+        h.shutdown().await.unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        assert_eq!(h.send(move |_| drop(tx)).await, Err(ActorError::Stopped));
+        assert!(rx.await.is_err(), "its reply channel is dropped unrun");
     }
 
     #[tokio::test]
