@@ -596,6 +596,11 @@ impl Store {
                     begin_in((&mut meta, &mut rows), &c.hash, c.size)?;
                 }
                 let written = write_chunk_in((&mut meta, &mut rows), &c.hash, c.offset, c.bytes);
+                // Counted as each chunk goes in, not after the commit: a
+                // chunk's row leaves redb's small write buffer for the OS
+                // at once, so the disk can start on it while the rest of
+                // this call's chunks are written.
+                self.wrote(c.bytes.len() as u64);
                 out.push(match written {
                     Ok(r) => r,
                     // Refused before anything of this chunk was written.
@@ -609,7 +614,6 @@ impl Store {
             }
         }
         txn.commit()?;
-        self.wrote(chunks.iter().map(|c| c.bytes.len() as u64).sum());
         // Asset bytes are not journaled: the next flush is a checkpoint.
         self.unjournaled();
         Ok(out)

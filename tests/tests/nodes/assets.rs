@@ -1,4 +1,4 @@
-//! An 80 MiB asset crosses between two `troupe up` processes on loopback: the
+//! A 160 MiB asset crosses between two `troupe up` processes on loopback: the
 //! receiver is killed (SIGKILL) in the middle of the transfer, restarted, and
 //! resumes from the bytes it already held; the file it serves afterwards is
 //! byte-for-byte the original.
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use troupe_tests::{Node, troupe_bin, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-const SIZE: usize = 80 * 1024 * 1024;
+const SIZE: usize = 160 * 1024 * 1024;
 
 fn troupe(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(troupe_bin())
@@ -76,7 +76,7 @@ async fn a_large_asset_survives_a_killed_receiver_and_arrives_verified() -> anyh
     // of the file still to come (so the kill lands mid-transfer). A sends
     // at most one window of chunks more than B has received, and while
     // bytes keep arriving B flushes them at the latest every
-    // `blob_flush::MAX_BYTES` (16 MiB), so a window, that much and a fifth
+    // `blob_flush::MAX_BYTES` (64 MiB), so a window, that much and a fifth
     // more sent leaves part of the file durable on B.
     let window = (troupe_protocol::sync::limits::BLOB_WINDOW
         * troupe_protocol::sync::limits::BLOB_CHUNK) as u64;
@@ -116,7 +116,8 @@ async fn a_large_asset_survives_a_killed_receiver_and_arrives_verified() -> anyh
     .await
     .map_err(|e| anyhow::anyhow!("{e}\nlog of b:\n{}", b.log()))?;
     eprintln!(
-        "80 MiB asset: killed and restarted, complete {:?} after the first start",
+        "{} MiB asset: killed and restarted, complete {:?} after the first start",
+        SIZE >> 20,
         t.elapsed()
     );
     let got = std::fs::read(&out)?;
