@@ -600,7 +600,9 @@ impl Store {
                 // chunk's row leaves redb's small write buffer for the OS
                 // at once, so the disk can start on it while the rest of
                 // this call's chunks are written.
-                self.wrote(c.bytes.len() as u64);
+                if written.is_ok() {
+                    self.wrote(c.bytes.len() as u64);
+                }
                 out.push(match written {
                     Ok(r) => r,
                     // Refused before anything of this chunk was written.
