@@ -588,31 +588,35 @@ impl Store {
             // transaction and closing it again rewrites its root each time.
             let (mut meta, mut rows) = write_tables(&txn)?;
             for c in chunks {
-                if let Some(answer) = write_whole_in((&mut meta, &mut rows), c)? {
-                    out.push(answer);
-                    continue;
-                }
-                if c.offset == 0 {
-                    begin_in((&mut meta, &mut rows), &c.hash, c.size)?;
-                }
-                let written = write_chunk_in((&mut meta, &mut rows), &c.hash, c.offset, c.bytes);
+                let (answer, stored) = match write_whole_in((&mut meta, &mut rows), c)? {
+                    Some(answer) => {
+                        let stored = answer.is_ok();
+                        (answer, stored)
+                    }
+                    None => {
+                        if c.offset == 0 {
+                            begin_in((&mut meta, &mut rows), &c.hash, c.size)?;
+                        }
+                        match write_chunk_in((&mut meta, &mut rows), &c.hash, c.offset, c.bytes) {
+                            Ok(r) => (r, true),
+                            // Refused before anything of this chunk was written.
+                            Err(
+                                e @ (BlobError::NotReceiving(_)
+                                | BlobError::Offset { .. }
+                                | BlobError::Overrun { .. }),
+                            ) => (Err(e), false),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
                 // Counted as each chunk goes in, not after the commit: a
                 // chunk's row leaves redb's small write buffer for the OS
                 // at once, so the disk can start on it while the rest of
                 // this call's chunks are written.
-                if written.is_ok() {
+                if stored {
                     self.wrote(c.bytes.len() as u64);
                 }
-                out.push(match written {
-                    Ok(r) => r,
-                    // Refused before anything of this chunk was written.
-                    Err(
-                        e @ (BlobError::NotReceiving(_)
-                        | BlobError::Offset { .. }
-                        | BlobError::Overrun { .. }),
-                    ) => Err(e),
-                    Err(e) => return Err(e),
-                });
+                out.push(answer);
             }
         }
         txn.commit()?;
