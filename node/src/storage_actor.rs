@@ -140,13 +140,10 @@ impl<S: Settle + 'static> ActorHandle<S> {
         F: FnOnce(&mut S) -> R + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let job: Job<S> = Box::new(move |state| {
+        self.send(move |state| {
             let _ = reply_tx.send(job(state));
-        });
-        self.tx
-            .send(Message::Job(job))
-            .await
-            .map_err(|_| ActorError::Stopped)?;
+        })
+        .await?;
         reply_rx.await.map_err(|_| ActorError::Stopped)
     }
 
