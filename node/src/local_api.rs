@@ -341,8 +341,11 @@ async fn command(ctx: &ApiContext, req: Request<Incoming>) -> Response<Body> {
             Err(e) => Err(e),
         }
     } else {
-        core.call(move |c| c.write(|l| crate::ops::execute(l, request)))
-            .await
+        core.call(move |c| {
+            c.write(|l| crate::ops::execute(l, request))
+                .map(crate::ops::Answer::Json)
+        })
+        .await
     };
     match result {
         Ok(Ok(v)) => json(StatusCode::OK, &v),

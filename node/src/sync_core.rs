@@ -135,7 +135,7 @@ pub struct SyncCore {
 }
 
 /// A command's answer as the local API returns it.
-pub type CommandResult = Result<serde_json::Value, crate::ops::OpsError>;
+pub type CommandResult = Result<crate::ops::Answer, crate::ops::OpsError>;
 /// Where a deferred command's answer goes once it is durable.
 pub type Deferred = tokio::sync::oneshot::Sender<CommandResult>;
 
@@ -307,7 +307,7 @@ impl SyncCore {
         match result {
             Ok((v, changes)) => {
                 self.pending_changes.extend(changes);
-                self.pending.push((reply, Ok(v)));
+                self.pending.push((reply, Ok(crate::ops::Answer::Json(v))));
             }
             Err(e) => self.pending.push((reply, Err(e))),
         }
@@ -326,9 +326,10 @@ impl SyncCore {
         self.local.set_deferred(false);
         for (reply, result) in replies.into_iter().zip(results) {
             match result {
-                Ok((v, changes)) => {
-                    self.pending_changes.extend(changes);
-                    self.pending.push((reply, Ok(v)));
+                Ok((written, change)) => {
+                    self.pending_changes.push(change);
+                    self.pending
+                        .push((reply, Ok(crate::ops::Answer::Set(written))));
                 }
                 Err(e) => self.pending.push((reply, Err(e))),
             }

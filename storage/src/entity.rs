@@ -47,14 +47,6 @@ pub(crate) struct EntityRow {
 }
 
 impl EntityRow {
-    /// A field's heads, `None` when the field is unknown.
-    pub(crate) fn field(&self, name: &str) -> Option<&Vec<Head>> {
-        self.fields
-            .binary_search_by(|(f, _)| f.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.fields[i].1)
-    }
-
     /// Decodes a stored row after checking its checksum.
     pub(crate) fn decode(key: &[u8], v: &[u8]) -> Result<EntityRow, DamagedRow> {
         RawRow::decode(key, v)?.to_row()

@@ -151,7 +151,7 @@ pub use error::{
 pub use export::{ExportReport, export_damaged};
 pub use progress::PeerProgress;
 pub use quarantine::{QuarantineEntry, RepairNeeded, SkippedEntry};
-pub use read::{HistoryEntry, StoreView, WorkspaceView};
+pub use read::{DraftReads, HistoryEntry, StoreView, WorkspaceView};
 pub use rebuild::{RebuildDiff, RebuildReport};
 pub use remove::RemoveReport;
 pub use salvage::{LostRange, SalvageReport, salvage_copy};

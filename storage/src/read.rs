@@ -16,7 +16,7 @@ use troupe_protocol::{
 
 use crate::Store;
 use crate::commit::{decode_ranges, decode_tip};
-use crate::entity::{EntityRow, entity_key_of, path, row_fields};
+use crate::entity::{EntityRow, RawRow, entity_key_of, path, row_fields};
 use crate::error::{CorruptBundle, DamagedRow, ReadError};
 use crate::schema::*;
 
@@ -227,18 +227,22 @@ impl Store {
     /// [`ReadError::Storage`], [`ReadError::Damaged`].
     pub fn author_tip(&self, ws: &WorkspaceId, author: &ActorId) -> Result<AuthorTip, ReadError> {
         let txn = self.db.begin_read()?;
-        let t = open(&txn, TIPS)?;
-        let ak = author_key(ws, author);
-        match t.get(ak.as_slice())? {
-            Some(v) => {
-                let (seq, h) = decode_tip(&ak, v.value())?;
-                Ok(AuthorTip {
-                    last_seq: seq,
-                    last_hash: Some(h),
-                })
-            }
-            None => Ok(AuthorTip::default()),
-        }
+        tip_in(&open(&txn, TIPS)?, ws, author)
+    }
+
+    /// One read snapshot of fields' heads and authors' tips, for drafting a
+    /// run of writes: each write reads the heads it supersedes, and a run of
+    /// sets committed together reads them all from one snapshot instead of
+    /// opening one per set.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`].
+    pub fn draft_reads(&self) -> Result<DraftReads, ReadError> {
+        let txn = self.db.begin_read()?;
+        Ok(DraftReads {
+            entities: open(&txn, ENTITIES)?,
+            tips: open(&txn, TIPS)?,
+        })
     }
 
     /// Seq ranges held per author.
@@ -386,8 +390,64 @@ fn fields_with_prefix(
 }
 
 /// A field's heads from its entity row (`None` when the field is unknown).
+///
+/// Only that field's values are decoded (a contact's row holds ten), so a
+/// write that reads the heads it supersedes does not decode the whole row.
 fn field_in(t: &RoTable, ws: &WorkspaceId, p: &FieldPath) -> Result<Option<Vec<Head>>, ReadError> {
-    Ok(entity_in(t, &entity_key_of(ws, p))?.and_then(|r| r.field(&p.field).cloned()))
+    let k = entity_key_of(ws, p);
+    let Some(v) = t.get(k.as_slice())? else {
+        return Ok(None);
+    };
+    let row = RawRow::decode(&k, v.value())?;
+    match row.find(&p.field) {
+        Ok(i) => Ok(Some(row.to_heads(row.heads(i).as_slice())?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// An author's tip in a workspace (the default when it has written nothing).
+fn tip_in(t: &RoTable, ws: &WorkspaceId, author: &ActorId) -> Result<AuthorTip, ReadError> {
+    let ak = author_key(ws, author);
+    match t.get(ak.as_slice())? {
+        Some(v) => {
+            let (seq, h) = decode_tip(&ak, v.value())?;
+            Ok(AuthorTip {
+                last_seq: seq,
+                last_hash: Some(h),
+            })
+        }
+        None => Ok(AuthorTip::default()),
+    }
+}
+
+/// A read snapshot for drafting writes ([`Store::draft_reads`]).
+pub struct DraftReads {
+    entities: RoTable,
+    tips: RoTable,
+}
+
+impl std::fmt::Debug for DraftReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DraftReads")
+    }
+}
+
+impl DraftReads {
+    /// As [`Store::field_heads`], in this snapshot.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`], [`ReadError::Damaged`].
+    pub fn field_heads(&self, ws: &WorkspaceId, path: &FieldPath) -> Result<Vec<Head>, ReadError> {
+        Ok(field_in(&self.entities, ws, path)?.unwrap_or_default())
+    }
+
+    /// As [`Store::author_tip`], in this snapshot.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`], [`ReadError::Damaged`].
+    pub fn author_tip(&self, ws: &WorkspaceId, author: &ActorId) -> Result<AuthorTip, ReadError> {
+        tip_in(&self.tips, ws, author)
+    }
 }
 
 /// An entity's row, verified.
