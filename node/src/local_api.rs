@@ -326,7 +326,7 @@ async fn command(ctx: &ApiContext, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "the command is too large"),
     };
-    let request: crate::ops::Request = match serde_json::from_slice(&body) {
+    let request = match crate::ops::Request::from_json(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a command: {e}")),
     };

@@ -4,13 +4,27 @@ use crate::error::ParseError;
 
 /// Writes `bytes` as lower-case hex.
 pub(crate) fn encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xf) as usize] as char);
+        out.extend_from_slice(&pair(*b));
     }
-    out
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes a 32-byte identifier as hex to a formatter without allocating:
+/// identifiers are printed on every answer, announcement and log line.
+pub(crate) fn write32(bytes: &[u8; 32], f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    let mut out = [0u8; 64];
+    for (o, b) in out.chunks_exact_mut(2).zip(bytes) {
+        o.copy_from_slice(&pair(*b));
+    }
+    f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+}
+
+/// The two lower-case hex digits of a byte.
+fn pair(b: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    [DIGITS[(b >> 4) as usize], DIGITS[(b & 0xf) as usize]]
 }
 
 /// Parses exactly `N` bytes of hex (either case).
@@ -49,6 +63,12 @@ mod tests {
     fn round_trip() {
         let bytes = [0u8, 1, 0xab, 0xff];
         assert_eq!(encode(&bytes), "0001abff");
+        let id = crate::ids::BundleHash([0xa5; 32]);
+        assert_eq!(id.to_string(), "a5".repeat(32));
+        assert_eq!(
+            id.to_string().parse::<crate::ids::BundleHash>().unwrap(),
+            id
+        );
         assert_eq!(decode::<4>("x", "0001ABff").unwrap(), bytes);
         assert!(decode::<4>("x", "0001abf").is_err());
         assert!(decode::<4>("x", "0001abfg").is_err());
