@@ -660,9 +660,6 @@ impl SyncCore {
                 },
             )
             .collect();
-        let results = self.local.store().blob_receive_many(&chunks);
-        let bytes = chunks.iter().map(|c| c.bytes.len() as u64).sum();
-        self.blob_flush.wrote(Instant::now(), bytes);
         type Write = (troupe_protocol::ids::BlobHash, u64, u64, Vec<u8>);
         let answer = |(hash, offset, _, bytes): &Write, r: Result<bool, String>| match r {
             Ok(complete) => Input::BlobChunkWritten {
@@ -676,20 +673,27 @@ impl SyncCore {
                 reason,
             },
         };
-        match results {
-            Ok(rs) => writes
-                .iter()
-                .zip(rs)
-                .map(|(w, r)| answer(w, r.map_err(|e| e.to_string())))
-                .collect(),
-            Err(e) => {
-                warn!(error = %e, "could not write received asset bytes; they are fetched again");
-                writes
-                    .iter()
-                    .map(|w| answer(w, Err(e.to_string())))
-                    .collect()
+        let mut out = Vec::with_capacity(writes.len());
+        // One transaction per run that fits redb's write buffer.
+        for run in troupe_storage::blob_receive_runs(&chunks) {
+            let results = self.local.store().blob_receive_many(run);
+            let bytes = run.iter().map(|c| c.bytes.len() as u64).sum();
+            self.blob_flush.wrote(Instant::now(), bytes);
+            let written = &writes[out.len()..out.len() + run.len()];
+            match results {
+                Ok(rs) => out.extend(
+                    written
+                        .iter()
+                        .zip(rs)
+                        .map(|(w, r)| answer(w, r.map_err(|e| e.to_string()))),
+                ),
+                Err(e) => {
+                    warn!(error = %e, "could not write received asset bytes; they are fetched again");
+                    out.extend(written.iter().map(|w| answer(w, Err(e.to_string()))));
+                }
             }
         }
+        out
     }
 
     /// Assets referenced by bundles just received: their bytes are fetched

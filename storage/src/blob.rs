@@ -114,6 +114,44 @@ pub struct ReceivedChunk<'a> {
     pub bytes: &'a [u8],
 }
 
+/// Most chunk bytes [`blob_receive_runs`] puts in one run: what fits
+/// redb's write buffer (half its page cache) with room for the tables'
+/// other pages.
+const RECEIVE_RUN_BYTES: usize = crate::CACHE_BYTES / 2 - (512 << 10);
+
+/// Splits received chunks, in order, into the runs to give
+/// [`Store::blob_receive_many`] one at a time, one transaction each.
+///
+/// redb keeps a transaction's new pages in a write buffer of half its
+/// cache and writes the oldest to the file when it overflows; at the
+/// commit it reads every page so written back to checksum it, and writes
+/// it again. A window of a large asset's 1 MiB chunks in one transaction
+/// overflowed it, so most of the asset was written twice and read back
+/// once. Runs that fit are written once. Each run holds at least one
+/// chunk, however large.
+pub fn blob_receive_runs<'c, 'a>(
+    chunks: &'c [ReceivedChunk<'a>],
+) -> impl Iterator<Item = &'c [ReceivedChunk<'a>]> {
+    let mut rest = chunks;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut n = 1;
+        let mut bytes = rest[0].bytes.len();
+        while let Some(c) = rest.get(n) {
+            if bytes + c.bytes.len() > RECEIVE_RUN_BYTES {
+                break;
+            }
+            bytes += c.bytes.len();
+            n += 1;
+        }
+        let (run, later) = rest.split_at(n);
+        rest = later;
+        Some(run)
+    })
+}
+
 /// What a GC run freed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -566,8 +604,9 @@ impl Store {
     /// Received chunks, in order, in ONE transaction that is not made durable
     /// on its own (see [`Store::flush`]): each is written as
     /// [`Store::blob_receive_deferred`] writes one, so a run of chunks (many
-    /// small blobs, or the window of a large one) costs one commit instead
-    /// of one per chunk. Each chunk gets its own answer: a chunk that does
+    /// small blobs, or part of a large one's window) costs one commit
+    /// instead of one per chunk. [`blob_receive_runs`] says how much to
+    /// give one call. Each chunk gets its own answer: a chunk that does
     /// not fit what is held (wrong offset, past the end, not receiving) or
     /// completes a blob that does not hash to its name is refused alone and
     /// the others are kept.

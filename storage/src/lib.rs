@@ -142,7 +142,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageBackend
 use troupe_protocol::WorkspaceId;
 use troupe_protocol::workspace::WorkspaceInfo;
 
-pub use blob::{BlobMeta, GcReport, ReceivedChunk};
+pub use blob::{BlobMeta, GcReport, ReceivedChunk, blob_receive_runs};
 pub use commit::{BatchOutcome, Received};
 pub use error::{
     BlobError, CommitError, CorruptBundle, DamagedRow, ExportError, OpenError, QuarantineError,

@@ -314,3 +314,59 @@ fn an_incompressible_asset_takes_about_its_own_size_on_disk() {
     assert_eq!(s.get_blob(&h).unwrap(), bytes);
     assert!(s.scrub_report().unwrap().blobs.is_empty());
 }
+
+#[test]
+fn a_large_receive_goes_in_runs_that_fit_the_write_buffer_and_arrives_whole() {
+    use troupe_storage::{ReceivedChunk, blob_receive_runs};
+    let (_d, s) = store();
+    let big = noise((9 << 20) + 123);
+    let small = noise(700);
+    let hash = |x: &[u8]| BlobHash(*blake3::hash(x).as_bytes());
+    let chunk = |hash, bytes, size: usize, offset| ReceivedChunk {
+        hash,
+        size: size as u64,
+        offset,
+        bytes,
+    };
+    let mut chunks: Vec<ReceivedChunk<'_>> = big
+        .chunks(1 << 20)
+        .enumerate()
+        .map(|(i, c)| chunk(hash(&big), c, big.len(), (i as u64) << 20))
+        .collect();
+    chunks.push(chunk(hash(&small), &small, small.len(), 0));
+
+    let runs: Vec<&[ReceivedChunk<'_>]> = blob_receive_runs(&chunks).collect();
+    // Every chunk once, in order, in runs of at most two whole chunks
+    // (redb's write buffer holds 3 MiB).
+    let flat: Vec<u64> = runs
+        .iter()
+        .flat_map(|r| r.iter().map(|c| c.offset))
+        .collect();
+    assert_eq!(flat, chunks.iter().map(|c| c.offset).collect::<Vec<_>>());
+    assert!(runs.iter().all(|r| !r.is_empty()));
+    assert!(
+        runs.iter()
+            .all(|r| r.iter().map(|c| c.bytes.len()).sum::<usize>() < 3 << 20),
+        "{:?}",
+        runs.iter().map(|r| r.len()).collect::<Vec<_>>()
+    );
+    assert!(runs.len() >= 5);
+
+    for run in &runs {
+        let out = s.blob_receive_many(run).unwrap();
+        assert!(out.iter().all(Result::is_ok));
+    }
+    s.flush().unwrap();
+    assert_eq!(s.get_blob(&hash(&big)).unwrap(), big);
+    assert_eq!(s.get_blob(&hash(&small)).unwrap(), small);
+
+    // A chunk larger than a run's budget still gets a run of its own.
+    let huge = vec![7u8; 4 << 20];
+    let odd = [
+        chunk(hash(&small), &small, small.len(), 0),
+        chunk(hash(&huge), &huge, huge.len(), 0),
+    ];
+    let runs: Vec<usize> = blob_receive_runs(&odd).map(<[_]>::len).collect();
+    assert_eq!(runs, vec![1, 1]);
+    assert_eq!(blob_receive_runs(&[]).count(), 0);
+}
