@@ -497,21 +497,13 @@ impl Request {
 /// A command's answer as the daemon sends it back: most commands answer
 /// with JSON built where they run, a `set` with what it wrote, serialised
 /// only where the answer leaves (see [`fields::SetWritten`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Answer {
     /// A JSON answer.
     Json(Json),
     /// What a `set` wrote.
     Set(fields::SetWritten),
-}
-
-impl Serialize for Answer {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Answer::Json(j) => j.serialize(s),
-            Answer::Set(w) => w.serialize(s),
-        }
-    }
 }
 
 /// Runs one request against the local store; returns the JSON answer and the
