@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info, warn};
 use troupe_protocol::sync::message::BatchCodec;
 use troupe_protocol::sync::{Input, PreparedFrame};
 
-use crate::framing::{read_frame, write_frames};
+use crate::framing::{FrameReader, write_frames};
 use crate::identity;
 use crate::shutdown::Shutdown;
 use crate::storage_actor::ActorHandle;
@@ -414,8 +414,9 @@ async fn read_loop(
     // Decompression state for this stream's batches (reused, as the
     // engine's own is).
     let mut codec = BatchCodec::default();
+    let mut reader = FrameReader::default();
     let why = loop {
-        match read_frame(&mut stream).await {
+        match reader.next(&mut stream).await {
             Ok(Some(bytes)) => {
                 // Frames are at most MAX_FRAME, well under the budget.
                 let want = bytes.len().clamp(1, READ_BYTES) as u32;
@@ -425,7 +426,7 @@ async fn read_loop(
                 // Decoded here, on this task's thread, while the storage
                 // thread works on earlier frames.
                 let t = Instant::now();
-                let frame = Box::new(PreparedFrame::prepare(&bytes, &mut codec));
+                let frame = Box::new(PreparedFrame::prepare(bytes, &mut codec));
                 tracing::trace!(
                     bytes = bytes.len(),
                     prepare_us = t.elapsed().as_micros() as u64,

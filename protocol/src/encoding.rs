@@ -60,6 +60,33 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("protocol types always encode")
 }
 
+/// Encodes a value canonically after the bytes already in `out`, with one
+/// copy of each byte string (postcard's own vector output grows as it goes).
+pub fn encode_into<T: Serialize>(value: &T, out: Vec<u8>) -> Vec<u8> {
+    postcard::serialize_with_flavor(value, Appending(out)).expect("protocol types always encode")
+}
+
+/// postcard output appended to a vector the caller sized.
+struct Appending(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Appending {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        self.0.push(b);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(b);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
 /// Decodes exactly one value from `bytes`, refusing inputs above `max` bytes and
 /// any trailing bytes.
 ///

@@ -352,21 +352,44 @@ fn encode_chunk(plain: &[u8]) -> Result<ChunkRow<'_>, DamagedRow> {
 }
 
 /// The plain bytes of a stored chunk row, given as its head and tail rows
-/// (`expected_len` bounds the decompression), or `None` when the row does
-/// not decode to that length. A raw row is copied once, straight from its
-/// two parts.
-fn decode_chunk(head: &[u8], tail: Option<&[u8]>, expected_len: usize) -> Option<Vec<u8>> {
+/// (`expected_len` bounds the decompression), appended to `out`; `false`,
+/// with `out` as it was, when the row does not decode to that length. A
+/// raw row is copied once, straight from its two parts.
+fn decode_chunk_into(
+    head: &[u8],
+    tail: Option<&[u8]>,
+    expected_len: usize,
+    out: &mut Vec<u8>,
+) -> bool {
     let tail = tail_of(head, tail);
     match head.split_first() {
         Some((&RAW_TAG, plain)) => {
-            (plain.len() + tail.len() == expected_len).then(|| [plain, tail].concat())
+            if plain.len() + tail.len() != expected_len {
+                return false;
+            }
+            out.reserve(expected_len);
+            out.extend_from_slice(plain);
+            out.extend_from_slice(tail);
+            true
         }
-        _ if tail.is_empty() => zstd::bulk::decompress(head, expected_len)
-            .ok()
-            .filter(|p| p.len() == expected_len),
-        _ => zstd::bulk::decompress(&[head, tail].concat(), expected_len)
-            .ok()
-            .filter(|p| p.len() == expected_len),
+        _ => {
+            let plain = if tail.is_empty() {
+                zstd::bulk::decompress(head, expected_len)
+            } else {
+                zstd::bulk::decompress(&[head, tail].concat(), expected_len)
+            };
+            match plain {
+                Ok(p) if p.len() == expected_len => {
+                    if out.is_empty() {
+                        *out = p;
+                    } else {
+                        out.extend_from_slice(&p);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        }
     }
 }
 
@@ -376,6 +399,19 @@ pub(crate) fn read_chunk(
     meta: &BlobMeta,
     i: usize,
 ) -> Result<Vec<u8>, BlobError> {
+    let mut out = Vec::new();
+    read_chunk_into(chunks, h, meta, i, &mut out)?;
+    Ok(out)
+}
+
+/// [`read_chunk`] appended to `out`, which is left as it was on an error.
+fn read_chunk_into(
+    chunks: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    h: &BlobHash,
+    meta: &BlobMeta,
+    i: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), BlobError> {
     let i32 = u32::try_from(i).map_err(|_| BlobError::Corrupt(*h))?;
     let rows = Rows::of(h, meta);
     let head = chunks
@@ -383,10 +419,10 @@ pub(crate) fn read_chunk(
         .ok_or(BlobError::Corrupt(*h))?;
     let head = head.value();
     if head.len() < ROW_MAX {
-        return verify_chunk(head, None, h, meta, i);
+        return verify_chunk_into(head, None, h, meta, i, out);
     }
     let tail = chunks.get(rows.tail(i32).as_slice())?;
-    verify_chunk(head, tail.as_ref().map(|t| t.value()), h, meta, i)
+    verify_chunk_into(head, tail.as_ref().map(|t| t.value()), h, meta, i, out)
 }
 
 /// Decompresses stored chunk `i` of a blob (its head row and the tail row,
@@ -398,17 +434,35 @@ pub(crate) fn verify_chunk(
     meta: &BlobMeta,
     i: usize,
 ) -> Result<Vec<u8>, BlobError> {
+    let mut out = Vec::new();
+    verify_chunk_into(head, tail, h, meta, i, &mut out)?;
+    Ok(out)
+}
+
+/// [`verify_chunk`] appended to `out`, which is left as it was on an error.
+fn verify_chunk_into(
+    head: &[u8],
+    tail: Option<&[u8]>,
+    h: &BlobHash,
+    meta: &BlobMeta,
+    i: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), BlobError> {
     let expected_len = meta
         .size
         .checked_sub((i as u64).saturating_mul(CHUNK as u64))
         .ok_or(BlobError::Corrupt(*h))?
         .min(CHUNK as u64) as usize;
     let want = meta.chunk_hashes.get(i).ok_or(BlobError::Corrupt(*h))?;
-    let plain = decode_chunk(head, tail, expected_len).ok_or(BlobError::Corrupt(*h))?;
-    if &blob_hash::chunk_hash(meta.subtree_hashes, meta.size, i, &plain) != want {
+    let start = out.len();
+    if !decode_chunk_into(head, tail, expected_len, out) {
         return Err(BlobError::Corrupt(*h));
     }
-    Ok(plain)
+    if &blob_hash::chunk_hash(meta.subtree_hashes, meta.size, i, &out[start..]) != want {
+        out.truncate(start);
+        return Err(BlobError::Corrupt(*h));
+    }
+    Ok(())
 }
 
 pub(crate) fn blob_state_in(
@@ -436,12 +490,27 @@ pub(crate) fn range_in(
     offset: u64,
     len: u32,
 ) -> Result<Option<Vec<u8>>, BlobError> {
+    let mut out = Vec::new();
+    Ok(range_into(meta, chunks, h, offset, len, &mut out)?.then_some(out))
+}
+
+/// Plain bytes `offset..offset+len` of a complete blob, verified, appended
+/// to `out`; `false` when the blob is not complete here. `out` is left as
+/// it was on an error.
+pub(crate) fn range_into(
+    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    chunks: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    h: &BlobHash,
+    offset: u64,
+    len: u32,
+    out: &mut Vec<u8>,
+) -> Result<bool, BlobError> {
     let Some(v) = meta.get(h.0.as_slice())? else {
-        return Ok(None);
+        return Ok(false);
     };
     let m = decode_meta(v.value())?;
     if m.status != BlobStatus::Complete || offset > m.size {
-        return Ok(None);
+        return Ok(false);
     }
     let end = offset.saturating_add(len as u64).min(m.size);
     if end > offset
@@ -450,19 +519,31 @@ pub(crate) fn range_in(
     {
         // Exactly one stored chunk (what the sync protocol asks for): its
         // verified plain bytes are the answer, without another copy.
-        return read_chunk(chunks, h, &m, (offset / CHUNK as u64) as usize).map(Some);
+        read_chunk_into(chunks, h, &m, (offset / CHUNK as u64) as usize, out)?;
+        return Ok(true);
     }
-    let mut out = Vec::with_capacity((end - offset).min(PREALLOC_MAX) as usize);
+    let start = out.len();
+    out.reserve((end - offset).min(PREALLOC_MAX) as usize);
     let mut pos = offset;
+    let mut c = Vec::new();
     while pos < end {
         let i = (pos / CHUNK as u64) as usize;
-        let c = read_chunk(chunks, h, &m, i)?;
-        let start = (pos - (i as u64) * CHUNK as u64) as usize;
-        let stop = ((end - (i as u64) * CHUNK as u64) as usize).min(c.len());
-        out.extend_from_slice(c.get(start..stop).ok_or(BlobError::Corrupt(*h))?);
+        c.clear();
+        let piece = read_chunk_into(chunks, h, &m, i, &mut c).and_then(|()| {
+            let from = (pos - (i as u64) * CHUNK as u64) as usize;
+            let stop = ((end - (i as u64) * CHUNK as u64) as usize).min(c.len());
+            c.get(from..stop).ok_or(BlobError::Corrupt(*h))
+        });
+        match piece {
+            Ok(p) => out.extend_from_slice(p),
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
         pos = (i as u64 + 1) * CHUNK as u64;
     }
-    Ok(Some(out))
+    Ok(true)
 }
 
 impl Store {

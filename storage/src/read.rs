@@ -645,6 +645,19 @@ impl OplogView for StoreView {
         crate::blob::range_in(&meta, &chunks, hash, offset, len)
             .map_err(|e| ViewError::Storage(e.to_string()))
     }
+
+    fn blob_range_into(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        len: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ViewError> {
+        let meta = open(&self.txn, BLOB_META).map_err(view_err)?;
+        let chunks = open(&self.txn, BLOB_CHUNKS).map_err(view_err)?;
+        crate::blob::range_into(&meta, &chunks, hash, offset, len, out)
+            .map_err(|e| ViewError::Storage(e.to_string()))
+    }
 }
 
 /// A read snapshot of one workspace's state: the register's reads (writes are

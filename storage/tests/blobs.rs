@@ -224,7 +224,20 @@ fn incompressible_and_compressible_chunks_read_back_verified() {
         let got = view.blob_range(&h, offset, len).unwrap().unwrap();
         let end = (offset as usize + len as usize).min(mixed.len());
         assert_eq!(got, &mixed[offset as usize..end]);
+        // Read into a frame being built: after what it already holds.
+        let mut frame = b"header".to_vec();
+        assert!(view.blob_range_into(&h, offset, len, &mut frame).unwrap());
+        assert_eq!(&frame[..6], b"header");
+        assert_eq!(&frame[6..], &mixed[offset as usize..end]);
     }
+    let mut frame = b"header".to_vec();
+    let absent = troupe_protocol::BlobHash([9; 32]);
+    assert!(
+        !view
+            .blob_range_into(&absent, 0, 1 << 20, &mut frame)
+            .unwrap()
+    );
+    assert_eq!(frame, b"header");
     assert!(
         s.scrub_report().unwrap().blobs.is_empty(),
         "scrub accepts both kinds of row"

@@ -346,18 +346,23 @@ impl Engine {
         }
         let answer = match view.blob_state(&hash) {
             Ok(BlobState::Complete { size }) if offset < size => {
-                match view.blob_range(&hash, offset, len.min(BLOB_CHUNK as u32)) {
-                    Ok(Some(bytes)) => Message::BlobChunk {
-                        workspace: ws,
-                        hash,
-                        offset,
-                        size,
-                        bytes,
-                    },
-                    _ => Message::BlobUnavailable {
-                        workspace: ws,
-                        hash,
-                    },
+                // The chunk is read straight into the frame that carries it.
+                let take = len.min(BLOB_CHUNK as u32);
+                let end = offset.saturating_add(u64::from(take)).min(size);
+                let frame = Message::blob_chunk_frame(
+                    ws,
+                    hash,
+                    offset,
+                    size,
+                    (end - offset) as usize,
+                    |out| view.blob_range_into(&hash, offset, take, out),
+                );
+                if let Ok(Some(frame)) = frame {
+                    return self.send_frame(peer, frame);
+                }
+                Message::BlobUnavailable {
+                    workspace: ws,
+                    hash,
                 }
             }
             Ok(BlobState::Complete { .. }) => {

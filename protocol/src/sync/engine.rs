@@ -251,7 +251,11 @@ impl Engine {
 
     /// Queues `msg` for `peer`.
     pub(crate) fn send(&mut self, peer: PeerId, msg: &Message) {
-        let bytes = msg.to_frame();
+        self.send_frame(peer, msg.to_frame());
+    }
+
+    /// Queues an encoded frame for `peer`.
+    pub(crate) fn send_frame(&mut self, peer: PeerId, bytes: Vec<u8>) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.last_send = self.now;
         }

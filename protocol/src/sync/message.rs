@@ -195,9 +195,53 @@ impl Message {
 
     /// Encodes as one frame.
     pub fn to_frame(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        out.extend_from_slice(&crate::encoding::encode(self));
-        out
+        // A blob chunk's bytes are copied once, into a buffer already big
+        // enough, not into a growing encoding and then again after the
+        // version byte.
+        let room = match self {
+            Message::BlobChunk { bytes, .. } => bytes.len() + 96,
+            _ => 64,
+        };
+        let mut out = Vec::with_capacity(room);
+        out.push(VERSION);
+        crate::encoding::encode_into(self, out)
+    }
+
+    /// The frame of a [`Message::BlobChunk`] of `len` bytes, which `fill`
+    /// appends to the frame itself: the same bytes as [`Message::to_frame`]
+    /// of the message holding them, without the chunk in a buffer of its
+    /// own first. `None` when `fill` says the bytes are not here (`false`)
+    /// or appends another number of them.
+    pub fn blob_chunk_frame<E>(
+        workspace: WorkspaceId,
+        hash: BlobHash,
+        offset: u64,
+        size: u64,
+        len: usize,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<bool, E>,
+    ) -> Result<Option<Vec<u8>>, E> {
+        let empty = Message::BlobChunk {
+            workspace,
+            hash,
+            offset,
+            size,
+            bytes: Vec::new(),
+        };
+        let mut out = Vec::with_capacity(len + 96);
+        out.push(VERSION);
+        let mut out = crate::encoding::encode_into(&empty, out);
+        // postcard writes a byte string as its varint length and then its
+        // bytes, and they are the variant's last field: an empty one ends
+        // the encoding with its length, a single 0.
+        if out.pop() != Some(0) {
+            unreachable!("a blob chunk's encoding ends with its byte string");
+        }
+        super::columnar::put_varint(&mut out, len as u64);
+        let start = out.len();
+        if !fill(&mut out)? || out.len() - start != len {
+            return Ok(None);
+        }
+        Ok(Some(out))
     }
 
     /// Decodes one frame from a peer: size cap first, then version, then

@@ -132,4 +132,28 @@ pub trait OplogView {
         offset: u64,
         len: u32,
     ) -> Result<Option<Vec<u8>>, ViewError>;
+
+    /// [`OplogView::blob_range`] appended to `out` (a frame being built):
+    /// `Ok(false)`, with `out` as it was, when not complete here. A store
+    /// that can copy the verified bytes straight from where it holds them
+    /// overrides this, so a chunk sent to a peer is copied once on its way
+    /// instead of once into its own buffer and again into the frame.
+    ///
+    /// # Errors
+    /// As [`OplogView::blob_range`].
+    fn blob_range_into(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        len: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ViewError> {
+        Ok(match self.blob_range(hash, offset, len)? {
+            Some(bytes) => {
+                out.extend_from_slice(&bytes);
+                true
+            }
+            None => false,
+        })
+    }
 }

@@ -39,3 +39,65 @@ fn batches_round_trip_and_frames_too() {
     };
     assert_eq!(Message::from_frame(&m.to_frame()).unwrap(), m);
 }
+
+#[test]
+fn a_frame_is_the_version_byte_and_the_canonical_encoding() {
+    // to_frame writes into a buffer it sizes itself; the bytes must be the
+    // ones any other encoder of the message would produce.
+    let chunk = Message::BlobChunk {
+        workspace: super::ws(),
+        hash: crate::BlobHash([7; 32]),
+        offset: 3 << 20,
+        size: 200 << 20,
+        bytes: (0..1u32 << 20).map(|i| (i * 31) as u8).collect(),
+    };
+    let small = Message::Ping(u64::MAX);
+    let empty_chunk = Message::BlobChunk {
+        workspace: super::ws(),
+        hash: crate::BlobHash([0; 32]),
+        offset: 0,
+        size: 0,
+        bytes: Vec::new(),
+    };
+    for m in [chunk, small, empty_chunk] {
+        let frame = m.to_frame();
+        let mut want = vec![frame[0]];
+        want.extend_from_slice(&crate::encoding::encode(&m));
+        assert_eq!(frame, want);
+        assert_eq!(Message::from_frame(&frame).unwrap(), m);
+        // A chunk's frame built around bytes appended in place is the same.
+        if let Message::BlobChunk {
+            workspace,
+            hash,
+            offset,
+            size,
+            bytes,
+        } = &m
+        {
+            let built =
+                Message::blob_chunk_frame(*workspace, *hash, *offset, *size, bytes.len(), |out| {
+                    out.extend_from_slice(bytes);
+                    Ok::<_, ()>(true)
+                });
+            assert_eq!(built, Ok(Some(frame.clone())));
+            // Bytes not there, or not as many as announced: no frame.
+            let absent =
+                Message::blob_chunk_frame(*workspace, *hash, *offset, *size, bytes.len(), |_| {
+                    Ok::<_, ()>(false)
+                });
+            assert_eq!(absent, Ok(None));
+            let short = Message::blob_chunk_frame(
+                *workspace,
+                *hash,
+                *offset,
+                *size,
+                bytes.len() + 1,
+                |out| {
+                    out.extend_from_slice(bytes);
+                    Ok::<_, ()>(true)
+                },
+            );
+            assert_eq!(short, Ok(None));
+        }
+    }
+}
