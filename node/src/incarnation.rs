@@ -85,11 +85,11 @@ pub fn start_new(local: &mut Local, data_dir: &Path, why: &str) -> Result<Incarn
         };
         d.set(
             field(PREVIOUS_FIELD)?,
-            Value::Text(previous.to_string()),
+            Value::Text(previous.to_string().into()),
             vec![],
         );
         if let Some(name) = local.device_name() {
-            d.set(field("name")?, Value::Text(name), vec![]);
+            d.set(field("name")?, Value::Text(name.into()), vec![]);
         }
         let (_, change) = local.commit(d)?;
         changes.push(change);

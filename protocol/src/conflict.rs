@@ -56,7 +56,11 @@ pub fn group<'a>(
         bundles.sort();
         bundles.dedup();
         groups
-            .entry((path.entity_type.clone(), path.entity_id.clone(), bundles))
+            .entry((
+                path.entity_type.to_string(),
+                path.entity_id.clone(),
+                bundles,
+            ))
             .or_default()
             .push(FieldConflict {
                 path: path.clone(),

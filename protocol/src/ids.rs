@@ -3,6 +3,7 @@
 //! Every identifier has a `Display` form that `FromStr` parses back, so the
 //! CLI, the local API and log lines all speak the same text.
 
+use compact_str::CompactString;
 use std::fmt;
 use std::str::FromStr;
 
@@ -79,27 +80,25 @@ pub const MAX_ENTITY_ID_LEN: usize = 64;
 /// An entity id, unique within its workspace only: 1 to 64 characters of
 /// `[A-Za-z0-9_-]`, so it is safe in paths, URLs and file names.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct EntityId(String);
+pub struct EntityId(CompactString);
 
 impl EntityId {
     /// Validates and wraps an id.
     ///
     /// # Errors
     /// [`ParseError::EntityId`] when it is empty, too long or has other characters.
-    pub fn new(s: impl Into<String>) -> Result<Self, ParseError> {
-        let s = s.into();
-        if valid_entity_id(&s) {
-            Ok(EntityId(s))
+    pub fn new(s: impl AsRef<str>) -> Result<Self, ParseError> {
+        let s = s.as_ref();
+        if valid_entity_id(s) {
+            Ok(EntityId(CompactString::new(s)))
         } else {
-            Err(ParseError::EntityId {
-                found: truncate(&s),
-            })
+            Err(ParseError::EntityId { found: truncate(s) })
         }
     }
 
     /// An id read from a peer's bytes, unchecked as a decoded one is (the
     /// bundle's checks judge it, see [`EntityId::is_valid`]).
-    pub(crate) fn decoded(s: String) -> Self {
+    pub(crate) fn decoded(s: CompactString) -> Self {
         EntityId(s)
     }
 

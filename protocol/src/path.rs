@@ -14,15 +14,20 @@ use crate::error::ParseError;
 use crate::ids::{EntityId, truncate};
 use crate::limits;
 
+/// A type or field name: kept inline (no allocation) up to 24 bytes, which
+/// every usual name fits. A received bundle carries four strings an op, and
+/// allocating and freeing them was about an eighth of a 1M-write sync's CPU.
+pub type Name = compact_str::CompactString;
+
 /// One field of one entity.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FieldPath {
     /// Namespaced type, e.g. `contacts.person`.
-    pub entity_type: String,
+    pub entity_type: Name,
     /// Entity id within the workspace.
     pub entity_id: EntityId,
     /// Field name, e.g. `name`.
-    pub field: String,
+    pub field: Name,
 }
 
 impl FieldPath {
@@ -40,9 +45,9 @@ impl FieldPath {
             found: truncate(field),
         })?;
         Ok(FieldPath {
-            entity_type: entity_type.to_string(),
+            entity_type: Name::new(entity_type),
             entity_id: EntityId::new(entity_id)?,
-            field: field.to_string(),
+            field: Name::new(field),
         })
     }
 

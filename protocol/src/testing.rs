@@ -51,7 +51,7 @@ pub fn chain_with(seed: u8, n: u64, tag: &str) -> (WorkspaceId, Vec<Bundle>) {
         for f in 0..10 {
             let path = FieldPath::new("contacts.person", &format!("p{seed}x{i}"), &format!("f{f}"))
                 .unwrap();
-            d.set(path, Value::Text(format!("{tag}-{i}-{f}")), vec![]);
+            d.set(path, Value::Text(format!("{tag}-{i}-{f}").into()), vec![]);
         }
         let b = d
             .sign(
@@ -104,7 +104,7 @@ pub mod strategies {
             any::<f64>()
                 .prop_filter("not NaN", |f| !f.is_nan())
                 .prop_map(Value::Float),
-            ".{0,40}".prop_map(Value::Text),
+            ".{0,40}".prop_map(|t: String| Value::Text(t.into())),
             prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
             ("[a-z]{1,8}\\.[a-z]{1,8}", "[A-Za-z0-9_-]{1,12}").prop_map(|(t, id)| Value::Entity {
                 entity_type: t,
@@ -142,7 +142,7 @@ pub mod strategies {
             4 => (arb_path(), arb_value(), prop::collection::vec(arb_op_id(), 0..3))
                 .prop_map(|(path, value, pred)| Op::Set { path, value, pred }),
             1 => (arb_path(), prop::collection::vec(arb_op_id(), 0..3)).prop_map(|(p, pred)| Op::DeleteEntity {
-                entity_type: p.entity_type,
+                entity_type: p.entity_type.into_string(),
                 entity_id: p.entity_id,
                 pred
             }),
@@ -215,17 +215,20 @@ pub mod workload {
         *rng ^= *rng << 17;
         let a = FIRST[(*rng % 8) as usize];
         let b = LAST[((*rng >> 8) % 8) as usize];
-        Value::Text(match field {
-            "name" => format!("{a} {b}"),
-            "email" => format!(
-                "{}.{}{}@crew.example",
-                a.to_lowercase(),
-                b.to_lowercase(),
-                i % 97
-            ),
-            "phone" => format!("+44 7700 {:06}", *rng % 1_000_000),
-            "call_time" => format!("{:02}:{:02}", 8 + (*rng % 10), (*rng >> 4) % 60),
-            _ => format!("{field} {a} {}", *rng % 1000),
-        })
+        Value::Text(
+            match field {
+                "name" => format!("{a} {b}"),
+                "email" => format!(
+                    "{}.{}{}@crew.example",
+                    a.to_lowercase(),
+                    b.to_lowercase(),
+                    i % 97
+                ),
+                "phone" => format!("+44 7700 {:06}", *rng % 1_000_000),
+                "call_time" => format!("{:02}:{:02}", 8 + (*rng % 10), (*rng >> 4) % 60),
+                _ => format!("{field} {a} {}", *rng % 1000),
+            }
+            .into(),
+        )
     }
 }

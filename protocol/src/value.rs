@@ -19,6 +19,10 @@ pub struct AssetRef {
     pub media_type: String,
 }
 
+/// A text value: kept inline (no allocation) up to 24 bytes, as most of a
+/// crew's values are (names, phones, roles, times); see [`crate::path::Name`].
+pub type Text = compact_str::CompactString;
+
 /// The value of one field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Value {
@@ -31,7 +35,7 @@ pub enum Value {
     /// A finite float (NaN is refused so equality stays an equivalence).
     Float(f64),
     /// Text, e.g. a name or a cue description.
-    Text(String),
+    Text(Text),
     /// Small binary data; anything large belongs in a blob.
     Bytes(Vec<u8>),
     /// A reference to another entity in the same workspace.
@@ -98,13 +102,13 @@ impl Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
-        Value::Text(s.to_string())
+        Value::Text(s.into())
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Self {
-        Value::Text(s)
+        Value::Text(s.into())
     }
 }
 

@@ -102,7 +102,7 @@ pub fn draft(
                 )
                 .expect("valid by construction");
                 let pred = heads(store, ws, &p)?;
-                d.set(p, Value::Text(format!("row {i}")), pred);
+                d.set(p, Value::Text(format!("row {i}").into()), pred);
             }
             d
         }

@@ -76,7 +76,7 @@ fn sign(k: &ActorKey, tip: &AuthorTip, i: u64, ops: u64, tag: &str, entities: u6
             &format!("f{f}"),
         )
         .expect("valid path");
-        d.set(p, Value::Text(format!("value {i} {f}")), vec![]);
+        d.set(p, Value::Text(format!("value {i} {f}").into()), vec![]);
     }
     d.sign(
         k,

@@ -518,8 +518,8 @@ pub(crate) fn row_fields(key: &[u8], v: &[u8]) -> Result<Vec<(FieldPath, Vec<Hea
 /// A field path from parts already validated (a checked key, a sealed row).
 pub(crate) fn path(ty: &str, id: &EntityId, field: String) -> FieldPath {
     FieldPath {
-        entity_type: ty.to_string(),
+        entity_type: ty.into(),
         entity_id: id.clone(),
-        field,
+        field: field.into(),
     }
 }

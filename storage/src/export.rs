@@ -113,7 +113,7 @@ impl Store {
                 .entry((ty.to_string(), id.as_str().to_string()))
                 .or_default()
                 .insert(
-                    path.field.clone(),
+                    path.field.to_string(),
                     json!({
                         "value": shown.and_then(|h| h.value.as_ref()).map_or(Json::Null, value_json),
                         "deleted": shown.is_some_and(|h| h.value.is_none()),

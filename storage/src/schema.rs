@@ -150,7 +150,7 @@ pub(crate) fn parse_entity_key(k: &[u8]) -> Option<(String, EntityId)> {
     let (t, i) = rest.split_once('\0')?;
     // Validate through the path rules (a dummy field name).
     let p = FieldPath::new(t, i, "f").ok()?;
-    Some((p.entity_type, p.entity_id))
+    Some((p.entity_type.into_string(), p.entity_id))
 }
 
 fn push_op(k: &mut Vec<u8>, op: &OpId) {

@@ -47,7 +47,7 @@ pub fn write_fields(
     for (path, text) in edits {
         let path: FieldPath = path.parse().with_context(|| format!("path {path}"))?;
         let mut d = Draft::new(ws, BundleKind::UserEdit, format!("set {path}"));
-        d.set(path, Value::Text((*text).to_owned()), vec![]);
+        d.set(path, Value::Text((*text).into()), vec![]);
         local.commit(d)?;
     }
     Ok(())
@@ -69,7 +69,7 @@ pub fn field_values(
         .field_heads(&secret.workspace_id(), &path)?
         .into_iter()
         .map(|h| match h.value {
-            Some(Value::Text(t)) => t,
+            Some(Value::Text(t)) => t.into_string(),
             other => format!("{other:?}"),
         })
         .collect();
@@ -127,7 +127,7 @@ pub fn seed_history(data_dir: &Path, secret: &WorkspaceSecret, n: u64) -> anyhow
     for i in 0..n {
         let mut d = Draft::new(ws, BundleKind::UserEdit, format!("bulk {i}"));
         let path = FieldPath::new("cue", &format!("bulk{i}"), "label")?;
-        d.set(path, Value::Text(format!("bulk {i}")), vec![]);
+        d.set(path, Value::Text(format!("bulk {i}").into()), vec![]);
         let b = d.sign(
             &key,
             &tip,

@@ -101,7 +101,7 @@ pub fn add(
     };
     let (fp, np) = (pred(&file_path)?, pred(&name_path)?);
     d.set(file_path, Value::Asset(asset), fp);
-    d.set(name_path, Value::Text(name.clone()), np);
+    d.set(name_path, Value::Text(name.as_str().into()), np);
     let (written, change) = local.commit(d)?;
     Ok((
         json!({

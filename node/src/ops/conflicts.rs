@@ -101,7 +101,7 @@ pub fn resolve_conflict(
             {
                 Some((a, head)) => (Choice::Head(head), format!("kept {}'s", names.actor(&a))),
                 None => (
-                    Choice::Value(Value::Text(p.pick.clone())),
+                    Choice::Value(Value::Text(p.pick.as_str().into())),
                     "wrote".to_owned(),
                 ),
             }

@@ -44,7 +44,7 @@ pub(crate) fn parse_entity(entity: &str) -> Result<(String, EntityId), OpsError>
     // Validate both through a throwaway path.
     let p =
         FieldPath::new(t, id, "x").map_err(|e| OpsError::BadPath(format!("{entity:?}: {e}")))?;
-    Ok((p.entity_type, p.entity_id))
+    Ok((p.entity_type.into_string(), p.entity_id))
 }
 
 /// A value as JSON: text stays text, other kinds keep their shape.
@@ -78,7 +78,7 @@ impl<'a> WorkspaceNames<'a> {
     fn text(&self, path: Option<FieldPath>) -> Option<String> {
         let path = path?;
         match self.local.store().value(&self.ws, &path).ok()?? {
-            Value::Text(t) if !t.is_empty() => Some(t),
+            Value::Text(t) if !t.is_empty() => Some(t.into_string()),
             _ => None,
         }
     }
@@ -269,7 +269,7 @@ pub fn set_run(local: &mut Local, sets: Vec<SetArgs>) -> Vec<SetAnswer> {
                 path.field, path.entity_type, path.entity_id
             );
             let mut d = Draft::new(ws, BundleKind::UserEdit, summary);
-            d.set(path.clone(), Value::Text(s.value), pred);
+            d.set(path.clone(), Value::Text(s.value.into()), pred);
             next_seq.insert(ws, seq);
             in_run.insert((ws, path.clone()), seq);
             Ok::<_, OpsError>((d, path, seq, resolved))
@@ -341,7 +341,7 @@ pub fn show(local: &Local, workspace: &str, entity: &str) -> Result<Json, OpsErr
     let names = WorkspaceNames::new(local, info.id());
     let mut out = serde_json::Map::new();
     for (p, heads) in &fields {
-        out.insert(p.field.clone(), heads_json(&names, heads));
+        out.insert(p.field.to_string(), heads_json(&names, heads));
     }
     let groups = conflict::group(fields.iter().map(|(p, h)| (p, h.as_slice())));
     Ok(json!({

@@ -147,7 +147,7 @@ pub fn json_value(v: &Json) -> Result<Value, String> {
     Ok(match v {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Bool(*b),
-        Json::String(s) => Value::Text(s.clone()),
+        Json::String(s) => Value::Text(s.as_str().into()),
         Json::Number(n) => match n.as_i64() {
             Some(i) => Value::Int(i),
             None => Value::Float(n.as_f64().ok_or("the number is out of range")?),

@@ -76,7 +76,7 @@ pub fn copy(
         .filter_map(|(p, heads)| {
             winner(heads)
                 .and_then(|h| h.value.clone())
-                .map(|v| (p.field.clone(), v))
+                .map(|v| (p.field.to_string(), v))
         })
         .filter(|(f, _)| f != COPIED_FROM && f != COPIED_AT)
         .collect();
@@ -110,7 +110,7 @@ pub fn copy(
     }
     values.push((
         COPIED_FROM.into(),
-        Value::Text(format!("{}/{t}/{id}", src.name)),
+        Value::Text(format!("{}/{t}/{id}", src.name).into()),
     ));
     values.push((COPIED_AT.into(), Value::Int(wall_ms() as i64)));
     let mut d = Draft::new(

@@ -94,13 +94,13 @@ fn introduce(local: &mut Local, ws: WorkspaceId) -> Result<Vec<Change>, OpsError
     let path = FieldPath::new(MEMBER_TYPE, &local.actor().to_string(), "name")
         .map_err(|e| OpsError::BadPath(e.to_string()))?;
     let heads = local.store().field_heads(&ws, &path)?;
-    if heads.len() == 1 && heads[0].value == Some(Value::Text(name.clone())) {
+    if heads.len() == 1 && heads[0].value == Some(Value::Text(name.as_str().into())) {
         return Ok(vec![]);
     }
     let mut d = Draft::new(ws, BundleKind::UserEdit, format!("{name} joined"));
     d.set(
         path,
-        Value::Text(name),
+        Value::Text(name.into()),
         heads.iter().map(|h| h.op).collect(),
     );
     let (_, change) = local.commit(d)?;

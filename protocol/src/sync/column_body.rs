@@ -83,7 +83,7 @@ pub(super) fn body(head: Head, p: &Pieces<'_>, ops: &[OpPieces<'_>]) -> Option<B
             counter,
         },
         kind: kind(p.kind)?,
-        summary: string(p.summary)?,
+        summary: text(varint(p.summary.len)?, p.summary.text)?,
         ops: built,
     })
 }
@@ -112,8 +112,12 @@ fn take_varint(data: &[u8]) -> Option<(u64, &[u8])> {
     Some((varint(piece)?, rest))
 }
 
-fn string(s: Str<'_>) -> Option<String> {
-    text(varint(s.len)?, s.text)
+/// A name or id: kept inline when short (see [`crate::path::Name`]).
+fn string(s: Str<'_>) -> Option<crate::path::Name> {
+    if varint(s.len)? != s.text.len() as u64 {
+        return None;
+    }
+    crate::path::Name::from_utf8(s.text).ok()
 }
 
 /// `bytes` as a string whose encoded length said `len`.
@@ -153,7 +157,10 @@ fn value(piece: &[u8]) -> Option<Value> {
         // Text, the common case, by hand.
         Some((4, rest)) => {
             let (n, bytes) = take_varint(rest)?;
-            text(n, bytes).map(Value::Text)
+            if n != bytes.len() as u64 {
+                return None;
+            }
+            crate::value::Text::from_utf8(bytes).ok().map(Value::Text)
         }
         _ => whole(piece),
     }
