@@ -483,17 +483,6 @@ pub(crate) fn blob_state_in(
     })
 }
 
-pub(crate) fn range_in(
-    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    chunks: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    h: &BlobHash,
-    offset: u64,
-    len: u32,
-) -> Result<Option<Vec<u8>>, BlobError> {
-    let mut out = Vec::new();
-    Ok(range_into(meta, chunks, h, offset, len, &mut out)?.then_some(out))
-}
-
 /// Plain bytes `offset..offset+len` of a complete blob, verified, appended
 /// to `out`; `false` when the blob is not complete here. `out` is left as
 /// it was on an error.

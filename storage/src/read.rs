@@ -640,10 +640,10 @@ impl OplogView for StoreView {
         offset: u64,
         len: u32,
     ) -> Result<Option<Vec<u8>>, ViewError> {
-        let meta = open(&self.txn, BLOB_META).map_err(view_err)?;
-        let chunks = open(&self.txn, BLOB_CHUNKS).map_err(view_err)?;
-        crate::blob::range_in(&meta, &chunks, hash, offset, len)
-            .map_err(|e| ViewError::Storage(e.to_string()))
+        let mut out = Vec::new();
+        Ok(self
+            .blob_range_into(hash, offset, len, &mut out)?
+            .then_some(out))
     }
 
     fn blob_range_into(
