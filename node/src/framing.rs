@@ -81,8 +81,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8
 /// and its page faults for every blob chunk received, on the thread that
 /// also decrypts and decodes. The buffer keeps what it was filled with, so
 /// a frame no longer than an earlier one is read without clearing it first.
-/// After a frame longer than [`FIRST_READ`] it shrinks back, so a peer that
-/// sends one 4 MiB frame does not hold that much for the stream's life.
+/// After a frame longer than one blob chunk (`FIRST_READ`) it shrinks
+/// back, so a peer that sends one 4 MiB frame does not hold that much for
+/// the stream's life.
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,

@@ -8,7 +8,7 @@
 //! power-of-two runs of pages without taking twice its size.
 //!
 //! Rows are keyed by a number the store gives each blob when it first
-//! writes it ([`Rows`]), not by the blob's hash: numbers only grow, so a
+//! writes it (`Rows`), not by the blob's hash: numbers only grow, so a
 //! stream of received assets appends to the end of the table instead of
 //! writing into a random page of it for every asset (10,000 small assets
 //! made the table larger than the page cache, and each insert read back and
@@ -69,7 +69,7 @@ pub struct BlobMeta {
     pub chunk_hashes: Vec<[u8; 32]>,
     /// Last put or read (ms since the Unix epoch).
     pub last_use_ms: u64,
-    /// The number its rows are kept under ([`Rows`]); `None` for rows kept
+    /// The number its rows are kept under (`Rows`); `None` for rows kept
     /// under the blob's hash (written before numbers existed) and for
     /// blobs whose bytes are gone.
     pub rows: Option<u64>,

@@ -74,7 +74,7 @@ pub enum JobError {
     Failed {
         /// "status 3" or "a signal".
         status: String,
-        /// ": <stderr tail>" or empty.
+        /// `": <stderr tail>"` or empty.
         tail: String,
     },
     /// No command was given.

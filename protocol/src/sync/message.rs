@@ -9,7 +9,7 @@
 //! # Wire format
 //! A frame is `version (1 byte, = 1) || postcard(Message)`, at most
 //! [`MAX_FRAME`] bytes. A batch's `data` is `2 || zstd(columns)`: its bundles
-//! laid out column-wise ([`super::columnar`]), which the receiver turns back
+//! laid out column-wise (the `columnar` module), which the receiver turns back
 //! into the exact bundle bytes (bundle bytes as in [`crate::bundle`]: flag,
 //! optional signature, body). The older row layout, zstd over the
 //! concatenation of `u32 little-endian length || bundle bytes` items, is
