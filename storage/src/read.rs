@@ -634,18 +634,6 @@ impl OplogView for StoreView {
             .map_err(|e| ViewError::Storage(e.to_string()))
     }
 
-    fn blob_range(
-        &self,
-        hash: &BlobHash,
-        offset: u64,
-        len: u32,
-    ) -> Result<Option<Vec<u8>>, ViewError> {
-        let mut out = Vec::new();
-        Ok(self
-            .blob_range_into(hash, offset, len, &mut out)?
-            .then_some(out))
-    }
-
     fn blob_range_into(
         &self,
         hash: &BlobHash,

@@ -83,7 +83,7 @@ pub(super) fn body(head: Head, p: &Pieces<'_>, ops: &[OpPieces<'_>]) -> Option<B
             counter,
         },
         kind: kind(p.kind)?,
-        summary: text(varint(p.summary.len)?, p.summary.text)?,
+        summary: text(varint(p.summary.len)?, p.summary.text)?.to_owned(),
         ops: built,
     })
 }
@@ -114,18 +114,15 @@ fn take_varint(data: &[u8]) -> Option<(u64, &[u8])> {
 
 /// A name or id: kept inline when short (see [`crate::path::Name`]).
 fn string(s: Str<'_>) -> Option<crate::path::Name> {
-    if varint(s.len)? != s.text.len() as u64 {
-        return None;
-    }
-    crate::path::Name::from_utf8(s.text).ok()
+    text(varint(s.len)?, s.text).map(Into::into)
 }
 
 /// `bytes` as a string whose encoded length said `len`.
-fn text(len: u64, bytes: &[u8]) -> Option<String> {
+fn text(len: u64, bytes: &[u8]) -> Option<&str> {
     if len != bytes.len() as u64 {
         return None;
     }
-    String::from_utf8(bytes.to_vec()).ok()
+    std::str::from_utf8(bytes).ok()
 }
 
 fn kind(piece: &[u8]) -> Option<BundleKind> {
@@ -157,10 +154,7 @@ fn value(piece: &[u8]) -> Option<Value> {
         // Text, the common case, by hand.
         Some((4, rest)) => {
             let (n, bytes) = take_varint(rest)?;
-            if n != bytes.len() as u64 {
-                return None;
-            }
-            crate::value::Text::from_utf8(bytes).ok().map(Value::Text)
+            text(n, bytes).map(|t| Value::Text(t.into()))
         }
         _ => whole(piece),
     }

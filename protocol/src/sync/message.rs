@@ -176,6 +176,11 @@ pub enum Message {
     },
 }
 
+/// Room a blob chunk's frame needs besides the chunk: the version, the
+/// variant and its other fields, at most 1 + 1 + 32 + 32 + 10 + 10 + 5
+/// bytes, rounded up.
+const CHUNK_HEADER: usize = 96;
+
 impl Message {
     /// The workspace a message in an active session is about, if it names one.
     pub fn workspace(&self) -> Option<WorkspaceId> {
@@ -199,7 +204,7 @@ impl Message {
         // enough, not into a growing encoding and then again after the
         // version byte.
         let room = match self {
-            Message::BlobChunk { bytes, .. } => bytes.len() + 96,
+            Message::BlobChunk { bytes, .. } => bytes.len() + CHUNK_HEADER,
             _ => 64,
         };
         let mut out = Vec::with_capacity(room);
@@ -227,7 +232,7 @@ impl Message {
             size,
             bytes: Vec::new(),
         };
-        let mut out = Vec::with_capacity(len + 96);
+        let mut out = Vec::with_capacity(len + CHUNK_HEADER);
         out.push(VERSION);
         let mut out = crate::encoding::encode_into(&empty, out);
         // postcard writes a byte string as its varint length and then its

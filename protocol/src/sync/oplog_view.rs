@@ -121,39 +121,36 @@ pub trait OplogView {
     /// [`ViewError::Storage`].
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, ViewError>;
 
-    /// Plain bytes `offset..offset+len` of a complete blob, verified.
-    /// `Ok(None)` when not complete here.
+    /// Plain bytes `offset..offset+len` of a complete blob, verified,
+    /// appended to `out` (a frame being built): `Ok(false)`, with `out` as
+    /// it was, when not complete here. Appending lets a store copy the
+    /// verified bytes straight from where it holds them into the frame, so
+    /// a chunk sent to a peer is copied once on its way.
     ///
     /// # Errors
     /// [`ViewError::Corrupt`]-like storage errors.
-    fn blob_range(
-        &self,
-        hash: &BlobHash,
-        offset: u64,
-        len: u32,
-    ) -> Result<Option<Vec<u8>>, ViewError>;
-
-    /// [`OplogView::blob_range`] appended to `out` (a frame being built):
-    /// `Ok(false)`, with `out` as it was, when not complete here. A store
-    /// that can copy the verified bytes straight from where it holds them
-    /// overrides this, so a chunk sent to a peer is copied once on its way
-    /// instead of once into its own buffer and again into the frame.
-    ///
-    /// # Errors
-    /// As [`OplogView::blob_range`].
     fn blob_range_into(
         &self,
         hash: &BlobHash,
         offset: u64,
         len: u32,
         out: &mut Vec<u8>,
-    ) -> Result<bool, ViewError> {
-        Ok(match self.blob_range(hash, offset, len)? {
-            Some(bytes) => {
-                out.extend_from_slice(&bytes);
-                true
-            }
-            None => false,
-        })
+    ) -> Result<bool, ViewError>;
+
+    /// [`OplogView::blob_range_into`] into a buffer of its own: `Ok(None)`
+    /// when not complete here.
+    ///
+    /// # Errors
+    /// As [`OplogView::blob_range_into`].
+    fn blob_range(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, ViewError> {
+        let mut out = Vec::new();
+        Ok(self
+            .blob_range_into(hash, offset, len, &mut out)?
+            .then_some(out))
     }
 }

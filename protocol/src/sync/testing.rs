@@ -174,17 +174,20 @@ impl OplogView for MemView {
         })
     }
 
-    fn blob_range(
+    fn blob_range_into(
         &self,
         h: &BlobHash,
         offset: u64,
         len: u32,
-    ) -> Result<Option<Vec<u8>>, ViewError> {
-        Ok(self.blobs.get(h).filter(|b| b.complete).map(|b| {
-            let start = (offset as usize).min(b.bytes.len());
-            let end = start.saturating_add(len as usize).min(b.bytes.len());
-            b.bytes[start..end].to_vec()
-        }))
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ViewError> {
+        let Some(b) = self.blobs.get(h).filter(|b| b.complete) else {
+            return Ok(false);
+        };
+        let start = (offset as usize).min(b.bytes.len());
+        let end = start.saturating_add(len as usize).min(b.bytes.len());
+        out.extend_from_slice(&b.bytes[start..end]);
+        Ok(true)
     }
 }
 
