@@ -11,6 +11,10 @@
 //! few milliseconds writes the same pages again and again. So while bytes
 //! keep arriving, they are flushed only every [`MAX_DELAY`] or every
 //! [`MAX_BYTES`], and once the stream pauses for [`QUIET`], at once.
+//!
+//! When no asset is left to fetch, no more bytes are coming: the flush is
+//! due at once. Waiting out [`QUIET`] then only held back the last asset's
+//! "received" event (25 ms at the end of a 0.43 s transfer of 200 MiB).
 
 use std::time::{Duration, Instant};
 
@@ -50,11 +54,13 @@ impl BlobFlush {
         self.first.is_some()
     }
 
-    /// Whether the waiting bytes should be flushed now.
-    pub fn due(&self, now: Instant) -> bool {
+    /// Whether the waiting bytes should be flushed now; `more_coming` says
+    /// whether any asset is still being fetched.
+    pub fn due(&self, now: Instant, more_coming: bool) -> bool {
         match (self.first, self.last) {
             (Some(first), Some(last)) => {
-                now.saturating_duration_since(last) >= QUIET
+                !more_coming
+                    || now.saturating_duration_since(last) >= QUIET
                     || now.saturating_duration_since(first) >= MAX_DELAY
                     || self.bytes >= MAX_BYTES
             }
@@ -83,14 +89,14 @@ mod tests {
     fn a_steady_stream_is_flushed_at_the_longest_delay() {
         let t0 = Instant::now();
         let mut f = BlobFlush::default();
-        assert!(!f.pending() && !f.due(t0) && f.next_due().is_none());
+        assert!(!f.pending() && !f.due(t0, true) && f.next_due().is_none());
         let mut t = t0;
         while t < t0 + MAX_DELAY - 5 * MS {
             f.wrote(t, 1024);
-            assert!(!f.due(t), "due after {:?} of steady arrivals", t - t0);
+            assert!(!f.due(t, true), "due after {:?} of steady arrivals", t - t0);
             t += 5 * MS;
         }
-        assert!(f.due(t0 + MAX_DELAY));
+        assert!(f.due(t0 + MAX_DELAY, true));
         assert_eq!(f.next_due(), Some(t0 + MAX_DELAY));
     }
 
@@ -99,12 +105,25 @@ mod tests {
         let t0 = Instant::now();
         let mut f = BlobFlush::default();
         f.wrote(t0, 1024);
-        assert!(!f.due(t0 + QUIET - MS));
-        assert!(f.due(t0 + QUIET));
+        assert!(!f.due(t0 + QUIET - MS, true));
+        assert!(f.due(t0 + QUIET, true));
         assert_eq!(f.next_due(), Some(t0 + QUIET));
         f.flushed();
         assert!(!f.pending());
         f.wrote(t0, MAX_BYTES);
-        assert!(f.due(t0), "a full measure of bytes is due without waiting");
+        assert!(
+            f.due(t0, true),
+            "a full measure of bytes is due without waiting"
+        );
+    }
+
+    #[test]
+    fn bytes_with_nothing_more_to_fetch_are_due_at_once() {
+        let t0 = Instant::now();
+        let mut f = BlobFlush::default();
+        assert!(!f.due(t0, false), "nothing written, nothing to flush");
+        f.wrote(t0, 1024);
+        assert!(!f.due(t0, true), "more is coming: wait for a pause");
+        assert!(f.due(t0, false), "the last asset's bytes wait for nothing");
     }
 }

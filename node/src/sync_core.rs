@@ -491,7 +491,9 @@ impl SyncCore {
     /// call returns), so one disk flush covers a run of batches; asset bytes
     /// go with it, or on their own when [`crate::blob_flush`] says.
     fn flush(&mut self) {
-        let blobs_due = self.blob_flush.due(Instant::now());
+        let blobs_due = self
+            .blob_flush
+            .due(Instant::now(), self.engine.fetching_blobs());
         if !self.unflushed && !blobs_due {
             return;
         }

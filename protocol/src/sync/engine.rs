@@ -155,6 +155,13 @@ impl Engine {
         self.stats
     }
 
+    /// Whether any asset is still being fetched (asked for, or waiting for a
+    /// member to ask). A driver that holds written asset bytes back from
+    /// the disk while more keep coming flushes at once when none are.
+    pub fn fetching_blobs(&self) -> bool {
+        !self.blobs.is_empty()
+    }
+
     /// The next output to perform, in order; drain to `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
