@@ -511,12 +511,12 @@ pub(crate) fn row_fields(key: &[u8], v: &[u8]) -> Result<Vec<(FieldPath, Vec<Hea
     Ok(row
         .fields
         .into_iter()
-        .map(|(field, heads)| (path(&ty, &id, field), heads))
+        .map(|(field, heads)| (path(&ty, &id, &field), heads))
         .collect())
 }
 
 /// A field path from parts already validated (a checked key, a sealed row).
-pub(crate) fn path(ty: &str, id: &EntityId, field: String) -> FieldPath {
+pub(crate) fn path(ty: &str, id: &EntityId, field: &str) -> FieldPath {
     FieldPath {
         entity_type: ty.into(),
         entity_id: id.clone(),

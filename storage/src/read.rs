@@ -682,7 +682,7 @@ impl StateBackend for WorkspaceView {
             .map(|r| r.fields)
             .unwrap_or_default()
             .into_iter()
-            .map(|(f, _)| path(ty, id, f))
+            .map(|(f, _)| path(ty, id, &f))
             .collect())
     }
     fn entity_deletes(&mut self, ty: &str, id: &EntityId) -> Result<Vec<Head>, ReadError> {

@@ -409,7 +409,7 @@ impl StateBackend for TxnState<'_> {
     fn entity_fields(&mut self, ty: &str, id: &EntityId) -> Result<Vec<FieldPath>, StateError> {
         let row = &self.row(ty, id)?.row;
         Ok((0..row.field_count())
-            .map(|i| path(ty, id, row.name_str(i).to_string()))
+            .map(|i| path(ty, id, row.name_str(i)))
             .collect())
     }
 
