@@ -12,6 +12,7 @@ use troupe_protocol::{
 use crate::entity::{Heads, RawRow, path};
 use crate::error::DamagedRow;
 use crate::schema::*;
+use crate::sorted_insert::{ENTITY_MIN_RUN, SortedRows};
 
 /// Failure inside the state backend.
 #[derive(Debug)]
@@ -23,6 +24,12 @@ pub(crate) enum StateError {
 impl From<redb::StorageError> for StateError {
     fn from(e: redb::StorageError) -> Self {
         StateError::Db(e.into())
+    }
+}
+
+impl From<redb::Error> for StateError {
+    fn from(e: redb::Error) -> Self {
+        StateError::Db(e)
     }
 }
 
@@ -55,6 +62,10 @@ const CACHE_MAX_ENTITIES: usize = 8192;
 struct Cached {
     row: RawRow,
     dirty: bool,
+    /// For a row not in the table when loaded: which gap between the
+    /// table's keys it falls in (a hash of the key after it), so that
+    /// [`TxnState::flush`] can write new rows sharing a gap as one run.
+    gap: Option<u64>,
 }
 
 /// State tables of one write transaction, scoped to one workspace at a time.
@@ -277,23 +288,39 @@ impl<'t> TxnState<'t> {
     pub(crate) fn flush(&mut self) -> Result<(), StateError> {
         self.cache.clear();
         self.last = usize::MAX;
-        let mut dirty: Vec<(Vec<u8>, RawRow)> = self
+        let mut dirty: Vec<(Vec<u8>, RawRow, Option<u64>)> = self
             .rows
             .drain(..)
             .filter(|(_, c)| c.dirty)
-            .map(|(k, c)| (k, c.row))
+            .map(|(k, c)| (k, c.row, c.gap))
             .collect();
         dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (k, row) in dirty {
+        // New rows of one gap, written together: a long run goes through a
+        // cursor (see the `sorted_insert` module). Nothing else in the
+        // table sorts between them, so every two are adjacent.
+        let mut run = SortedRows::with_min_run(|_: &[u8], _: &[u8]| true, ENTITY_MIN_RUN);
+        let mut run_gap = None;
+        for (k, row, gap) in dirty {
+            if gap.is_none() || gap != run_gap {
+                run.finish(&mut self.entities)?;
+                run_gap = gap;
+            }
             if row.is_empty() {
-                self.entities.remove(k.as_slice())?;
+                if gap.is_none() {
+                    self.entities.remove(k.as_slice())?;
+                }
+                continue;
+            }
+            let v = row
+                .encode_into(&k, &mut self.buf)
+                .map_err(StateError::Damaged)?;
+            if gap.is_some() {
+                run.push(&mut self.entities, &k, |out| out.extend_from_slice(v))?;
             } else {
-                let v = row
-                    .encode_into(&k, &mut self.buf)
-                    .map_err(StateError::Damaged)?;
                 self.entities.insert(k.as_slice(), v)?;
             }
         }
+        run.finish(&mut self.entities)?;
         for k in std::mem::take(&mut self.sup_new) {
             self.superseded.insert(k.as_slice(), [].as_slice())?;
             self.sup_rows = true;
@@ -320,14 +347,29 @@ impl<'t> TxnState<'t> {
             self.last = match self.cache.get(self.key.as_slice()) {
                 Some(&i) => i,
                 None => {
-                    let row = match self.entities.get(self.key.as_slice())? {
-                        Some(bytes) => {
-                            RawRow::decode(&self.key, bytes.value()).map_err(StateError::Damaged)?
-                        }
-                        None => RawRow::default(),
+                    // One descent finds the row or, when there is none,
+                    // the key after its place.
+                    let next = self
+                        .entities
+                        .range(self.key.as_slice()..)?
+                        .next()
+                        .transpose()?;
+                    let (row, gap) = match next {
+                        Some((k, v)) if k.value() == self.key.as_slice() => (
+                            RawRow::decode(&self.key, v.value()).map_err(StateError::Damaged)?,
+                            None,
+                        ),
+                        Some((k, _)) => (RawRow::default(), Some(gap_tag(k.value()))),
+                        None => (RawRow::default(), Some(u64::MAX)),
                     };
-                    self.rows
-                        .push((self.key.clone(), Cached { row, dirty: false }));
+                    self.rows.push((
+                        self.key.clone(),
+                        Cached {
+                            row,
+                            dirty: false,
+                            gap,
+                        },
+                    ));
                     self.cache.insert(self.key.clone(), self.rows.len() - 1);
                     self.rows.len() - 1
                 }
@@ -376,6 +418,16 @@ impl std::hash::Hasher for FoldHasher {
         b[..rest.len()].copy_from_slice(rest);
         self.mix(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
     }
+}
+
+/// Which gap of the `entities` table a new row falls in: a hash of the
+/// key after it. Two new rows with one tag share the gap (a collision
+/// only makes a cursor run stop early and start again).
+fn gap_tag(next_key: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = FoldHash.build_hasher();
+    h.write(next_key);
+    h.finish()
 }
 
 /// A sealed u64 row value (`asset_refs`); `None` when damaged.

@@ -281,3 +281,57 @@ fn several_batches_commit_in_one_transaction_like_one_each() {
         assert_eq!(s.value(&ws, &path).unwrap(), one.value(&ws, &path).unwrap());
     }
 }
+
+#[test]
+fn new_entities_between_held_ones_read_back_as_written() {
+    // Entities named in one order sort in short gaps between those already
+    // held (`p4x100`–`p4x109` sort between `p4x10` and `p4x11`): a batch's
+    // new rows are written gap by gap, beside edits of held rows.
+    let (_d, s) = store();
+    let (ws, bundles) = chain(4, 400);
+    s.commit_batch(&ws, bundles[..100].to_vec(), "a").unwrap();
+    let k = key(6);
+    let mut tip = AuthorTip::default();
+    let mut batch = bundles[100..].to_vec();
+    let touched = [
+        "p4x1", "p4x15", "p4x150", "p4x1500", "p4x99", "p4x399", "p5",
+    ];
+    for (i, id) in touched.iter().enumerate() {
+        let mut d = Draft::new(ws, BundleKind::UserEdit, "note");
+        let path = FieldPath::new("contacts.person", id, "note").unwrap();
+        d.set(path, Value::Text(format!("note-{i}").into()), vec![]);
+        let b = d
+            .sign(
+                &k,
+                &tip,
+                troupe_protocol::hlc::Hlc {
+                    wall_ms: 5_000 + i as u64,
+                    counter: 0,
+                },
+            )
+            .unwrap();
+        tip = AuthorTip::after(&b);
+        batch.push(b);
+    }
+    let out = s.commit_batch(&ws, batch, "b").unwrap();
+    assert_eq!(out.committed.len(), 300 + touched.len());
+    assert!(out.quarantined.is_empty());
+    assert!(s.verify_rebuild().unwrap().is_empty());
+    assert_eq!(s.fields(&ws).unwrap().len(), 400 * 10 + touched.len());
+    for i in [0, 1, 10, 99, 100, 109, 110, 150, 255, 256, 399] {
+        let path = FieldPath::new("contacts.person", &format!("p4x{i}"), "f3").unwrap();
+        assert_eq!(
+            s.value(&ws, &path).unwrap(),
+            Some(Value::Text(format!("v-{i}-3").into())),
+            "p4x{i}"
+        );
+    }
+    for (i, id) in touched.iter().enumerate() {
+        let path = FieldPath::new("contacts.person", id, "note").unwrap();
+        assert_eq!(
+            s.value(&ws, &path).unwrap(),
+            Some(Value::Text(format!("note-{i}").into())),
+            "{id}"
+        );
+    }
+}
