@@ -97,7 +97,7 @@ pub struct Engine {
     pub(crate) requested: BTreeMap<(WorkspaceId, ActorId), SeqRangeSet>,
     /// Verified bundles handed to the driver and not yet acknowledged: their hashes
     /// link the next batch's runs before the store has them.
-    pub(crate) uncommitted: BTreeMap<(WorkspaceId, ActorId, u64), BundleHash>,
+    pub(crate) uncommitted: super::uncommitted::Uncommitted,
     /// Batches handed to the driver: (source, workspace, local id) → what.
     pub(crate) committing: BTreeMap<(PeerId, WorkspaceId, u64), Pending>,
     pub(crate) repairs: BTreeMap<(WorkspaceId, ActorId, u64), Repair>,
@@ -136,7 +136,7 @@ impl Engine {
             peers: BTreeMap::new(),
             out: VecDeque::new(),
             requested: BTreeMap::new(),
-            uncommitted: BTreeMap::new(),
+            uncommitted: Default::default(),
             committing: BTreeMap::new(),
             repairs: BTreeMap::new(),
             blobs: BTreeMap::new(),

@@ -20,6 +20,7 @@
 //! | `repair` | fetching clean copies of corrupt bundles |
 //! | `blobs` | fetching blob bytes in chunks, resumable, verified |
 //! | [`oplog_view`] | what the engine reads from storage |
+//! | `uncommitted` | hashes of verified bundles not yet committed |
 //! | `wire_copy` | a received batch kept as it arrived, for a journal |
 
 mod batch;
@@ -42,6 +43,7 @@ mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod transfer;
+mod uncommitted;
 mod wire_copy;
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ impl Engine {
                 self.repairs.remove(&key);
                 let id = self.next_local_batch;
                 self.next_local_batch += 1;
-                self.uncommitted.insert(key, hash);
+                self.uncommitted.insert(key.0, key.1, key.2, hash);
                 let pending = Pending {
                     peer_batch: None,
                     epoch: 0,

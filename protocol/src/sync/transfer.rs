@@ -287,7 +287,7 @@ impl Engine {
             view.bundle_hash(&ws, a, s)
                 .ok()
                 .flatten()
-                .or_else(|| uncommitted.get(&(ws, *a, s)).copied())
+                .or_else(|| uncommitted.get(&ws, a, s))
         });
         let mut good: Vec<(u32, Bundle)> = Vec::new();
         // Verified copies not kept (already held): an unsigned bundle that is
@@ -302,7 +302,7 @@ impl Engine {
             match res {
                 Ok(()) => {
                     let held = held_ranges.get(&author).is_some_and(|r| r.contains(seq))
-                        || self.uncommitted.contains_key(&(ws, author, seq));
+                        || self.uncommitted.contains(&ws, &author, seq);
                     let wanted = self
                         .shared_ref(peer, ws)
                         .and_then(|sh| sh.wanted.get(&author))
@@ -369,7 +369,7 @@ impl Engine {
         let mut slots = Vec::with_capacity(good.len());
         for b in &good {
             let k = (ws, b.body().author, b.body().seq);
-            self.uncommitted.insert(k, b.hash());
+            self.uncommitted.insert(ws, k.1, k.2, b.hash());
             slots.push((k.1, k.2));
         }
         let local = self.next_local_batch;
@@ -486,8 +486,8 @@ impl Engine {
         };
         let same_session = self.peers.get(&peer).is_some_and(|p| p.epoch == epoch);
         let mut newly: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
+        self.uncommitted.remove_all(&ws, &slots);
         for (author, seq) in &slots {
-            self.uncommitted.remove(&(ws, *author, *seq));
             let s = newly.entry(*author).or_default();
             s.insert(*seq);
         }
