@@ -501,6 +501,21 @@ fn read_hash(v: &[u8]) -> Result<BundleHash, DamagedRow> {
         .map_err(|_| DamagedRow { what: "seq hash" })
 }
 
+/// The slots that two different bundles of `bundles` claim (almost always
+/// none): found by sorting, with no set per bundle.
+fn split_slots(bundles: &[Bundle]) -> BTreeSet<(ActorId, u64)> {
+    let mut slots: Vec<(ActorId, u64, BundleHash)> = bundles
+        .iter()
+        .map(|b| (b.body().author, b.body().seq, b.hash()))
+        .collect();
+    slots.sort_unstable();
+    slots
+        .windows(2)
+        .filter(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1) && w[0].2 != w[1].2)
+        .map(|w| (w[0].0, w[0].1))
+        .collect()
+}
+
 fn commit_in(
     txn: &WriteTransaction,
     ws: &WorkspaceId,
@@ -525,16 +540,11 @@ fn commit_in(
         let tips = txn.open_table(TIPS)?;
         let no_forks = forks.is_empty()?;
         // Two different copies of one slot inside the batch are a fork too.
-        let mut in_batch: BTreeMap<(ActorId, u64), BTreeSet<BundleHash>> = BTreeMap::new();
-        if mode != Mode::Local {
-            for b in &bundles {
-                let body = b.body();
-                in_batch
-                    .entry((body.author, body.seq))
-                    .or_default()
-                    .insert(b.hash());
-            }
-        }
+        let split_slots = if mode == Mode::Local {
+            BTreeSet::new()
+        } else {
+            split_slots(&bundles)
+        };
         let mut quarantined_here: BTreeSet<BundleHash> = BTreeSet::new();
         for b in bundles {
             let body = b.body();
@@ -578,7 +588,7 @@ fn commit_in(
                 }
                 continue;
             }
-            let split = in_batch.get(&slot).is_some_and(|h| h.len() > 1);
+            let split = !split_slots.is_empty() && split_slots.contains(&slot);
             match held_hash {
                 Some(h) if h != b.hash() || split => {
                     if mode == Mode::Local {
