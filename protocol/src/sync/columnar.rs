@@ -591,6 +591,7 @@ pub(crate) fn decode_rebuilt(plain: &[u8]) -> Result<Vec<Rebuilt>, DecodeError> 
     let mut total = 0usize;
     let mut out = Vec::with_capacity(n);
     let mut op_pieces: Vec<OpPieces<'_>> = Vec::new();
+    let mut names = column_body::Names::default();
     let mut size_hint = 256;
     for _ in 0..n {
         let f = flags.byte()?;
@@ -687,7 +688,7 @@ pub(crate) fn decode_rebuilt(plain: &[u8]) -> Result<Vec<Rebuilt>, DecodeError> 
             wall_ms: last_wall,
         };
         size_hint = (item.len() + 64).min(64 << 10);
-        let body = column_body::body(head, &pieces, &op_pieces);
+        let body = column_body::body(head, &pieces, &op_pieces, &mut names);
         out.push(Rebuilt {
             elided,
             bytes: item,
