@@ -1,6 +1,7 @@
 //! The register's [`StateBackend`] on redb tables, inside a write transaction.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use troupe_protocol::hlc::Hlc;
@@ -351,9 +352,8 @@ impl<'t> TxnState<'t> {
                     // the key after its place.
                     let next = self
                         .entities
-                        .range(self.key.as_slice()..)?
-                        .next()
-                        .transpose()?;
+                        .lower_bound(Bound::Included(self.key.as_slice()))?
+                        .peek_next()?;
                     let (row, gap) = match next {
                         Some((k, v)) if k.value() == self.key.as_slice() => (
                             RawRow::decode(&self.key, v.value()).map_err(StateError::Damaged)?,
