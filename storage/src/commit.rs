@@ -540,7 +540,7 @@ fn commit_in(
         let tips = txn.open_table(TIPS)?;
         let no_forks = forks.is_empty()?;
         // Two different copies of one slot inside the batch are a fork too.
-        let split_slots = if mode == Mode::Local {
+        let forked_in_batch = if mode == Mode::Local {
             BTreeSet::new()
         } else {
             split_slots(&bundles)
@@ -588,7 +588,7 @@ fn commit_in(
                 }
                 continue;
             }
-            let split = !split_slots.is_empty() && split_slots.contains(&slot);
+            let split = forked_in_batch.contains(&slot);
             match held_hash {
                 Some(h) if h != b.hash() || split => {
                     if mode == Mode::Local {

@@ -302,7 +302,8 @@ impl<'t> TxnState<'t> {
         let mut run = SortedRows::with_min_run(|_: &[u8], _: &[u8]| true, ENTITY_MIN_RUN);
         let mut run_gap = None;
         for (k, row, gap) in dirty {
-            if gap.is_none() || gap != run_gap {
+            // A held row (no gap) ends the run before it as well.
+            if gap != run_gap {
                 run.finish(&mut self.entities)?;
                 run_gap = gap;
             }

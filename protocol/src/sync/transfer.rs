@@ -368,9 +368,9 @@ impl Engine {
         let wire = (!payload.is_empty()).then(|| WireCopy::new(payload, picks, &good));
         let mut slots = Vec::with_capacity(good.len());
         for b in &good {
-            let k = (ws, b.body().author, b.body().seq);
-            self.uncommitted.insert(ws, k.1, k.2, b.hash());
-            slots.push((k.1, k.2));
+            let (author, seq) = (b.body().author, b.body().seq);
+            self.uncommitted.insert(ws, author, seq, b.hash());
+            slots.push((author, seq));
         }
         let local = self.next_local_batch;
         self.next_local_batch += 1;

@@ -45,22 +45,13 @@ impl Uncommitted {
         ws: &WorkspaceId,
         slots: impl IntoIterator<Item = &'a (ActorId, u64)>,
     ) {
-        let mut touched: Vec<ActorId> = Vec::new();
         for (author, seq) in slots {
-            if let Some(m) = self.by_author.get_mut(&(*ws, *author)) {
+            let key = (*ws, *author);
+            if let Some(m) = self.by_author.get_mut(&key) {
                 m.remove(seq);
-                if touched.last() != Some(author) {
-                    touched.push(*author);
+                if m.is_empty() {
+                    self.by_author.remove(&key);
                 }
-            }
-        }
-        for author in touched {
-            if self
-                .by_author
-                .get(&(*ws, author))
-                .is_some_and(BTreeMap::is_empty)
-            {
-                self.by_author.remove(&(*ws, author));
             }
         }
     }
