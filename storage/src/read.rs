@@ -525,8 +525,9 @@ impl OplogView for StoreView {
         seq: u64,
     ) -> Result<Option<Vec<u8>>, ViewError> {
         // The bytes served are the very bytes that verified when they were
-        // committed: their hash and slot are checked against the recorded
-        // hash (a rotten copy is never served), without decoding the ops.
+        // committed: their checksum holds (see the `held` module), or their
+        // hash and slot are checked against the recorded hash (a rotten
+        // copy is never served), without decoding the ops.
         let (b, h) = self.slot_tables()?;
         let storage = |e: redb::StorageError| ViewError::Storage(e.to_string());
         let k = seq_key(workspace, author, seq);
@@ -536,6 +537,7 @@ impl OplogView for StoreView {
         let held = crate::held::split(&k, row.value());
         let expected = crate::held::recorded_with(h, &k, Some(&held)).map_err(storage)?;
         let reason = match expected {
+            Some(_) if held.intact => return Ok(Some(held.copy.to_vec())),
             Some(e) => match crate::scrub::check_copy(held.copy, &e, (workspace, author, seq)) {
                 Some(_) => return Ok(Some(held.copy.to_vec())),
                 None => "stored copy does not match its recorded hash or slot",
@@ -605,9 +607,11 @@ impl OplogView for StoreView {
             let Some(hash) = held.carried.or(expected) else {
                 continue;
             };
-            if crate::scrub::check_copy(held.copy, &hash, (workspace, author, seq)).is_some()
-                && !take(seq, held.copy.to_vec(), hash)
-            {
+            // A copy whose checksum holds is the one that hashed to `hash`
+            // when it was written (see the `held` module).
+            let sound = held.intact
+                || crate::scrub::check_copy(held.copy, &hash, (workspace, author, seq)).is_some();
+            if sound && !take(seq, held.copy.to_vec(), hash) {
                 break;
             }
         }

@@ -40,11 +40,14 @@ pub(crate) type Tbl = TableDefinition<'static, &'static [u8], &'static [u8]>;
 /// is and marked 4 when opened ([`SCHEMA_UPGRADES_FROM`]). Version 5: a
 /// `bundles` row carries its slot's hash ahead of the copy, and `seq_hash`
 /// keeps rows only for slots without a copy (see the `held` module); a
-/// version 4 build would take those rows for damage. Older rows still read.
-pub(crate) const SCHEMA_VERSION: u32 = 5;
+/// version 4 build would take those rows for damage. Version 6: a new
+/// `bundles` row also carries a checksum of its copy, so reads need not
+/// hash it again (see the `held` module); a version 5 build would take
+/// those rows for damage. Older rows still read.
+pub(crate) const SCHEMA_VERSION: u32 = 6;
 /// Older versions this build opens and upgrades in place (nothing is
 /// rewritten: every older row still reads).
-pub(crate) const SCHEMA_UPGRADES_FROM: &[u32] = &[3, 4];
+pub(crate) const SCHEMA_UPGRADES_FROM: &[u32] = &[3, 4, 5];
 
 pub(crate) const META: Tbl = TableDefinition::new("meta");
 pub(crate) const WORKSPACES: Tbl = TableDefinition::new("workspaces");
@@ -210,6 +213,13 @@ pub(crate) fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
     t
 }
 
+/// One step of the multiply-fold checksums: the 128-bit product of `a` and
+/// `b`, its halves xored.
+pub(crate) fn fold(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
 /// The checksum of an `entities` row over its key and value: a 64-bit
 /// multiply-fold hash. It guards against damage at rest (a flipped bit, a
 /// torn page, a row under another key), not against an attacker: what
@@ -219,10 +229,6 @@ pub(crate) fn row_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
 pub(crate) fn state_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
     const K0: u64 = 0xa076_1d64_78bd_642f;
     const K1: u64 = 0xe703_7ed1_a0b4_28db;
-    fn fold(a: u64, b: u64) -> u64 {
-        let r = u128::from(a) * u128::from(b);
-        (r as u64) ^ ((r >> 64) as u64)
-    }
     let mut h = K0 ^ (key.len() as u64).rotate_left(40) ^ body.len() as u64;
     for part in [key, body] {
         let mut words = part.chunks_exact(8);
