@@ -699,6 +699,7 @@ fn commit_in(
             Ok(())
         };
 
+    out.committed.reserve(restore.len() + candidates.len());
     for b in &restore {
         store_copy(b, &mut ranges)?;
         out.committed

@@ -360,8 +360,8 @@ impl<'t> TxnState<'t> {
                             RawRow::decode(&self.key, v.value()).map_err(StateError::Damaged)?,
                             None,
                         ),
-                        Some((k, _)) => (RawRow::default(), Some(gap_tag(k.value()))),
-                        None => (RawRow::default(), Some(u64::MAX)),
+                        Some((k, _)) => (RawRow::with_room(), Some(gap_tag(k.value()))),
+                        None => (RawRow::with_room(), Some(u64::MAX)),
                     };
                     self.rows.push((
                         self.key.clone(),
