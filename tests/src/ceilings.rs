@@ -8,10 +8,15 @@
 //!   two nodes do not;
 //! - the disk alone ([`disk_write`]): the same bytes written to a new file
 //!   in the bench's directory and synced (`fdatasync`), as a received asset
-//!   must be before it is announced.
+//!   must be before it is announced;
+//! - the disk's flush ([`flush_latency`]): one 4 KiB write into room the
+//!   file already has, then synced, as a group commit's journal record is.
+//!   A client that waits for its durable answer before its next write pays
+//!   at least one flush a commit, so `n` such clients make at most
+//!   `n / flush` commits a second, however cheap the rest is.
 //!
-//! An asset transfer cannot beat the lower of the two; how far below it the
-//! asset figure lands is what the store and the protocol cost.
+//! An asset transfer cannot beat the lower of the first two; how far below
+//! it the asset figure lands is what the store and the protocol cost.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -153,4 +158,33 @@ pub fn disk_write(dir: &std::path::Path, bytes: usize) -> std::io::Result<Durati
     drop(file);
     std::fs::remove_file(&path)?;
     Ok(took)
+}
+
+/// Times `count` flushes of a file in `dir`: each writes 4 KiB into room the
+/// file already has (1 MiB of zeros, synced first, as the commit journal
+/// grows ahead of its records) and syncs its data. Returns each flush's
+/// time, in order. The file is removed after.
+///
+/// # Errors
+/// When the file cannot be written or synced.
+pub fn flush_latency(dir: &std::path::Path, count: usize) -> std::io::Result<Vec<Duration>> {
+    use std::os::unix::fs::FileExt;
+    const ROOM: usize = 1 << 20;
+    const RECORD: usize = 4096;
+    let path = dir.join("flush-ceiling");
+    let file = std::fs::File::create(&path)?;
+    file.write_all_at(&vec![0u8; ROOM], 0)?;
+    file.sync_all()?;
+    let record = vec![0x5au8; RECORD];
+    let mut each = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = (i * RECORD % ROOM) as u64;
+        let t = Instant::now();
+        file.write_all_at(&record, at)?;
+        file.sync_data()?;
+        each.push(t.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(each)
 }

@@ -34,6 +34,9 @@
 //!   times: the same number of MiB on one stream of the node's TCP + noise +
 //!   yamux between this program and a child of it with no store on either
 //!   side, and written to a file here and synced (see `troupe_tests::ceilings`);
+//!   with them, the disk's flush (4 KiB written and synced, 2,000 times),
+//!   and what it allows each client count of the local-commit figure when
+//!   every commit waits for one flush;
 //! - 10,000 assets of 1 KiB the same way, in files/s;
 //! - durable local commits (`set`) through one running node's local API (its
 //!   socket in the data dir, as the CLI goes) from 8 and then 64 concurrent
@@ -726,6 +729,8 @@ fn mb_per_s(bytes: usize, took: Duration) -> f64 {
 }
 
 const PARTS: [&str; 5] = ["sync", "asset", "ceilings", "assets", "commit"];
+/// Flushes timed for the flush ceiling.
+const FLUSHES: usize = 2000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -853,6 +858,27 @@ async fn main() -> anyhow::Result<()> {
             );
             disk.push(mbs);
         }
+        // The flush every durable answer waits for; what it allows the
+        // commit figures' client counts (see `ceilings::flush_latency`).
+        let mut flushes: Vec<f64> = ceilings::flush_latency(tmp.path(), FLUSHES)?
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        flushes.sort_by(f64::total_cmp);
+        let (f50, f99) = (percentile(&flushes, 0.5), percentile(&flushes, 0.99));
+        let caps: Vec<String> = clients
+            .iter()
+            .map(|&n| format!("{n} clients at most {:.0}/s", n as f64 * 1e3 / f50))
+            .collect();
+        eprintln!(
+            "the disk's flush, 4 KiB written and synced, {FLUSHES} times: p50 {f50:.3} ms, p99 {f99:.3} ms ({})",
+            caps.join(", ")
+        );
+        rows.push(format!(
+            "| ceiling: the disk's flush, 4 KiB written and synced ({FLUSHES} times) | p50 {f50:.3} / p99 {f99:.3} ms: local commits, waiting one flush each, {} | — |",
+            caps.join(", ")
+        ));
+        figures.insert("flush_ms".into(), json!({"p50": f50, "p99": f99}));
         rows.push(format!(
             "| ceiling: the transport alone, {} MiB on one stream between two processes, no store | {} | — |",
             big >> 20,
