@@ -84,6 +84,15 @@ impl Heads {
         }
     }
 
+    /// The heads as a list (no allocation when there are none).
+    fn into_vec(self) -> Vec<RawHead> {
+        match self {
+            Heads::Zero => Vec::new(),
+            Heads::One(h) => vec![h],
+            Heads::Many(v) => v,
+        }
+    }
+
     /// The heads in op order.
     pub(crate) fn as_slice(&self) -> &[RawHead] {
         match self {
@@ -342,9 +351,9 @@ impl RawRow {
             let start = r.at;
             std::str::from_utf8(r.take(len)?).ok()?;
             let heads = r.heads(&authors)?;
-            fields.push((start as u32, len as u32, Heads::from_vec(heads)));
+            fields.push((start as u32, len as u32, heads));
         }
-        let deletes = r.heads(&authors)?;
+        let deletes = r.heads(&authors)?.into_vec();
         if r.at != arena.len() {
             return None;
         }
@@ -483,38 +492,51 @@ impl<'a> Reader<'a> {
         Some(s)
     }
 
-    fn heads(&mut self, authors: &[ActorId]) -> Option<Vec<RawHead>> {
+    /// A list of heads; one head (the usual case) is read without an
+    /// allocation.
+    fn heads(&mut self, authors: &[ActorId]) -> Option<Heads> {
         let n = self.count(6)?;
-        let mut out = Vec::with_capacity(n);
         let mut last: Option<OpId> = None;
-        for _ in 0..n {
-            let author = *authors.get(usize::try_from(self.varint()?).ok()?)?;
-            let seq = self.varint()?;
-            let index = self.u32()?;
-            let wall_ms = self.varint()?;
-            let counter = self.u32()?;
-            let value = match self.varint()? {
-                0 => None,
-                n => {
-                    let len = usize::try_from(n - 1).ok()?;
-                    let start = self.at;
-                    self.take(len)?;
-                    Some((u32::try_from(start).ok()?, u32::try_from(len).ok()?))
+        match n {
+            0 => Some(Heads::Zero),
+            1 => Some(Heads::One(self.head(authors, &mut last)?)),
+            _ => {
+                let mut out = Vec::with_capacity(n);
+                for _ in 0..n {
+                    out.push(self.head(authors, &mut last)?);
                 }
-            };
-            let op = OpId { author, seq, index };
-            // Heads are stored in op order; anything else is damage.
-            if last.is_some_and(|l| l >= op) {
-                return None;
+                Some(Heads::Many(out))
             }
-            last = Some(op);
-            out.push(RawHead {
-                op,
-                hlc: Hlc { wall_ms, counter },
-                value,
-            });
         }
-        Some(out)
+    }
+
+    /// One head, which must sort after `last` (heads are stored in op
+    /// order; anything else is damage).
+    fn head(&mut self, authors: &[ActorId], last: &mut Option<OpId>) -> Option<RawHead> {
+        let author = *authors.get(usize::try_from(self.varint()?).ok()?)?;
+        let seq = self.varint()?;
+        let index = self.u32()?;
+        let wall_ms = self.varint()?;
+        let counter = self.u32()?;
+        let value = match self.varint()? {
+            0 => None,
+            n => {
+                let len = usize::try_from(n - 1).ok()?;
+                let start = self.at;
+                self.take(len)?;
+                Some((u32::try_from(start).ok()?, u32::try_from(len).ok()?))
+            }
+        };
+        let op = OpId { author, seq, index };
+        if last.is_some_and(|l| l >= op) {
+            return None;
+        }
+        *last = Some(op);
+        Some(RawHead {
+            op,
+            hlc: Hlc { wall_ms, counter },
+            value,
+        })
     }
 }
 
