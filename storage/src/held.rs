@@ -36,9 +36,9 @@
 //! of a slot is the one its copy carries, else its `seq_hash` row.
 
 use redb::{ReadableTable, WriteTransaction};
-use troupe_protocol::BundleHash;
+use troupe_protocol::{ActorId, BundleHash, WorkspaceId};
 
-use crate::schema::{SEQ_HASH, fold, read_seq_hash, seq_hash_value, unseal};
+use crate::schema::{SEQ_HASH, fold, read_seq_hash, seq_hash_value, state_tag, unseal};
 
 /// First byte of a schema 5 row, carrying its hash under a blake3 seal (a
 /// copy starts with 0 or 1).
@@ -81,16 +81,10 @@ fn word(b: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// The checksum of a row's key and hash (64-bit multiply-fold, like the
-/// entity rows' `state_tag`): damage at rest, or a row under another key.
+/// The checksum of a row's key and hash: the entity rows' `state_tag`
+/// (damage at rest, or a row under another key), as a word.
 fn hash_tag(key: &[u8], hash: &[u8; 32]) -> u64 {
-    let mut h = K0 ^ (key.len() as u64).rotate_left(40);
-    for part in [key, &hash[..]] {
-        for w in part.chunks(8) {
-            h = fold(h ^ word(w), K1);
-        }
-    }
-    fold(h ^ K1, K0 ^ h.rotate_left(29))
+    u64::from_le_bytes(state_tag(key, hash))
 }
 
 /// The checksum of a copy, seeded by its row's hash tag (so it also fails
@@ -126,6 +120,17 @@ pub(crate) struct HeldRow<'v> {
     /// False for older rows and for a copy whose checksum fails (which
     /// a read then checks against `carried` in full).
     pub(crate) intact: bool,
+}
+
+impl HeldRow<'_> {
+    /// Whether the copy may be served as the bundle with hash `hash` at
+    /// `slot`: its checksum holds and it carries that hash, or it hashes to
+    /// `hash` and names the slot (the full check, for older rows and for a
+    /// copy whose checksum fails).
+    pub(crate) fn sound(&self, hash: &BundleHash, slot: (&WorkspaceId, &ActorId, u64)) -> bool {
+        (self.intact && self.carried.as_ref() == Some(hash))
+            || crate::scrub::check_copy(self.copy, hash, slot).is_some()
+    }
 }
 
 /// Splits a `bundles` row stored under `key`.

@@ -537,11 +537,10 @@ impl OplogView for StoreView {
         let held = crate::held::split(&k, row.value());
         let expected = crate::held::recorded_with(h, &k, Some(&held)).map_err(storage)?;
         let reason = match expected {
-            Some(_) if held.intact => return Ok(Some(held.copy.to_vec())),
-            Some(e) => match crate::scrub::check_copy(held.copy, &e, (workspace, author, seq)) {
-                Some(_) => return Ok(Some(held.copy.to_vec())),
-                None => "stored copy does not match its recorded hash or slot",
-            },
+            Some(e) if held.sound(&e, (workspace, author, seq)) => {
+                return Ok(Some(held.copy.to_vec()));
+            }
+            Some(_) => "stored copy does not match its recorded hash or slot",
             None => "no hash index entry",
         };
         Err(ViewError::Corrupt {
@@ -607,11 +606,7 @@ impl OplogView for StoreView {
             let Some(hash) = held.carried.or(expected) else {
                 continue;
             };
-            // A copy whose checksum holds is the one that hashed to `hash`
-            // when it was written (see the `held` module).
-            let sound = held.intact
-                || crate::scrub::check_copy(held.copy, &hash, (workspace, author, seq)).is_some();
-            if sound && !take(seq, held.copy.to_vec(), hash) {
+            if held.sound(&hash, (workspace, author, seq)) && !take(seq, held.copy.to_vec(), hash) {
                 break;
             }
         }
