@@ -1114,18 +1114,7 @@ fn discard(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use troupe_protocol::testing::noise;
 
     #[test]
     fn small_random_chunks_are_stored_raw_and_small_text_compressed() {
