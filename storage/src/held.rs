@@ -38,7 +38,7 @@
 use redb::{ReadableTable, WriteTransaction};
 use troupe_protocol::{ActorId, BundleHash, WorkspaceId};
 
-use crate::schema::{SEQ_HASH, fold, read_seq_hash, seq_hash_value, state_tag, unseal};
+use crate::schema::{SEQ_HASH, fold, le_word, read_seq_hash, seq_hash_value, state_tag, unseal};
 
 /// First byte of a schema 5 row, carrying its hash under a blake3 seal (a
 /// copy starts with 0 or 1).
@@ -74,13 +74,6 @@ const K0: u64 = 0x2d35_8dcc_aa6c_78a5;
 const K1: u64 = 0x8bb8_4b93_962e_acc9;
 const K2: u64 = 0x4b33_a62e_d433_d4a3;
 
-/// A little-endian word of up to 8 bytes (zeros after a short one).
-fn word(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w[..b.len()].copy_from_slice(b);
-    u64::from_le_bytes(w)
-}
-
 /// The checksum of a row's key and hash: the entity rows' `state_tag`
 /// (damage at rest, or a row under another key), as a word.
 fn hash_tag(key: &[u8], hash: &[u8; 32]) -> u64 {
@@ -97,13 +90,13 @@ fn copy_tag(hash_tag: u64, copy: &[u8]) -> u64 {
     let mut blocks = copy.chunks_exact(32);
     for b in &mut blocks {
         for (lane, w) in lanes.iter_mut().zip(b.chunks_exact(8)) {
-            *lane = fold(*lane ^ word(w), K1);
+            *lane = fold(*lane ^ le_word(w), K1);
         }
     }
     let mut h = fold(lanes[0] ^ lanes[1].rotate_left(21), K2)
         ^ fold(lanes[2] ^ lanes[3].rotate_left(43), K0);
     for w in blocks.remainder().chunks(8) {
-        h = fold(h ^ word(w), K1);
+        h = fold(h ^ le_word(w), K1);
     }
     fold(h ^ K2, K1 ^ h.rotate_left(29))
 }
@@ -141,11 +134,11 @@ pub(crate) fn split<'v>(key: &[u8], v: &'v [u8]) -> HeldRow<'v> {
             let (tags, copy) = rest.split_at(16);
             let hash: [u8; 32] = hash.try_into().unwrap_or([0; 32]);
             let h = hash_tag(key, &hash);
-            let carried = (word(&tags[..8]) == h).then_some(BundleHash(hash));
+            let carried = (le_word(&tags[..8]) == h).then_some(BundleHash(hash));
             HeldRow {
                 copy,
                 carried,
-                intact: carried.is_some() && word(&tags[8..]) == copy_tag(h, copy),
+                intact: carried.is_some() && le_word(&tags[8..]) == copy_tag(h, copy),
             }
         }
         Some((&CARRIES_HASH, rest)) if v.len() >= SEALED_HEAD => {

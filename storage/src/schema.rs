@@ -233,18 +233,22 @@ pub(crate) fn state_tag(key: &[u8], body: &[u8]) -> [u8; 8] {
     for part in [key, body] {
         let mut words = part.chunks_exact(8);
         for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            h = fold(h ^ u64::from_le_bytes(b), K1);
+            h = fold(h ^ le_word(w), K1);
         }
         let rest = words.remainder();
         if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            h = fold(h ^ u64::from_le_bytes(b), K1);
+            h = fold(h ^ le_word(rest), K1);
         }
     }
     fold(h ^ K1, K0 ^ h.rotate_left(29)).to_le_bytes()
+}
+
+/// A little-endian word of up to 8 bytes, zeros after a short one: what the
+/// multiply-fold checksums take in at each step.
+pub(crate) fn le_word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..b.len()].copy_from_slice(b);
+    u64::from_le_bytes(w)
 }
 
 /// A sealed `seq_hash` value: the hash of the bundle applied at the slot.
