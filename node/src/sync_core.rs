@@ -832,12 +832,22 @@ impl SyncCore {
                 for (id, author, seq, reason) in &outcome.quarantined {
                     warn!(id, %author, seq, %reason, "the store quarantined a bundle from a peer");
                 }
-                for (hash, size) in assets {
-                    if !matches!(
-                        self.local.store().blob_state(&hash),
-                        Ok(troupe_protocol::sync::BlobState::Complete { .. })
-                    ) {
-                        self.blob_wants.push((workspace, hash, size));
+                if !assets.is_empty() {
+                    // One read for the batch's assets; an asset whose state
+                    // cannot be read is asked for (a held one is answered
+                    // as held).
+                    let states = self
+                        .local
+                        .store()
+                        .blob_states(assets.iter().map(|(h, _)| h))
+                        .ok();
+                    for (i, (hash, size)) in assets.into_iter().enumerate() {
+                        let held = states.as_ref().and_then(|s| s.get(i)).is_some_and(|s| {
+                            matches!(s, Ok(troupe_protocol::sync::BlobState::Complete { .. }))
+                        });
+                        if !held {
+                            self.blob_wants.push((workspace, hash, size));
+                        }
                     }
                 }
                 Input::BatchCommitted {
@@ -986,11 +996,15 @@ impl SyncCore {
         let store = self.local.store();
         let mut missing: BTreeMap<WorkspaceId, Vec<troupe_protocol::ids::BlobHash>> =
             BTreeMap::new();
-        for (hash, ws) in store.asset_references()? {
-            if !matches!(
-                store.blob_state(&hash),
-                Ok(BlobState::Complete { .. } | BlobState::Unavailable)
-            ) {
+        let refs = store.asset_references()?;
+        // One read transaction for all of them; an unreadable state counts
+        // as missing.
+        let states = store.blob_states(refs.iter().map(|(h, _)| h)).ok();
+        for (i, (hash, ws)) in refs.into_iter().enumerate() {
+            let done = states.as_ref().and_then(|s| s.get(i)).is_some_and(|s| {
+                matches!(s, Ok(BlobState::Complete { .. } | BlobState::Unavailable))
+            });
+            if !done {
                 missing.entry(ws).or_default().push(hash);
             }
         }

@@ -30,7 +30,7 @@ use troupe_protocol::sync::oplog_view::BlobState;
 use troupe_protocol::workspace::DEFAULT_RETENTION_DAYS;
 
 use crate::blob_hash::{self, WholeCheck};
-pub(crate) use crate::blob_rows::{Rows, next_number};
+pub(crate) use crate::blob_rows::{Numbers, Rows, next_number};
 use crate::error::{BlobError, DamagedRow};
 use crate::schema::*;
 use crate::state::read_u64;
@@ -650,6 +650,25 @@ impl Store {
         blob_state_in(&txn.open_table(BLOB_META)?, h)
     }
 
+    /// How much of each of `hashes` is held, read in one transaction: a
+    /// received batch names up to hundreds of assets, and a transaction
+    /// each cost more than the lookups. One answer per hash, in order.
+    ///
+    /// # Errors
+    /// The outer error: [`BlobError::Storage`] opening the transaction; each
+    /// inner one: [`BlobError::Storage`], [`BlobError::Damaged`].
+    pub fn blob_states<'h>(
+        &self,
+        hashes: impl IntoIterator<Item = &'h BlobHash>,
+    ) -> Result<Vec<Result<BlobState, BlobError>>, BlobError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(BLOB_META)?;
+        Ok(hashes
+            .into_iter()
+            .map(|h| blob_state_in(&meta, h))
+            .collect())
+    }
+
     /// Begins (or resumes) receiving a blob of `size` plain bytes. Returns the
     /// offset to continue from (0 for a new receive; the full size when the
     /// blob is already complete).
@@ -660,7 +679,10 @@ impl Store {
         let txn = self.db.begin_write()?;
         let at = {
             let (mut meta, mut chunks) = write_tables(&txn)?;
-            begin_in((&mut meta, &mut chunks), h, size)?
+            let mut numbers = Numbers::default();
+            let at = begin_in((&mut meta, &mut chunks), &mut numbers, h, size)?;
+            numbers.save(&mut chunks)?;
+            at
         };
         txn.commit()?;
         Ok(at)
@@ -689,7 +711,9 @@ impl Store {
         let r = {
             let (mut meta, mut chunks) = write_tables(&txn)?;
             if offset == 0 {
-                begin_in((&mut meta, &mut chunks), h, size)?;
+                let mut numbers = Numbers::default();
+                begin_in((&mut meta, &mut chunks), &mut numbers, h, size)?;
+                numbers.save(&mut chunks)?;
             }
             write_chunk_in((&mut meta, &mut chunks), h, offset, bytes)?
         };
@@ -724,28 +748,33 @@ impl Store {
             // Opened once for the whole call: opening a table in a write
             // transaction and closing it again rewrites its root each time.
             let (mut meta, mut rows) = write_tables(&txn)?;
+            // Row numbers for the whole call: the counter is written once,
+            // after the loop (an error before it aborts the transaction).
+            let mut numbers = Numbers::default();
             for c in chunks {
-                let (answer, stored) = match write_whole_in((&mut meta, &mut rows), c)? {
-                    Some(answer) => {
-                        let stored = answer.is_ok();
-                        (answer, stored)
-                    }
-                    None => {
-                        if c.offset == 0 {
-                            begin_in((&mut meta, &mut rows), &c.hash, c.size)?;
+                let (answer, stored) =
+                    match write_whole_in((&mut meta, &mut rows), &mut numbers, c)? {
+                        Some(answer) => {
+                            let stored = answer.is_ok();
+                            (answer, stored)
                         }
-                        match write_chunk_in((&mut meta, &mut rows), &c.hash, c.offset, c.bytes) {
-                            Ok(r) => (r, true),
-                            // Refused before anything of this chunk was written.
-                            Err(
-                                e @ (BlobError::NotReceiving(_)
-                                | BlobError::Offset { .. }
-                                | BlobError::Overrun { .. }),
-                            ) => (Err(e), false),
-                            Err(e) => return Err(e),
+                        None => {
+                            if c.offset == 0 {
+                                begin_in((&mut meta, &mut rows), &mut numbers, &c.hash, c.size)?;
+                            }
+                            match write_chunk_in((&mut meta, &mut rows), &c.hash, c.offset, c.bytes)
+                            {
+                                Ok(r) => (r, true),
+                                // Refused before anything of this chunk was written.
+                                Err(
+                                    e @ (BlobError::NotReceiving(_)
+                                    | BlobError::Offset { .. }
+                                    | BlobError::Overrun { .. }),
+                                ) => (Err(e), false),
+                                Err(e) => return Err(e),
+                            }
                         }
-                    }
-                };
+                    };
                 // Counted as each chunk goes in, not after the commit: a
                 // chunk's row leaves redb's small write buffer for the OS
                 // at once, so the disk can start on it while the rest of
@@ -755,6 +784,7 @@ impl Store {
                 }
                 out.push(answer);
             }
+            numbers.save(&mut rows)?;
         }
         txn.commit()?;
         // Asset bytes are not journaled: the next flush is a checkpoint.
@@ -915,6 +945,7 @@ fn clear_pieces(chunks: &mut Rw<'_>, rows: Rows) -> Result<(), BlobError> {
 
 fn begin_in(
     (meta, chunks): (&mut Rw<'_>, &mut Rw<'_>),
+    numbers: &mut Numbers,
     h: &BlobHash,
     size: u64,
 ) -> Result<u64, BlobError> {
@@ -939,7 +970,7 @@ fn begin_in(
                 status: BlobStatus::Receiving { received: 0 },
                 chunk_hashes: Vec::new(),
                 last_use_ms: now_ms(),
-                rows: Some(next_number(chunks)?),
+                rows: Some(numbers.take(chunks)?),
                 subtree_hashes: true,
             };
             meta.insert(h.0.as_slice(), encode(&m, "blob meta (encode)")?.as_slice())?;
@@ -954,6 +985,7 @@ fn begin_in(
 /// blob; the general path then handles it.
 fn write_whole_in(
     (meta, chunks): (&mut Rw<'_>, &mut Rw<'_>),
+    numbers: &mut Numbers,
     c: &ReceivedChunk<'_>,
 ) -> Result<Option<Result<bool, BlobError>>, BlobError> {
     if c.offset != 0
@@ -971,7 +1003,7 @@ fn write_whole_in(
         return Ok(Some(Err(BlobError::HashMismatch { expected: c.hash })));
     }
     // A new number: no rows are under it yet.
-    let n = next_number(chunks)?;
+    let n = numbers.take(chunks)?;
     encode_chunk(c.bytes)?.put(chunks, Rows::Number(n), 0)?;
     let m = BlobMeta {
         size: c.size,

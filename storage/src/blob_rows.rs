@@ -99,20 +99,53 @@ impl Rows {
 /// Gives the next row number: numbers only grow and are never given twice,
 /// so rows of a blob removed long ago are never mistaken for a new one's.
 pub(crate) fn next_number(chunks: &mut Rw<'_>) -> Result<u64, BlobError> {
-    let n = match chunks.get(NEXT_NUMBER)? {
-        Some(v) => read_u64(NEXT_NUMBER, v.value()).ok_or(DamagedRow {
-            what: "next blob row number",
-        })?,
-        None => 1,
-    };
-    let next = n.checked_add(1).ok_or(DamagedRow {
-        what: "next blob row number (exhausted)",
-    })?;
-    chunks.insert(
-        NEXT_NUMBER,
-        seal(NEXT_NUMBER, next.to_be_bytes().to_vec()).as_slice(),
-    )?;
+    let mut numbers = Numbers::default();
+    let n = numbers.take(chunks)?;
+    numbers.save(chunks)?;
     Ok(n)
+}
+
+/// Row numbers given out through one write transaction: the counter row is
+/// read at the first number and written once by [`Numbers::save`], however
+/// many blobs the transaction stores (a sync call stores hundreds of small
+/// assets; reading, sealing and rewriting the counter for each was a few
+/// per cent of the receiving thread). `save` must run before the
+/// transaction commits, or the numbers would be given again.
+#[derive(Debug, Default)]
+pub(crate) struct Numbers {
+    /// The next number to give, once the counter row was read.
+    next: Option<u64>,
+}
+
+impl Numbers {
+    /// The next number, unique over the store's life.
+    pub(crate) fn take(&mut self, chunks: &mut Rw<'_>) -> Result<u64, BlobError> {
+        let n = match self.next {
+            Some(n) => n,
+            None => match chunks.get(NEXT_NUMBER)? {
+                Some(v) => read_u64(NEXT_NUMBER, v.value()).ok_or(DamagedRow {
+                    what: "next blob row number",
+                })?,
+                None => 1,
+            },
+        };
+        let next = n.checked_add(1).ok_or(DamagedRow {
+            what: "next blob row number (exhausted)",
+        })?;
+        self.next = Some(next);
+        Ok(n)
+    }
+
+    /// Writes the counter past every number given (nothing when none was).
+    pub(crate) fn save(self, chunks: &mut Rw<'_>) -> Result<(), BlobError> {
+        if let Some(next) = self.next {
+            chunks.insert(
+                NEXT_NUMBER,
+                seal(NEXT_NUMBER, next.to_be_bytes().to_vec()).as_slice(),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -383,3 +383,93 @@ fn a_large_receive_goes_in_runs_that_fit_the_write_buffer_and_arrives_whole() {
     assert_eq!(runs, vec![1, 1]);
     assert_eq!(blob_receive_runs(&[]).count(), 0);
 }
+
+#[test]
+fn blobs_received_in_many_calls_never_share_rows_even_across_a_reopen() {
+    use troupe_storage::ReceivedChunk;
+    // Each call gives out row numbers from one reading of the counter: the
+    // counter must move past all of them, or a later call's blobs would
+    // write over an earlier call's rows.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.redb");
+    let hash = |x: &[u8]| BlobHash(*blake3::hash(x).as_bytes());
+    let small: Vec<Vec<u8>> = (0..12)
+        .map(|i| troupe_protocol::testing::noise(300 + i * 7, i as u64 + 10))
+        .collect();
+    let big: &'static [u8] = troupe_protocol::testing::noise((1 << 20) + 500, 3).leak();
+    fn whole(b: &[u8]) -> ReceivedChunk<'_> {
+        ReceivedChunk {
+            hash: BlobHash(*blake3::hash(b).as_bytes()),
+            size: b.len() as u64,
+            offset: 0,
+            bytes: b,
+        }
+    }
+    let part = |offset: usize, bytes: &'static [u8]| ReceivedChunk {
+        hash: hash(big),
+        size: big.len() as u64,
+        offset: offset as u64,
+        bytes,
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        // Three small blobs and the start of a large one (a receive record
+        // takes a number too), then three more and the large one's end.
+        let first = [
+            whole(&small[0]),
+            part(0, &big[..1 << 20]),
+            whole(&small[1]),
+            whole(&small[2]),
+        ];
+        assert!(
+            s.blob_receive_many(&first)
+                .unwrap()
+                .iter()
+                .all(Result::is_ok)
+        );
+        let second = [
+            whole(&small[3]),
+            whole(&small[4]),
+            part(1 << 20, &big[1 << 20..]),
+            whole(&small[5]),
+        ];
+        assert!(
+            s.blob_receive_many(&second)
+                .unwrap()
+                .iter()
+                .all(Result::is_ok)
+        );
+        // The one-blob paths share the counter.
+        s.put_blob(&small[6]).unwrap();
+        assert!(matches!(
+            s.blob_receive_many(&[whole(&small[7])]).unwrap()[0],
+            Ok(true)
+        ));
+        s.flush().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let more: Vec<ReceivedChunk<'_>> = small[8..].iter().map(|b| whole(b)).collect();
+    assert!(
+        s.blob_receive_many(&more)
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    for b in &small {
+        assert_eq!(&s.get_blob(&hash(b)).unwrap(), b);
+    }
+    assert_eq!(s.get_blob(&hash(big)).unwrap(), big);
+    assert!(s.scrub_report().unwrap().blobs.is_empty());
+    let states = s
+        .blob_states(small.iter().map(|b| hash(b)).collect::<Vec<_>>().iter())
+        .unwrap();
+    assert_eq!(states.len(), small.len());
+    for (st, b) in states.iter().zip(&small) {
+        assert_eq!(
+            st.as_ref().unwrap(),
+            &BlobState::Complete {
+                size: b.len() as u64
+            }
+        );
+    }
+}

@@ -65,6 +65,58 @@ pub(crate) struct BlobFetch {
     pub(crate) queued: bool,
 }
 
+/// The blobs being fetched, by hash.
+///
+/// A hash map, where the rest of the engine keeps ordered maps: each small
+/// asset's fetch is looked up a dozen times between being wanted and
+/// ending, and with thousands in flight a tree of 32-byte keys cost a tenth
+/// of a receiving node's storage thread. Determinism is kept by the type:
+/// it never hands out its map order, only hashes sorted. The keys come from
+/// peers (asset references in their bundles), so the hasher is std's,
+/// keyed at random, not a fixed fold an attacker could aim collisions at.
+#[derive(Debug, Default)]
+pub(crate) struct Fetches(
+    #[allow(clippy::disallowed_types)] std::collections::HashMap<BlobHash, BlobFetch>,
+);
+
+impl Fetches {
+    pub(crate) fn get(&self, hash: &BlobHash) -> Option<&BlobFetch> {
+        self.0.get(hash)
+    }
+
+    pub(crate) fn get_mut(&mut self, hash: &BlobHash) -> Option<&mut BlobFetch> {
+        self.0.get_mut(hash)
+    }
+
+    pub(crate) fn insert(&mut self, hash: BlobHash, fetch: BlobFetch) {
+        self.0.insert(hash, fetch);
+    }
+
+    pub(crate) fn remove(&mut self, hash: &BlobHash) -> Option<BlobFetch> {
+        self.0.remove(hash)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The hashes of the fetches `keep` picks, in hash order.
+    pub(crate) fn sorted_where(&self, keep: impl Fn(&BlobFetch) -> bool) -> Vec<BlobHash> {
+        let mut out: Vec<BlobHash> = self
+            .0
+            .iter()
+            .filter(|(_, f)| keep(f))
+            .map(|(h, _)| *h)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
 /// What is asked of one peer and not yet received, over all blobs.
 #[derive(Debug, Default)]
 pub(crate) struct BlobLoad {
@@ -302,12 +354,9 @@ impl Engine {
 
     /// A member of `ws` connected: resume fetches that were waiting for one.
     pub(crate) fn resume_blobs(&mut self, ws: WorkspaceId) {
-        let waiting: Vec<BlobHash> = self
+        let waiting = self
             .blobs
-            .iter()
-            .filter(|(_, f)| f.workspace == ws && f.peer.is_none())
-            .map(|(h, _)| *h)
-            .collect();
+            .sorted_where(|f| f.workspace == ws && f.peer.is_none());
         for h in waiting {
             self.try_blob(h, false);
         }
@@ -315,12 +364,7 @@ impl Engine {
 
     /// `peer` went away: its fetches move to another member or wait.
     pub(crate) fn release_blobs(&mut self, peer: PeerId) {
-        let mine: Vec<BlobHash> = self
-            .blobs
-            .iter()
-            .filter(|(_, f)| f.peer == Some(peer))
-            .map(|(h, _)| *h)
-            .collect();
+        let mine = self.blobs.sorted_where(|f| f.peer == Some(peer));
         self.blob_load.remove(&peer);
         for h in mine {
             if let Some(f) = self.blobs.get_mut(&h) {

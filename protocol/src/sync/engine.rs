@@ -102,7 +102,7 @@ pub struct Engine {
     pub(crate) committing: BTreeMap<(PeerId, WorkspaceId, u64), Pending>,
     pub(crate) repairs: BTreeMap<(WorkspaceId, ActorId, u64), Repair>,
     /// Blobs being fetched.
-    pub(crate) blobs: BTreeMap<crate::ids::BlobHash, super::blobs::BlobFetch>,
+    pub(crate) blobs: super::blobs::Fetches,
     /// Blob chunks in flight per peer, and fetches waiting for room.
     pub(crate) blob_load: BTreeMap<PeerId, super::blobs::BlobLoad>,
     /// Fetches every connected member answered "unavailable" for, by when
@@ -139,7 +139,7 @@ impl Engine {
             uncommitted: Default::default(),
             committing: BTreeMap::new(),
             repairs: BTreeMap::new(),
-            blobs: BTreeMap::new(),
+            blobs: Default::default(),
             blob_load: BTreeMap::new(),
             blob_retries: std::collections::BTreeSet::new(),
             next_local_batch: 0,

@@ -249,7 +249,8 @@ fn in_flight(net: &Net, node: usize, peer: crate::sync::PeerId) -> (usize, u64) 
     let e = &net.nodes[node].engine;
     let mut wants = 0;
     let mut bytes = 0;
-    for f in e.blobs.values().filter(|f| f.peer == Some(peer)) {
+    for h in e.blobs.sorted_where(|f| f.peer == Some(peer)) {
+        let Some(f) = e.blobs.get(&h) else { continue };
         wants += f.in_flight.len();
         bytes += f
             .in_flight
