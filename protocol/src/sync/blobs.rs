@@ -69,11 +69,13 @@ pub(crate) struct BlobFetch {
 ///
 /// A hash map, where the rest of the engine keeps ordered maps: each small
 /// asset's fetch is looked up a dozen times between being wanted and
-/// ending, and with thousands in flight a tree of 32-byte keys cost a tenth
-/// of a receiving node's storage thread. Determinism is kept by the type:
-/// it never hands out its map order, only hashes sorted. The keys come from
-/// peers (asset references in their bundles), so the hasher is std's,
-/// keyed at random, not a fixed fold an attacker could aim collisions at.
+/// ending, and with thousands in flight the searches of a tree of 32-byte
+/// keys took 7.6 % of a receiving node's storage thread (10,000 assets of
+/// 1 KiB; the thread's CPU fell by about an eighth with the hash map).
+/// Determinism is kept by the type: it never hands out its map order, only
+/// hashes sorted. The keys come from peers (asset references in their
+/// bundles), so the hasher is std's, keyed at random, not a fixed fold an
+/// attacker could aim collisions at.
 #[derive(Debug, Default)]
 pub(crate) struct Fetches(
     #[allow(clippy::disallowed_types)] std::collections::HashMap<BlobHash, BlobFetch>,
