@@ -833,18 +833,13 @@ impl SyncCore {
                     warn!(id, %author, seq, %reason, "the store quarantined a bundle from a peer");
                 }
                 if !assets.is_empty() {
-                    // One read for the batch's assets; an asset whose state
-                    // cannot be read is asked for (a held one is answered
-                    // as held).
-                    let states = self
-                        .local
-                        .store()
-                        .blob_states(assets.iter().map(|(h, _)| h))
-                        .ok();
-                    for (i, (hash, size)) in assets.into_iter().enumerate() {
-                        let held = states.as_ref().and_then(|s| s.get(i)).is_some_and(|s| {
-                            matches!(s, Ok(troupe_protocol::sync::BlobState::Complete { .. }))
+                    // An asset whose state cannot be read is asked for (a
+                    // held one is answered as held).
+                    let held =
+                        blobs_where(self.local.store(), assets.iter().map(|(h, _)| h), |s| {
+                            matches!(s, troupe_protocol::sync::BlobState::Complete { .. })
                         });
+                    for ((hash, size), held) in assets.into_iter().zip(held) {
                         if !held {
                             self.blob_wants.push((workspace, hash, size));
                         }
@@ -997,13 +992,10 @@ impl SyncCore {
         let mut missing: BTreeMap<WorkspaceId, Vec<troupe_protocol::ids::BlobHash>> =
             BTreeMap::new();
         let refs = store.asset_references()?;
-        // One read transaction for all of them; an unreadable state counts
-        // as missing.
-        let states = store.blob_states(refs.iter().map(|(h, _)| h)).ok();
-        for (i, (hash, ws)) in refs.into_iter().enumerate() {
-            let done = states.as_ref().and_then(|s| s.get(i)).is_some_and(|s| {
-                matches!(s, Ok(BlobState::Complete { .. } | BlobState::Unavailable))
-            });
+        let done = blobs_where(store, refs.iter().map(|(h, _)| h), |s| {
+            matches!(s, BlobState::Complete { .. } | BlobState::Unavailable)
+        });
+        for ((hash, ws), done) in refs.into_iter().zip(done) {
             if !done {
                 missing.entry(ws).or_default().push(hash);
             }
@@ -1053,6 +1045,21 @@ struct PendingBatch {
     /// The batch as it arrived, which the journal keeps instead of the
     /// bundles' bytes.
     wire: Option<troupe_protocol::sync::WireCopy>,
+}
+
+/// For each of `hashes`, in order, whether its blob's state is one `done`
+/// accepts, all read in one transaction (a batch or a starting node names
+/// hundreds of assets). A state that cannot be read is not accepted.
+fn blobs_where<'h>(
+    store: &troupe_storage::Store,
+    hashes: impl ExactSizeIterator<Item = &'h troupe_protocol::ids::BlobHash>,
+    done: impl Fn(&troupe_protocol::sync::BlobState) -> bool,
+) -> Vec<bool> {
+    let n = hashes.len();
+    match store.blob_states(hashes) {
+        Ok(states) => states.iter().map(|s| s.as_ref().is_ok_and(&done)).collect(),
+        Err(_) => vec![false; n],
+    }
 }
 
 /// A sync peer as its libp2p id string (what `troupe peers` shows).

@@ -679,10 +679,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let at = {
             let (mut meta, mut chunks) = write_tables(&txn)?;
-            let mut numbers = Numbers::default();
-            let at = begin_in((&mut meta, &mut chunks), &mut numbers, h, size)?;
-            numbers.save(&mut chunks)?;
-            at
+            begin_one((&mut meta, &mut chunks), h, size)?
         };
         txn.commit()?;
         Ok(at)
@@ -711,9 +708,7 @@ impl Store {
         let r = {
             let (mut meta, mut chunks) = write_tables(&txn)?;
             if offset == 0 {
-                let mut numbers = Numbers::default();
-                begin_in((&mut meta, &mut chunks), &mut numbers, h, size)?;
-                numbers.save(&mut chunks)?;
+                begin_one((&mut meta, &mut chunks), h, size)?;
             }
             write_chunk_in((&mut meta, &mut chunks), h, offset, bytes)?
         };
@@ -941,6 +936,19 @@ pub(crate) fn remove_all_rows(
 
 fn clear_pieces(chunks: &mut Rw<'_>, rows: Rows) -> Result<(), BlobError> {
     Ok(remove_prefixed(chunks, rows.pieces().as_slice())?)
+}
+
+/// [`begin_in`] as the only receive its transaction begins: the counter is
+/// saved at once.
+fn begin_one(
+    (meta, chunks): (&mut Rw<'_>, &mut Rw<'_>),
+    h: &BlobHash,
+    size: u64,
+) -> Result<u64, BlobError> {
+    let mut numbers = Numbers::default();
+    let at = begin_in((&mut *meta, &mut *chunks), &mut numbers, h, size)?;
+    numbers.save(chunks)?;
+    Ok(at)
 }
 
 fn begin_in(
