@@ -51,6 +51,12 @@ pub enum NetCommand {
         /// Why, for the log.
         reason: String,
     },
+    /// The peer proved membership of a workspace in its current session:
+    /// its readers may decode batches where they read them.
+    Member {
+        /// Who.
+        peer: libp2p::PeerId,
+    },
     /// Feed `Input::Timeout` at this many ms after the core's epoch (`None`:
     /// no timer needed).
     WakeAt(Option<Millis>),
@@ -867,6 +873,9 @@ impl SyncCore {
         match ev {
             SyncEvent::PeerJoined { peer, workspace } => {
                 info!(peer = %peer_name(&peer), %workspace, "peer proved membership; syncing");
+                if let Some(p) = identity::libp2p_peer(&peer) {
+                    let _ = self.net.send(NetCommand::Member { peer: p });
+                }
                 self.publish(NodeEvent::SyncStarted {
                     peer_id: peer_name(&peer),
                     workspace: workspace.to_string(),

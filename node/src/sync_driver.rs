@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -40,9 +41,12 @@ use crate::sync_core::{NetCommand, SyncCore};
 pub const WRITE_QUEUE: usize = 4096;
 /// Frames read from all peers and not yet handed to the core.
 pub const READ_QUEUE: usize = 1024;
-/// Bytes of frames read from all peers and not yet through the core: a
-/// reader waits for room before it queues a frame, so however peers send,
-/// the queue holds at most this much (plus one frame being read per peer).
+/// Bytes that frames read from all peers and not yet through the core may
+/// hold, decoded ([`PreparedFrame::footprint`], at least their size on the
+/// wire): a reader waits for room before it reads a frame's payload and
+/// again, for what the decoded frame holds, before it queues it, so however
+/// peers send, the queue holds at most this much (plus one frame being
+/// read and decoded per stream).
 pub const READ_BYTES: usize = 32 << 20;
 /// At most this many waiting frames go to the core in one call: the call's
 /// writes (received batches and blob chunks) share one transaction, so many
@@ -78,6 +82,10 @@ type QueuedFrame = (PeerId, u64, usize, Box<PreparedFrame>, OwnedSemaphorePermit
 struct PeerLink {
     generation: u64,
     tx: mpsc::Sender<Vec<u8>>,
+    /// Set once the core has seen this session's peer prove membership of
+    /// a workspace: until then its readers leave batch payloads undecoded
+    /// (see [`read_loop`]).
+    member: Arc<AtomicBool>,
 }
 
 struct Driver {
@@ -225,7 +233,14 @@ impl Driver {
         self.generation += 1;
         let generation = self.generation;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        self.links.insert(peer, PeerLink { generation, tx });
+        self.links.insert(
+            peer,
+            PeerLink {
+                generation,
+                tx,
+                member: Arc::new(AtomicBool::new(false)),
+            },
+        );
         let writer = write_loop(
             self.net.clone(),
             peer,
@@ -288,10 +303,13 @@ impl Driver {
         if !self.up(peer).await {
             return false;
         }
-        let generation = self.links.get(&peer).map_or(0, |l| l.generation);
+        let Some(link) = self.links.get(&peer) else {
+            return true;
+        };
         let reader = read_loop(
             peer,
-            generation,
+            link.generation,
+            link.member.clone(),
             stream,
             self.frames_tx.clone(),
             self.read_budget.clone(),
@@ -350,6 +368,11 @@ impl Driver {
                 debug!(%peer, %reason, "engine asked to disconnect");
                 self.disconnect(peer);
             }
+            NetCommand::Member { peer } => {
+                if let Some(link) = self.links.get(&peer) {
+                    link.member.store(true, Ordering::Release);
+                }
+            }
             NetCommand::WakeAt(_) | NetCommand::Continue => {}
         }
     }
@@ -403,9 +426,17 @@ async fn write_loop(
     let _ = futures::AsyncWriteExt::close(&mut stream).await;
 }
 
+/// Reads one stream's frames and decodes them here, off the storage
+/// thread. A batch's payload is decoded only once `member` is set: before
+/// that the peer has proved nothing, and a batch of a few KiB can inflate
+/// to hundreds of MiB of bundles (zstd, then a few plain bytes an op), so
+/// the frame goes to the engine with its payload as it arrived, and the
+/// engine refuses it, or decodes it itself once the peer shares its
+/// workspace ([`PreparedFrame::envelope`]).
 async fn read_loop(
     peer: PeerId,
     generation: u64,
+    member: Arc<AtomicBool>,
     mut stream: Stream,
     frames: mpsc::Sender<QueuedFrame>,
     budget: Arc<Semaphore>,
@@ -426,7 +457,25 @@ async fn read_loop(
                 // Decoded here, on this task's thread, while the storage
                 // thread works on earlier frames.
                 let t = Instant::now();
-                let frame = Box::new(PreparedFrame::prepare(bytes, &mut codec));
+                let frame = Box::new(if member.load(Ordering::Acquire) {
+                    PreparedFrame::prepare(bytes, &mut codec)
+                } else {
+                    PreparedFrame::envelope(bytes)
+                });
+                // What waits for the core is charged by what it holds
+                // decoded: a member's batch of a few KiB can hold hundreds
+                // of MiB. The wire's share is given back first, so readers
+                // waiting for more room never hold room the others need.
+                let held = frame.footprint().clamp(want as usize, READ_BYTES) as u32;
+                let room = if held > want {
+                    drop(room);
+                    let Ok(room) = budget.clone().acquire_many_owned(held).await else {
+                        return; // the driver stopped
+                    };
+                    room
+                } else {
+                    room
+                };
                 tracing::trace!(
                     bytes = bytes.len(),
                     prepare_us = t.elapsed().as_micros() as u64,

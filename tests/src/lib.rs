@@ -59,6 +59,20 @@ pub fn thread_cpu_secs(pid: u32, name: &str) -> f64 {
         .sum()
 }
 
+/// The most resident memory process `pid` has held so far (`VmHWM`), in
+/// KiB (0 when it cannot be read).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// utime + stime of one `/proc/…/stat` line, in seconds.
 fn stat_cpu_secs(stat: &str) -> f64 {
     // The command name may hold spaces: fields are counted after its `)`.
@@ -185,6 +199,12 @@ impl Node {
             child: Mutex::new(child),
             _tmp: tmp,
         })
+    }
+
+    /// The process id (of `ip netns exec` when in a namespace, which
+    /// execs the node in place).
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
     }
 
     /// Runs `troupe --data-dir <dir> --json <args>` in the node's namespace

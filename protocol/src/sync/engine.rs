@@ -203,8 +203,9 @@ impl Engine {
             }
             Input::PeerDown { peer } => self.release(peer, view),
             Input::Frame { peer, bytes } => {
-                let frame = PreparedFrame::prepare(&bytes, &mut self.codec);
-                self.frame(peer, frame, view);
+                // A batch's payload is decoded once it is known to be for a
+                // workspace the peer shares (see `message`).
+                self.frame(peer, PreparedFrame::envelope(&bytes), view);
             }
             Input::Prepared { peer, frame } => self.frame(peer, *frame, view),
             Input::Timeout => self.timeout(view),
@@ -503,14 +504,22 @@ impl Engine {
             Message::Batch {
                 workspace,
                 batch_id,
-                ..
+                data,
             } => {
-                // Decoded with its frame ([`PreparedFrame`]); every batch
-                // reaches here that way.
-                let (items, payload) = self
-                    .prepared_batch
-                    .take()
-                    .unwrap_or_else(|| (Err("not decoded with its frame".into()), Vec::new()));
+                // Decoded with its frame ([`PreparedFrame::prepare`]), or
+                // read without its payload decoded
+                // ([`PreparedFrame::envelope`]: a driver does not decode
+                // for a peer it has not seen proved a member). Then it is
+                // decoded here, and only for a workspace the peer shares:
+                // `on_batch` refuses any other, and a non-member's payload
+                // costs no decompression at all.
+                let (items, payload) = match self.prepared_batch.take() {
+                    Some(prepared) => prepared,
+                    None if self.shared_mut(peer, workspace).is_some() => {
+                        (super::prepare::batch_items(&mut self.codec, &data), data)
+                    }
+                    None => (Err("not decoded".into()), Vec::new()),
+                };
                 self.on_batch(peer, workspace, batch_id, items, payload, view);
             }
             Message::BatchAck {

@@ -49,7 +49,9 @@ pub enum Input {
     },
     /// One frame from `peer`, already decoded by the driver where it was
     /// read ([`super::PreparedFrame::prepare`]), so the decoding does not
-    /// wait for the engine's thread. Handled exactly as [`Input::Frame`].
+    /// wait for the engine's thread; or parsed with its batch payload left
+    /// to the engine ([`super::PreparedFrame::envelope`]). Handled exactly
+    /// as [`Input::Frame`].
     Prepared {
         /// From whom.
         peer: PeerId,

@@ -49,6 +49,48 @@ impl PreparedFrame {
         };
         PreparedFrame { msg, batch }
     }
+
+    /// About how many bytes of memory the decoded frame holds: for a batch,
+    /// its bundles (their bytes, their ops and the strings those hold, at
+    /// most as long again as the bytes) and its payload; else nothing
+    /// beyond the frame. A driver charges this, not the frame's size on the
+    /// wire, against what it lets wait for the engine: a batch of a few KiB
+    /// can decode to hundreds of MiB.
+    pub fn footprint(&self) -> usize {
+        let Some((items, payload)) = &self.batch else {
+            return 0;
+        };
+        let bundles = items.as_ref().map_or(0, |items| {
+            items
+                .iter()
+                .map(|item| match item {
+                    Ok(b) => {
+                        std::mem::size_of::<Bundle>()
+                            + 2 * b.bytes().len()
+                            + b.body().ops.len() * std::mem::size_of::<crate::op::Op>()
+                    }
+                    Err((_, bytes)) => std::mem::size_of::<Bundle>() + bytes.len(),
+                })
+                .sum()
+        });
+        bundles + payload.len()
+    }
+
+    /// Parses `bytes` as a message but leaves a batch's payload as it
+    /// arrived. A driver reads this way from a peer it has not yet seen
+    /// prove membership of a workspace: decompressing and parsing a batch
+    /// can turn a few KiB on the wire into hundreds of MiB of bundles
+    /// (up to [`MAX_BATCH_PLAIN`](super::limits::MAX_BATCH_PLAIN) of plain
+    /// bytes, a few of them an op), and the engine refuses a batch for a
+    /// workspace the peer does not share before it needs the bundles. The
+    /// engine decodes a batch that comes this way itself, once it knows the
+    /// workspace is shared, exactly as [`PreparedFrame::prepare`] would.
+    pub fn envelope(bytes: &[u8]) -> PreparedFrame {
+        PreparedFrame {
+            msg: Message::from_frame(bytes).map_err(|e| e.to_string()),
+            batch: None,
+        }
+    }
 }
 
 /// A batch payload's bundles, in order.

@@ -165,16 +165,9 @@ impl Proc {
     }
 
     fn peak_rss_kib(&self) -> u64 {
-        let Some(c) = &self.child else { return 0 };
-        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-            })
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        self.child
+            .as_ref()
+            .map_or(0, |c| troupe_tests::peak_rss_kib(c.id()))
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {

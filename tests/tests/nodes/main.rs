@@ -3,6 +3,8 @@
 
 // Two nodes on loopback, no mDNS: explicit --peer dialling and the local API's peer list.
 mod two_nodes;
+// A stranger's batches, sent before any handshake, are refused without being decoded.
+mod strangers;
 // Dialling by address: retried until the peer is up, remembered across restarts.
 mod redial;
 // The CLI's honest refusals, init, and one daemon per data dir.

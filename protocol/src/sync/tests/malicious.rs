@@ -492,7 +492,7 @@ fn announces_cannot_grow_state_without_bound() {
 }
 
 #[test]
-fn a_frame_decoded_by_the_driver_is_handled_exactly_as_the_raw_frame() {
+fn a_frame_decoded_by_the_driver_or_left_to_the_engine_is_handled_exactly_as_the_raw_frame() {
     use super::super::PreparedFrame;
     use super::super::message::BatchCodec;
     let (_, a) = chain(1, 3);
@@ -516,22 +516,61 @@ fn a_frame_decoded_by_the_driver_is_handled_exactly_as_the_raw_frame() {
     ];
     let (mut raw, raw_view, peer) = handshaken(3);
     let (mut prepared, prepared_view, _) = handshaken(3);
+    let (mut parsed, parsed_view, _) = handshaken(3);
     let mut codec = BatchCodec::default();
     for (t, bytes) in frames.into_iter().enumerate() {
         let frame = Box::new(PreparedFrame::prepare(&bytes, &mut codec));
+        let envelope = Box::new(PreparedFrame::envelope(&bytes));
         raw.handle_input(10 + t as u64, Input::Frame { peer, bytes }, &raw_view);
         prepared.handle_input(
             10 + t as u64,
             Input::Prepared { peer, frame },
             &prepared_view,
         );
+        parsed.handle_input(
+            10 + t as u64,
+            Input::Prepared {
+                peer,
+                frame: envelope,
+            },
+            &parsed_view,
+        );
         let outs = |e: &mut Engine| {
             std::iter::from_fn(|| e.poll_output())
                 .map(|o| format!("{o:?}"))
                 .collect::<Vec<_>>()
         };
-        let (x, y) = (outs(&mut raw), outs(&mut prepared));
+        let (x, y, z) = (outs(&mut raw), outs(&mut prepared), outs(&mut parsed));
         assert!(!x.is_empty(), "frame {t} had an effect");
-        assert_eq!(x, y, "frame {t}");
+        assert_eq!(x, y, "frame {t} decoded by the driver");
+        assert_eq!(x, z, "frame {t} read with its batch left to the engine");
     }
+}
+
+#[test]
+fn a_decoded_batch_counts_what_it_holds_not_what_it_weighed_on_the_wire() {
+    use super::super::PreparedFrame;
+    use super::super::message::BatchCodec;
+    let (_, a) = chain(1, 64);
+    let frame = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data: encode_batch(a.iter().map(|b| b.bytes())),
+    }
+    .to_frame();
+    let prepared = PreparedFrame::prepare(&frame, &mut BatchCodec::default());
+    let bytes: usize = a.iter().map(|b| b.bytes().len()).sum();
+    let ops: usize = a.iter().map(|b| b.body().ops.len()).sum();
+    let held = prepared.footprint();
+    assert!(
+        held >= bytes + ops * std::mem::size_of::<crate::op::Op>(),
+        "{held} bytes counted for {bytes} bytes of bundles and {ops} ops"
+    );
+    assert!(
+        held > 10 * frame.len(),
+        "{held} against {} on the wire",
+        frame.len()
+    );
+    // Left undecoded, it holds nothing beyond the frame.
+    assert_eq!(PreparedFrame::envelope(&frame).footprint(), 0);
 }
