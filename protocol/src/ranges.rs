@@ -80,74 +80,75 @@ impl SeqRangeSet {
         self.insert_range(x, x);
     }
 
-    /// Adds `a..=b` (ignored when `a > b`).
+    /// Adds `a..=b` (ignored when `a > b`): two binary searches and one
+    /// splice, so a peer's fragmented sets cost no rebuild per range.
     pub fn insert_range(&mut self, a: u64, b: u64) {
         if a > b {
             return;
         }
         // Fast path: appending at the end, the common case when committing in order.
-        if let Some(last) = self.0.last_mut() {
-            if a > last.1 {
-                if a == last.1 + 1 {
-                    last.1 = b;
-                } else {
-                    self.0.push((a, b));
-                }
-                return;
+        if let Some(last) = self.0.last_mut()
+            && a > last.1
+        {
+            if a == last.1 + 1 {
+                last.1 = b;
+            } else {
+                self.0.push((a, b));
             }
-        } else {
-            self.0.push((a, b));
             return;
         }
-        let mut out = Vec::with_capacity(self.0.len() + 1);
-        let (mut na, mut nb) = (a, b);
-        let mut placed = false;
-        for &(x, y) in &self.0 {
-            if y.saturating_add(1) < na {
-                out.push((x, y));
-            } else if nb.saturating_add(1) < x {
-                if !placed {
-                    out.push((na, nb));
-                    placed = true;
-                }
-                out.push((x, y));
-            } else {
-                na = na.min(x);
-                nb = nb.max(y);
-            }
+        // The ranges that overlap or touch `a..=b` are `lo..hi` (ends and
+        // starts both ascend, the ranges being disjoint).
+        let lo = self.0.partition_point(|&(_, y)| y.saturating_add(1) < a);
+        let hi = self.0.partition_point(|&(x, _)| x <= b.saturating_add(1));
+        if lo == hi {
+            self.0.insert(lo, (a, b));
+            return;
         }
-        if !placed {
-            out.push((na, nb));
-        }
-        out.sort_unstable();
-        self.0 = out;
+        self.0[lo] = (a.min(self.0[lo].0), b.max(self.0[hi - 1].1));
+        self.0.drain(lo + 1..hi);
     }
 
     /// Removes one seq (e.g. when a stored bundle is quarantined).
     pub fn remove(&mut self, x: u64) {
-        let mut out = Vec::with_capacity(self.0.len() + 1);
-        for &(a, b) in &self.0 {
-            if x < a || x > b {
-                out.push((a, b));
-            } else {
-                if a < x {
-                    out.push((a, x - 1));
-                }
-                if x < b {
-                    out.push((x + 1, b));
-                }
+        let i = self.0.partition_point(|&(_, b)| b < x);
+        let Some(&(a, b)) = self.0.get(i) else {
+            return;
+        };
+        match (a <= x, a < x, x < b) {
+            (false, ..) => {}
+            (true, true, true) => {
+                self.0[i] = (a, x - 1);
+                self.0.insert(i + 1, (x + 1, b));
+            }
+            (true, true, false) => self.0[i] = (a, x - 1),
+            (true, false, true) => self.0[i] = (x + 1, b),
+            (true, false, false) => {
+                self.0.remove(i);
             }
         }
-        self.0 = out;
     }
 
-    /// Members of either set.
+    /// Members of either set: one pass over both, whatever their sizes
+    /// (both are normalised: sets from peers are checked when decoded).
     pub fn union(&self, other: &SeqRangeSet) -> SeqRangeSet {
-        let mut s = self.clone();
-        for &(a, b) in &other.0 {
-            s.insert_range(a, b);
+        let (a, b) = (&self.0, &other.0);
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let next = if j == b.len() || (i < a.len() && a[i].0 <= b[j].0) {
+                i += 1;
+                a[i - 1]
+            } else {
+                j += 1;
+                b[j - 1]
+            };
+            match out.last_mut() {
+                Some(last) if next.0 <= last.1.saturating_add(1) => last.1 = last.1.max(next.1),
+                _ => out.push(next),
+            }
         }
-        s
+        SeqRangeSet(out)
     }
 
     /// Members of `self` not in `other`: what a peer holding `other` lacks.
@@ -221,7 +222,7 @@ mod tests {
     }
 
     fn arb_set() -> impl Strategy<Value = SeqRangeSet> {
-        prop::collection::vec((1u64..200, 0u64..20), 0..12)
+        prop::collection::vec((1u64..200, 0u64..20), 0..40)
             .prop_map(|v| SeqRangeSet::from_ranges(v.into_iter().map(|(a, l)| (a, a + l))))
     }
 
@@ -231,6 +232,8 @@ mod tests {
             prop_assert!(a.check().is_ok());
             let (ma, mb) = (model(&a), model(&b));
             prop_assert_eq!(model(&a.union(&b)), ma.union(&mb).copied().collect::<BTreeSet<_>>());
+            prop_assert!(a.union(&b).check().is_ok());
+            prop_assert_eq!(a.union(&b), b.union(&a));
             prop_assert_eq!(model(&a.difference(&b)), ma.difference(&mb).copied().collect::<BTreeSet<_>>());
             prop_assert!(a.difference(&b).check().is_ok());
             prop_assert_eq!(a.contains(x), ma.contains(&x));
@@ -242,6 +245,30 @@ mod tests {
             prop_assert_eq!(model(&r), mr);
             prop_assert!(r.check().is_ok());
         }
+    }
+
+    proptest! {
+        #[test]
+        fn ranges_inserted_in_any_order_make_their_union(
+            v in prop::collection::vec((1u64..300, 0u64..30), 0..60),
+        ) {
+            let s = SeqRangeSet::from_ranges(v.iter().map(|&(a, l)| (a, a + l)));
+            prop_assert!(s.check().is_ok());
+            let m: BTreeSet<u64> = v.iter().flat_map(|&(a, l)| a..=a + l).collect();
+            prop_assert_eq!(model(&s), m);
+        }
+    }
+
+    #[test]
+    fn ranges_reaching_the_last_seq_merge() {
+        let mut s = SeqRangeSet::from_ranges([(5, u64::MAX), (1, 3)]);
+        assert_eq!(s.ranges(), &[(1, 3), (5, u64::MAX)]);
+        s.insert(4);
+        assert_eq!(s.ranges(), &[(1, u64::MAX)]);
+        s.remove(u64::MAX);
+        assert_eq!(s.ranges(), &[(1, u64::MAX - 1)]);
+        let u = s.union(&SeqRangeSet::from_ranges([(u64::MAX, u64::MAX)]));
+        assert_eq!(u.ranges(), &[(1, u64::MAX)]);
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub const PROOF_PAD: usize = 8;
 pub const MAX_RANGE_WORKSPACES: usize = MAX_PROOFS;
 /// Most authors per workspace in one ranges message.
 pub const MAX_AUTHORS: usize = 4096;
+/// Most ranges one peer's claims may add up to in one workspace, over all
+/// authors. Each set is capped ([`crate::ranges::MAX_RANGES`]) and so is
+/// the author count ([`MAX_AUTHORS`]), but the two together would let
+/// announcements fill 268 MiB a peer; an honest store's sets are a range
+/// or two an author (holes are quarantined slots).
+pub const MAX_THEIR_RANGES: usize = 1 << 16;
 /// Longest `Bye` reason.
 pub const MAX_REASON_BYTES: usize = 256;
 /// Bad items (undecodable, failing verification, protocol violations) after

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use super::batch::build_batch;
 use super::engine::{Engine, Pending};
 use super::io::{Output, PeerId, SyncEvent};
-use super::limits::{BATCH_BUNDLES, FIRST_BATCH_BUNDLES, MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES};
+use super::limits::{
+    BATCH_BUNDLES, FIRST_BATCH_BUNDLES, MAX_AUTHORS, MAX_IN_FLIGHT_BATCHES, MAX_THEIR_RANGES,
+};
 use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
 use super::session::{add, sub};
@@ -32,6 +34,11 @@ fn count(s: &SeqRangeSet) -> u64 {
     s.ranges()
         .iter()
         .fold(0u64, |n, (a, b)| n.saturating_add(b - a).saturating_add(1))
+}
+
+/// Ranges of a peer's claims in one workspace, over all authors.
+fn their_ranges(theirs: &BTreeMap<ActorId, SeqRangeSet>) -> usize {
+    theirs.values().map(|s| s.ranges().len()).sum()
 }
 
 fn single(seq: u64) -> SeqRangeSet {
@@ -56,6 +63,11 @@ impl Engine {
             sh.ranges_known = true;
             for (author, set) in &w.authors {
                 add(&mut sh.theirs, *author, set);
+            }
+            if their_ranges(&sh.theirs) > MAX_THEIR_RANGES {
+                sh.theirs.clear();
+                self.blame(peer, "ranges too fragmented".into(), view);
+                continue;
             }
             self.request_missing(w.workspace, view);
         }
@@ -582,7 +594,9 @@ impl Engine {
             }
             None => ranges,
         };
-        if merged.ranges().len() > MAX_RANGES {
+        let others =
+            their_ranges(&sh.theirs) - sh.theirs.get(&author).map_or(0, |t| t.ranges().len());
+        if merged.ranges().len() > MAX_RANGES || others + merged.ranges().len() > MAX_THEIR_RANGES {
             return self.blame(peer, "announced ranges too fragmented".into(), view);
         }
         sh.theirs.insert(author, merged);

@@ -574,3 +574,37 @@ fn a_decoded_batch_counts_what_it_holds_not_what_it_weighed_on_the_wire() {
     // Left undecoded, it holds nothing beyond the frame.
     assert_eq!(PreparedFrame::envelope(&frame).footprint(), 0);
 }
+
+#[test]
+fn fragmented_claims_over_many_authors_are_refused_past_the_total_cap() {
+    use super::super::limits::MAX_THEIR_RANGES;
+    use crate::ranges::{MAX_RANGES, SeqRangeSet};
+    let mut net = connected();
+    // Every other seq: each set at the per-set cap, for one author more
+    // than the total allows.
+    let holey = SeqRangeSet::from_ranges((1..=MAX_RANGES as u64).map(|i| (2 * i, 2 * i)));
+    assert_eq!(holey.ranges().len(), MAX_RANGES);
+    let authors = MAX_THEIR_RANGES / MAX_RANGES + 1;
+    for a in 0..authors {
+        let announce = Message::Announce {
+            workspace: ws(),
+            author: crate::ids::ActorId([a as u8 + 1; 32]),
+            ranges: holey.clone(),
+        };
+        net.inject(1, 0, announce.to_frame());
+    }
+    net.drive_bounded(10_000);
+    let reasons: Vec<String> = net.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::PeerBlamed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        ["announced ranges too fragmented"],
+        "the claims up to the cap are taken, the one past it refused"
+    );
+}
