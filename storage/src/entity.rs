@@ -120,18 +120,23 @@ impl Heads {
         }
     }
 
+    /// Whether `op` is one of the heads (a binary search: a field may hold
+    /// as many heads as a peer's bundle has ops on it).
+    pub(crate) fn contains(&self, op: &OpId) -> bool {
+        self.as_slice().binary_search_by(|h| h.op.cmp(op)).is_ok()
+    }
+
     /// Adds a head, keeping op order (the caller checked it is not there).
+    /// Its place is found by binary search; a bundle's ops on one field
+    /// come in op order, so each lands at the end.
     pub(crate) fn insert_sorted(&mut self, h: RawHead) {
         *self = match std::mem::take(self) {
             Heads::Zero => Heads::One(h),
-            Heads::One(a) => {
-                let mut v = vec![a, h];
-                v.sort_by_key(|h| h.op);
-                Heads::Many(v)
-            }
+            Heads::One(a) if a.op < h.op => Heads::Many(vec![a, h]),
+            Heads::One(a) => Heads::Many(vec![h, a]),
             Heads::Many(mut v) => {
-                v.push(h);
-                v.sort_by_key(|h| h.op);
+                let i = v.partition_point(|x| x.op < h.op);
+                v.insert(i, h);
                 Heads::Many(v)
             }
         };

@@ -253,7 +253,7 @@ impl<'t> TxnState<'t> {
             if !pred.is_empty() {
                 heads.retain(|h| !pred.contains(&h.op));
             }
-            if live && !heads.as_slice().iter().any(|h| h.op == id) {
+            if live && !heads.contains(&id) {
                 let h = c
                     .row
                     .new_head(id, hlc, Some(value))
