@@ -477,6 +477,12 @@ impl Engine {
         e: &VerifyError,
         view: &impl OplogView,
     ) {
+        // A peer already disconnected for too many bad items (earlier in
+        // this batch) adds nothing more to quarantine: each entry is a
+        // write, and one batch holds up to 512 items.
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
         self.out.push_back(Output::Quarantine {
             peer,
             workspace: ws,

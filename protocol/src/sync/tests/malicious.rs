@@ -608,3 +608,29 @@ fn fragmented_claims_over_many_authors_are_refused_past_the_total_cap() {
         "the claims up to the cap are taken, the one past it refused"
     );
 }
+
+#[test]
+fn one_batch_of_bad_items_fills_quarantine_only_up_to_the_disconnect() {
+    let mut net = connected();
+    let junk: Vec<Vec<u8>> = (0..200u32)
+        .map(|i| {
+            let mut b = b"not a bundle ".to_vec();
+            b.extend_from_slice(&i.to_le_bytes());
+            b
+        })
+        .collect();
+    let batch = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data: encode_batch(junk.iter().map(Vec::as_slice)),
+    };
+    net.inject(1, 0, batch.to_frame());
+    net.drive_bounded(1_000);
+    assert_eq!(net.nodes[0].disconnects.len(), 1, "disconnected");
+    assert_eq!(
+        net.nodes[0].quarantined.len(),
+        MAX_BAD_ITEMS as usize,
+        "the items up to the disconnect are kept for the user, not all 200"
+    );
+    assert_eq!(net.nodes[0].committed, 0);
+}
