@@ -52,13 +52,24 @@ impl PreparedFrame {
 
     /// About how many bytes of memory the decoded frame holds: for a batch,
     /// its bundles (their bytes, their ops and the strings those hold, at
-    /// most as long again as the bytes) and its payload; else nothing
-    /// beyond the frame. A driver charges this, not the frame's size on the
-    /// wire, against what it lets wait for the engine: a batch of a few KiB
-    /// can decode to hundreds of MiB.
+    /// most as long again as the bytes) and its payload; for a ranges
+    /// message, its sets (16 bytes a range, from as little as two on the
+    /// wire); else nothing beyond the frame. A driver charges this, not the
+    /// frame's size on the wire, against what it lets wait for the engine:
+    /// a batch of a few KiB can decode to hundreds of MiB.
     pub fn footprint(&self) -> usize {
         let Some((items, payload)) = &self.batch else {
-            return 0;
+            return match &self.msg {
+                Ok(Message::Ranges { workspaces }) => workspaces
+                    .iter()
+                    .flat_map(|w| &w.authors)
+                    .map(|(_, set)| {
+                        std::mem::size_of::<(crate::ids::ActorId, crate::ranges::SeqRangeSet)>()
+                            + std::mem::size_of_val(set.ranges())
+                    })
+                    .sum(),
+                _ => 0,
+            };
         };
         let bundles = items.as_ref().map_or(0, |items| {
             items

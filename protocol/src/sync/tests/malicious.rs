@@ -548,7 +548,7 @@ fn a_frame_decoded_by_the_driver_or_left_to_the_engine_is_handled_exactly_as_the
 }
 
 #[test]
-fn a_decoded_batch_counts_what_it_holds_not_what_it_weighed_on_the_wire() {
+fn a_decoded_frame_counts_what_it_holds_not_what_it_weighed_on_the_wire() {
     use super::super::PreparedFrame;
     use super::super::message::BatchCodec;
     let (_, a) = chain(1, 64);
@@ -573,6 +573,27 @@ fn a_decoded_batch_counts_what_it_holds_not_what_it_weighed_on_the_wire() {
     );
     // Left undecoded, it holds nothing beyond the frame.
     assert_eq!(PreparedFrame::envelope(&frame).footprint(), 0);
+    // A ranges message of many one-seq ranges holds eight times its size.
+    let holey = crate::ranges::SeqRangeSet::from_ranges((1..=4096u64).map(|i| (2 * i, 2 * i)));
+    let ranges = Message::Ranges {
+        workspaces: vec![super::super::message::WorkspaceRanges {
+            workspace: ws(),
+            authors: (0..8u8)
+                .map(|a| (crate::ids::ActorId([a; 32]), holey.clone()))
+                .collect(),
+        }],
+    }
+    .to_frame();
+    let held = PreparedFrame::envelope(&ranges).footprint();
+    assert!(
+        held >= 8 * 4096 * 16,
+        "{held} bytes counted for 32,768 ranges"
+    );
+    assert!(
+        held > 4 * ranges.len(),
+        "{held} against {} on the wire",
+        ranges.len()
+    );
 }
 
 #[test]
