@@ -518,6 +518,22 @@ impl OplogView for StoreView {
         ranges_in(&open(&self.txn, RANGES).map_err(view_err)?, workspace).map_err(view_err)
     }
 
+    fn author_ranges(
+        &self,
+        workspace: &WorkspaceId,
+        author: &ActorId,
+    ) -> Result<SeqRangeSet, ViewError> {
+        let t = open(&self.txn, RANGES).map_err(view_err)?;
+        let k = author_key(workspace, author);
+        let row = t
+            .get(k.as_slice())
+            .map_err(|e| view_err(ReadError::from(e)))?;
+        match row {
+            Some(v) => decode_ranges(&k, v.value()).map_err(|e| view_err(e.into())),
+            None => Ok(SeqRangeSet::new()),
+        }
+    }
+
     fn bundle(
         &self,
         workspace: &WorkspaceId,

@@ -225,6 +225,14 @@ fn the_sync_view_reads_ranges_bytes_and_hashes_from_one_snapshot() {
         &[(1, 3)],
         "snapshot"
     );
+    // One author's ranges, read alone, are the same; an author never seen
+    // has none.
+    assert_eq!(view.author_ranges(&ws, &a).unwrap().ranges(), &[(1, 3)]);
+    assert!(
+        view.author_ranges(&ws, &key(9).actor_id())
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         view.bundle(&ws, &a, 2).unwrap().unwrap(),
         bundles[1].bytes()

@@ -63,6 +63,21 @@ pub trait OplogView {
     /// [`ViewError::Storage`].
     fn ranges(&self, workspace: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ViewError>;
 
+    /// The seq ranges held of one author in `workspace` (empty when none):
+    /// what a peer's want for that author is served from, without reading
+    /// every author's (a workspace may hold thousands). The default picks
+    /// it out of [`OplogView::ranges`]; a store reads one row.
+    ///
+    /// # Errors
+    /// [`ViewError::Storage`].
+    fn author_ranges(
+        &self,
+        workspace: &WorkspaceId,
+        author: &ActorId,
+    ) -> Result<SeqRangeSet, ViewError> {
+        Ok(self.ranges(workspace)?.remove(author).unwrap_or_default())
+    }
+
     /// The raw bytes of a held bundle, verified against its indexed hash.
     /// `Ok(None)` when not held.
     ///

@@ -169,11 +169,7 @@ impl Engine {
         if self.shared_ref(peer, ws).is_none() {
             return self.blame(peer, "want for a workspace not shared".into(), view);
         }
-        let held = view
-            .ranges(&ws)
-            .ok()
-            .and_then(|mut r| r.remove(&author))
-            .unwrap_or_default();
+        let held = view.author_ranges(&ws, &author).unwrap_or_default();
         // Serve only what we hold; the rest of a bogus want is ignored.
         let give = ranges.difference(&ranges.difference(&held));
         if let Some(sh) = self.shared_mut(peer, ws) {
