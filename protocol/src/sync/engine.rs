@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::handshake;
 use super::io::{Input, Millis, Output, PeerId, SyncEvent};
-use super::limits::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE, MAX_BAD_ITEMS, MAX_PROOFS};
+use super::limits::{
+    HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE, MAX_AUTHORS, MAX_BAD_ITEMS, MAX_PROOFS,
+    MAX_THEIR_RANGES,
+};
 use super::message::{Message, WorkspaceRanges};
 use super::oplog_view::OplogView;
 use super::prepare::PreparedFrame;
@@ -470,21 +473,45 @@ impl Engine {
         view: &impl OplogView,
     ) {
         let mut workspaces = Vec::new();
+        // Authors past what one message may carry follow as announcements,
+        // which the peer merges the same way (a workspace may hold more
+        // authors than `MAX_AUTHORS`: every device, every restored copy).
+        let mut in_message = 0;
+        let mut more = Vec::new();
         for ws in shared {
             self.event(SyncEvent::PeerJoined {
                 peer,
                 workspace: *ws,
             });
-            let authors = view
-                .ranges(ws)
-                .map(|r| r.into_iter().collect())
-                .unwrap_or_default();
+            let mut authors = Vec::new();
+            // The peer refuses claims past this many ranges in all; the
+            // authors past it are left for a later session.
+            let mut claimed = 0;
+            for (author, ranges) in view.ranges(ws).unwrap_or_default() {
+                claimed += ranges.ranges().len();
+                if claimed > MAX_THEIR_RANGES {
+                    break;
+                }
+                if in_message < MAX_AUTHORS {
+                    in_message += 1;
+                    authors.push((author, ranges));
+                } else {
+                    more.push(Message::Announce {
+                        workspace: *ws,
+                        author,
+                        ranges,
+                    });
+                }
+            }
             workspaces.push(WorkspaceRanges {
                 workspace: *ws,
                 authors,
             });
         }
         self.send(peer, &Message::Ranges { workspaces });
+        for m in &more {
+            self.send(peer, m);
+        }
     }
 
     fn active(&mut self, peer: PeerId, msg: Message, view: &impl OplogView) {

@@ -57,13 +57,15 @@ pub const MAX_PROOFS: usize = 64;
 pub const PROOF_PAD: usize = 8;
 /// Most workspaces in one ranges message (at most the proven ones).
 pub const MAX_RANGE_WORKSPACES: usize = MAX_PROOFS;
-/// Most authors per workspace in one ranges message.
+/// Most authors in one ranges message (a sender announces the rest of a
+/// workspace's authors after it, one message each).
 pub const MAX_AUTHORS: usize = 4096;
 /// Most ranges one peer's claims may add up to in one workspace, over all
-/// authors. Each set is capped ([`crate::ranges::MAX_RANGES`]) and so is
-/// the author count ([`MAX_AUTHORS`]), but the two together would let
-/// announcements fill 268 MiB a peer; an honest store's sets are a range
-/// or two an author (holes are quarantined slots).
+/// authors (so also the most authors it may claim: a claim of nothing
+/// takes no room). Each set is capped ([`crate::ranges::MAX_RANGES`]),
+/// but announcements for ever more authors would otherwise fill memory
+/// without end; an honest store's sets are a range or two an author
+/// (holes are quarantined slots). A sender leaves out what is past it.
 pub const MAX_THEIR_RANGES: usize = 1 << 16;
 /// Longest `Bye` reason.
 pub const MAX_REASON_BYTES: usize = 256;

@@ -437,3 +437,39 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_workspace_with_more_authors_than_one_message_carries_syncs_whole() {
+    use super::super::limits::MAX_AUTHORS;
+    let mut net = members(2);
+    let n = MAX_AUTHORS + 20;
+    let bundles: Vec<crate::bundle::Bundle> = (0..n as u64)
+        .map(|i| {
+            let mut secret = [7u8; 32];
+            secret[..8].copy_from_slice(&i.to_le_bytes());
+            let k = crate::crypto::ActorKey::from_secret_bytes(secret);
+            let mut d = Draft::new(ws(), BundleKind::UserEdit, "hello");
+            let path = FieldPath::new("contacts.person", &format!("p{i}"), "name").unwrap();
+            d.set(path, Value::Text("x".into()), vec![]);
+            let hlc = Hlc {
+                wall_ms: 1_000,
+                counter: 0,
+            };
+            d.sign(&k, &AuthorTip::default(), hlc).unwrap()
+        })
+        .collect();
+    seed(&mut net.nodes[0].view, &bundles);
+    net.connect(0, 1);
+    net.drive_bounded(100_000);
+    assert_eq!(net.nodes[1].view.ranges(&ws()).unwrap().len(), n);
+    assert_eq!(state(&net.nodes[1].view), state(&net.nodes[0].view));
+    for node in &net.nodes {
+        assert!(
+            !node
+                .events
+                .iter()
+                .any(|e| matches!(e, SyncEvent::PeerBlamed { .. })),
+            "nobody is blamed"
+        );
+    }
+}
