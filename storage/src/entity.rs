@@ -53,6 +53,46 @@ impl EntityRow {
     }
 }
 
+/// A row's distinct authors in order of first use, as its encoding lists
+/// them. Searched in place while short (a row's heads usually name one to
+/// three); indexed once longer, since every head looks its author up and a
+/// contested row may name thousands (each a peer's key, so the index is
+/// seeded at random).
+#[derive(Default)]
+struct Authors {
+    list: Vec<ActorId>,
+    index: Option<std::collections::HashMap<ActorId, usize, foldhash::fast::RandomState>>,
+}
+
+impl Authors {
+    /// Past this many, positions are found through the index.
+    const SCAN: usize = 16;
+
+    #[inline]
+    fn add(&mut self, a: ActorId) {
+        if let Some(index) = &mut self.index {
+            index.entry(a).or_insert_with(|| {
+                self.list.push(a);
+                self.list.len() - 1
+            });
+        } else if !self.list.contains(&a) {
+            self.list.push(a);
+            if self.list.len() > Self::SCAN {
+                self.index = Some(self.list.iter().enumerate().map(|(i, a)| (*a, i)).collect());
+            }
+        }
+    }
+
+    /// Where `a` is listed (every head's author was added first).
+    #[inline]
+    fn position(&self, a: &ActorId) -> usize {
+        match &self.index {
+            Some(index) => index.get(a).copied().unwrap_or(0),
+            None => self.list.iter().position(|x| x == a).unwrap_or(0),
+        }
+    }
+}
+
 /// A head as the write path keeps it: the value stays encoded in its row's
 /// arena (`(start, len)`; `None` for a deletion head).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -377,15 +417,13 @@ impl RawRow {
         buf: &'b mut Vec<u8>,
     ) -> Result<&'b [u8], DamagedRow> {
         buf.clear();
-        let mut authors: Vec<ActorId> = Vec::new();
+        let mut authors = Authors::default();
         let all = self.fields.iter().flat_map(|(_, _, h)| h.as_slice());
         for h in all.chain(&self.deletes) {
-            if !authors.contains(&h.op.author) {
-                authors.push(h.op.author);
-            }
+            authors.add(h.op.author);
         }
-        put_varint(buf, authors.len() as u64);
-        for a in &authors {
+        put_varint(buf, authors.list.len() as u64);
+        for a in &authors.list {
             buf.extend_from_slice(&a.0);
         }
         put_varint(buf, self.fields.len() as u64);
@@ -409,12 +447,12 @@ impl RawRow {
     fn put_heads(
         &self,
         buf: &mut Vec<u8>,
-        authors: &[ActorId],
+        authors: &Authors,
         heads: &[RawHead],
     ) -> Result<(), DamagedRow> {
         put_varint(buf, heads.len() as u64);
         for h in heads {
-            let pos = authors.iter().position(|a| *a == h.op.author).unwrap_or(0);
+            let pos = authors.position(&h.op.author);
             put_varint(buf, pos as u64);
             put_varint(buf, h.op.seq);
             put_varint(buf, u64::from(h.op.index));
@@ -567,5 +605,58 @@ pub(crate) fn path(ty: &str, id: &EntityId, field: &str) -> FieldPath {
         entity_type: ty.into(),
         entity_id: id.clone(),
         field: field.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(author: u8, seq: u64, value: Option<&str>) -> Head {
+        Head {
+            op: OpId {
+                author: ActorId([author; 32]),
+                seq,
+                index: 0,
+            },
+            hlc: Hlc {
+                wall_ms: 1_000 + seq,
+                counter: 0,
+            },
+            value: value.map(|v| Value::Text(v.into())),
+        }
+    }
+
+    /// A row whose heads name more authors than are looked up in place
+    /// (concurrent edits from many devices, and deletions) reads back as
+    /// written, each head with its own author.
+    #[test]
+    fn a_row_of_many_authors_reads_back_as_written() {
+        let key = b"some entity key".as_slice();
+        let mut row = RawRow::with_room();
+        let mut written = Vec::new();
+        for f in 0..3u8 {
+            let mut heads: Vec<Head> = (0..40u8)
+                .map(|a| {
+                    head(
+                        a.wrapping_mul(7).wrapping_add(f),
+                        u64::from(a) + 1,
+                        Some("v"),
+                    )
+                })
+                .collect();
+            // Heads are kept in op order.
+            heads.sort_by_key(|h| h.op);
+            let name = format!("field{f}");
+            row.put_field(&name, &heads).unwrap();
+            written.push((name, heads));
+        }
+        let deletes: Vec<Head> = (200..230u8).map(|a| head(a, 9, None)).collect();
+        row.put_deletes(&deletes).unwrap();
+        let mut buf = Vec::new();
+        let stored = row.encode_into(key, &mut buf).unwrap().to_vec();
+        let back = EntityRow::decode(key, &stored).unwrap();
+        assert_eq!(back.fields, written);
+        assert_eq!(back.deletes, deletes);
     }
 }
