@@ -67,6 +67,13 @@ pub const MAX_AUTHORS: usize = 4096;
 /// without end; an honest store's sets are a range or two an author
 /// (holes are quarantined slots). A sender leaves out what is past it.
 pub const MAX_THEIR_RANGES: usize = 1 << 16;
+/// Late proofs (a workspace joined while connected) a peer may send at
+/// once; after that, one more every [`LATE_PROOFS_EVERY`]. A person joins
+/// workspaces a few at a time, and each of our openings makes room for
+/// its answer; a peer past the allowance is blamed.
+pub const LATE_PROOFS_BURST: u32 = 16;
+/// See [`LATE_PROOFS_BURST`].
+pub const LATE_PROOFS_EVERY: Millis = 10_000;
 /// Longest `Bye` reason.
 pub const MAX_REASON_BYTES: usize = 256;
 /// Bad items (undecodable, failing verification, protocol violations) after

@@ -84,6 +84,11 @@ impl Engine {
 
     fn open_late_proofs(&mut self, peer: PeerId, wss: &[WorkspaceId]) {
         if let Some(proofs) = self.late_proofs_for(peer, wss) {
+            if let Some(Session::Active(a)) =
+                self.peers.get_mut(&peer).and_then(|p| p.session.as_mut())
+            {
+                a.expect_late();
+            }
             self.send(
                 peer,
                 &Message::LateProofs {
@@ -107,6 +112,14 @@ impl Engine {
         let Some((mine, theirs)) = self.nonces(peer) else {
             return;
         };
+        let now = self.now;
+        let allowed = match self.peers.get_mut(&peer).and_then(|p| p.session.as_mut()) {
+            Some(Session::Active(a)) => a.take_late(now),
+            _ => return,
+        };
+        if !allowed {
+            return self.blame(peer, "late proofs too often".into(), view);
+        }
         let already: BTreeSet<WorkspaceId> =
             match self.peers.get(&peer).and_then(|p| p.session.as_ref()) {
                 Some(Session::Active(a)) => a.shared.keys().copied().collect(),

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::io::Millis;
+use super::limits::{LATE_PROOFS_BURST, LATE_PROOFS_EVERY};
 use crate::ids::{ActorId, WorkspaceId};
 use crate::ranges::SeqRangeSet;
 
@@ -57,6 +58,8 @@ impl AwaitProofs {
             my_nonce: self.my_nonce,
             their_nonce: self.their_nonce,
             withdrawn: BTreeSet::new(),
+            late_tokens: LATE_PROOFS_BURST,
+            late_at: 0,
         }
     }
 }
@@ -73,6 +76,45 @@ pub(crate) struct Active {
     /// Workspaces one side left during this session: late messages for them
     /// are dropped without blame.
     pub(crate) withdrawn: BTreeSet<WorkspaceId>,
+    /// Late proofs this peer may still send before it must wait (one more
+    /// every [`LATE_PROOFS_EVERY`], at most [`LATE_PROOFS_BURST`]; each of
+    /// our openings adds one for its answer), and when they were counted.
+    late_tokens: u32,
+    late_at: Millis,
+}
+
+impl Active {
+    /// Takes one late-proofs allowance at `now`; `false` when none is left.
+    /// Checking late proofs costs a keyed hash for each of our workspaces
+    /// and an answer, for a frame of a few bytes: a peer with nothing in
+    /// common could otherwise keep the engine's thread busy with them.
+    pub(crate) fn take_late(&mut self, now: Millis) -> bool {
+        let earned = now.saturating_sub(self.late_at) / LATE_PROOFS_EVERY;
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            let refilled = self
+                .late_tokens
+                .saturating_add(earned)
+                .min(LATE_PROOFS_BURST);
+            self.late_tokens = self.late_tokens.max(refilled);
+            self.late_at = now;
+        }
+        match self.late_tokens.checked_sub(1) {
+            Some(left) => {
+                self.late_tokens = left;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Room for the answer to an opening we send.
+    pub(crate) fn expect_late(&mut self) {
+        self.late_tokens = self
+            .late_tokens
+            .saturating_add(1)
+            .min(2 * LATE_PROOFS_BURST);
+    }
 }
 
 /// Sync state with one peer in one workspace.

@@ -168,3 +168,54 @@ fn leaving_mid_transfer_withdraws_without_blame_and_others_finish_it() {
     assert!(net.nodes[1].committed > after_leave);
     assert_eq!(blamed(&net), Vec::<String>::new());
 }
+
+#[test]
+fn a_peer_flooding_late_proofs_is_answered_only_up_to_its_allowance() {
+    use super::super::limits::{LATE_PROOFS_BURST, LATE_PROOFS_EVERY, MAX_BAD_ITEMS};
+    // Connected, nothing in common: each late proof costs node 0 a keyed
+    // hash per workspace it holds, and an answer.
+    let other = WorkspaceSecret([9; 32]);
+    let mut net = Net::new(vec![(pid(100), vec![stranger()]), (pid(101), vec![other])]);
+    net.connect(0, 1);
+    net.drive_bounded(1_000);
+    let answers = |net: &Net| {
+        net.nodes[1]
+            .frames_in
+            .iter()
+            .filter(|(_, f)| {
+                matches!(
+                    Message::from_frame(f),
+                    Ok(Message::LateProofs { answer: true, .. })
+                )
+            })
+            .count()
+    };
+    let opening = Message::LateProofs {
+        proofs: vec![[5; 32]; PROOF_PAD],
+        answer: false,
+    }
+    .to_frame();
+    for _ in 0..LATE_PROOFS_BURST {
+        net.inject(1, 0, opening.clone());
+    }
+    net.drive_bounded(1_000);
+    assert_eq!(
+        answers(&net),
+        LATE_PROOFS_BURST as usize,
+        "the burst is answered"
+    );
+    assert_eq!(blamed(&net), Vec::<String>::new());
+    // Some time later, one more is allowed.
+    net.now += LATE_PROOFS_EVERY;
+    net.inject(1, 0, opening.clone());
+    net.drive_bounded(1_000);
+    assert_eq!(answers(&net), LATE_PROOFS_BURST as usize + 1);
+    // A flood right after is blamed, not answered, until the peer is cut off.
+    for _ in 0..2 * MAX_BAD_ITEMS {
+        net.inject(1, 0, opening.clone());
+    }
+    net.drive_bounded(1_000);
+    assert_eq!(answers(&net), LATE_PROOFS_BURST as usize + 1);
+    assert_eq!(blamed(&net).len(), MAX_BAD_ITEMS as usize);
+    assert_eq!(net.nodes[0].disconnects.len(), 1);
+}
