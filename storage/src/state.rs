@@ -244,10 +244,7 @@ impl<'t> TxnState<'t> {
             c.dirty = true;
             let i = match (found, init) {
                 (Ok(i), _) => i,
-                (Err(i), init) => {
-                    c.row.insert_field(i, &path.field, init.unwrap_or_default());
-                    i
-                }
+                (Err(i), init) => c.row.insert_field(i, &path.field, init.unwrap_or_default()),
             };
             let heads = c.row.heads_mut(i);
             if !pred.is_empty() {
@@ -309,7 +306,7 @@ impl<'t> TxnState<'t> {
         // table sorts between them, so every two are adjacent.
         let mut run = SortedRows::with_min_run(|_: &[u8], _: &[u8]| true, ENTITY_MIN_RUN);
         let mut run_gap = None;
-        for (k, row, gap) in dirty {
+        for (k, mut row, gap) in dirty {
             // A held row (no gap) ends the run before it as well.
             if gap != run_gap {
                 run.finish(&mut self.entities)?;
@@ -424,7 +421,9 @@ impl StateBackend for TxnState<'_> {
     }
 
     fn entity_fields(&mut self, ty: &str, id: &EntityId) -> Result<Vec<FieldPath>, StateError> {
-        let row = &self.row(ty, id)?.row;
+        let row = &mut self.row(ty, id)?.row;
+        // In name order, as the register expects a row's fields.
+        row.settle();
         Ok((0..row.field_count())
             .map(|i| path(ty, id, row.name_str(i)))
             .collect())

@@ -343,3 +343,53 @@ fn new_entities_between_held_ones_read_back_as_written() {
         );
     }
 }
+
+#[test]
+fn a_bundle_adding_thousands_of_fields_in_descending_order_is_stored_in_name_order() {
+    let (_d, s) = store();
+    let ws = test_workspace().workspace_id();
+    let k = key(3);
+    let path = |i: u32| -> FieldPath { format!("cues.cue/c1/f{i:05}").parse().unwrap() };
+    // A hundred fields, then 3,000 more, each sorting before the last (the
+    // first hundred interleave with them), then edits of some of both.
+    let mut tip = AuthorTip::default();
+    let rounds: [Vec<u32>; 3] = [
+        (0..100).map(|i| i * 30 + 7).collect(),
+        (0..3_000).rev().collect(),
+        (0..3_100).step_by(97).collect(),
+    ];
+    let mut expected = std::collections::BTreeMap::new();
+    for (r, fields) in rounds.iter().enumerate() {
+        let mut d = Draft::new(ws, BundleKind::UserEdit, "cues");
+        for &i in fields {
+            let v = Value::from(format!("{r}-{i}").as_str());
+            let pred = s
+                .field_heads(&ws, &path(i))
+                .unwrap()
+                .iter()
+                .map(|h| h.op)
+                .collect();
+            d.set(path(i), v.clone(), pred);
+            expected.insert(path(i).field.to_string(), v);
+        }
+        let b = d.sign(&k, &tip, Default::default()).unwrap();
+        tip = AuthorTip::after(&b);
+        s.commit_local(&b).unwrap();
+    }
+    let id = "c1".parse().unwrap();
+    let read = |s: &Store| -> Vec<(String, Value)> {
+        s.entity_fields(&ws, "cues.cue", &id)
+            .unwrap()
+            .into_iter()
+            .map(|(p, heads)| {
+                assert_eq!(heads.len(), 1, "{p}: one head");
+                (p.field.to_string(), heads[0].value.clone().unwrap())
+            })
+            .collect()
+    };
+    let stored = read(&s);
+    assert_eq!(stored, expected.into_iter().collect::<Vec<_>>());
+    // Replaying the oplog gives the same row.
+    s.rebuild().unwrap();
+    assert_eq!(read(&s), stored);
+}
