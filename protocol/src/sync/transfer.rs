@@ -279,12 +279,22 @@ impl Engine {
         // Each decoded bundle's place among the batch's items (for the
         // wire copy a journal may keep).
         let mut places = Vec::with_capacity(items.len());
+        // Copies of authors nothing was asked of from this peer are dropped
+        // unverified: a batch answers wants, such a copy is never kept and
+        // vouches for no kept one (a voucher is of its own author), and
+        // verifying them (up to 512 run tails' signatures a frame) would
+        // let a member keep this thread busy for nothing.
+        let asked: Vec<ActorId> = self
+            .shared_ref(peer, ws)
+            .map(|sh| sh.wanted.keys().copied().collect())
+            .unwrap_or_default();
         for (i, item) in items.into_iter().enumerate() {
             match item {
-                Ok(b) => {
+                Ok(b) if asked.binary_search(&b.body().author).is_ok() => {
                     decoded.push(b);
                     places.push(i as u32);
                 }
+                Ok(_) => {}
                 Err((e, bytes)) => self.refuse(peer, ws, bytes, &e, view),
             }
         }

@@ -655,3 +655,38 @@ fn one_batch_of_bad_items_fills_quarantine_only_up_to_the_disconnect() {
     );
     assert_eq!(net.nodes[0].committed, 0);
 }
+
+#[test]
+fn copies_of_authors_nobody_asked_for_are_dropped_unverified() {
+    use crate::testing::chain;
+    // The peer claimed author 1 (so it was asked for author 1) and sends
+    // author 2's bundles instead, the last one with a forged signature.
+    let (mut e, view, peer) = handshaken(3);
+    let (_, b) = chain(2, 3);
+    let mut broken = b[2].bytes().to_vec();
+    assert_eq!(broken[0], 1, "signed");
+    broken[10] ^= 1;
+    let frame = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data: encode_batch([b[0].bytes(), b[1].bytes(), broken.as_slice()]),
+    }
+    .to_frame();
+    e.handle_input(10, Input::Frame { peer, bytes: frame }, &view);
+    let outs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(
+        !outs.iter().any(|o| matches!(
+            o,
+            Output::CommitBatch { .. }
+                | Output::Quarantine { .. }
+                | Output::Event(SyncEvent::PeerBlamed { .. })
+        )),
+        "nothing kept, nothing checked: {outs:?}"
+    );
+    // The batch is still acknowledged, so the window moves on.
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::SendFrame { bytes, .. }
+            if matches!(Message::from_frame(bytes), Ok(Message::BatchAck { batch_id: 0, .. }))
+    )));
+}
