@@ -281,24 +281,12 @@ impl RawRow {
         if self.out_of_place.take().is_none() {
             return;
         }
-        let mut late = self.fields.split_off(self.sorted);
+        // The list is a run in name order, then the late fields: a stable
+        // sort finds that run and merges the late ones into it.
         let arena = &self.arena;
         let name = |f: &(u32, u32, Heads)| &arena[f.0 as usize..(f.0 + f.1) as usize];
-        late.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-        let early = std::mem::take(&mut self.fields);
-        let mut merged = Vec::with_capacity(early.len() + late.len());
-        let (mut e, mut l) = (early.into_iter().peekable(), late.into_iter().peekable());
-        loop {
-            let take_early = match (e.peek(), l.peek()) {
-                (Some(a), Some(b)) => name(a) < name(b),
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            merged.extend(if take_early { e.next() } else { l.next() });
-        }
-        self.sorted = merged.len();
-        self.fields = merged;
+        self.fields.sort_by(|a, b| name(a).cmp(name(b)));
+        self.sorted = self.fields.len();
     }
 
     /// The heads of the field at `i`.
