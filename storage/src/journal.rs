@@ -90,6 +90,9 @@ const PREALLOC_BELOW: usize = 64 << 10;
 /// bytes, at offsets that are multiples of it: what every device and file
 /// system that takes direct writes at all accepts.
 const BLOCK: u64 = 4096;
+/// Bytes of room for direct writes kept between flushes; a larger flush's
+/// room is freed after it.
+const KEEP_SCRATCH: usize = 1 << 20;
 
 /// How a journaled group of bundles was committed (and is applied again).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -520,6 +523,10 @@ fn write_direct(
     write_all_at(direct, blocks, start)?;
     let used = (end - start) as usize;
     let kept = blocks[used - used % BLOCK as usize..used].to_vec();
+    if scratch.capacity() > KEEP_SCRATCH {
+        // A bulk flush's room is not kept for the small ones after it.
+        *scratch = Vec::new();
+    }
     Ok((kept, allocated.max(start + span as u64)))
 }
 
