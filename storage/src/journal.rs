@@ -23,9 +23,9 @@
 //! Where the file system takes them (Linux, not tmpfs), records are written
 //! with direct, synchronous writes (`O_DIRECT | O_DSYNC`): one write of
 //! whole 4 KiB blocks that returns once they are on the disk, with no page
-//! cache to fill and write back (a group commit's flush here: 132–153 µs
-//! and 51–60 µs of CPU, against 171–188 µs and 72–77 µs written and
-//! synced). The block the last record ended in is written again with the
+//! cache to fill and write back (a group commit's flush here: p50 109–153
+//! µs and 41–60 µs of CPU, against 123–188 µs and 52–77 µs written and
+//! synced, in runs at different times). The block the last record ended in is written again with the
 //! same bytes before the new ones, and zeros after them to the block's end;
 //! a torn block write leaves each sector old or new, and the old bytes of
 //! that block are the same in both, so no earlier record can be damaged
@@ -379,8 +379,8 @@ impl Journal {
     /// Where the file takes direct writes, that is one synchronous write
     /// of the blocks the records fall in (the last block's earlier bytes
     /// written again, the rest of the last block zeros): measured here on
-    /// 2 KiB records, 132–153 µs and 51–60 µs of CPU against 171–188 µs
-    /// and 72–77 µs for a write through the page cache and `fdatasync`.
+    /// 2 KiB records, p50 109–153 µs and 41–60 µs of CPU against 123–188
+    /// µs and 52–77 µs for a write through the page cache and `fdatasync`.
     /// A file system that refuses it (`EINVAL`) gets the buffered write
     /// and sync from then on.
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {

@@ -10,7 +10,9 @@
 //!   in the bench's directory and synced (`fdatasync`), as a received asset
 //!   must be before it is announced;
 //! - the disk's flush ([`flush_latency`]): one 4 KiB write into room the
-//!   file already has, then synced, as a group commit's journal record is.
+//!   file already has, then synced; or written directly (`O_DIRECT |
+//!   O_DSYNC`), as a group commit's journal record is where the file
+//!   system allows it.
 //!   A client that waits for its durable answer before its next write pays
 //!   at least one flush a commit, so `n` such clients make at most
 //!   `n / flush` commits a second, however cheap the rest is.
@@ -162,26 +164,51 @@ pub fn disk_write(dir: &std::path::Path, bytes: usize) -> std::io::Result<Durati
 
 /// Times `count` flushes of a file in `dir`: each writes 4 KiB into room the
 /// file already has (1 MiB of zeros, synced first, as the commit journal
-/// grows ahead of its records) and syncs its data. Returns each flush's
-/// time, in order. The file is removed after.
+/// grows ahead of its records) and syncs its data, or, with `direct`,
+/// writes them through a handle opened `O_DIRECT | O_DSYNC`, one write
+/// that returns once they are on the disk (as the journal writes its
+/// records where the file system allows it). Returns each flush's time, in
+/// order. The file is removed after.
 ///
 /// # Errors
-/// When the file cannot be written or synced.
-pub fn flush_latency(dir: &std::path::Path, count: usize) -> std::io::Result<Vec<Duration>> {
-    use std::os::unix::fs::FileExt;
+/// When the file cannot be written or synced, or with `direct` where the
+/// file system refuses direct writes.
+pub fn flush_latency(
+    dir: &std::path::Path,
+    count: usize,
+    direct: bool,
+) -> std::io::Result<Vec<Duration>> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     const ROOM: usize = 1 << 20;
     const RECORD: usize = 4096;
     let path = dir.join("flush-ceiling");
     let file = std::fs::File::create(&path)?;
     file.write_all_at(&vec![0u8; ROOM], 0)?;
     file.sync_all()?;
-    let record = vec![0x5au8; RECORD];
+    let direct = direct
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+                .open(&path)
+        })
+        .transpose()?;
+    // A direct write's memory is aligned to the block as well.
+    let mut room = vec![0x5au8; 2 * RECORD];
+    let at = room.as_ptr().align_offset(RECORD);
+    let record = &mut room[at..at + RECORD];
+    record.fill(0x5a);
     let mut each = Vec::with_capacity(count);
     for i in 0..count {
         let at = (i * RECORD % ROOM) as u64;
         let t = Instant::now();
-        file.write_all_at(&record, at)?;
-        file.sync_data()?;
+        match &direct {
+            Some(d) => d.write_all_at(record, at)?,
+            None => {
+                file.write_all_at(record, at)?;
+                file.sync_data()?;
+            }
+        }
         each.push(t.elapsed());
     }
     drop(file);
