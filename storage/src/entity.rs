@@ -63,7 +63,7 @@ impl EntityRow {
 #[derive(Default)]
 struct Authors {
     list: Vec<ActorId>,
-    index: Option<std::collections::HashMap<ActorId, usize, foldhash::fast::RandomState>>,
+    index: Option<HashMap<ActorId, usize, foldhash::fast::RandomState>>,
 }
 
 impl Authors {
