@@ -197,7 +197,8 @@ pub enum WorkspaceCommand {
     /// List the workspaces this node belongs to.
     List,
     /// Stop syncing a workspace on this device; its data is kept as an
-    /// export in <data dir>/left/ unless --delete-data is given.
+    /// export in the data directory's left/ folder unless --delete-data is
+    /// given.
     Leave {
         /// Workspace name or id.
         workspace: String,
