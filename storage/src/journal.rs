@@ -717,6 +717,14 @@ mod tests {
         assert_eq!(rest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
     }
 
+    /// Each record's first group's bundles.
+    fn first_groups(records: &[Record]) -> Vec<Vec<Bundle>> {
+        records
+            .iter()
+            .map(|r| r.groups[0].bundles.clone())
+            .collect()
+    }
+
     /// Small and large flushes, across blocks and past the room made
     /// ahead, then a checkpoint and more: every record comes back, in
     /// order, whether the flushes were direct writes or buffered ones. On
@@ -749,13 +757,7 @@ mod tests {
             assert!(j.buf.len() > PREALLOC_BELOW);
             j.sync().unwrap();
             let (_, back) = Journal::open(path.clone(), id, 0).unwrap();
-            assert_eq!(
-                back.iter()
-                    .map(|r| r.groups[0].bundles.clone())
-                    .collect::<Vec<_>>(),
-                flushed,
-                "direct {direct}"
-            );
+            assert_eq!(first_groups(&back), flushed, "direct {direct}");
             // After a checkpoint, new records overwrite the old from the start.
             let last = back.len() as u64;
             j.checkpointed().unwrap();
@@ -774,13 +776,7 @@ mod tests {
             );
             drop(j);
             let (_, back) = Journal::open(path.clone(), id, last).unwrap();
-            assert_eq!(
-                back.iter()
-                    .map(|r| r.groups[0].bundles.clone())
-                    .collect::<Vec<_>>(),
-                after,
-                "direct {direct}"
-            );
+            assert_eq!(first_groups(&back), after, "direct {direct}");
         }
     }
 
