@@ -194,10 +194,9 @@ pub fn flush_latency(
         })
         .transpose()?;
     // A direct write's memory is aligned to the block as well.
-    let mut room = vec![0x5au8; 2 * RECORD];
-    let at = room.as_ptr().align_offset(RECORD);
-    let record = &mut room[at..at + RECORD];
-    record.fill(0x5a);
+    let buf = vec![0x5au8; 2 * RECORD];
+    let at = buf.as_ptr().align_offset(RECORD);
+    let record = &buf[at..at + RECORD];
     let mut each = Vec::with_capacity(count);
     for i in 0..count {
         let at = (i * RECORD % ROOM) as u64;
