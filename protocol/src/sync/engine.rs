@@ -641,7 +641,7 @@ impl Engine {
         }
         if let Some(sh) = self.shared_mut(peer, ws) {
             sub(&mut sh.wanted, &author, seqs);
-            sub(&mut sh.theirs, &author, seqs);
+            sh.theirs.sub(&author, seqs);
         }
     }
 }

@@ -15,6 +15,7 @@
 //! | `membership` | workspaces joined or left while connected |
 //! | `session` | per-peer state machine |
 //! | `transfer` | ranges, wants, batches, announces |
+//! | `claims` | what a peer holds, with a running count of its ranges |
 //! | `batch` | building one outgoing batch |
 //! | `columnar` | the column layout of a batch's bundles on the wire |
 //! | `repair` | fetching clean copies of corrupt bundles |
@@ -25,6 +26,7 @@
 
 mod batch;
 mod blobs;
+mod claims;
 mod column_body;
 pub(crate) mod columnar;
 mod engine;

@@ -123,7 +123,7 @@ pub(crate) struct Shared {
     /// Whether their ranges arrived (before that we know nothing they hold).
     pub(crate) ranges_known: bool,
     /// What they hold, as far as we know (ranges, announces, what we sent them).
-    pub(crate) theirs: BTreeMap<ActorId, SeqRangeSet>,
+    pub(crate) theirs: super::claims::Claims,
     /// What we asked them for and have not committed yet.
     pub(crate) wanted: BTreeMap<ActorId, SeqRangeSet>,
     /// Bundles asked for / committed in this session (for progress).

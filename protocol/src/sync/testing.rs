@@ -19,6 +19,9 @@ pub struct MemView {
     pub bundles: BTreeMap<(WorkspaceId, ActorId, u64), (Vec<u8>, BundleHash)>,
     /// Blobs by hash.
     pub blobs: BTreeMap<BlobHash, MemBlob>,
+    /// Reads of every author's ranges ([`OplogView::ranges`]): the read
+    /// that costs a store a pass over the whole workspace.
+    pub full_range_reads: std::cell::Cell<u64>,
 }
 
 /// A blob held (or being received) by a [`MemView`].
@@ -120,11 +123,24 @@ impl MemView {
 
 impl OplogView for MemView {
     fn ranges(&self, ws: &WorkspaceId) -> Result<BTreeMap<ActorId, SeqRangeSet>, ViewError> {
+        self.full_range_reads.set(self.full_range_reads.get() + 1);
         let mut out: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
         for (w, a, s) in self.bundles.keys() {
             if w == ws {
                 out.entry(*a).or_default().insert(*s);
             }
+        }
+        Ok(out)
+    }
+
+    fn author_ranges(&self, ws: &WorkspaceId, a: &ActorId) -> Result<SeqRangeSet, ViewError> {
+        let mut out = SeqRangeSet::new();
+        for (_, _, s) in self
+            .bundles
+            .range((*ws, *a, 0)..=(*ws, *a, u64::MAX))
+            .map(|(k, _)| k)
+        {
+            out.insert(*s);
         }
         Ok(out)
     }

@@ -34,11 +34,6 @@ fn count(s: &SeqRangeSet) -> u64 {
         .fold(0u64, |n, (a, b)| n.saturating_add(b - a).saturating_add(1))
 }
 
-/// Ranges of a peer's claims in one workspace, over all authors.
-fn their_ranges(theirs: &BTreeMap<ActorId, SeqRangeSet>) -> usize {
-    theirs.values().map(|s| s.ranges().len()).sum()
-}
-
 fn single(seq: u64) -> SeqRangeSet {
     SeqRangeSet::from_ranges([(seq, seq)])
 }
@@ -60,9 +55,9 @@ impl Engine {
             }
             sh.ranges_known = true;
             for (author, set) in &w.authors {
-                add(&mut sh.theirs, *author, set);
+                sh.theirs.add(*author, set);
             }
-            if their_ranges(&sh.theirs) > MAX_THEIR_RANGES {
+            if sh.theirs.ranges() > MAX_THEIR_RANGES {
                 sh.theirs.clear();
                 self.blame(peer, "ranges too fragmented".into(), view);
                 continue;
@@ -84,45 +79,100 @@ impl Engine {
             if !sh.ranges_known {
                 continue;
             }
-            let mut wants = Vec::new();
-            for (author, theirs) in &sh.theirs {
-                let mut need = theirs.clone();
-                if let Some(o) = ours.get(author) {
-                    need = need.difference(o);
-                }
-                if let Some(r) = self.requested.get(&(ws, *author)) {
-                    need = need.difference(r);
-                }
-                if need.ranges().len() > MAX_RANGES {
-                    need = SeqRangeSet::from_ranges(need.ranges()[..MAX_RANGES].iter().copied());
-                }
-                if !need.is_empty() {
-                    wants.push((*author, need));
-                }
-            }
+            let wants: Vec<_> = sh
+                .theirs
+                .iter()
+                .map(|(author, theirs)| (*author, self.need(ws, author, theirs, ours.get(author))))
+                .filter(|(_, need)| !need.is_empty())
+                .collect();
             for (author, need) in wants {
-                let r = self.requested.entry((ws, author)).or_default();
-                *r = r.union(&need);
-                let now = self.now;
-                if let Some(sh) = self.shared_mut(peer, ws) {
-                    if sh.wanted.is_empty() {
-                        sh.progress_at = now;
-                    }
-                    add(&mut sh.wanted, author, &need);
-                    sh.expected = sh.expected.saturating_add(count(&need));
-                    sh.up_to_date = false;
-                }
-                self.send(
-                    peer,
-                    &Message::Want {
-                        workspace: ws,
-                        author,
-                        ranges: need,
-                    },
-                );
+                self.ask(peer, ws, author, need);
             }
         }
         self.check_up_to_date(ws);
+    }
+
+    /// [`Engine::request_missing`] for `authors` alone, of `only` one peer
+    /// or of every member: after a peer claimed more of an author, or an
+    /// author's seqs were released to be asked elsewhere, nothing else
+    /// changed, so only those authors' ranges are read. A member announcing
+    /// one author at a time, or sending batches of copies it cannot vouch
+    /// for, costs as much per author as the first, however many the
+    /// workspace holds.
+    fn request_missing_of(
+        &mut self,
+        ws: WorkspaceId,
+        authors: &[ActorId],
+        only: Option<PeerId>,
+        view: &impl OplogView,
+    ) {
+        let peers = match only {
+            Some(peer) => vec![peer],
+            None => self.members(ws),
+        };
+        for author in authors {
+            let Ok(ours) = view.author_ranges(&ws, author) else {
+                continue;
+            };
+            for &peer in &peers {
+                let need = match self.shared_ref(peer, ws) {
+                    Some(sh) if sh.ranges_known => match sh.theirs.get(author) {
+                        Some(theirs) => self.need(ws, author, theirs, Some(&ours)),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                if !need.is_empty() {
+                    self.ask(peer, ws, *author, need);
+                }
+            }
+        }
+        self.check_up_to_date(ws);
+    }
+
+    /// What of `theirs` (a peer's claim on `author`) we neither hold
+    /// (`ours`) nor asked anyone for, capped to what one want may carry.
+    fn need(
+        &self,
+        ws: WorkspaceId,
+        author: &ActorId,
+        theirs: &SeqRangeSet,
+        ours: Option<&SeqRangeSet>,
+    ) -> SeqRangeSet {
+        let mut need = theirs.clone();
+        if let Some(o) = ours {
+            need = need.difference(o);
+        }
+        if let Some(r) = self.requested.get(&(ws, *author)) {
+            need = need.difference(r);
+        }
+        if need.ranges().len() > MAX_RANGES {
+            need = SeqRangeSet::from_ranges(need.ranges()[..MAX_RANGES].iter().copied());
+        }
+        need
+    }
+
+    /// Asks `peer` for `need` of `author`, and records it as asked.
+    fn ask(&mut self, peer: PeerId, ws: WorkspaceId, author: ActorId, need: SeqRangeSet) {
+        let r = self.requested.entry((ws, author)).or_default();
+        *r = r.union(&need);
+        let now = self.now;
+        if let Some(sh) = self.shared_mut(peer, ws) {
+            if sh.wanted.is_empty() {
+                sh.progress_at = now;
+            }
+            add(&mut sh.wanted, author, &need);
+            sh.expected = sh.expected.saturating_add(count(&need));
+            sh.up_to_date = false;
+        }
+        self.send(
+            peer,
+            &Message::Want {
+                workspace: ws,
+                author,
+                ranges: need,
+            },
+        );
     }
 
     fn shared_ref(&self, peer: PeerId, ws: WorkspaceId) -> Option<&super::session::Shared> {
@@ -223,7 +273,7 @@ impl Engine {
             sh.next_batch += 1;
             sh.in_flight.insert(id);
             for (author, seq) in &sent {
-                add(&mut sh.theirs, *author, &single(*seq));
+                sh.theirs.add(*author, &single(*seq));
             }
             self.stats.bundles_sent += items.len() as u64;
             let data = self
@@ -310,9 +360,18 @@ impl Engine {
         // kept travels with the signed successor that vouches for it, so the
         // store can verify the run on its own.
         let mut vouchers: BTreeMap<(ActorId, u64), (u32, Bundle)> = BTreeMap::new();
-        // One read of what is held, not one per bundle (a copy set aside as
-        // damaged counts as not held: the store restores it from this one).
-        let held_ranges = view.ranges(&ws).unwrap_or_default();
+        // One read of what is held of each author in the batch, not one per
+        // bundle, nor of every author the workspace has (a copy set aside
+        // as damaged counts as not held: the store restores it from this one).
+        let mut held_ranges: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
+        // Authors of copies that failed: their seqs are asked elsewhere.
+        let mut released = Vec::new();
+        for b in &decoded {
+            let author = b.body().author;
+            held_ranges
+                .entry(author)
+                .or_insert_with(|| view.author_ranges(&ws, &author).unwrap_or_default());
+        }
         for ((b, res), place) in decoded.into_iter().zip(results).zip(places) {
             let (author, seq) = (b.body().author, b.body().seq);
             match res {
@@ -331,10 +390,12 @@ impl Engine {
                 }
                 // An honest holder may lack a signature for a run tail; ask elsewhere.
                 Err(VerifyError::Unsigned { .. }) => {
+                    released.push(author);
                     self.forget_from(peer, ws, author, &single(seq));
                     self.note_refused(peer, ws, author, &single(seq));
                 }
                 Err(e) => {
+                    released.push(author);
                     self.forget_from(peer, ws, author, &single(seq));
                     self.note_refused(peer, ws, author, &single(seq));
                     self.refuse(peer, ws, b.into_bytes(), &e, view);
@@ -352,7 +413,12 @@ impl Engine {
                     batch_id: id,
                 },
             );
-            return self.request_missing(ws, view);
+            // Only the released seqs' authors can be worth asking for again:
+            // a pass over every author's ranges here would let a member buy
+            // one with each empty batch it sends.
+            released.sort_unstable();
+            released.dedup();
+            return self.request_missing_of(ws, &released, None, view);
         }
         let mut extra = Vec::new();
         if !vouchers.is_empty() {
@@ -447,7 +513,7 @@ impl Engine {
                         BTreeMap::new()
                     };
                     for (author, set) in &retry {
-                        add(&mut sh.theirs, *author, set);
+                        sh.theirs.add(*author, set);
                     }
                     (stale, retry)
                 }
@@ -519,7 +585,7 @@ impl Engine {
                 sub(&mut sh.wanted, author, set);
                 if !ok {
                     // Do not ask the same peer again in this session.
-                    sub(&mut sh.theirs, author, set);
+                    sh.theirs.sub(author, set);
                 }
             }
             if ok {
@@ -567,7 +633,7 @@ impl Engine {
                         None => set.clone(),
                     };
                     if !lacking.is_empty() {
-                        add(&mut sh.theirs, *author, &lacking);
+                        sh.theirs.add(*author, &lacking);
                         msgs.push((*author, lacking));
                     }
                 }
@@ -603,12 +669,11 @@ impl Engine {
             None if ranges.is_empty() => return,
             None => ranges,
         };
-        let others =
-            their_ranges(&sh.theirs) - sh.theirs.get(&author).map_or(0, |t| t.ranges().len());
+        let others = sh.theirs.ranges() - sh.theirs.get(&author).map_or(0, |t| t.ranges().len());
         if merged.ranges().len() > MAX_RANGES || others + merged.ranges().len() > MAX_THEIR_RANGES {
             return self.blame(peer, "announced ranges too fragmented".into(), view);
         }
-        sh.theirs.insert(author, merged);
-        self.request_missing(ws, view);
+        sh.theirs.set(author, merged);
+        self.request_missing_of(ws, &[author], Some(peer), view);
     }
 }

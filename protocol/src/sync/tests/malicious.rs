@@ -690,3 +690,37 @@ fn copies_of_authors_nobody_asked_for_are_dropped_unverified() {
             if matches!(Message::from_frame(bytes), Ok(Message::BatchAck { batch_id: 0, .. }))
     )));
 }
+
+#[test]
+fn batches_with_nothing_to_keep_do_not_each_buy_a_pass_over_every_author() {
+    let mut net = connected();
+    // Node 0 holds many authors; node 1 sends batches that carry nothing
+    // (empty, and copies of an author nobody asked it for).
+    let many: Vec<_> = (0..200u8).flat_map(|i| chain(i, 1).1).collect();
+    seed(&mut net.nodes[0].view, &many);
+    let (_, unasked) = chain(250, 3);
+    let before = net.nodes[0].view.full_range_reads.get();
+    for id in 0..400u64 {
+        let data = if id % 2 == 0 {
+            encode_batch(std::iter::empty())
+        } else {
+            encode_batch(unasked.iter().map(|b| b.bytes()))
+        };
+        let batch = Message::Batch {
+            workspace: ws(),
+            batch_id: id,
+            data,
+        };
+        net.inject(1, 0, batch.to_frame());
+    }
+    net.drive_bounded(10_000);
+    assert!(
+        net.nodes[0].disconnects.is_empty(),
+        "nothing in them is bad"
+    );
+    let passes = net.nodes[0].view.full_range_reads.get() - before;
+    assert!(
+        passes <= 2,
+        "{passes} passes over every author for 400 batches"
+    );
+}

@@ -473,3 +473,49 @@ fn a_workspace_with_more_authors_than_one_message_carries_syncs_whole() {
         );
     }
 }
+
+#[test]
+fn a_member_announcing_authors_one_at_a_time_is_not_answered_with_a_pass_over_all() {
+    let mut net = members(2);
+    net.connect(0, 1);
+    net.drive_bounded(10_000);
+    let n = 1_000u64;
+    let bundles: Vec<crate::bundle::Bundle> = (0..n)
+        .map(|i| {
+            let mut secret = [9u8; 32];
+            secret[..8].copy_from_slice(&i.to_le_bytes());
+            let k = crate::crypto::ActorKey::from_secret_bytes(secret);
+            let mut d = Draft::new(ws(), BundleKind::UserEdit, "hello");
+            let path = FieldPath::new("contacts.person", &format!("p{i}"), "name").unwrap();
+            d.set(path, Value::Text("x".into()), vec![]);
+            let hlc = Hlc {
+                wall_ms: 1_000,
+                counter: 0,
+            };
+            d.sign(&k, &AuthorTip::default(), hlc).unwrap()
+        })
+        .collect();
+    seed(&mut net.nodes[1].view, &bundles);
+    let before = net.nodes[0].view.full_range_reads.get();
+    for b in &bundles {
+        let body = b.body();
+        let announce = Message::Announce {
+            workspace: ws(),
+            author: body.author,
+            ranges: crate::ranges::SeqRangeSet::from_ranges([(body.seq, body.seq)]),
+        };
+        net.inject(1, 0, announce.to_frame());
+    }
+    net.drive_bounded(100_000);
+    assert_eq!(
+        net.nodes[0].view.ranges(&ws()).unwrap().len(),
+        n as usize,
+        "every announced author was asked for and received"
+    );
+    assert_eq!(state(&net.nodes[0].view), state(&net.nodes[1].view));
+    let passes = net.nodes[0].view.full_range_reads.get() - before;
+    assert!(
+        passes <= 2,
+        "{passes} passes over every author's ranges for {n} announcements"
+    );
+}
