@@ -5,6 +5,7 @@
 //! | [`identity`] | the actor key in the data dir, which is also the libp2p identity |
 //! | [`swarm`] | libp2p TCP + noise + yamux and `/troupe/sync/1` streams |
 //! | [`muxer`] | yamux on each connection, in 64 KiB frames |
+//! | [`admission`] | caps on inbound connections, per address and in all |
 //! | [`framing`] | length-delimited frames with a hard cap |
 //! | [`discovery`] | mDNS advertisement and browsing with member tags |
 //! | [`dialer`] | explicit and remembered addresses, redialled with backoff |
@@ -35,6 +36,7 @@
 //! commands ([`ops`]) run on the same thread through `POST /v1/command`, and
 //! a local commit is announced to connected members at once.
 
+pub mod admission;
 pub mod blob_flush;
 pub mod cli;
 pub mod daemon;

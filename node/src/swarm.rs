@@ -34,6 +34,20 @@ use crate::shutdown::Shutdown;
 /// a connection that the peer is already using.
 const CONNECT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long a connection may take from its first byte to a secure,
+/// multiplexed session. A stranger's connection that never finishes its
+/// handshake gives its slot ([`crate::admission`]) back after this; a
+/// member on a LAN finishes in milliseconds.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The swarm's behaviours: inbound caps, then the one stream protocol.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude", to_swarm = "()")]
+struct Behaviour {
+    admission: crate::admission::Admission,
+    stream: libp2p_stream::Behaviour,
+}
+
 /// The one protocol Troupe speaks on libp2p streams.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/troupe/sync/1");
 
@@ -232,12 +246,16 @@ pub fn start(
                     tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                         .upgrade(upgrade::Version::V1Lazy)
                         .authenticate(crate::secure::Config::new(key)?)
-                        .multiplex(crate::muxer::Yamux::default()),
+                        .multiplex(crate::muxer::Yamux::default())
+                        .timeout(HANDSHAKE_TIMEOUT),
                 )
             },
         )
         .map_err(|e| StartError::Transport(e.to_string()))?
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .with_behaviour(|_| Behaviour {
+            admission: crate::admission::Admission::new(crate::admission::Limits::default()),
+            stream: libp2p_stream::Behaviour::new(),
+        })
         .map_err(|e| StartError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
         .build();
@@ -252,7 +270,7 @@ pub fn start(
             })?;
     }
 
-    let mut control = swarm.behaviour().new_control();
+    let mut control = swarm.behaviour().stream.new_control();
     // `accept` fails only if the protocol is already registered; this is the
     // only registration on a fresh behaviour.
     let incoming = control
@@ -358,7 +376,7 @@ async fn accept(
 }
 
 struct SwarmTask {
-    swarm: Swarm<libp2p_stream::Behaviour>,
+    swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,

@@ -131,3 +131,94 @@ async fn a_strangers_batches_are_refused_without_being_decoded() -> anyhow::Resu
     shutdown.trigger();
     Ok(())
 }
+
+/// Connections one address may hold in their handshake
+/// (`troupe_node::admission::Limits::default`).
+const PENDING_PER_ADDRESS: usize = 8;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stranger_holding_connections_open_gets_only_a_few_and_loses_them() -> anyhow::Result<()>
+{
+    assert_eq!(
+        troupe_node::admission::Limits::default().pending_per_address,
+        PENDING_PER_ADDRESS
+    );
+    let args: Vec<String> = ["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]
+        .map(str::to_owned)
+        .to_vec();
+    let a = Node::start("a", None, &args)?;
+    let status = a.ready().await?;
+    let a_addr = status["listen_addrs"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let a_peer = status["peer_id"].as_str().unwrap_or_default().to_owned();
+    let port: u16 = a_addr.rsplit('/').next().unwrap_or_default().parse()?;
+
+    // A stranger at another address opens connections and never says a word.
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.2:0".parse()?)?;
+        held.push(socket.connect(([127, 0, 0, 1], port).into()).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let open = still_open(&mut held).await;
+    assert_eq!(
+        open,
+        PENDING_PER_ADDRESS,
+        "the node keeps {PENDING_PER_ADDRESS} of the stranger's 30 silent connections and closes the rest\nlog:\n{}",
+        a.log()
+    );
+
+    // Meanwhile a device at another address connects as usual.
+    let b = Node::start(
+        "b",
+        None,
+        &[
+            args.clone(),
+            vec!["--peer".into(), format!("{a_addr}/p2p/{a_peer}")],
+        ]
+        .concat(),
+    )?;
+    let b_peer = b.ready().await?["peer_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    troupe_tests::wait_for("a to list b", Duration::from_secs(30), || async {
+        let peers = a.connected_peers().await.map_err(|e| vec![e.to_string()])?;
+        if peers.contains(&b_peer) {
+            Ok(())
+        } else {
+            Err(peers)
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nlog a:\n{}\nlog b:\n{}", a.log(), b.log()))?;
+
+    // And the silent connections lose their slots once the handshake
+    // timeout passes.
+    tokio::time::sleep(troupe_node::swarm::HANDSHAKE_TIMEOUT + Duration::from_secs(2)).await;
+    assert_eq!(
+        still_open(&mut held).await,
+        0,
+        "silent connections outlive the handshake timeout"
+    );
+    Ok(())
+}
+
+/// How many of `conns` the other side has not closed: each is read for a
+/// moment, and one that ends or fails was closed.
+async fn still_open(conns: &mut [tokio::net::TcpStream]) -> usize {
+    use tokio::io::AsyncReadExt as _;
+    let mut open = 0;
+    for c in conns.iter_mut() {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(20), c.read(&mut buf)).await {
+            Err(_) => open += 1,
+            Ok(Ok(n)) if n > 0 => open += 1,
+            Ok(_) => {}
+        }
+    }
+    open
+}
