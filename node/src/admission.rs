@@ -103,21 +103,32 @@ impl Admission {
         }
     }
 
-    fn from_address(held: &HashMap<ConnectionId, Address>, from: Address) -> usize {
-        if from == Address::Other {
-            return 0;
+    /// Whether `held` has room for one more connection from `from`.
+    fn room(
+        held: &HashMap<ConnectionId, Address>,
+        from: Address,
+        total: usize,
+        per_address: usize,
+        [in_all, from_one]: [&'static str; 2],
+    ) -> Result<(), Refused> {
+        if held.len() >= total {
+            return Err(Refused(in_all));
         }
-        held.values().filter(|a| **a == from).count()
+        let same = held.values().filter(|a| **a == from).count();
+        if from != Address::Other && same >= per_address {
+            return Err(Refused(from_one));
+        }
+        Ok(())
     }
 
     /// Takes a connection that starts its handshake, or refuses it.
     fn admit_pending(&mut self, id: ConnectionId, from: Address) -> Result<(), Refused> {
-        if self.pending.len() >= self.limits.pending {
-            return Err(Refused("too many handshakes under way"));
-        }
-        if Self::from_address(&self.pending, from) >= self.limits.pending_per_address {
-            return Err(Refused("too many handshakes under way from one address"));
-        }
+        let l = self.limits;
+        let why = [
+            "too many handshakes under way",
+            "too many handshakes under way from one address",
+        ];
+        Self::room(&self.pending, from, l.pending, l.pending_per_address, why)?;
         self.pending.insert(id, from);
         Ok(())
     }
@@ -125,12 +136,13 @@ impl Admission {
     /// Takes a connection whose handshake finished, or refuses it.
     fn admit_established(&mut self, id: ConnectionId, from: Address) -> Result<(), Refused> {
         self.pending.remove(&id);
-        if self.established.len() >= self.limits.established {
-            return Err(Refused("too many connections"));
-        }
-        if Self::from_address(&self.established, from) >= self.limits.established_per_address {
-            return Err(Refused("too many connections from one address"));
-        }
+        let l = self.limits;
+        let why = [
+            "too many connections",
+            "too many connections from one address",
+        ];
+        let (total, per_address) = (l.established, l.established_per_address);
+        Self::room(&self.established, from, total, per_address, why)?;
         self.established.insert(id, from);
         Ok(())
     }

@@ -438,14 +438,12 @@ proptest::proptest! {
     }
 }
 
-#[test]
-fn a_workspace_with_more_authors_than_one_message_carries_syncs_whole() {
-    use super::super::limits::MAX_AUTHORS;
-    let mut net = members(2);
-    let n = MAX_AUTHORS + 20;
-    let bundles: Vec<crate::bundle::Bundle> = (0..n as u64)
+/// `n` bundles of `n` authors (keys from `tag` and the index), one field
+/// each.
+fn one_bundle_per_author(n: u64, tag: u8) -> Vec<crate::bundle::Bundle> {
+    (0..n)
         .map(|i| {
-            let mut secret = [7u8; 32];
+            let mut secret = [tag; 32];
             secret[..8].copy_from_slice(&i.to_le_bytes());
             let k = crate::crypto::ActorKey::from_secret_bytes(secret);
             let mut d = Draft::new(ws(), BundleKind::UserEdit, "hello");
@@ -457,7 +455,15 @@ fn a_workspace_with_more_authors_than_one_message_carries_syncs_whole() {
             };
             d.sign(&k, &AuthorTip::default(), hlc).unwrap()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_workspace_with_more_authors_than_one_message_carries_syncs_whole() {
+    use super::super::limits::MAX_AUTHORS;
+    let mut net = members(2);
+    let n = MAX_AUTHORS + 20;
+    let bundles = one_bundle_per_author(n as u64, 7);
     seed(&mut net.nodes[0].view, &bundles);
     net.connect(0, 1);
     net.drive_bounded(100_000);
@@ -480,21 +486,7 @@ fn a_member_announcing_authors_one_at_a_time_is_not_answered_with_a_pass_over_al
     net.connect(0, 1);
     net.drive_bounded(10_000);
     let n = 1_000u64;
-    let bundles: Vec<crate::bundle::Bundle> = (0..n)
-        .map(|i| {
-            let mut secret = [9u8; 32];
-            secret[..8].copy_from_slice(&i.to_le_bytes());
-            let k = crate::crypto::ActorKey::from_secret_bytes(secret);
-            let mut d = Draft::new(ws(), BundleKind::UserEdit, "hello");
-            let path = FieldPath::new("contacts.person", &format!("p{i}"), "name").unwrap();
-            d.set(path, Value::Text("x".into()), vec![]);
-            let hlc = Hlc {
-                wall_ms: 1_000,
-                counter: 0,
-            };
-            d.sign(&k, &AuthorTip::default(), hlc).unwrap()
-        })
-        .collect();
+    let bundles = one_bundle_per_author(n, 9);
     seed(&mut net.nodes[1].view, &bundles);
     let before = net.nodes[0].view.full_range_reads.get();
     for b in &bundles {
