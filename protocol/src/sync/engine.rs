@@ -216,13 +216,13 @@ impl Engine {
                 peer,
                 workspace,
                 batch_id,
-            } => self.batch_done(peer, workspace, batch_id, true),
+            } => self.batch_done(peer, workspace, batch_id, true, view),
             Input::BatchRejected {
                 peer,
                 workspace,
                 batch_id,
                 ..
-            } => self.batch_done(peer, workspace, batch_id, false),
+            } => self.batch_done(peer, workspace, batch_id, false, view),
             Input::LocalBundleCommitted {
                 workspace,
                 author,
@@ -332,7 +332,8 @@ impl Engine {
         if let Some(Session::Active(a)) = p.session {
             for (ws, sh) in a.shared {
                 self.unrequest(ws, &sh.wanted);
-                touched.push(ws);
+                // Only what was asked of this peer is to be asked elsewhere.
+                touched.push((ws, sh.wanted.into_keys().collect::<Vec<_>>()));
             }
         }
         let stuck: Vec<_> = self
@@ -344,8 +345,8 @@ impl Engine {
         for k in stuck {
             self.try_repair(k);
         }
-        for ws in touched {
-            self.request_missing(ws, view);
+        for (ws, authors) in touched {
+            self.request_missing_of(ws, &authors, None, view);
         }
     }
 

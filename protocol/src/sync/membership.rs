@@ -194,7 +194,8 @@ impl Engine {
         };
         a.withdrawn.insert(ws);
         self.unrequest(ws, &sh.wanted);
-        self.request_missing(ws, view);
+        let authors: Vec<_> = sh.wanted.into_keys().collect();
+        self.request_missing_of(ws, &authors, None, view);
     }
 
     /// Whether a message for `ws` from `peer` belongs to a workspace one side

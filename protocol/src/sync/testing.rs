@@ -225,6 +225,9 @@ pub struct Node {
     pub committed: u64,
     /// Disconnects it asked for.
     pub disconnects: Vec<(PeerId, String)>,
+    /// A peer whose batches its store refuses to commit (answered with
+    /// [`Input::BatchRejected`]), as a store that cannot take them would.
+    pub rejects_batches_of: Option<PeerId>,
 }
 
 /// A network of nodes with a single FIFO of inputs.
@@ -268,6 +271,7 @@ impl Net {
                 quarantined: Vec::new(),
                 committed: 0,
                 disconnects: Vec::new(),
+                rejects_batches_of: None,
             })
             .collect();
         Net {
@@ -379,6 +383,15 @@ impl Net {
                     // What a journal keeps gives back exactly these bundles.
                     if let Some(w) = wire {
                         assert_eq!(w.bundles().as_ref(), Ok(&bundles), "wire copy differs");
+                    }
+                    if node.rejects_batches_of == Some(peer) {
+                        later.push(Input::BatchRejected {
+                            peer,
+                            workspace,
+                            batch_id,
+                            reason: "the store refused the batch".into(),
+                        });
+                        continue;
                     }
                     node.committed += bundles.len() as u64;
                     node.view.commit_owned(bundles);

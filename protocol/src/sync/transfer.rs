@@ -99,7 +99,7 @@ impl Engine {
     /// one author at a time, or sending batches of copies it cannot vouch
     /// for, costs as much per author as the first, however many the
     /// workspace holds.
-    fn request_missing_of(
+    pub(crate) fn request_missing_of(
         &mut self,
         ws: WorkspaceId,
         authors: &[ActorId],
@@ -524,7 +524,10 @@ impl Engine {
                 self.note_refused(peer, ws, *author, set);
             }
             if !stale.is_empty() || !retry.is_empty() {
-                self.request_missing(ws, view);
+                let mut authors: Vec<ActorId> = stale.keys().chain(retry.keys()).copied().collect();
+                authors.sort_unstable();
+                authors.dedup();
+                self.request_missing_of(ws, &authors, None, view);
             }
         }
     }
@@ -562,8 +565,16 @@ impl Engine {
         self.blame(peer, format!("bad bundle: {e}"), view);
     }
 
-    /// The driver finished (or failed) a commit.
-    pub(crate) fn batch_done(&mut self, peer: PeerId, ws: WorkspaceId, id: u64, ok: bool) {
+    /// The driver finished (or failed) a commit. A failed batch's seqs
+    /// are asked of other members that hold them.
+    pub(crate) fn batch_done(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        id: u64,
+        ok: bool,
+        view: &impl OplogView,
+    ) {
         let Some(Pending {
             peer_batch,
             epoch,
@@ -610,8 +621,11 @@ impl Engine {
         }
         if ok {
             self.announce(ws, &newly, Some(peer));
+            self.check_up_to_date(ws);
+        } else {
+            let authors: Vec<ActorId> = newly.into_keys().collect();
+            self.request_missing_of(ws, &authors, None, view);
         }
-        self.check_up_to_date(ws);
     }
 
     /// Tells members that lack them that we now hold `newly`.

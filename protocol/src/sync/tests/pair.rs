@@ -511,3 +511,28 @@ fn a_member_announcing_authors_one_at_a_time_is_not_answered_with_a_pass_over_al
         "{passes} passes over every author's ranges for {n} announcements"
     );
 }
+
+#[test]
+fn a_batch_the_store_refuses_is_asked_of_another_member_at_once() {
+    // Node order by id decides which peer is asked first; that one's
+    // batches are the ones the victim's store refuses.
+    let mut net = members(3);
+    let (_, bundles) = chain(1, 40);
+    let mut ids: Vec<usize> = (0..3).collect();
+    ids.sort_by_key(|&i| net.nodes[i].id);
+    let (first, second, victim) = (ids[0], ids[1], ids[2]);
+    seed(&mut net.nodes[first].view, &bundles);
+    seed(&mut net.nodes[second].view, &bundles);
+    net.nodes[victim].rejects_batches_of = Some(net.nodes[first].id);
+    net.connect(victim, first);
+    net.connect(victim, second);
+    // No time passes: nothing waits for a timer to ask again.
+    net.drive_bounded(10_000);
+    assert_eq!(
+        net.nodes[victim].view.bundles.len(),
+        bundles.len(),
+        "what the first member's batches carried came from the second"
+    );
+    assert!(state(&net.nodes[victim].view) == state(&net.nodes[second].view));
+    assert!(net.nodes[victim].disconnects.is_empty());
+}
