@@ -62,23 +62,19 @@ impl Engine {
                 self.blame(peer, "ranges too fragmented".into(), view);
                 continue;
             }
-            self.request_missing(w.workspace, view);
+            self.request_missing(peer, w.workspace, view);
         }
     }
 
-    /// Asks peers for whatever they hold of `ws` that we neither hold nor
-    /// asked anyone for yet; reports peers we are now up to date with.
-    pub(crate) fn request_missing(&mut self, ws: WorkspaceId, view: &impl OplogView) {
+    /// Asks `peer`, whose ranges in `ws` just arrived, for whatever it
+    /// holds that we neither hold nor asked anyone for yet; reports peers
+    /// we are now up to date with. Only this peer's claims are new, so only
+    /// they are walked, with one read of every author's ranges.
+    fn request_missing(&mut self, peer: PeerId, ws: WorkspaceId, view: &impl OplogView) {
         let Ok(ours) = view.ranges(&ws) else {
             return;
         };
-        for peer in self.members(ws) {
-            let Some(sh) = self.shared_ref(peer, ws) else {
-                continue;
-            };
-            if !sh.ranges_known {
-                continue;
-            }
+        if let Some(sh) = self.shared_ref(peer, ws).filter(|sh| sh.ranges_known) {
             let wants: Vec<_> = sh
                 .theirs
                 .iter()
@@ -92,7 +88,7 @@ impl Engine {
         self.check_up_to_date(ws);
     }
 
-    /// [`Engine::request_missing`] for `authors` alone, of `only` one peer
+    /// Asks for what is missing of `authors` alone, of `only` one peer
     /// or of every member: after a peer claimed more of an author, or an
     /// author's seqs were released to be asked elsewhere, nothing else
     /// changed, so only those authors' ranges are read. A member announcing
@@ -469,6 +465,11 @@ impl Engine {
             bundles: good,
             wire,
         });
+        if !released.is_empty() {
+            released.sort_unstable();
+            released.dedup();
+            self.request_missing_of(ws, &released, None, view);
+        }
     }
 
     /// Remembers that `peer` did not deliver `seqs` of `author` (bad copy or
