@@ -244,11 +244,8 @@ fn non_member_learns_nothing() {
 #[test]
 fn a_bad_copy_from_one_peer_is_replaced_from_another() {
     // Node order by id decides which peer is asked first; make the liar first.
-    let mut net = members(3);
+    let (mut net, [liar, honest, victim]) = three_by_id();
     let (_, bundles) = chain(1, 40);
-    let mut ids: Vec<usize> = (0..3).collect();
-    ids.sort_by_key(|&i| net.nodes[i].id);
-    let (liar, honest, victim) = (ids[0], ids[1], ids[2]);
     for &i in &[liar, honest, victim] {
         seed(&mut net.nodes[i].view, &bundles);
     }
@@ -516,11 +513,8 @@ fn a_member_announcing_authors_one_at_a_time_is_not_answered_with_a_pass_over_al
 fn a_batch_the_store_refuses_is_asked_of_another_member_at_once() {
     // Node order by id decides which peer is asked first; that one's
     // batches are the ones the victim's store refuses.
-    let mut net = members(3);
+    let (mut net, [first, second, victim]) = three_by_id();
     let (_, bundles) = chain(1, 40);
-    let mut ids: Vec<usize> = (0..3).collect();
-    ids.sort_by_key(|&i| net.nodes[i].id);
-    let (first, second, victim) = (ids[0], ids[1], ids[2]);
     seed(&mut net.nodes[first].view, &bundles);
     seed(&mut net.nodes[second].view, &bundles);
     net.nodes[victim].rejects_batches_of = Some(net.nodes[first].id);
@@ -535,4 +529,12 @@ fn a_batch_the_store_refuses_is_asked_of_another_member_at_once() {
     );
     assert!(state(&net.nodes[victim].view) == state(&net.nodes[second].view));
     assert!(net.nodes[victim].disconnects.is_empty());
+}
+
+/// Three members, as indexes in the order they are asked (by node id).
+fn three_by_id() -> (Net, [usize; 3]) {
+    let net = members(3);
+    let mut ids = [0, 1, 2];
+    ids.sort_by_key(|&i| net.nodes[i].id);
+    (net, ids)
 }
