@@ -357,11 +357,11 @@ impl Journal {
             .create(true)
             .truncate(true)
             .open(&self.path)?;
-        f.write_all(MAGIC)?;
-        f.write_all(&self.store_id)?;
+        let header = self.header();
+        f.write_all(&header)?;
         self.len = HEADER;
         self.allocated = HEADER;
-        self.tail = self.header();
+        self.tail = header;
         self.direct = open_direct(&self.path);
         Ok(f)
     }
@@ -419,12 +419,7 @@ impl Journal {
         // overwritten by the next attempt.
         file.write_all(&self.buf)?;
         let mut allocated = self.allocated.max(end);
-        if end > self.allocated && self.buf.len() < PREALLOC_BELOW {
-            // Small flushes (group commits, live edits, acknowledgements)
-            // get room ahead in zeros: the next ones sync data only,
-            // without a size change (measured here: 207 → 127 µs a sync).
-            // Zeros end a replay like a torn record does.
-            let room = end.next_multiple_of(PREALLOC);
+        if let Some(room) = room_ahead(end, self.allocated, self.buf.len()) {
             write_zeros(file, room - end)?;
             allocated = room;
         }
@@ -490,6 +485,15 @@ fn read_record(r: &mut impl Read) -> std::io::Result<Option<Record>> {
     Ok(decode_groups(&payload).map(|groups| Record { seq, groups }))
 }
 
+/// Where the file's room ahead in zeros should end after a flush of
+/// `records` bytes ending at `end`, if it needs more than `allocated`.
+/// Small flushes (group commits, live edits, acknowledgements) get room
+/// ahead: the next ones sync data only, without a size change (measured
+/// here: 207 → 127 µs a sync). Zeros end a replay like a torn record does.
+fn room_ahead(end: u64, allocated: u64, records: usize) -> Option<u64> {
+    (end > allocated && records < PREALLOC_BELOW).then(|| end.next_multiple_of(PREALLOC))
+}
+
 /// One direct write of `records` after the `len` bytes the file holds,
 /// whose last partial block is `tail`; returns the new tail and the bytes
 /// the file now holds for sure. A small write past those first gets room
@@ -505,8 +509,7 @@ fn write_direct(
     mut allocated: u64,
 ) -> std::io::Result<(Vec<u8>, u64)> {
     let end = len + records.len() as u64;
-    if end > allocated && records.len() < PREALLOC_BELOW {
-        let room = end.next_multiple_of(PREALLOC);
+    if let Some(room) = room_ahead(end, allocated, records.len()) {
         file.seek(SeekFrom::Start(allocated))?;
         write_zeros(file, room - allocated)?;
         file.sync_data()?;
