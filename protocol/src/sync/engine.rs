@@ -1,7 +1,7 @@
 //! The engine: sessions, routing of inputs, timers. Transfers (ranges, wants,
 //! batches, announces, repair) are in [`super::transfer`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::handshake;
 use super::io::{Input, Millis, Output, PeerId, SyncEvent};
@@ -333,7 +333,7 @@ impl Engine {
             for (ws, sh) in a.shared {
                 self.unrequest(ws, &sh.wanted);
                 // Only what was asked of this peer is to be asked elsewhere.
-                touched.push((ws, sh.wanted.into_keys().collect::<Vec<_>>()));
+                touched.push((ws, sh.wanted.into_keys().collect::<BTreeSet<_>>()));
             }
         }
         let stuck: Vec<_> = self

@@ -194,7 +194,7 @@ impl Engine {
         };
         a.withdrawn.insert(ws);
         self.unrequest(ws, &sh.wanted);
-        let authors: Vec<_> = sh.wanted.into_keys().collect();
+        let authors = sh.wanted.into_keys().collect();
         self.request_missing_of(ws, &authors, None, view);
     }
 

@@ -11,7 +11,7 @@
 //! commit, and acknowledges after the commit: committed ranges are the
 //! checkpoint, so a broken connection costs at most the uncommitted batches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::batch::build_batch;
 use super::engine::{Engine, Pending};
@@ -98,7 +98,7 @@ impl Engine {
     pub(crate) fn request_missing_of(
         &mut self,
         ws: WorkspaceId,
-        authors: &[ActorId],
+        authors: &BTreeSet<ActorId>,
         only: Option<PeerId>,
         view: &impl OplogView,
     ) {
@@ -361,7 +361,7 @@ impl Engine {
         // as damaged counts as not held: the store restores it from this one).
         let mut held_ranges: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
         // Authors of copies that failed: their seqs are asked elsewhere.
-        let mut released = Vec::new();
+        let mut released = BTreeSet::new();
         for b in &decoded {
             let author = b.body().author;
             held_ranges
@@ -386,12 +386,12 @@ impl Engine {
                 }
                 // An honest holder may lack a signature for a run tail; ask elsewhere.
                 Err(VerifyError::Unsigned { .. }) => {
-                    released.push(author);
+                    released.insert(author);
                     self.forget_from(peer, ws, author, &single(seq));
                     self.note_refused(peer, ws, author, &single(seq));
                 }
                 Err(e) => {
-                    released.push(author);
+                    released.insert(author);
                     self.forget_from(peer, ws, author, &single(seq));
                     self.note_refused(peer, ws, author, &single(seq));
                     self.refuse(peer, ws, b.into_bytes(), &e, view);
@@ -412,8 +412,6 @@ impl Engine {
             // Only the released seqs' authors can be worth asking for again:
             // a pass over every author's ranges here would let a member buy
             // one with each empty batch it sends.
-            released.sort_unstable();
-            released.dedup();
             return self.request_missing_of(ws, &released, None, view);
         }
         let mut extra = Vec::new();
@@ -466,8 +464,6 @@ impl Engine {
             wire,
         });
         if !released.is_empty() {
-            released.sort_unstable();
-            released.dedup();
             self.request_missing_of(ws, &released, None, view);
         }
     }
@@ -525,9 +521,7 @@ impl Engine {
                 self.note_refused(peer, ws, *author, set);
             }
             if !stale.is_empty() || !retry.is_empty() {
-                let mut authors: Vec<ActorId> = stale.keys().chain(retry.keys()).copied().collect();
-                authors.sort_unstable();
-                authors.dedup();
+                let authors = stale.keys().chain(retry.keys()).copied().collect();
                 self.request_missing_of(ws, &authors, None, view);
             }
         }
@@ -624,7 +618,7 @@ impl Engine {
             self.announce(ws, &newly, Some(peer));
             self.check_up_to_date(ws);
         } else {
-            let authors: Vec<ActorId> = newly.into_keys().collect();
+            let authors = newly.into_keys().collect();
             self.request_missing_of(ws, &authors, None, view);
         }
     }
@@ -689,6 +683,6 @@ impl Engine {
             return self.blame(peer, "announced ranges too fragmented".into(), view);
         }
         sh.theirs.set(author, merged);
-        self.request_missing_of(ws, &[author], Some(peer), view);
+        self.request_missing_of(ws, &BTreeSet::from([author]), Some(peer), view);
     }
 }
