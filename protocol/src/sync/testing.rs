@@ -228,6 +228,9 @@ pub struct Node {
     /// A peer whose batches its store refuses to commit (answered with
     /// [`Input::BatchRejected`]), as a store that cannot take them would.
     pub rejects_batches_of: Option<PeerId>,
+    /// Sends no batch at all (a member that claims what it never serves);
+    /// tests send its batches themselves with [`Net::inject`].
+    pub withholds_batches: bool,
 }
 
 /// A network of nodes with a single FIFO of inputs.
@@ -272,6 +275,7 @@ impl Net {
                 committed: 0,
                 disconnects: Vec::new(),
                 rejects_batches_of: None,
+                withholds_batches: false,
             })
             .collect();
         Net {
@@ -362,6 +366,14 @@ impl Net {
             let node = &mut self.nodes[i];
             match out {
                 Output::SendFrame { peer, bytes } => {
+                    if node.withholds_batches
+                        && matches!(
+                            super::message::Message::from_frame(&bytes),
+                            Ok(super::message::Message::Batch { .. })
+                        )
+                    {
+                        continue;
+                    }
                     let me = node.id;
                     if let Some(j) = self.index(peer)
                         && self.links.contains(&(i.min(j), i.max(j)))

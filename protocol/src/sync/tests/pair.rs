@@ -531,6 +531,60 @@ fn a_batch_the_store_refuses_is_asked_of_another_member_at_once() {
     assert!(net.nodes[victim].disconnects.is_empty());
 }
 
+#[test]
+fn a_bad_copy_among_good_ones_is_asked_of_another_member_at_once() {
+    // The first member is asked for both authors and serves one batch:
+    // good copies of one, a forged copy of the other.
+    let (mut net, [first, second, victim]) = three_by_id();
+    let (_, served) = chain(1, 10);
+    let (_, forged) = chain(2, 1);
+    seed(&mut net.nodes[first].view, &served);
+    seed(&mut net.nodes[first].view, &forged);
+    seed(&mut net.nodes[second].view, &forged);
+    net.nodes[first].withholds_batches = true;
+    net.connect(victim, first);
+    net.connect(victim, second);
+    net.drive_bounded(10_000);
+    assert!(
+        net.nodes[victim].view.bundles.is_empty(),
+        "both authors wait on the first member"
+    );
+    let mut bad = forged[0].bytes().to_vec();
+    bad[5] ^= 1; // inside the signature
+    let data = super::super::message::encode_batch(
+        served
+            .iter()
+            .map(|b| b.bytes())
+            .chain(std::iter::once(bad.as_slice())),
+    );
+    let batch = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data,
+    };
+    net.inject(first, victim, batch.to_frame());
+    // No time passes: nothing waits for a timer to ask again.
+    net.drive_bounded(10_000);
+    let held = |author: u8| {
+        let author = key(author).actor_id();
+        net.nodes[victim]
+            .view
+            .bundles
+            .keys()
+            .filter(|k| k.1 == author)
+            .count()
+    };
+    assert_eq!(held(1), served.len(), "the good copies were kept");
+    assert_eq!(
+        held(2),
+        forged.len(),
+        "the forged copy was replaced from the second member"
+    );
+    let slot = (ws(), key(2).actor_id(), 1);
+    assert_eq!(net.nodes[victim].view.bundles[&slot].1, forged[0].hash());
+    assert_eq!(net.nodes[victim].quarantined.len(), 1);
+}
+
 /// Three members, as indexes in the order they are asked (by node id).
 fn three_by_id() -> (Net, [usize; 3]) {
     let net = members(3);
