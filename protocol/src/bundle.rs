@@ -225,6 +225,22 @@ impl Bundle {
         Bundle::assemble(bytes, None)
     }
 
+    /// The workspace, author and seq that bytes which do not decode as a
+    /// bundle say they are, read from the body's first fields alone; `None`
+    /// when even those do not parse. Nothing here is verified: a receiver
+    /// uses it only to stop waiting on the sender for that slot (the sender
+    /// failed to deliver it either way) and to ask another member for it.
+    pub fn claimed_slot(bytes: &[u8]) -> Option<(WorkspaceId, ActorId, u64)> {
+        let body = match bytes.first()? {
+            0 => bytes.get(1..)?,
+            1 => bytes.get(65..)?,
+            _ => return None,
+        };
+        postcard::take_from_bytes::<(WorkspaceId, ActorId, u64)>(body)
+            .ok()
+            .map(|(slot, _)| slot)
+    }
+
     /// As [`Bundle::decode_or_return`] for bytes whose body the caller has
     /// already parsed from exactly these bytes (the batch decoder builds it
     /// from the columns it rebuilt them from): the same caps, rules and

@@ -129,6 +129,13 @@ pub mod fuzzing {
                     .expect("body round trip");
             assert_eq!(&body2, b.body());
             let _ = b.check_signature();
+            let body = b.body();
+            assert_eq!(
+                Bundle::claimed_slot(data),
+                Some((body.workspace, body.author, body.seq))
+            );
+        } else {
+            let _ = Bundle::claimed_slot(data);
         }
     }
 

@@ -334,6 +334,8 @@ impl Engine {
             .shared_ref(peer, ws)
             .map(|sh| sh.wanted.keys().copied().collect())
             .unwrap_or_default();
+        // Authors of copies that failed: their seqs are asked elsewhere.
+        let mut released = BTreeSet::new();
         for (i, item) in items.into_iter().enumerate() {
             match item {
                 Ok(b) if asked.binary_search(&b.body().author).is_ok() => {
@@ -341,7 +343,12 @@ impl Engine {
                     places.push(i as u32);
                 }
                 Ok(_) => {}
-                Err((e, bytes)) => self.refuse(peer, ws, bytes, &e, view),
+                Err((e, bytes)) => {
+                    if let Some(author) = self.release_claimed(peer, ws, &asked, &bytes) {
+                        released.insert(author);
+                    }
+                    self.refuse(peer, ws, bytes, &e, view);
+                }
             }
         }
         let uncommitted = &self.uncommitted;
@@ -360,8 +367,6 @@ impl Engine {
         // bundle, nor of every author the workspace has (a copy set aside
         // as damaged counts as not held: the store restores it from this one).
         let mut held_ranges: BTreeMap<ActorId, SeqRangeSet> = BTreeMap::new();
-        // Authors of copies that failed: their seqs are asked elsewhere.
-        let mut released = BTreeSet::new();
         for b in &decoded {
             let author = b.body().author;
             held_ranges
@@ -466,6 +471,35 @@ impl Engine {
         if !released.is_empty() {
             self.request_missing_of(ws, &released, None, view);
         }
+    }
+
+    /// For a copy from `peer` that does not decode: when the slot its bytes
+    /// claim ([`Bundle::claimed_slot`]) is one asked of `peer`, stops waiting
+    /// on `peer` for it, as for a copy that decodes and fails verification,
+    /// and returns its author to ask elsewhere. The claim is not trusted, and
+    /// need not be: `peer` delivered no good copy of that slot either way, and
+    /// only a slot it was asked for is released. Bytes too broken to claim a
+    /// slot leave their want to [`WANT_TIMEOUT`](super::limits::WANT_TIMEOUT).
+    fn release_claimed(
+        &mut self,
+        peer: PeerId,
+        ws: WorkspaceId,
+        asked: &[ActorId],
+        bytes: &[u8],
+    ) -> Option<ActorId> {
+        let (claimed, author, seq) = Bundle::claimed_slot(bytes)?;
+        let wanted = claimed == ws
+            && asked.binary_search(&author).is_ok()
+            && self
+                .shared_ref(peer, ws)
+                .and_then(|sh| sh.wanted.get(&author))
+                .is_some_and(|w| w.contains(seq));
+        if !wanted {
+            return None;
+        }
+        self.forget_from(peer, ws, author, &single(seq));
+        self.note_refused(peer, ws, author, &single(seq));
+        Some(author)
     }
 
     /// Remembers that `peer` did not deliver `seqs` of `author` (bad copy or

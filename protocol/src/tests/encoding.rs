@@ -22,8 +22,20 @@ proptest! {
         prop_assert_eq!(crate::encoding::encode(&body).len() + 65, b.bytes().len());
         let bare = d.without_signature();
         prop_assert_eq!(bare.hash(), b.hash());
+        prop_assert_eq!(
+            Bundle::claimed_slot(bare.bytes()),
+            Some((body.workspace, body.author, body.seq))
+        );
         prop_assert_eq!(Bundle::decode(bare.bytes().to_vec()).unwrap(), bare);
         prop_assert!(d.check_signature().is_ok());
+        // The slot a copy claims is its body's, signed or not, and still
+        // reads when the bytes past it are broken.
+        let slot = Some((body.workspace, body.author, body.seq));
+        prop_assert_eq!(Bundle::claimed_slot(b.bytes()), slot);
+        let mut longer = b.bytes().to_vec();
+        longer.push(0);
+        prop_assert!(Bundle::decode(longer.clone()).is_err());
+        prop_assert_eq!(Bundle::claimed_slot(&longer), slot);
     }
 
     #[test]
@@ -59,6 +71,20 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         crate::encoding::fuzzing::decode_bundle(&bytes);
+    }
+}
+
+#[test]
+fn bytes_too_short_or_unframed_claim_no_slot() {
+    let b = crate::testing::chain(1, 1).1.remove(0);
+    for bad in [
+        &[][..],
+        &[0][..],
+        &[2, 0, 0][..],
+        &b.bytes()[..40],
+        &b.bytes()[..70],
+    ] {
+        assert_eq!(Bundle::claimed_slot(bad), None, "{bad:?}");
     }
 }
 

@@ -6,7 +6,7 @@ use super::super::limits::{BATCH_BUNDLES, FIRST_BATCH_BUNDLES, MAX_IN_FLIGHT_BAT
 use super::super::message::Message;
 use super::super::testing::Net;
 use super::{members, pid, seed, state, stranger, ws};
-use crate::bundle::BundleKind;
+use crate::bundle::{Bundle, BundleKind};
 use crate::draft::{AuthorTip, Draft};
 use crate::hlc::Hlc;
 use crate::path::FieldPath;
@@ -582,6 +582,56 @@ fn a_bad_copy_among_good_ones_is_asked_of_another_member_at_once() {
     );
     let slot = (ws(), key(2).actor_id(), 1);
     assert_eq!(net.nodes[victim].view.bundles[&slot].1, forged[0].hash());
+    assert_eq!(net.nodes[victim].quarantined.len(), 1);
+}
+
+#[test]
+fn a_copy_that_does_not_decode_is_asked_of_another_member_at_once() {
+    // As above, but the bad copy is not a bundle at all (a byte too many):
+    // its author is read from the slot its bytes claim.
+    let (mut net, [first, second, victim]) = three_by_id();
+    let (_, served) = chain(1, 10);
+    let (_, broken) = chain(2, 1);
+    seed(&mut net.nodes[first].view, &served);
+    seed(&mut net.nodes[first].view, &broken);
+    seed(&mut net.nodes[second].view, &broken);
+    net.nodes[first].withholds_batches = true;
+    net.connect(victim, first);
+    net.connect(victim, second);
+    net.drive_bounded(10_000);
+    let mut bad = broken[0].bytes().to_vec();
+    bad.push(0);
+    assert!(
+        Bundle::decode(bad.clone()).is_err(),
+        "the copy does not decode"
+    );
+    let data = super::super::message::encode_batch(
+        served
+            .iter()
+            .map(|b| b.bytes())
+            .chain(std::iter::once(bad.as_slice())),
+    );
+    let batch = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data,
+    };
+    net.inject(first, victim, batch.to_frame());
+    // No time passes: the want is not left to its timer.
+    net.drive_bounded(10_000);
+    let slot = (ws(), key(2).actor_id(), 1);
+    assert_eq!(
+        net.nodes[victim].view.bundles.get(&slot).map(|b| b.1),
+        Some(broken[0].hash()),
+        "the copy that did not decode was replaced from the second member"
+    );
+    let kept = net.nodes[victim]
+        .view
+        .bundles
+        .keys()
+        .filter(|k| k.1 == key(1).actor_id())
+        .count();
+    assert_eq!(kept, served.len(), "the good copies were kept");
     assert_eq!(net.nodes[victim].quarantined.len(), 1);
 }
 
