@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
@@ -57,6 +58,13 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 #[error("inbound connection refused: {0}")]
 pub struct Refused(&'static str);
+
+impl Refused {
+    /// Which cap refused it, in words.
+    fn reason(&self) -> &'static str {
+        self.0
+    }
+}
 
 /// Where a connection came from, as far as the caps are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -214,6 +222,57 @@ impl NetworkBehaviour for Admission {
     }
 }
 
+/// How often, at most, refused inbound connections are reported in the
+/// log: a stranger flooding the node would otherwise write a line for each.
+pub const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(60);
+
+/// Turns refused inbound connections into warnings an operator can act
+/// on, a few at most: the first refusal is reported at once (with where it
+/// came from and why), the ones after it within
+/// [`REFUSALS_REPORTED_EVERY`] only counted, and the count given with the
+/// next report. A member never meets a cap, so any refusal is worth a
+/// look: something on the network is holding connections to this node.
+#[derive(Debug, Default)]
+pub struct RefusalReport {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+impl RefusalReport {
+    /// Counts one refused connection from `from`; the sentence to log, when
+    /// one is due.
+    pub fn note(&mut self, from: &Multiaddr, why: &Refused, now: Instant) -> Option<String> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < REFUSALS_REPORTED_EVERY)
+        {
+            self.unreported += 1;
+            return None;
+        }
+        let before = std::mem::take(&mut self.unreported);
+        self.last = Some(now);
+        let host = from
+            .iter()
+            .find_map(|p| match p {
+                Protocol::Ip4(a) => Some(a.to_string()),
+                Protocol::Ip6(a) => Some(a.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| from.to_string());
+        let more = if before > 0 {
+            format!(", and {before} more since the last report")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "refused an inbound connection from {host} ({}){more}. Something on this \
+             network is holding connections to this node without syncing; this node \
+             still dials the members it finds",
+            why.reason()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +288,28 @@ mod tests {
             established_per_address: 3,
             established: 7,
         })
+    }
+
+    #[test]
+    fn refusals_are_reported_at_once_then_once_a_minute_with_the_count_between() {
+        let mut report = RefusalReport::default();
+        let from: Multiaddr = "/ip4/192.168.1.66/tcp/40000".parse().unwrap();
+        let why = Refused("too many handshakes under way from one address");
+        let t0 = Instant::now();
+        let first = report.note(&from, &why, t0).expect("the first is reported");
+        assert!(
+            first.contains("from 192.168.1.66 (too many handshakes under way from one address)"),
+            "{first}"
+        );
+        assert!(!first.contains("since the last report"), "{first}");
+        for s in 1..=20 {
+            assert_eq!(report.note(&from, &why, t0 + Duration::from_secs(s)), None);
+        }
+        let next = report
+            .note(&from, &why, t0 + REFUSALS_REPORTED_EVERY)
+            .expect("reported again a minute after the first");
+        assert!(next.contains("and 20 more since the last report"), "{next}");
+        assert_eq!(report.note(&from, &why, t0 + REFUSALS_REPORTED_EVERY), None);
     }
 
     #[test]

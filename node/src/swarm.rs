@@ -295,6 +295,7 @@ pub fn start(
         commands: cmd_rx,
         listen_addrs: addr_tx,
         pending_dials: HashMap::new(),
+        refusals: crate::admission::RefusalReport::default(),
         peers,
         events,
         connections: conn_tx,
@@ -380,6 +381,8 @@ struct SwarmTask {
     commands: mpsc::Receiver<Command>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
+    /// Inbound connections the caps refused, reported a few at a time.
+    refusals: crate::admission::RefusalReport,
     peers: PeerTable,
     events: EventBus,
     connections: broadcast::Sender<ConnectionEvent>,
@@ -479,8 +482,22 @@ impl SwarmTask {
                     let _ = reply.send(Err(NetError::Dial(text)));
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => {
-                debug!(%error, "inbound connection failed");
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                let refused = match &error {
+                    libp2p::swarm::ListenError::Denied { cause } => {
+                        cause.downcast_ref::<crate::admission::Refused>()
+                    }
+                    _ => None,
+                };
+                let now = std::time::Instant::now();
+                match refused.and_then(|why| self.refusals.note(&send_back_addr, why, now)) {
+                    Some(report) => warn!("{report}"),
+                    None => debug!(%error, "inbound connection failed"),
+                }
             }
             other => debug!(?other, "swarm event"),
         }

@@ -170,6 +170,13 @@ async fn a_stranger_holding_connections_open_gets_only_a_few_and_loses_them() ->
         "the node keeps {PENDING_PER_ADDRESS} of the stranger's 30 silent connections and closes the rest\nlog:\n{}",
         a.log()
     );
+    // The operator is told once, not 22 times, and where they came from.
+    let reports = a
+        .log()
+        .lines()
+        .filter(|l| l.contains("refused an inbound connection from 127.0.0.2"))
+        .count();
+    assert_eq!(reports, 1, "one warning for the refusals:\n{}", a.log());
 
     // Meanwhile a device at another address connects as usual.
     let b = Node::start(
