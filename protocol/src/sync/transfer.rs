@@ -344,7 +344,7 @@ impl Engine {
                 }
                 Ok(_) => {}
                 Err((e, bytes)) => {
-                    if let Some(author) = self.release_claimed(peer, ws, &asked, &bytes) {
+                    if let Some(author) = self.release_claimed(peer, ws, &bytes) {
                         released.insert(author);
                     }
                     self.refuse(peer, ws, bytes, &e, view);
@@ -477,19 +477,14 @@ impl Engine {
     /// claim ([`Bundle::claimed_slot`]) is one asked of `peer`, stops waiting
     /// on `peer` for it, as for a copy that decodes and fails verification,
     /// and returns its author to ask elsewhere. The claim is not trusted, and
-    /// need not be: `peer` delivered no good copy of that slot either way, and
-    /// only a slot it was asked for is released. Bytes too broken to claim a
-    /// slot leave their want to [`WANT_TIMEOUT`](super::limits::WANT_TIMEOUT).
-    fn release_claimed(
-        &mut self,
-        peer: PeerId,
-        ws: WorkspaceId,
-        asked: &[ActorId],
-        bytes: &[u8],
-    ) -> Option<ActorId> {
+    /// need not be: only a slot `peer` was asked for is released, so the
+    /// worst a false claim does is have that slot asked of another member
+    /// (and of `peer` again after [`RETRY_REFUSED`](super::limits::RETRY_REFUSED)).
+    /// Bytes too broken to claim a slot leave their want to
+    /// [`WANT_TIMEOUT`](super::limits::WANT_TIMEOUT).
+    fn release_claimed(&mut self, peer: PeerId, ws: WorkspaceId, bytes: &[u8]) -> Option<ActorId> {
         let (claimed, author, seq) = Bundle::claimed_slot(bytes)?;
         let wanted = claimed == ws
-            && asked.binary_search(&author).is_ok()
             && self
                 .shared_ref(peer, ws)
                 .and_then(|sh| sh.wanted.get(&author))
