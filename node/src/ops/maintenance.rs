@@ -16,7 +16,7 @@ use serde_json::{Value as Json, json};
 use troupe_protocol::bundle::{Bundle, BundleKind};
 use troupe_protocol::conflict::Names;
 use troupe_protocol::draft::Draft;
-use troupe_protocol::ids::BlobHash;
+use troupe_protocol::ids::{ActorId, BlobHash};
 use troupe_protocol::op::Op;
 use troupe_protocol::sync::BlobState;
 use troupe_protocol::value::Value;
@@ -50,6 +50,14 @@ fn entry_json(local: &Local, e: &QuarantineEntry, detail: bool) -> Json {
         .map(|w| w.name);
     let decoded = Bundle::decode(e.bytes.clone()).ok();
     let author = e.author.map(|a| names.actor(&a));
+    // A copy a peer sent and sync refused is recorded without a slot: its
+    // bytes still say which change they claim to be (not verified).
+    let claimed = match (e.author, e.seq) {
+        (Some(_), Some(_)) => None,
+        _ => Bundle::claimed_slot(&e.bytes)
+            .filter(|(ws, _, _)| *ws == e.workspace)
+            .map(|(_, a, s)| (a, s)),
+    };
     let missing = match (&decoded, &author, e.seq) {
         (Some(b), Some(a), Some(s)) => format!(
             "change {s} by {a} ('{}', {} field change(s)) is not applied; later changes by {a} that build on it wait for it",
@@ -59,7 +67,10 @@ fn entry_json(local: &Local, e: &QuarantineEntry, detail: bool) -> Json {
         (None, Some(a), Some(s)) => format!(
             "change {s} by {a} is not applied (its bytes do not decode); later changes by {a} wait for a clean copy"
         ),
-        _ => "unreadable bytes; nothing known is missing because of them".to_owned(),
+        _ => match claimed {
+            Some((a, s)) => claimed_missing(local, &names, e, &a, s),
+            None => "unreadable bytes; nothing known is missing because of them".to_owned(),
+        },
     };
     let mut j = json!({
         "id": e.id,
@@ -74,6 +85,11 @@ fn entry_json(local: &Local, e: &QuarantineEntry, detail: bool) -> Json {
         "expected": e.expected.map(|h| h.to_string()),
         "missing": missing,
         "repairable": e.expected.is_some() && e.author.is_some() && e.seq.is_some(),
+        "claims": claimed.map(|(a, s)| json!({
+            "author": a.to_string(),
+            "author_name": names.actor(&a),
+            "seq": s,
+        })),
     });
     if detail {
         j["bytes"] = json!(e.bytes.len());
@@ -89,6 +105,29 @@ fn entry_json(local: &Local, e: &QuarantineEntry, detail: bool) -> Json {
         }
     }
     j
+}
+
+/// What is missing because of a refused copy that claims to be change `seq`
+/// by `author`: nothing once a clean copy of that change is held (sync
+/// asked another member for it), else that change and the author's later
+/// ones, until a member sends a clean copy.
+fn claimed_missing(
+    local: &Local,
+    names: &WorkspaceNames<'_>,
+    e: &QuarantineEntry,
+    author: &ActorId,
+    seq: u64,
+) -> String {
+    let who = names.actor(author);
+    match local.store().bundle(&e.workspace, author, seq) {
+        Ok(Some(_)) => format!(
+            "nothing: a clean copy of change {seq} by {who}, which these bytes claim to be, is held"
+        ),
+        _ => format!(
+            "change {seq} by {who}, which these bytes claim to be, is not held yet; sync asks \
+             members for a clean copy, and later changes by {who} wait for it"
+        ),
+    }
 }
 
 /// Quarantined bundles with reasons, sources and what is missing because of
@@ -369,4 +408,82 @@ pub fn export(local: &Local, workspace: &str, dir: &Path) -> Result<Json, OpsErr
     let mut j = export_json(&report);
     j["workspace"] = json!(info.name);
     Ok(j)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::workspaces;
+    use troupe_protocol::crypto::ActorKey;
+
+    #[test]
+    fn a_copy_sync_refused_says_which_change_it_claims_and_whether_a_clean_one_is_held() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut l = crate::ops::test_local(tmp.path());
+        workspaces::create(&mut l, "Hamlet", "show").expect("create");
+        let ws = workspaces::resolve(&l, "Hamlet").expect("hamlet").id();
+        let (written, _) = crate::ops::fields::set(
+            &mut l,
+            "Hamlet",
+            "contacts.person/jane/phone",
+            "555-0100".into(),
+        )
+        .expect("set");
+        let seq = written["seq"].as_u64().expect("seq");
+        let me = l.actor();
+        let held = l
+            .store()
+            .bundle(&ws, &me, seq)
+            .expect("read")
+            .expect("the set is held");
+
+        // A forged copy of a change held here (a flipped signature byte).
+        let mut forged = held.bytes().to_vec();
+        forged[5] ^= 1;
+        // A copy of a change not held: another author's, which decodes.
+        let other = ActorKey::from_secret_bytes([9; 32]);
+        let mut body = held.body().clone();
+        body.author = other.actor_id();
+        body.seq = seq + 2;
+        body.prev_hash = Some(held.hash());
+        let unheld = body.sign(&other).expect("signs").bytes().to_vec();
+        let mut cut = unheld.clone();
+        cut.truncate(cut.len() - 3);
+        let store = l.store();
+        for (bytes, why) in [
+            (forged, "bad signature"),
+            (cut, "does not decode"),
+            (vec![1, 2, 3], "garbage"),
+        ] {
+            store
+                .quarantine_bytes(&ws, bytes, why, "peer 12D3KooWxyz")
+                .expect("quarantined");
+        }
+
+        let list = quarantine_list(&l).expect("list");
+        let entries = list["entries"].as_array().expect("entries");
+        let missing: Vec<&str> = entries
+            .iter()
+            .map(|e| e["missing"].as_str().expect("missing"))
+            .collect();
+        assert!(
+            missing[0].starts_with(&format!("nothing: a clean copy of change {seq} by ")),
+            "{}",
+            missing[0]
+        );
+        assert_eq!(entries[0]["claims"]["seq"], seq);
+        assert_eq!(entries[0]["claims"]["author"], me.to_string());
+        assert!(
+            missing[1].starts_with(&format!("change {} by ", seq + 2))
+                && missing[1].contains("is not held yet; sync asks members for a clean copy"),
+            "{}",
+            missing[1]
+        );
+        assert_eq!(entries[1]["claims"]["author"], other.actor_id().to_string());
+        assert_eq!(
+            missing[2],
+            "unreadable bytes; nothing known is missing because of them"
+        );
+        assert!(entries[2]["claims"].is_null());
+    }
 }
