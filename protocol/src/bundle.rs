@@ -225,11 +225,13 @@ impl Bundle {
         Bundle::assemble(bytes, None)
     }
 
-    /// The workspace, author and seq that bytes which do not decode as a
-    /// bundle say they are, read from the body's first fields alone; `None`
-    /// when even those do not parse. Nothing here is verified: a receiver
-    /// uses it only to stop waiting on the sender for that slot (the sender
-    /// failed to deliver it either way) and to ask another member for it.
+    /// The workspace, author and seq that bytes say they are, read from the
+    /// body's first fields alone, so it answers for bytes that do not decode
+    /// as a bundle too; `None` when even those fields do not parse. Nothing
+    /// here is verified: it names the slot a refused copy was meant to fill,
+    /// so a receiver can stop waiting on the sender for that slot and ask
+    /// another member, and quarantine review can say which change the copy
+    /// claims to be.
     pub fn claimed_slot(bytes: &[u8]) -> Option<(WorkspaceId, ActorId, u64)> {
         let body = match bytes.first()? {
             0 => bytes.get(1..)?,
