@@ -392,13 +392,11 @@ impl Engine {
                 // An honest holder may lack a signature for a run tail; ask elsewhere.
                 Err(VerifyError::Unsigned { .. }) => {
                     released.insert(author);
-                    self.forget_from(peer, ws, author, &single(seq));
-                    self.note_refused(peer, ws, author, &single(seq));
+                    self.undelivered(peer, ws, author, seq);
                 }
                 Err(e) => {
                     released.insert(author);
-                    self.forget_from(peer, ws, author, &single(seq));
-                    self.note_refused(peer, ws, author, &single(seq));
+                    self.undelivered(peer, ws, author, seq);
                     self.refuse(peer, ws, b.into_bytes(), &e, view);
                 }
             }
@@ -492,9 +490,16 @@ impl Engine {
         if !wanted {
             return None;
         }
-        self.forget_from(peer, ws, author, &single(seq));
-        self.note_refused(peer, ws, author, &single(seq));
+        self.undelivered(peer, ws, author, seq);
         Some(author)
+    }
+
+    /// `peer` sent no good copy of `seq` of `author`: it is no longer
+    /// expected from `peer`, and is asked of it again only later.
+    fn undelivered(&mut self, peer: PeerId, ws: WorkspaceId, author: ActorId, seq: u64) {
+        let seqs = single(seq);
+        self.forget_from(peer, ws, author, &seqs);
+        self.note_refused(peer, ws, author, &seqs);
     }
 
     /// Remembers that `peer` did not deliver `seqs` of `author` (bad copy or
