@@ -59,13 +59,6 @@ impl Default for Limits {
 #[error("inbound connection refused: {0}")]
 pub struct Refused(&'static str);
 
-impl Refused {
-    /// Which cap refused it, in words.
-    fn reason(&self) -> &'static str {
-        self.0
-    }
-}
-
 /// Where a connection came from, as far as the caps are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Address {
@@ -76,13 +69,17 @@ enum Address {
     Other,
 }
 
-fn address(addr: &Multiaddr) -> Address {
-    let ip = addr.iter().find_map(|p| match p {
+/// The IP address in `addr`, if it has one.
+fn ip(addr: &Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
         Protocol::Ip4(a) => Some(IpAddr::V4(a)),
         Protocol::Ip6(a) => Some(IpAddr::V6(a)),
         _ => None,
-    });
-    match ip.map(|ip| ip.to_canonical()) {
+    })
+}
+
+fn address(addr: &Multiaddr) -> Address {
+    match ip(addr).map(|ip| ip.to_canonical()) {
         Some(IpAddr::V4(a)) => Address::V4(a.octets()),
         Some(IpAddr::V6(a)) => {
             let mut prefix = [0; 8];
@@ -251,14 +248,7 @@ impl RefusalReport {
         }
         let before = std::mem::take(&mut self.unreported);
         self.last = Some(now);
-        let host = from
-            .iter()
-            .find_map(|p| match p {
-                Protocol::Ip4(a) => Some(a.to_string()),
-                Protocol::Ip6(a) => Some(a.to_string()),
-                _ => None,
-            })
-            .unwrap_or_else(|| from.to_string());
+        let host = ip(from).map_or_else(|| from.to_string(), |ip| ip.to_string());
         let more = if before > 0 {
             format!(", and {before} more since the last report")
         } else {
@@ -268,7 +258,7 @@ impl RefusalReport {
             "refused an inbound connection from {host} ({}){more}. Something on this \
              network is holding connections to this node without syncing; this node \
              still dials the members it finds",
-            why.reason()
+            why.0
         ))
     }
 }

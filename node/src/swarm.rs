@@ -493,8 +493,11 @@ impl SwarmTask {
                     }
                     _ => None,
                 };
-                let now = std::time::Instant::now();
-                match refused.and_then(|why| self.refusals.note(&send_back_addr, why, now)) {
+                let report = refused.and_then(|why| {
+                    let now = std::time::Instant::now();
+                    self.refusals.note(&send_back_addr, why, now)
+                });
+                match report {
                     Some(report) => warn!("{report}"),
                     None => debug!(%error, "inbound connection failed"),
                 }

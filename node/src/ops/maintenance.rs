@@ -51,12 +51,13 @@ fn entry_json(local: &Local, e: &QuarantineEntry, detail: bool) -> Json {
     let decoded = Bundle::decode(e.bytes.clone()).ok();
     let author = e.author.map(|a| names.actor(&a));
     // A copy a peer sent and sync refused is recorded without a slot: its
-    // bytes still say which change they claim to be (not verified).
+    // bytes still say which change they claim to be (not verified). The
+    // author is named once, for the sentence and the JSON.
     let claimed = match (e.author, e.seq) {
         (Some(_), Some(_)) => None,
         _ => Bundle::claimed_slot(&e.bytes)
             .filter(|(ws, _, _)| *ws == e.workspace)
-            .map(|(_, a, s)| (a, s)),
+            .map(|(_, a, s)| (a, names.actor(&a), s)),
     };
     let missing = match (&decoded, &author, e.seq) {
         (Some(b), Some(a), Some(s)) => format!(
@@ -67,8 +68,8 @@ fn entry_json(local: &Local, e: &QuarantineEntry, detail: bool) -> Json {
         (None, Some(a), Some(s)) => format!(
             "change {s} by {a} is not applied (its bytes do not decode); later changes by {a} wait for a clean copy"
         ),
-        _ => match claimed {
-            Some((a, s)) => claimed_missing(local, &names, e, &a, s),
+        _ => match &claimed {
+            Some((a, who, s)) => claimed_missing(local, e, a, who, *s),
             None => "unreadable bytes; nothing known is missing because of them".to_owned(),
         },
     };
@@ -85,9 +86,9 @@ fn entry_json(local: &Local, e: &QuarantineEntry, detail: bool) -> Json {
         "expected": e.expected.map(|h| h.to_string()),
         "missing": missing,
         "repairable": e.expected.is_some() && e.author.is_some() && e.seq.is_some(),
-        "claims": claimed.map(|(a, s)| json!({
+        "claims": claimed.map(|(a, who, s)| json!({
             "author": a.to_string(),
-            "author_name": names.actor(&a),
+            "author_name": who,
             "seq": s,
         })),
     });
@@ -108,17 +109,16 @@ fn entry_json(local: &Local, e: &QuarantineEntry, detail: bool) -> Json {
 }
 
 /// What is missing because of a refused copy that claims to be change `seq`
-/// by `author`: nothing once a clean copy of that change is held (sync
-/// asked another member for it), else that change and the author's later
-/// ones, until a member sends a clean copy.
+/// by `author` (named `who`): nothing once a clean copy of that change is
+/// held (sync asked another member for it), else that change and the
+/// author's later ones, until a member sends a clean copy.
 fn claimed_missing(
     local: &Local,
-    names: &WorkspaceNames<'_>,
     e: &QuarantineEntry,
     author: &ActorId,
+    who: &str,
     seq: u64,
 ) -> String {
-    let who = names.actor(author);
     match local.store().bundle(&e.workspace, author, seq) {
         Ok(Some(_)) => format!(
             "nothing: a clean copy of change {seq} by {who}, which these bytes claim to be, is held"
