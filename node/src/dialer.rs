@@ -7,7 +7,9 @@
 //!
 //! A target is keyed by peer id when known (several addresses, tried in turn)
 //! or by address alone (a `--peer` without `/p2p/`). While the peer is
-//! connected the target waits; when the connection goes, it is dialled again.
+//! connected the target waits; when the connection goes, it is dialled again,
+//! but a peer found to run another version of Troupe only after
+//! [`OTHER_VERSION_RETRY`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,9 @@ pub const KNOWN_PEERS_FILE: &str = "known_peers.json";
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long after finding that a peer runs another version of Troupe it is
+/// dialled again (it may have been updated meanwhile).
+pub const OTHER_VERSION_RETRY: Duration = Duration::from_secs(60);
 /// How often a connected target checks that it is still connected.
 const RECHECK: Duration = Duration::from_secs(2);
 
@@ -129,6 +134,15 @@ async fn run(
                 e.due = now + RECHECK;
                 e.backoff = BACKOFF_MIN;
                 continue;
+            }
+            // A device on another version connects fine and then cannot
+            // sync: reconnecting every few seconds would only repeat that.
+            if let Some(at) = e.target.peer.and_then(|p| net.peers().other_version_at(&p)) {
+                let retry = Instant::from_std(at) + OTHER_VERSION_RETRY;
+                if retry > now {
+                    e.due = retry;
+                    continue;
+                }
             }
             e.in_flight = true;
             let net = net.clone();

@@ -498,6 +498,21 @@ fn print_human(command: &str, v: &serde_json::Value) {
                     println!("  {}  ({kind})", p["peer_id"].as_str().unwrap_or("?"));
                 }
             }
+            let other = v["other_version"].as_array().cloned().unwrap_or_default();
+            if !other.is_empty() {
+                println!(
+                    "{} on another version of Troupe (nothing syncs with them until both \
+                     devices run the same version)",
+                    other.len()
+                );
+                for p in &other {
+                    println!(
+                        "  {}  via {}",
+                        p["peer_id"].as_str().unwrap_or("?"),
+                        p["addr"].as_str().unwrap_or("?")
+                    );
+                }
+            }
         }
         _ => {
             println!("Peer id:   {}", v["peer_id"].as_str().unwrap_or("?"));

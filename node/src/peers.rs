@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
@@ -41,6 +41,22 @@ pub struct DiscoveredPeer {
     pub last_seen: u64,
 }
 
+/// A peer that connected but does not speak this node's sync protocol, as
+/// `/v1/peers` shows it. It runs another version of Troupe, so nothing syncs
+/// with it until both devices run the same version; a crew with one device
+/// left on an old version must be able to see which one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OtherVersionPeer {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Remote address of the connection that found it out.
+    pub addr: String,
+    /// Unix seconds of the first time this run found it out.
+    pub since: u64,
+    /// Unix seconds of the last time.
+    pub last_seen: u64,
+}
+
 /// What `/v1/peers` returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PeersSnapshot {
@@ -48,12 +64,16 @@ pub struct PeersSnapshot {
     pub connected: Vec<ConnectedPeer>,
     /// Peers seen by mDNS, members or not.
     pub discovered: Vec<DiscoveredPeer>,
+    /// Peers that run another version of Troupe (nothing syncs with them).
+    pub other_version: Vec<OtherVersionPeer>,
 }
 
 #[derive(Default)]
 struct Inner {
     connected: BTreeMap<PeerId, ConnectedPeer>,
     discovered: BTreeMap<PeerId, DiscoveredPeer>,
+    /// With the monotonic time of the last failure, which spaces redials.
+    other_version: BTreeMap<PeerId, (OtherVersionPeer, Instant)>,
 }
 
 /// Shared, cloneable peer table.
@@ -151,6 +171,49 @@ impl PeerTable {
         changed
     }
 
+    /// Records that `peer` does not speak this node's sync protocol; returns
+    /// true the first time since it last did (worth telling the user).
+    pub fn other_version(&self, peer: PeerId) -> bool {
+        let mut inner = self.lock();
+        let now = unix_now();
+        let addr = inner
+            .connected
+            .get(&peer)
+            .map(|c| c.addr.clone())
+            .unwrap_or_default();
+        match inner.other_version.get_mut(&peer) {
+            Some((p, at)) => {
+                p.last_seen = now;
+                if !addr.is_empty() {
+                    p.addr = addr;
+                }
+                *at = Instant::now();
+                false
+            }
+            None => {
+                let entry = OtherVersionPeer {
+                    peer_id: peer.to_string(),
+                    addr,
+                    since: now,
+                    last_seen: now,
+                };
+                inner.other_version.insert(peer, (entry, Instant::now()));
+                true
+            }
+        }
+    }
+
+    /// When `peer` last turned out to speak another version, if it has
+    /// not spoken this node's since: the dialler waits before trying again.
+    pub fn other_version_at(&self, peer: &PeerId) -> Option<Instant> {
+        self.lock().other_version.get(peer).map(|(_, at)| *at)
+    }
+
+    /// Records that `peer` speaks this node's sync protocol (again).
+    pub fn same_version(&self, peer: &PeerId) {
+        self.lock().other_version.remove(peer);
+    }
+
     /// Forgets an advertisement that was withdrawn.
     pub fn lost(&self, peer: &PeerId) {
         self.lock().discovered.remove(peer);
@@ -162,6 +225,11 @@ impl PeerTable {
         PeersSnapshot {
             connected: inner.connected.values().cloned().collect(),
             discovered: inner.discovered.values().cloned().collect(),
+            other_version: inner
+                .other_version
+                .values()
+                .map(|(p, _)| p.clone())
+                .collect(),
         }
     }
 }
@@ -181,6 +249,25 @@ mod tests {
         assert!(t.is_connected(&p));
         assert!(t.disconnected(p, 0));
         assert!(t.snapshot().connected.is_empty());
+    }
+
+    #[test]
+    fn another_version_is_news_once_until_the_peer_speaks_this_one() {
+        let t = PeerTable::new();
+        let p = PeerId::random();
+        let a: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        t.connected(p, &a);
+        assert!(t.other_version_at(&p).is_none());
+        assert!(t.other_version(p), "the first time is news");
+        let first = t.other_version_at(&p).expect("marked");
+        assert!(!t.other_version(p), "the same again is not");
+        assert!(t.other_version_at(&p).expect("marked") >= first);
+        let listed = t.snapshot().other_version;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].addr, a.to_string());
+        t.same_version(&p);
+        assert!(t.other_version_at(&p).is_none() && t.snapshot().other_version.is_empty());
+        assert!(t.other_version(p), "news again after it spoke this version");
     }
 
     #[test]

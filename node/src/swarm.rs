@@ -102,9 +102,13 @@ pub enum NetError {
     /// The connection attempt failed (refused, unreachable, wrong peer id).
     #[error("dial failed: {0}")]
     Dial(String),
-    /// The peer is not connected or refused the protocol.
+    /// The peer is not connected, or the stream failed while opening.
     #[error("cannot open a stream: {0}")]
     Stream(String),
+    /// The peer is connected but does not speak this node's sync protocol:
+    /// it runs another version of Troupe. Retrying soon cannot help.
+    #[error("the peer does not speak {0}: it runs another version of Troupe")]
+    OtherVersion(StreamProtocol),
     /// The network task has stopped (shutdown).
     #[error("the network has stopped")]
     Stopped,
@@ -126,6 +130,7 @@ pub struct NetworkHandle {
     local_peer: PeerId,
     commands: mpsc::Sender<Command>,
     control: libp2p_stream::Control,
+    protocol: StreamProtocol,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     peers: PeerTable,
     connections: broadcast::Sender<ConnectionEvent>,
@@ -200,10 +205,16 @@ impl NetworkHandle {
             .map_err(|_| NetError::Stopped)
     }
 
+    /// The sync protocol this node speaks ([`SYNC_PROTOCOL`] but in tests).
+    pub fn protocol(&self) -> &StreamProtocol {
+        &self.protocol
+    }
+
     /// Opens an outbound `/troupe/sync/1` stream to a connected peer.
     ///
     /// # Errors
-    /// [`NetError::Stream`] if the peer is not connected or does not speak the protocol.
+    /// [`NetError::OtherVersion`] if the peer does not speak the protocol,
+    /// [`NetError::Stream`] if it is not connected or the stream fails.
     pub async fn open_stream(&self, peer: PeerId) -> Result<Stream, NetError> {
         // The peer's first inbound stream can reach the sync driver before
         // the swarm task has recorded the connection: give the record a
@@ -220,9 +231,12 @@ impl NetworkHandle {
         }
         let mut control = self.control.clone();
         control
-            .open_stream(peer, SYNC_PROTOCOL)
+            .open_stream(peer, self.protocol.clone())
             .await
-            .map_err(|e| NetError::Stream(e.to_string()))
+            .map_err(|e| match e {
+                libp2p_stream::OpenStreamError::UnsupportedProtocol(p) => NetError::OtherVersion(p),
+                e => NetError::Stream(e.to_string()),
+            })
     }
 }
 
@@ -232,6 +246,23 @@ impl NetworkHandle {
 /// # Errors
 /// [`StartError`] when the transport cannot be built or an address cannot be listened on.
 pub fn start(
+    identity: &Identity,
+    listen: &[Multiaddr],
+    peers: PeerTable,
+    events: EventBus,
+    shutdown: &Shutdown,
+) -> Result<(NetworkHandle, Inbound), StartError> {
+    start_speaking(SYNC_PROTOCOL, identity, listen, peers, events, shutdown)
+}
+
+/// As [`start`], speaking `protocol` instead of [`SYNC_PROTOCOL`]: what a
+/// device running another version of Troupe looks like to this one, so
+/// that how a node meets such a device can be tested.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_speaking(
+    protocol: StreamProtocol,
     identity: &Identity,
     listen: &[Multiaddr],
     peers: PeerTable,
@@ -274,7 +305,7 @@ pub fn start(
     // `accept` fails only if the protocol is already registered; this is the
     // only registration on a fresh behaviour.
     let incoming = control
-        .accept(SYNC_PROTOCOL)
+        .accept(protocol.clone())
         .map_err(|e| StartError::Transport(e.to_string()))?;
 
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
@@ -285,6 +316,7 @@ pub fn start(
         local_peer: *swarm.local_peer_id(),
         commands: cmd_tx,
         control,
+        protocol,
         listen_addrs: addr_rx,
         peers: peers.clone(),
         connections: conn_tx.clone(),

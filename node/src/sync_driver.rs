@@ -31,7 +31,7 @@ use crate::framing::{FrameReader, write_frames};
 use crate::identity;
 use crate::shutdown::Shutdown;
 use crate::storage_actor::ActorHandle;
-use crate::swarm::{ConnectionEvent, Inbound, NetworkHandle};
+use crate::swarm::{ConnectionEvent, Inbound, NetError, NetworkHandle};
 use crate::sync_core::{NetCommand, SyncCore};
 
 /// Frames waiting to be written to one peer before it counts as not reading.
@@ -393,7 +393,23 @@ async fn write_loop(
     ended: mpsc::UnboundedSender<(PeerId, u64, String)>,
 ) {
     let mut stream = match net.open_stream(peer).await {
-        Ok(s) => s,
+        Ok(s) => {
+            net.peers().same_version(&peer);
+            s
+        }
+        Err(e @ NetError::OtherVersion(_)) => {
+            if net.peers().other_version(peer) {
+                warn!(
+                    %peer,
+                    "device {peer} runs another version of Troupe: it does not speak {}, so \
+                     nothing syncs with it. Update both devices to the same version; this node \
+                     tries it again every minute",
+                    net.protocol()
+                );
+            }
+            let _ = ended.send((peer, generation, e.to_string()));
+            return;
+        }
         Err(e) => {
             let _ = ended.send((peer, generation, format!("cannot open a stream: {e}")));
             return;

@@ -63,7 +63,7 @@ async fn peers_and_unknown_paths_answer_json() {
     let peers = client.get("/v1/peers").await.unwrap();
     assert_eq!(
         peers,
-        serde_json::json!({ "connected": [], "discovered": [] })
+        serde_json::json!({ "connected": [], "discovered": [], "other_version": [] })
     );
     assert!(matches!(
         client.get("/v1/nope").await,

@@ -5,6 +5,8 @@
 mod two_nodes;
 // A stranger's batches, sent before any handshake, are refused without being decoded.
 mod strangers;
+// A device on another version of Troupe: named once, listed, not redialled every few seconds.
+mod versions;
 // Dialling by address: retried until the peer is up, remembered across restarts.
 mod redial;
 // The CLI's honest refusals, init, and one daemon per data dir.

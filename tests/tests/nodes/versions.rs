@@ -1,0 +1,121 @@
+//! A device left on another version of Troupe: it connects (the transport
+//! is the same) but does not speak this node's sync protocol, so nothing
+//! syncs with it. A crew with one device on an old version must be told
+//! which one and what to do, once, and the node must not reconnect to it
+//! every few seconds only to find the same thing.
+
+use std::time::Duration;
+
+use libp2p::StreamProtocol;
+use troupe_node::dialer::OTHER_VERSION_RETRY;
+use troupe_node::peers::PeerTable;
+use troupe_node::swarm::{self, ConnectionEvent};
+use troupe_node::{EventBus, Identity, Shutdown};
+use troupe_tests::{Node, troupe_bin, wait_for};
+
+/// What a later version's sync protocol could be called.
+const NEXT_VERSION: StreamProtocol = StreamProtocol::new("/troupe/sync/2");
+/// How long the test watches for redials after the first connection. The
+/// dialler rechecks a target every 2 s and redials after 1 s, so a node
+/// that redialled as usual would connect two or three more times.
+const WATCH: Duration = Duration::from_secs(7);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_on_another_version_is_named_once_and_not_redialled_every_few_seconds()
+-> anyhow::Result<()> {
+    assert!(WATCH < OTHER_VERSION_RETRY);
+    // The other device: this node's transport, a later sync protocol.
+    let shutdown = Shutdown::new();
+    let (other, _inbound) = swarm::start_speaking(
+        NEXT_VERSION,
+        &Identity::from_secret(rand::random()),
+        &["/ip4/127.0.0.1/tcp/0".parse()?],
+        PeerTable::new(),
+        EventBus::new(),
+        &shutdown,
+    )?;
+    let mut connections = other.connection_events();
+    let other_addr = other.wait_listening().await?[0].clone();
+    let other_peer = other.local_peer().to_string();
+
+    let a = Node::start(
+        "a",
+        None,
+        &[
+            "--no-mdns".to_owned(),
+            "--listen".to_owned(),
+            "/ip4/127.0.0.1/tcp/0".to_owned(),
+            "--peer".to_owned(),
+            format!("{other_addr}/p2p/{other_peer}"),
+        ],
+    )?;
+    a.ready().await?;
+
+    // The node lists it as on another version, with where it was.
+    let listed = wait_for(
+        "a to list the other device as on another version",
+        Duration::from_secs(30),
+        || async {
+            let peers = a.cli_json(&["peers"]).await.map_err(|e| e.to_string())?;
+            let entry = peers["other_version"]
+                .as_array()
+                .and_then(|l| l.iter().find(|p| p["peer_id"] == other_peer.as_str()))
+                .cloned();
+            entry.ok_or(peers.to_string())
+        },
+    )
+    .await?;
+    assert!(
+        listed["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&other_addr.to_string())),
+        "{listed}"
+    );
+    let first = tokio::time::timeout(Duration::from_secs(5), connections.recv()).await??;
+    assert!(matches!(first, ConnectionEvent::Up(_)), "{first:?}");
+
+    // And says so in words, under `troupe peers`.
+    let out = std::process::Command::new(troupe_bin())
+        .arg("--data-dir")
+        .arg(&a.data_dir)
+        .arg("peers")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("1 on another version of Troupe") && text.contains(&other_peer),
+        "{text}"
+    );
+
+    // It does not reconnect while the retry waits.
+    let mut ups = 0;
+    let _ = tokio::time::timeout(WATCH, async {
+        while let Ok(ev) = connections.recv().await {
+            if matches!(ev, ConnectionEvent::Up(_)) {
+                ups += 1;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        ups,
+        0,
+        "the node reconnected {ups} times to a device it knew could not sync\nlog:\n{}",
+        a.log()
+    );
+
+    // The log tells the operator once, naming the device and what to do.
+    let log = a.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("runs another version of Troupe"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning:\n{log}");
+    assert!(
+        warnings[0].contains(&other_peer) && warnings[0].contains("Update both devices"),
+        "{}",
+        warnings[0]
+    );
+    shutdown.trigger();
+    Ok(())
+}
