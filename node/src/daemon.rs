@@ -184,6 +184,7 @@ async fn serve(
             inbound,
             commands: cmd_rx,
             epoch,
+            events: events.clone(),
         },
         &net_stage,
     );

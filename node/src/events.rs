@@ -48,6 +48,13 @@ pub enum NodeEvent {
         /// Whether it shares at least one workspace with us.
         member: bool,
     },
+    /// A connected peer does not speak this node's sync protocol: it runs
+    /// another version of Troupe, and nothing syncs with it until both
+    /// devices run the same version. Sent once until it speaks this one.
+    PeerOtherVersion {
+        /// libp2p peer id.
+        peer_id: String,
+    },
     /// A dial failed; the dialler retries with backoff.
     DialFailed {
         /// The address dialled.

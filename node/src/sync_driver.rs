@@ -27,6 +27,8 @@ use tracing::{Instrument, debug, info, warn};
 use troupe_protocol::sync::message::BatchCodec;
 use troupe_protocol::sync::{Input, PreparedFrame};
 
+use crate::dialer::OTHER_VERSION_RETRY;
+use crate::events::{EventBus, NodeEvent};
 use crate::framing::{FrameReader, write_frames};
 use crate::identity;
 use crate::shutdown::Shutdown;
@@ -71,6 +73,8 @@ pub struct DriverParts {
     pub commands: mpsc::UnboundedReceiver<NetCommand>,
     /// The instant the core measures its milliseconds from.
     pub epoch: Instant,
+    /// Where a peer found to run another version of Troupe is announced.
+    pub events: EventBus,
 }
 
 /// A frame read from a peer: who, on which stream generation, its length
@@ -98,6 +102,7 @@ struct Driver {
     /// Room for read frames, in bytes ([`READ_BYTES`]).
     read_budget: Arc<Semaphore>,
     ended_tx: mpsc::UnboundedSender<(PeerId, u64, String)>,
+    events: EventBus,
     shutdown: Shutdown,
 }
 
@@ -117,6 +122,7 @@ pub fn start(parts: DriverParts, stage: &Shutdown) {
         frames_tx,
         read_budget,
         ended_tx,
+        events: parts.events,
         shutdown: stage.clone(),
     };
     stage.spawn(
@@ -247,6 +253,7 @@ impl Driver {
             generation,
             rx,
             self.ended_tx.clone(),
+            self.events.clone(),
         );
         self.shutdown.spawn(writer.in_current_span());
         debug!(%peer, generation, "peer up for sync");
@@ -391,6 +398,7 @@ async fn write_loop(
     generation: u64,
     mut rx: mpsc::Receiver<Vec<u8>>,
     ended: mpsc::UnboundedSender<(PeerId, u64, String)>,
+    events: EventBus,
 ) {
     let mut stream = match net.open_stream(peer).await {
         Ok(s) => {
@@ -403,9 +411,13 @@ async fn write_loop(
                     %peer,
                     "device {peer} runs another version of Troupe: it does not speak {}, so \
                      nothing syncs with it. Update both devices to the same version; this node \
-                     tries it again every minute",
-                    net.protocol()
+                     tries it again every {} seconds",
+                    net.protocol(),
+                    OTHER_VERSION_RETRY.as_secs()
                 );
+                events.publish(NodeEvent::PeerOtherVersion {
+                    peer_id: peer.to_string(),
+                });
             }
             let _ = ended.send((peer, generation, e.to_string()));
             return;

@@ -11,7 +11,7 @@ use troupe_node::dialer::OTHER_VERSION_RETRY;
 use troupe_node::peers::PeerTable;
 use troupe_node::swarm::{self, ConnectionEvent};
 use troupe_node::{EventBus, Identity, Shutdown};
-use troupe_tests::{Node, troupe_bin, wait_for};
+use troupe_tests::{Node, troupe_bin};
 
 /// What a later version's sync protocol could be called.
 const NEXT_VERSION: StreamProtocol = StreamProtocol::new("/troupe/sync/2");
@@ -24,19 +24,14 @@ const WATCH: Duration = Duration::from_secs(7);
 async fn a_device_on_another_version_is_named_once_and_not_redialled_every_few_seconds()
 -> anyhow::Result<()> {
     assert!(WATCH < OTHER_VERSION_RETRY);
-    // The other device: this node's transport, a later sync protocol.
-    let shutdown = Shutdown::new();
-    let (other, _inbound) = swarm::start_speaking(
-        NEXT_VERSION,
-        &Identity::from_secret(rand::random()),
-        &["/ip4/127.0.0.1/tcp/0".parse()?],
-        PeerTable::new(),
-        EventBus::new(),
-        &shutdown,
-    )?;
-    let mut connections = other.connection_events();
-    let other_addr = other.wait_listening().await?[0].clone();
-    let other_peer = other.local_peer().to_string();
+    // The other device's address, dialled by the node before it is up (so
+    // that the node's event stream is open when they first meet).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let other_addr: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse()?;
+    let other_id = Identity::from_secret(rand::random());
+    let other_peer = other_id.peer_id().to_string();
 
     let a = Node::start(
         "a",
@@ -50,31 +45,53 @@ async fn a_device_on_another_version_is_named_once_and_not_redialled_every_few_s
         ],
     )?;
     a.ready().await?;
+    let api = troupe_node::local_api::ApiClient::detect(&a.data_dir)
+        .await
+        .expect("a's local API answers");
+    let mut events = api.events().await?;
 
-    // The node lists it as on another version, with where it was.
-    let listed = wait_for(
-        "a to list the other device as on another version",
-        Duration::from_secs(30),
-        || async {
-            let peers = a.cli_json(&["peers"]).await.map_err(|e| e.to_string())?;
-            let entry = peers["other_version"]
-                .as_array()
-                .and_then(|l| l.iter().find(|p| p["peer_id"] == other_peer.as_str()))
-                .cloned();
-            entry.ok_or(peers.to_string())
-        },
-    )
-    .await?;
+    // The other device: this node's transport, a later sync protocol.
+    let shutdown = Shutdown::new();
+    let (other, _inbound) = swarm::start_speaking(
+        NEXT_VERSION,
+        &other_id,
+        std::slice::from_ref(&other_addr),
+        PeerTable::new(),
+        EventBus::new(),
+        &shutdown,
+    )?;
+    let mut connections = other.connection_events();
+
+    // The node says so on its event stream, for apps...
+    let told = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = events.recv().await {
+            if ev["type"] == "peer_other_version" {
+                return Some(ev);
+            }
+        }
+        None
+    })
+    .await?
+    .expect("the event stream stays open");
+    assert_eq!(told["peer_id"], other_peer.as_str(), "{told}");
+    let first = tokio::time::timeout(Duration::from_secs(5), connections.recv()).await??;
+    assert!(matches!(first, ConnectionEvent::Up(_)), "{first:?}");
+
+    // ...lists it as on another version, with where it was...
+    let peers = a.cli_json(&["peers"]).await?;
+    let listed = peers["other_version"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["peer_id"] == other_peer.as_str()))
+        .cloned()
+        .unwrap_or_default();
     assert!(
         listed["addr"]
             .as_str()
             .is_some_and(|a| a.starts_with(&other_addr.to_string())),
-        "{listed}"
+        "{peers}"
     );
-    let first = tokio::time::timeout(Duration::from_secs(5), connections.recv()).await??;
-    assert!(matches!(first, ConnectionEvent::Up(_)), "{first:?}");
 
-    // And says so in words, under `troupe peers`.
+    // ...and in words, under `troupe peers`.
     let out = std::process::Command::new(troupe_bin())
         .arg("--data-dir")
         .arg(&a.data_dir)
