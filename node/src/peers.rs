@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
@@ -71,10 +71,40 @@ pub struct PeersSnapshot {
 #[derive(Default)]
 struct Inner {
     connected: BTreeMap<PeerId, ConnectedPeer>,
-    discovered: BTreeMap<PeerId, DiscoveredPeer>,
+    /// With the order in which advertisements were seen.
+    discovered: BTreeMap<PeerId, (DiscoveredPeer, u64)>,
+    /// Advertisements seen so far.
+    seen: u64,
     /// With the monotonic time of the last failure, which spaces redials.
     other_version: BTreeMap<PeerId, (OtherVersionPeer, Instant)>,
+    /// When the user was last told of a peer on another version.
+    other_version_told: Option<Instant>,
+    /// Peers on another version found since then and not told of.
+    other_version_untold: u32,
 }
+
+/// What [`PeerTable::other_version`] made of a peer on another version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtherVersionNews {
+    /// It was listed already.
+    Known,
+    /// It is new to the list (or spoke this version since it was last on it).
+    New {
+        /// `Some(untold)` when the user should be told now: no other was
+        /// told of in the last [`OTHER_VERSION_TELL_EVERY`]. `untold`
+        /// counts those found meanwhile and not told of.
+        tell: Option<u32>,
+    },
+}
+
+/// Peers seen through mDNS that the table keeps (the rest, seen longest
+/// ago, are forgotten): far more devices than a venue LAN holds.
+pub const MAX_DISCOVERED: usize = 1024;
+/// Peers on another version that the table keeps (the rest, found longest
+/// ago, are forgotten).
+pub const MAX_OTHER_VERSION: usize = 64;
+/// How often at most the user is told of a new peer on another version.
+pub const OTHER_VERSION_TELL_EVERY: Duration = Duration::from_secs(60);
 
 /// Shared, cloneable peer table.
 #[derive(Clone, Default)]
@@ -154,7 +184,9 @@ impl PeerTable {
     }
 
     /// Records an advertisement; returns true if the peer is new or changed
-    /// membership (worth an event).
+    /// membership (worth an event). Anyone on the LAN can advertise any
+    /// number of made-up peers, so past [`MAX_DISCOVERED`] the one seen
+    /// longest ago is forgotten, strangers before members.
     pub fn discovered(&self, peer: PeerId, member: bool, addrs: &[Multiaddr]) -> bool {
         let mut inner = self.lock();
         let entry = DiscoveredPeer {
@@ -166,41 +198,73 @@ impl PeerTable {
         let changed = inner
             .discovered
             .get(&peer)
-            .is_none_or(|old| old.member != member);
-        inner.discovered.insert(peer, entry);
+            .is_none_or(|(old, _)| old.member != member);
+        if !inner.discovered.contains_key(&peer) && inner.discovered.len() >= MAX_DISCOVERED {
+            // Strangers go first: a member shares a workspace with us.
+            let oldest = inner
+                .discovered
+                .iter()
+                .min_by_key(|(_, (p, order))| (p.member, *order))
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                inner.discovered.remove(&k);
+            }
+        }
+        inner.seen += 1;
+        let order = inner.seen;
+        inner.discovered.insert(peer, (entry, order));
         changed
     }
 
-    /// Records that `peer` does not speak this node's sync protocol; returns
-    /// true the first time since it last did (worth telling the user).
-    pub fn other_version(&self, peer: PeerId) -> bool {
+    /// Records that `peer` does not speak this node's sync protocol. A
+    /// connection costs a stranger little, so new peer ids are cheap: the
+    /// list keeps the [`MAX_OTHER_VERSION`] found last, and the user is
+    /// told of at most one every [`OTHER_VERSION_TELL_EVERY`].
+    pub fn other_version(&self, peer: PeerId) -> OtherVersionNews {
         let mut inner = self.lock();
         let now = unix_now();
+        let at = Instant::now();
         let addr = inner
             .connected
             .get(&peer)
             .map(|c| c.addr.clone())
             .unwrap_or_default();
-        match inner.other_version.get_mut(&peer) {
-            Some((p, at)) => {
-                p.last_seen = now;
-                if !addr.is_empty() {
-                    p.addr = addr;
-                }
-                *at = Instant::now();
-                false
+        if let Some((p, last)) = inner.other_version.get_mut(&peer) {
+            p.last_seen = now;
+            if !addr.is_empty() {
+                p.addr = addr;
             }
-            None => {
-                let entry = OtherVersionPeer {
-                    peer_id: peer.to_string(),
-                    addr,
-                    since: now,
-                    last_seen: now,
-                };
-                inner.other_version.insert(peer, (entry, Instant::now()));
-                true
+            *last = at;
+            return OtherVersionNews::Known;
+        }
+        if inner.other_version.len() >= MAX_OTHER_VERSION {
+            let oldest = inner
+                .other_version
+                .iter()
+                .min_by_key(|(_, (_, last))| *last)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                inner.other_version.remove(&k);
             }
         }
+        let entry = OtherVersionPeer {
+            peer_id: peer.to_string(),
+            addr,
+            since: now,
+            last_seen: now,
+        };
+        inner.other_version.insert(peer, (entry, at));
+        let due = inner
+            .other_version_told
+            .is_none_or(|told| at.duration_since(told) >= OTHER_VERSION_TELL_EVERY);
+        let tell = if due {
+            inner.other_version_told = Some(at);
+            Some(std::mem::take(&mut inner.other_version_untold))
+        } else {
+            inner.other_version_untold += 1;
+            None
+        };
+        OtherVersionNews::New { tell }
     }
 
     /// When `peer` last turned out to speak another version, if it has
@@ -224,7 +288,7 @@ impl PeerTable {
         let inner = self.lock();
         PeersSnapshot {
             connected: inner.connected.values().cloned().collect(),
-            discovered: inner.discovered.values().cloned().collect(),
+            discovered: inner.discovered.values().map(|(p, _)| p.clone()).collect(),
             other_version: inner
                 .other_version
                 .values()
@@ -258,16 +322,87 @@ mod tests {
         let a: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         t.connected(p, &a);
         assert!(t.other_version_at(&p).is_none());
-        assert!(t.other_version(p), "the first time is news");
+        assert_eq!(
+            t.other_version(p),
+            OtherVersionNews::New { tell: Some(0) },
+            "the first time is news"
+        );
         let first = t.other_version_at(&p).expect("marked");
-        assert!(!t.other_version(p), "the same again is not");
+        assert_eq!(
+            t.other_version(p),
+            OtherVersionNews::Known,
+            "the same again is not"
+        );
         assert!(t.other_version_at(&p).expect("marked") >= first);
         let listed = t.snapshot().other_version;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].addr, a.to_string());
         t.same_version(&p);
         assert!(t.other_version_at(&p).is_none() && t.snapshot().other_version.is_empty());
-        assert!(t.other_version(p), "news again after it spoke this version");
+        // Found again: listed again, but the user was told a moment ago.
+        assert_eq!(t.other_version(p), OtherVersionNews::New { tell: None });
+        assert_eq!(t.snapshot().other_version.len(), 1);
+    }
+
+    #[test]
+    fn many_peers_on_another_version_are_told_of_together_and_kept_to_a_bound() {
+        let t = PeerTable::new();
+        let first = PeerId::random();
+        assert_eq!(
+            t.other_version(first),
+            OtherVersionNews::New { tell: Some(0) }
+        );
+        let more: Vec<PeerId> = (0..MAX_OTHER_VERSION + 10)
+            .map(|_| PeerId::random())
+            .collect();
+        for p in &more {
+            assert_eq!(
+                t.other_version(*p),
+                OtherVersionNews::New { tell: None },
+                "told of at most once a minute"
+            );
+        }
+        let kept = t.snapshot().other_version;
+        assert_eq!(kept.len(), MAX_OTHER_VERSION);
+        // The ones found last are kept; the first went.
+        assert!(kept.iter().all(|p| p.peer_id != first.to_string()));
+        for p in &more[more.len() - MAX_OTHER_VERSION..] {
+            assert!(t.other_version_at(p).is_some());
+        }
+        // A minute on, the next is told of with the count between.
+        t.lock().other_version_told = Some(Instant::now() - OTHER_VERSION_TELL_EVERY);
+        let untold = u32::try_from(more.len()).unwrap();
+        assert_eq!(
+            t.other_version(PeerId::random()),
+            OtherVersionNews::New { tell: Some(untold) }
+        );
+    }
+
+    #[test]
+    fn made_up_advertisements_cannot_grow_the_table_without_bound() {
+        let t = PeerTable::new();
+        let member = PeerId::random();
+        t.discovered(member, true, &[]);
+        let strangers: Vec<PeerId> = (0..MAX_DISCOVERED + 100)
+            .map(|_| PeerId::random())
+            .collect();
+        for p in &strangers {
+            t.discovered(*p, false, &[]);
+        }
+        let seen: Vec<String> = t
+            .snapshot()
+            .discovered
+            .into_iter()
+            .map(|p| p.peer_id)
+            .collect();
+        assert_eq!(seen.len(), MAX_DISCOVERED);
+        assert!(
+            seen.contains(&member.to_string()),
+            "the member is kept over strangers"
+        );
+        // The strangers seen last are kept, the first forgotten.
+        assert!(seen.contains(&strangers[strangers.len() - 1].to_string()));
+        assert!(!seen.contains(&strangers[0].to_string()));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::dialer::OTHER_VERSION_RETRY;
 use crate::events::{EventBus, NodeEvent};
 use crate::framing::{FrameReader, write_frames};
 use crate::identity;
+use crate::peers::OtherVersionNews;
 use crate::shutdown::Shutdown;
 use crate::storage_actor::ActorHandle;
 use crate::swarm::{ConnectionEvent, Inbound, NetError, NetworkHandle};
@@ -406,15 +407,24 @@ async fn write_loop(
             s
         }
         Err(e @ NetError::OtherVersion(_)) => {
-            if net.peers().other_version(peer) {
-                warn!(
-                    %peer,
-                    "device {peer} runs another version of Troupe: it does not speak {}, so \
-                     nothing syncs with it. Update both devices to the same version; this node \
-                     tries it again every {} seconds",
-                    net.protocol(),
-                    OTHER_VERSION_RETRY.as_secs()
-                );
+            if let OtherVersionNews::New { tell } = net.peers().other_version(peer) {
+                if let Some(untold) = tell {
+                    let more = match untold {
+                        0 => String::new(),
+                        n => format!(
+                            " ({n} more devices on another version connected since the last \
+                             such warning; `troupe peers` lists them)"
+                        ),
+                    };
+                    warn!(
+                        %peer,
+                        "device {peer} runs another version of Troupe: it does not speak {}, \
+                         so nothing syncs with it. Update both devices to the same version; \
+                         this node tries it again every {} seconds{more}",
+                        net.protocol(),
+                        OTHER_VERSION_RETRY.as_secs()
+                    );
+                }
                 events.publish(NodeEvent::PeerOtherVersion {
                     peer_id: peer.to_string(),
                 });
