@@ -480,13 +480,16 @@ fn status_fn(
         "workspaces_advertised": workspaces,
     });
     Arc::new(move || {
+        let peers = net.peers().snapshot();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "peer_id": peer_id,
             "actor_id": actor_id,
             "data_dir": data_dir,
             "listen_addrs": net.listen_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "connected_peers": net.peers().snapshot().connected.len(),
+            "sync_protocol": net.protocol().to_string(),
+            "connected_peers": peers.connected.len(),
+            "other_version_peers": peers.other_version.len(),
             "mdns": mdns,
             "sync": sync.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default(),
         })

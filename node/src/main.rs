@@ -518,7 +518,19 @@ fn print_human(command: &str, v: &serde_json::Value) {
             println!("Peer id:   {}", v["peer_id"].as_str().unwrap_or("?"));
             println!("Actor id:  {}", v["actor_id"].as_str().unwrap_or("?"));
             println!("Listening: {}", v["listen_addrs"]);
+            println!(
+                "Version:   {} (sync protocol {})",
+                v["version"].as_str().unwrap_or("?"),
+                v["sync_protocol"].as_str().unwrap_or("?")
+            );
             println!("Connected: {} peer(s)", v["connected_peers"]);
+            if v["other_version_peers"].as_u64().is_some_and(|n| n > 0) {
+                println!(
+                    "Other versions: {} peer(s) run another version of Troupe; nothing syncs \
+                     with them until both devices run the same version (`troupe peers` lists them)",
+                    v["other_version_peers"]
+                );
+            }
             println!("mDNS:      {}", v["mdns"]);
             println!(
                 "Sync:      {} bundle(s) received from peers since start, {} sent",

@@ -91,7 +91,23 @@ async fn a_device_on_another_version_is_named_once_and_not_redialled_every_few_s
         "{peers}"
     );
 
-    // ...and in words, under `troupe peers`.
+    // ...counts it in the status, beside the protocol this node speaks...
+    let status = a.cli_json(&["status"]).await?;
+    assert_eq!(status["other_version_peers"], 1, "{status}");
+    assert_eq!(status["sync_protocol"], "/troupe/sync/1", "{status}");
+
+    // ...and says so in words, under `troupe peers` and `troupe status`.
+    let status = std::process::Command::new(troupe_bin())
+        .arg("--data-dir")
+        .arg(&a.data_dir)
+        .arg("status")
+        .output()?;
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains("(sync protocol /troupe/sync/1)")
+            && said.contains("Other versions: 1 peer(s) run another version of Troupe"),
+        "{said}"
+    );
     let out = std::process::Command::new(troupe_bin())
         .arg("--data-dir")
         .arg(&a.data_dir)
