@@ -96,28 +96,17 @@ async fn a_device_on_another_version_is_named_once_and_not_redialled_every_few_s
     assert_eq!(status["other_version_peers"], 1, "{status}");
     assert_eq!(status["sync_protocol"], "/troupe/sync/1", "{status}");
 
-    // ...and says so in words, under `troupe peers` and `troupe status`.
-    let status = std::process::Command::new(troupe_bin())
-        .arg("--data-dir")
-        .arg(&a.data_dir)
-        .arg("status")
-        .output()?;
-    let said = String::from_utf8_lossy(&status.stdout);
+    // ...and says so in words, under `troupe status` and `troupe peers`.
+    let said = in_words(&a, "status")?;
     assert!(
         said.contains("(sync protocol /troupe/sync/1)")
             && said.contains("Other versions: 1 peer(s) run another version of Troupe"),
         "{said}"
     );
-    let out = std::process::Command::new(troupe_bin())
-        .arg("--data-dir")
-        .arg(&a.data_dir)
-        .arg("peers")
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let said = in_words(&a, "peers")?;
     assert!(
-        text.contains("1 on another version of Troupe") && text.contains(&other_peer),
-        "{text}"
+        said.contains("1 on another version of Troupe") && said.contains(&other_peer),
+        "{said}"
     );
 
     // It does not reconnect while the retry waits.
@@ -151,4 +140,16 @@ async fn a_device_on_another_version_is_named_once_and_not_redialled_every_few_s
     );
     shutdown.trigger();
     Ok(())
+}
+
+/// What `troupe <command>` prints for a person (no `--json`) about `node`.
+fn in_words(node: &Node, command: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new(troupe_bin())
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .arg(command)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(out.status.success(), "troupe {command} failed: {text}");
+    Ok(text)
 }
