@@ -27,6 +27,8 @@ use libp2p::swarm::{
     THandler, THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
 };
 
+use crate::throttle::Throttle;
+
 /// The caps on inbound connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -229,25 +231,20 @@ pub const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(60);
 /// [`REFUSALS_REPORTED_EVERY`] only counted, and the count given with the
 /// next report. A member never meets a cap, so any refusal is worth a
 /// look: something on the network is holding connections to this node.
-#[derive(Debug, Default)]
-pub struct RefusalReport {
-    last: Option<Instant>,
-    unreported: u64,
+#[derive(Debug)]
+pub struct RefusalReport(Throttle);
+
+impl Default for RefusalReport {
+    fn default() -> Self {
+        RefusalReport(Throttle::new(REFUSALS_REPORTED_EVERY))
+    }
 }
 
 impl RefusalReport {
     /// Counts one refused connection from `from`; the sentence to log, when
     /// one is due.
     pub fn note(&mut self, from: &Multiaddr, why: &Refused, now: Instant) -> Option<String> {
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < REFUSALS_REPORTED_EVERY)
-        {
-            self.unreported += 1;
-            return None;
-        }
-        let before = std::mem::take(&mut self.unreported);
-        self.last = Some(now);
+        let before = self.0.due(now)?;
         let host = ip(from).map_or_else(|| from.to_string(), |ip| ip.to_string());
         let more = if before > 0 {
             format!(", and {before} more since the last report")

@@ -58,6 +58,7 @@ pub mod storage_actor;
 pub mod swarm;
 pub mod sync_core;
 pub mod sync_driver;
+mod throttle;
 
 pub use events::{EventBus, NodeEvent};
 pub use identity::Identity;

@@ -12,6 +12,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 
 use crate::identity::peer_to_actor;
+use crate::throttle::Throttle;
 
 /// A connected peer, as `/v1/peers` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -68,7 +69,6 @@ pub struct PeersSnapshot {
     pub other_version: Vec<OtherVersionPeer>,
 }
 
-#[derive(Default)]
 struct Inner {
     connected: BTreeMap<PeerId, ConnectedPeer>,
     /// With the order in which advertisements were seen.
@@ -77,10 +77,31 @@ struct Inner {
     seen: u64,
     /// With the monotonic time of the last failure, which spaces redials.
     other_version: BTreeMap<PeerId, (OtherVersionPeer, Instant)>,
-    /// When the user was last told of a peer on another version.
-    other_version_told: Option<Instant>,
-    /// Peers on another version found since then and not told of.
-    other_version_untold: u32,
+    /// When the user is next told of a new peer on another version.
+    other_version_told: Throttle,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            connected: BTreeMap::new(),
+            discovered: BTreeMap::new(),
+            seen: 0,
+            other_version: BTreeMap::new(),
+            other_version_told: Throttle::new(OTHER_VERSION_TELL_EVERY),
+        }
+    }
+}
+
+/// Forgets the entry `rank` puts first when `map` holds `max` already, so
+/// that one more fits.
+fn make_room<V, R: Ord>(map: &mut BTreeMap<PeerId, V>, max: usize, rank: impl Fn(&V) -> R) {
+    if map.len() < max {
+        return;
+    }
+    if let Some(k) = map.iter().min_by_key(|(_, v)| rank(v)).map(|(k, _)| *k) {
+        map.remove(&k);
+    }
 }
 
 /// What [`PeerTable::other_version`] made of a peer on another version.
@@ -93,7 +114,7 @@ pub enum OtherVersionNews {
         /// `Some(untold)` when the user should be told now: no other was
         /// told of in the last [`OTHER_VERSION_TELL_EVERY`]. `untold`
         /// counts those found meanwhile and not told of.
-        tell: Option<u32>,
+        tell: Option<u64>,
     },
 }
 
@@ -199,16 +220,11 @@ impl PeerTable {
             .discovered
             .get(&peer)
             .is_none_or(|(old, _)| old.member != member);
-        if !inner.discovered.contains_key(&peer) && inner.discovered.len() >= MAX_DISCOVERED {
+        if !inner.discovered.contains_key(&peer) {
             // Strangers go first: a member shares a workspace with us.
-            let oldest = inner
-                .discovered
-                .iter()
-                .min_by_key(|(_, (p, order))| (p.member, *order))
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                inner.discovered.remove(&k);
-            }
+            make_room(&mut inner.discovered, MAX_DISCOVERED, |(p, order)| {
+                (p.member, *order)
+            });
         }
         inner.seen += 1;
         let order = inner.seen;
@@ -221,9 +237,13 @@ impl PeerTable {
     /// list keeps the [`MAX_OTHER_VERSION`] found last, and the user is
     /// told of at most one every [`OTHER_VERSION_TELL_EVERY`].
     pub fn other_version(&self, peer: PeerId) -> OtherVersionNews {
+        self.other_version_at_instant(peer, Instant::now())
+    }
+
+    /// [`PeerTable::other_version`] at `at`.
+    fn other_version_at_instant(&self, peer: PeerId, at: Instant) -> OtherVersionNews {
         let mut inner = self.lock();
         let now = unix_now();
-        let at = Instant::now();
         let addr = inner
             .connected
             .get(&peer)
@@ -237,16 +257,9 @@ impl PeerTable {
             *last = at;
             return OtherVersionNews::Known;
         }
-        if inner.other_version.len() >= MAX_OTHER_VERSION {
-            let oldest = inner
-                .other_version
-                .iter()
-                .min_by_key(|(_, (_, last))| *last)
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                inner.other_version.remove(&k);
-            }
-        }
+        make_room(&mut inner.other_version, MAX_OTHER_VERSION, |(_, last)| {
+            *last
+        });
         let entry = OtherVersionPeer {
             peer_id: peer.to_string(),
             addr,
@@ -254,17 +267,9 @@ impl PeerTable {
             last_seen: now,
         };
         inner.other_version.insert(peer, (entry, at));
-        let due = inner
-            .other_version_told
-            .is_none_or(|told| at.duration_since(told) >= OTHER_VERSION_TELL_EVERY);
-        let tell = if due {
-            inner.other_version_told = Some(at);
-            Some(std::mem::take(&mut inner.other_version_untold))
-        } else {
-            inner.other_version_untold += 1;
-            None
-        };
-        OtherVersionNews::New { tell }
+        OtherVersionNews::New {
+            tell: inner.other_version_told.due(at),
+        }
     }
 
     /// When `peer` last turned out to speak another version, if it has
@@ -370,10 +375,9 @@ mod tests {
             assert!(t.other_version_at(p).is_some());
         }
         // A minute on, the next is told of with the count between.
-        t.lock().other_version_told = Some(Instant::now() - OTHER_VERSION_TELL_EVERY);
-        let untold = u32::try_from(more.len()).unwrap();
+        let untold = u64::try_from(more.len()).unwrap();
         assert_eq!(
-            t.other_version(PeerId::random()),
+            t.other_version_at_instant(PeerId::random(), Instant::now() + OTHER_VERSION_TELL_EVERY),
             OtherVersionNews::New { tell: Some(untold) }
         );
     }

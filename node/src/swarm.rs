@@ -210,7 +210,8 @@ impl NetworkHandle {
         &self.protocol
     }
 
-    /// Opens an outbound `/troupe/sync/1` stream to a connected peer.
+    /// Opens an outbound sync stream ([`NetworkHandle::protocol`]) to a
+    /// connected peer.
     ///
     /// # Errors
     /// [`NetError::OtherVersion`] if the peer does not speak the protocol,
