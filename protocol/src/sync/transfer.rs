@@ -311,13 +311,19 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 self.blame(peer, format!("undecodable batch: {e}"), view);
-                return self.send(
+                self.send(
                     peer,
                     &Message::BatchAck {
                         workspace: ws,
                         batch_id: id,
                     },
                 );
+                // Which wants it answered cannot be told, so none is left
+                // waiting on `peer`: every one is asked of another member
+                // now, not after WANT_TIMEOUT (and of `peer` again only
+                // after RETRY_REFUSED).
+                let released = self.release_wanted(peer, ws);
+                return self.request_missing_of(ws, &released, None, view);
             }
         };
         self.stats.bundles_received += items.len() as u64;
@@ -529,13 +535,8 @@ impl Engine {
         for ws in workspaces {
             let (stale, retry) = match self.shared_mut(peer, ws) {
                 Some(sh) => {
-                    let stale = if !sh.wanted.is_empty()
-                        && now >= sh.progress_at.saturating_add(super::limits::WANT_TIMEOUT)
-                    {
-                        std::mem::take(&mut sh.wanted)
-                    } else {
-                        BTreeMap::new()
-                    };
+                    let stale = !sh.wanted.is_empty()
+                        && now >= sh.progress_at.saturating_add(super::limits::WANT_TIMEOUT);
                     let retry = if !sh.refused.is_empty()
                         && now >= sh.refused_at.saturating_add(super::limits::RETRY_REFUSED)
                     {
@@ -550,15 +551,33 @@ impl Engine {
                 }
                 None => continue,
             };
-            for (author, set) in &stale {
-                self.forget_from(peer, ws, *author, set);
-                self.note_refused(peer, ws, *author, set);
-            }
-            if !stale.is_empty() || !retry.is_empty() {
-                let authors = stale.keys().chain(retry.keys()).copied().collect();
+            let mut authors = if stale {
+                self.release_wanted(peer, ws)
+            } else {
+                BTreeSet::new()
+            };
+            authors.extend(retry.keys().copied());
+            if !authors.is_empty() {
                 self.request_missing_of(ws, &authors, None, view);
             }
         }
+    }
+
+    /// Stops waiting on `peer` for anything asked of it in `ws` (it answered
+    /// with nothing usable, or nothing at all), so every such seq can be
+    /// asked of another member at once and of `peer` again only after
+    /// [`RETRY_REFUSED`](super::limits::RETRY_REFUSED). Returns the
+    /// authors to ask for.
+    fn release_wanted(&mut self, peer: PeerId, ws: WorkspaceId) -> BTreeSet<ActorId> {
+        let wanted = match self.shared_mut(peer, ws) {
+            Some(sh) => std::mem::take(&mut sh.wanted),
+            None => return BTreeSet::new(),
+        };
+        for (author, set) in &wanted {
+            self.forget_from(peer, ws, *author, set);
+            self.note_refused(peer, ws, *author, set);
+        }
+        wanted.into_keys().collect()
     }
 
     fn shared_ref_all(&self, peer: PeerId) -> Vec<(WorkspaceId, &super::session::Shared)> {

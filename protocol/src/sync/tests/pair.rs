@@ -603,6 +603,42 @@ fn bad_copy_among_good_ones(spoil: impl FnOnce(&mut Vec<u8>)) {
     assert_eq!(net.nodes[victim].quarantined.len(), 1);
 }
 
+#[test]
+fn a_batch_that_does_not_decode_is_asked_of_another_member_at_once() {
+    let (mut net, [first, second, victim]) = three_by_id();
+    let (_, served) = chain(1, 10);
+    seed(&mut net.nodes[first].view, &served);
+    seed(&mut net.nodes[second].view, &served);
+    net.nodes[first].withholds_batches = true;
+    net.connect(victim, first);
+    net.connect(victim, second);
+    net.drive_bounded(10_000);
+    assert!(
+        net.nodes[victim].view.bundles.is_empty(),
+        "the author waits on the first member"
+    );
+    // A batch whose items cannot be read at all: which wants it answered
+    // cannot be told.
+    let batch = Message::Batch {
+        workspace: ws(),
+        batch_id: 0,
+        data: b"\x01not a batch of bundles".to_vec(),
+    };
+    net.inject(first, victim, batch.to_frame());
+    // No time passes: nothing waits for WANT_TIMEOUT to ask again.
+    net.drive_bounded(10_000);
+    let author = key(1).actor_id();
+    for b in &served {
+        let slot = (ws(), author, b.body().seq);
+        assert_eq!(
+            net.nodes[victim].view.bundles.get(&slot).map(|b| b.1),
+            Some(b.hash()),
+            "seq {} came from the second member",
+            b.body().seq
+        );
+    }
+}
+
 /// Three members, as indexes in the order they are asked (by node id).
 fn three_by_id() -> (Net, [usize; 3]) {
     let net = members(3);
