@@ -480,7 +480,7 @@ fn status_fn(
         "workspaces_advertised": workspaces,
     });
     Arc::new(move || {
-        let peers = net.peers().snapshot();
+        let peers = net.peers().counts();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "peer_id": peer_id,
@@ -488,8 +488,8 @@ fn status_fn(
             "data_dir": data_dir,
             "listen_addrs": net.listen_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
             "sync_protocol": net.protocol().to_string(),
-            "connected_peers": peers.connected.len(),
-            "other_version_peers": peers.other_version.len(),
+            "connected_peers": peers.connected,
+            "other_version_peers": peers.other_version,
             "mdns": mdns,
             "sync": sync.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default(),
         })

@@ -127,6 +127,15 @@ pub const MAX_OTHER_VERSION: usize = 64;
 /// How often at most the user is told of a new peer on another version.
 pub const OTHER_VERSION_TELL_EVERY: Duration = Duration::from_secs(60);
 
+/// The table's sizes that a status line shows ([`PeerTable::counts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Peers with at least one open connection.
+    pub connected: usize,
+    /// Peers listed as on another version of Troupe.
+    pub other_version: usize,
+}
+
 /// Shared, cloneable peer table.
 #[derive(Clone, Default)]
 pub struct PeerTable {
@@ -288,6 +297,17 @@ impl PeerTable {
         self.lock().discovered.remove(peer);
     }
 
+    /// How many peers are connected and how many are on another version:
+    /// what `troupe status` reports, without copying the table (up to
+    /// [`MAX_DISCOVERED`] advertised peers) as [`PeerTable::snapshot`] does.
+    pub fn counts(&self) -> PeerCounts {
+        let inner = self.lock();
+        PeerCounts {
+            connected: inner.connected.len(),
+            other_version: inner.other_version.len(),
+        }
+    }
+
     /// A copy for the local API.
     pub fn snapshot(&self) -> PeersSnapshot {
         let inner = self.lock();
@@ -318,6 +338,7 @@ mod tests {
         assert!(t.is_connected(&p));
         assert!(t.disconnected(p, 0));
         assert!(t.snapshot().connected.is_empty());
+        assert_eq!(t.counts().connected, 0);
     }
 
     #[test]
@@ -347,6 +368,13 @@ mod tests {
         // Found again: listed again, but the user was told a moment ago.
         assert_eq!(t.other_version(p), OtherVersionNews::New { tell: None });
         assert_eq!(t.snapshot().other_version.len(), 1);
+        assert_eq!(
+            t.counts(),
+            PeerCounts {
+                connected: 1,
+                other_version: 1
+            }
+        );
     }
 
     #[test]
