@@ -19,7 +19,7 @@
 //!
 //! The engine itself is sans-IO; this module is the only place that feeds it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -138,7 +138,26 @@ pub struct SyncCore {
     /// "bundles received", "up to date" and "asset received" never announce
     /// something a crash could still take back.
     held_events: Option<Vec<NodeEvent>>,
+    /// Peers' names as `troupe peers` shows them, made once per peer: a
+    /// full sync names its sender for every batch it commits and reports.
+    names: HashMap<troupe_protocol::sync::PeerId, String>,
+    /// When sync progress with each peer in each workspace was last
+    /// published (see [`PROGRESS_EVERY`]).
+    progress_told: HashMap<(troupe_protocol::sync::PeerId, WorkspaceId), Millis>,
 }
+
+/// How often at most a [`NodeEvent::SyncProgress`] is published for one
+/// peer and workspace (the last one, when everything asked for has come,
+/// always is). A full sync commits hundreds of batches a second; every
+/// event wakes each subscriber of the local API's event stream, on the
+/// cores the sync needs, for a count a person reads a few times a second
+/// at most.
+pub const PROGRESS_EVERY: Millis = 100;
+
+/// Peers (and peer and workspace pairs) [`SyncCore`] keeps a name or a
+/// progress time for before it starts again: far more than one node meets
+/// in a session.
+const MAX_NAMES: usize = 1024;
 
 /// A command's answer as the local API returns it.
 pub type CommandResult = Result<crate::ops::Answer, crate::ops::OpsError>;
@@ -242,6 +261,8 @@ impl SyncCore {
             pending_changes: Vec::new(),
             queued_sets: Vec::new(),
             held_events: None,
+            names: HashMap::new(),
+            progress_told: HashMap::new(),
         })
     }
 
@@ -737,7 +758,7 @@ impl SyncCore {
         for b in batches {
             let newest = b.bundles.iter().map(|x| x.body().hlc).max();
             let assets = Self::assets_in(&b.bundles);
-            let source = peer_name(&b.peer);
+            let source = self.name_of(&b.peer);
             // This device's own tip before the commit, when a batch carries
             // bundles of its own actor (see `new_incarnation`).
             let my_tip = b
@@ -869,6 +890,19 @@ impl SyncCore {
         }
     }
 
+    /// `peer`'s name (what [`peer_name`] makes), from the cache.
+    fn name_of(&mut self, peer: &troupe_protocol::sync::PeerId) -> String {
+        if let Some(name) = self.names.get(peer) {
+            return name.clone();
+        }
+        if self.names.len() >= MAX_NAMES {
+            self.names.clear();
+        }
+        let name = peer_name(peer);
+        self.names.insert(*peer, name.clone());
+        name
+    }
+
     fn event(&mut self, ev: SyncEvent) {
         match ev {
             SyncEvent::PeerJoined { peer, workspace } => {
@@ -887,9 +921,27 @@ impl SyncCore {
                 received,
                 expected,
             } => {
-                debug!(peer = %peer_name(&peer), received, expected, "sync progress");
+                let now = self.now();
+                let done = received >= expected;
+                let due = match self.progress_told.get(&(peer, workspace)) {
+                    Some(&at) => done || now.saturating_sub(at) >= PROGRESS_EVERY,
+                    None => true,
+                };
+                if !due {
+                    return;
+                }
+                if done {
+                    self.progress_told.remove(&(peer, workspace));
+                } else {
+                    if self.progress_told.len() >= MAX_NAMES {
+                        self.progress_told.clear();
+                    }
+                    self.progress_told.insert((peer, workspace), now);
+                }
+                let name = self.name_of(&peer);
+                debug!(peer = %name, received, expected, "sync progress");
                 self.publish(NodeEvent::SyncProgress {
-                    peer_id: peer_name(&peer),
+                    peer_id: name,
                     workspace: workspace.to_string(),
                     received,
                     expected,
@@ -1097,6 +1149,47 @@ mod tests {
             Instant::now(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn sync_progress_reaches_subscribers_a_few_times_a_second_and_always_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = core(dir.path());
+        let mut rx = c.events.subscribe();
+        let other = tempfile::tempdir().unwrap();
+        let (identity, _) = Identity::load_or_create(other.path()).unwrap();
+        let peer = troupe_protocol::sync::PeerId(identity.actor_id().0);
+        let workspace = WorkspaceId([7; 32]);
+        let progress = |received| SyncEvent::Progress {
+            peer,
+            workspace,
+            received,
+            expected: 1000,
+        };
+        // A batch's worth at a time, far faster than PROGRESS_EVERY.
+        for received in (100..=900).step_by(100) {
+            c.event(progress(received));
+        }
+        let mut told = Vec::new();
+        while let Ok(NodeEvent::SyncProgress {
+            received, peer_id, ..
+        }) = rx.try_recv()
+        {
+            assert_eq!(peer_id, identity.peer_id().to_string());
+            told.push(received);
+        }
+        assert_eq!(told, [100], "one event for a burst of batches");
+        // Once PROGRESS_EVERY has passed, the next batch is told of.
+        c.epoch -= std::time::Duration::from_millis(PROGRESS_EVERY);
+        c.event(progress(950));
+        c.event(progress(960));
+        // The last batch always is, however soon after.
+        c.event(progress(1000));
+        let mut told = Vec::new();
+        while let Ok(NodeEvent::SyncProgress { received, .. }) = rx.try_recv() {
+            told.push(received);
+        }
+        assert_eq!(told, [950, 1000]);
     }
 
     #[test]
