@@ -554,20 +554,10 @@ fn a_copy_that_does_not_decode_is_asked_of_another_member_at_once() {
 /// passing, the victim keeps the good copies, quarantines the bad one and
 /// has the right copy from the second member.
 fn bad_copy_among_good_ones(spoil: impl FnOnce(&mut Vec<u8>)) {
-    let (mut net, [first, second, victim]) = three_by_id();
     let (_, served) = chain(1, 10);
     let (_, other) = chain(2, 1);
-    seed(&mut net.nodes[first].view, &served);
-    seed(&mut net.nodes[first].view, &other);
-    seed(&mut net.nodes[second].view, &other);
-    net.nodes[first].withholds_batches = true;
-    net.connect(victim, first);
-    net.connect(victim, second);
-    net.drive_bounded(10_000);
-    assert!(
-        net.nodes[victim].view.bundles.is_empty(),
-        "both authors wait on the first member"
-    );
+    let first_holds = [served.as_slice(), other.as_slice()];
+    let (mut net, [first, _, victim]) = waiting_on_the_first(&first_holds, &[&other]);
     let mut bad = other[0].bytes().to_vec();
     spoil(&mut bad);
     let data = super::super::message::encode_batch(
@@ -605,18 +595,8 @@ fn bad_copy_among_good_ones(spoil: impl FnOnce(&mut Vec<u8>)) {
 
 #[test]
 fn a_batch_that_does_not_decode_is_asked_of_another_member_at_once() {
-    let (mut net, [first, second, victim]) = three_by_id();
     let (_, served) = chain(1, 10);
-    seed(&mut net.nodes[first].view, &served);
-    seed(&mut net.nodes[second].view, &served);
-    net.nodes[first].withholds_batches = true;
-    net.connect(victim, first);
-    net.connect(victim, second);
-    net.drive_bounded(10_000);
-    assert!(
-        net.nodes[victim].view.bundles.is_empty(),
-        "the author waits on the first member"
-    );
+    let (mut net, [first, _, victim]) = waiting_on_the_first(&[&served], &[&served]);
     // A batch whose items cannot be read at all: which wants it answered
     // cannot be told.
     let batch = Message::Batch {
@@ -637,6 +617,31 @@ fn a_batch_that_does_not_decode_is_asked_of_another_member_at_once() {
             b.body().seq
         );
     }
+}
+
+/// Three members, as [`three_by_id`]: the first and second hold the given
+/// chains, the first withholds its batches, and the victim has connected
+/// to both and asked the first (it is asked first) for everything.
+fn waiting_on_the_first(
+    first_holds: &[&[Bundle]],
+    second_holds: &[&[Bundle]],
+) -> (Net, [usize; 3]) {
+    let (mut net, [first, second, victim]) = three_by_id();
+    for chain in first_holds {
+        seed(&mut net.nodes[first].view, chain);
+    }
+    for chain in second_holds {
+        seed(&mut net.nodes[second].view, chain);
+    }
+    net.nodes[first].withholds_batches = true;
+    net.connect(victim, first);
+    net.connect(victim, second);
+    net.drive_bounded(10_000);
+    assert!(
+        net.nodes[victim].view.bundles.is_empty(),
+        "every author waits on the first member"
+    );
+    (net, [first, second, victim])
 }
 
 /// Three members, as indexes in the order they are asked (by node id).
