@@ -70,7 +70,7 @@ pub enum NodeEvent {
         workspace: String,
     },
     /// Bundles received from a peer so far in this session versus asked for.
-    /// Published at most every [`crate::sync_core::PROGRESS_EVERY`] ms per
+    /// Published at most every [`crate::sync_core::PROGRESS_EVERY`] per
     /// peer and workspace, and always once everything asked for has come.
     SyncProgress {
         /// libp2p peer id.

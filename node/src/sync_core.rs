@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
@@ -33,6 +33,7 @@ use troupe_protocol::workspace::WorkspaceSecret;
 use crate::events::{EventBus, NodeEvent};
 use crate::identity;
 use crate::local::{Change, Local};
+use crate::throttle::Throttle;
 
 /// What the core asks the async driver to do on the network.
 #[derive(Debug)]
@@ -141,9 +142,9 @@ pub struct SyncCore {
     /// Peers' names as `troupe peers` shows them, made once per peer: a
     /// full sync names its sender for every batch it commits and reports.
     names: HashMap<troupe_protocol::sync::PeerId, String>,
-    /// When sync progress with each peer in each workspace was last
+    /// When sync progress with each peer in each workspace is next
     /// published (see [`PROGRESS_EVERY`]).
-    progress_told: HashMap<(troupe_protocol::sync::PeerId, WorkspaceId), Millis>,
+    progress_told: HashMap<(troupe_protocol::sync::PeerId, WorkspaceId), Throttle>,
 }
 
 /// How often at most a [`NodeEvent::SyncProgress`] is published for one
@@ -152,7 +153,7 @@ pub struct SyncCore {
 /// event wakes each subscriber of the local API's event stream, on the
 /// cores the sync needs, for a count a person reads a few times a second
 /// at most.
-pub const PROGRESS_EVERY: Millis = 100;
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Peers (and peer and workspace pairs) [`SyncCore`] keeps a name or a
 /// progress time for before it starts again: far more than one node meets
@@ -598,7 +599,7 @@ impl SyncCore {
                 bytes,
                 reason,
             } => {
-                let source = peer_name(&peer);
+                let source = self.name_of(&peer);
                 match self
                     .local
                     .store()
@@ -906,12 +907,13 @@ impl SyncCore {
     fn event(&mut self, ev: SyncEvent) {
         match ev {
             SyncEvent::PeerJoined { peer, workspace } => {
-                info!(peer = %peer_name(&peer), %workspace, "peer proved membership; syncing");
+                let name = self.name_of(&peer);
+                info!(peer = %name, %workspace, "peer proved membership; syncing");
                 if let Some(p) = identity::libp2p_peer(&peer) {
                     let _ = self.net.send(NetCommand::Member { peer: p });
                 }
                 self.publish(NodeEvent::SyncStarted {
-                    peer_id: peer_name(&peer),
+                    peer_id: name,
                     workspace: workspace.to_string(),
                 });
             }
@@ -921,22 +923,23 @@ impl SyncCore {
                 received,
                 expected,
             } => {
-                let now = self.now();
-                let done = received >= expected;
-                let due = match self.progress_told.get(&(peer, workspace)) {
-                    Some(&at) => done || now.saturating_sub(at) >= PROGRESS_EVERY,
-                    None => true,
-                };
-                if !due {
-                    return;
-                }
-                if done {
-                    self.progress_told.remove(&(peer, workspace));
+                let key = (peer, workspace);
+                if received >= expected {
+                    // Everything asked for has come: always told.
+                    self.progress_told.remove(&key);
                 } else {
-                    if self.progress_told.len() >= MAX_NAMES {
+                    if !self.progress_told.contains_key(&key)
+                        && self.progress_told.len() >= MAX_NAMES
+                    {
                         self.progress_told.clear();
                     }
-                    self.progress_told.insert((peer, workspace), now);
+                    let told = self
+                        .progress_told
+                        .entry(key)
+                        .or_insert_with(|| Throttle::new(PROGRESS_EVERY));
+                    if told.due(Instant::now()).is_none() {
+                        return;
+                    }
                 }
                 let name = self.name_of(&peer);
                 debug!(peer = %name, received, expected, "sync progress");
@@ -948,23 +951,24 @@ impl SyncCore {
                 });
             }
             SyncEvent::UpToDate { peer, workspace } => {
-                info!(peer = %peer_name(&peer), %workspace, "up to date with peer");
+                let name = self.name_of(&peer);
+                info!(peer = %name, %workspace, "up to date with peer");
                 if let Ok(mut s) = self.status.lock() {
                     let list = s.up_to_date.entry(workspace.to_string()).or_default();
-                    let name = peer_name(&peer);
                     if !list.contains(&name) {
-                        list.push(name);
+                        list.push(name.clone());
                     }
                 }
                 self.publish(NodeEvent::UpToDate {
-                    peer_id: peer_name(&peer),
+                    peer_id: name,
                     workspace: workspace.to_string(),
                 });
             }
             SyncEvent::PeerBlamed { peer, reason } => {
-                warn!(peer = %peer_name(&peer), %reason, "peer sent something invalid");
+                let name = self.name_of(&peer);
+                warn!(peer = %name, %reason, "peer sent something invalid");
                 self.publish(NodeEvent::PeerBlamed {
-                    peer_id: peer_name(&peer),
+                    peer_id: name,
                     reason,
                 });
             }
@@ -1180,7 +1184,7 @@ mod tests {
         }
         assert_eq!(told, [100], "one event for a burst of batches");
         // Once PROGRESS_EVERY has passed, the next batch is told of.
-        c.epoch -= std::time::Duration::from_millis(PROGRESS_EVERY);
+        std::thread::sleep(PROGRESS_EVERY);
         c.event(progress(950));
         c.event(progress(960));
         // The last batch always is, however soon after.

@@ -1,7 +1,8 @@
-//! At most one log line an interval for something a stranger can repeat at
-//! will (refused connections, peers on another version): the first is told
-//! at once, the ones after it within the interval only counted, and the
-//! count given with the next.
+//! At most one report an interval for something that can come far faster
+//! than anyone reads it: log lines for what a stranger can repeat at will
+//! (refused connections, peers on another version), and sync progress
+//! events. The first is told at once, the ones after it within the
+//! interval only counted, and the count given with the next.
 
 use std::time::{Duration, Instant};
 
