@@ -214,13 +214,7 @@ impl Node {
     /// # Errors
     /// If the command cannot be run.
     pub async fn cli(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
-        tokio::process::Command::from(command(self.netns.as_deref()))
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--json")
-            .args(args)
-            .output()
-            .await
+        self.run_cli(true, args).await
     }
 
     /// Runs `troupe --data-dir <dir> --json <args>` in the node's namespace
@@ -229,14 +223,32 @@ impl Node {
     /// # Errors
     /// If the command fails or prints no JSON; the error carries its stderr.
     pub async fn cli_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = self.run_cli_ok(true, args).await?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Runs `troupe --data-dir <dir> <args>` in the node's namespace and
+    /// returns what it printed for a person (no `--json`).
+    ///
+    /// # Errors
+    /// If the command fails; the error carries its stderr.
+    pub async fn cli_words(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.run_cli_ok(false, args).await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn run_cli(&self, json: bool, args: &[&str]) -> std::io::Result<std::process::Output> {
         let mut cmd = tokio::process::Command::from(command(self.netns.as_deref()));
-        let out = cmd
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--json")
-            .args(args)
-            .output()
-            .await?;
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.args(args).output().await
+    }
+
+    /// [`Node::run_cli`], failing unless the command succeeded.
+    async fn run_cli_ok(&self, json: bool, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let out = self.run_cli(json, args).await?;
         anyhow::ensure!(
             out.status.success(),
             "{}: troupe {} failed ({}): {}",
@@ -245,7 +257,7 @@ impl Node {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
-        Ok(serde_json::from_slice(&out.stdout)?)
+        Ok(out)
     }
 
     /// Waits until the node's local API answers, and returns its status.

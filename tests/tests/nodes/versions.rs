@@ -11,7 +11,7 @@ use troupe_node::dialer::OTHER_VERSION_RETRY;
 use troupe_node::peers::PeerTable;
 use troupe_node::swarm::{self, ConnectionEvent};
 use troupe_node::{EventBus, Identity, Shutdown};
-use troupe_tests::{Node, troupe_bin};
+use troupe_tests::Node;
 
 /// What a later version's sync protocol could be called.
 const NEXT_VERSION: StreamProtocol = StreamProtocol::new("/troupe/sync/2");
@@ -97,13 +97,13 @@ async fn a_device_on_another_version_is_named_once_and_not_redialled_every_few_s
     assert_eq!(status["sync_protocol"], "/troupe/sync/1", "{status}");
 
     // ...and says so in words, under `troupe status` and `troupe peers`.
-    let said = in_words(&a, "status")?;
+    let said = a.cli_words(&["status"]).await?;
     assert!(
         said.contains("(sync protocol /troupe/sync/1)")
             && said.contains("Other versions: 1 peer(s) run another version of Troupe"),
         "{said}"
     );
-    let said = in_words(&a, "peers")?;
+    let said = a.cli_words(&["peers"]).await?;
     assert!(
         said.contains("1 on another version of Troupe") && said.contains(&other_peer),
         "{said}"
@@ -140,16 +140,4 @@ async fn a_device_on_another_version_is_named_once_and_not_redialled_every_few_s
     );
     shutdown.trigger();
     Ok(())
-}
-
-/// What `troupe <command>` prints for a person (no `--json`) about `node`.
-fn in_words(node: &Node, command: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new(troupe_bin())
-        .arg("--data-dir")
-        .arg(&node.data_dir)
-        .arg(command)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    anyhow::ensure!(out.status.success(), "troupe {command} failed: {text}");
-    Ok(text)
 }
