@@ -55,6 +55,7 @@ pub mod peers;
 pub mod secure;
 pub mod shutdown;
 pub mod storage_actor;
+pub mod store_recovery;
 pub mod swarm;
 pub mod sync_core;
 pub mod sync_driver;

@@ -170,6 +170,32 @@ impl Local {
         Ok((local, report))
     }
 
+    /// Closes the store and opens it again from its file, as a write that
+    /// failed (a full disk) requires before the store can be used again
+    /// ([`Store::needs_reopen`]). What was committed but not yet flushed is
+    /// gone, as after a crash, and peers send it again; a damaged file is
+    /// salvaged as at start.
+    ///
+    /// # Errors
+    /// [`LocalError::Open`] when the file cannot be opened again. The store
+    /// is then an empty stand-in that must not be used: the node stops.
+    pub fn reopen(&mut self) -> Result<Option<SalvageReport>, LocalError> {
+        let open_error = |path: &Path, source| LocalError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let stand_in = Store::stand_in().map_err(|e| open_error(&self.path, e))?;
+        // The old handle closes the file before it is opened anew.
+        drop(std::mem::replace(&mut self.store, stand_in));
+        let (store, report) =
+            Store::open_or_salvage(&self.path).map_err(|e| open_error(&self.path, e))?;
+        self.store = store;
+        if let Err(e) = self.store.prepare_journal() {
+            tracing::warn!(error = %e, "could not create the commit journal yet; the first write tries again");
+        }
+        Ok(report)
+    }
+
     /// Wraps an open store (tests and tools).
     ///
     /// # Errors

@@ -19,7 +19,7 @@
 //!
 //! The engine itself is sans-IO; this module is the only place that feeds it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use troupe_protocol::workspace::WorkspaceSecret;
 use crate::events::{EventBus, NodeEvent};
 use crate::identity;
 use crate::local::{Change, Local};
+use crate::store_recovery::StoreRecovery;
 use crate::throttle::Throttle;
 
 /// What the core asks the async driver to do on the network.
@@ -94,6 +95,11 @@ pub struct SyncStatus {
     pub local_writes: u64,
     /// Per workspace (hex id): peers we are up to date with.
     pub up_to_date: BTreeMap<String, Vec<String>>,
+    /// Times the store was closed and opened again after a failed write
+    /// (a full disk) since start.
+    pub store_reopened: u64,
+    /// The last such failure, in words.
+    pub store_failure: Option<String>,
 }
 
 /// Engine + store on one thread; see the module doc.
@@ -145,6 +151,12 @@ pub struct SyncCore {
     /// When sync progress with each peer in each workspace is next
     /// published (see [`PROGRESS_EVERY`]).
     progress_told: HashMap<(troupe_protocol::sync::PeerId, WorkspaceId), Throttle>,
+    /// The key the transport authenticates, for an engine built anew.
+    network_id: troupe_protocol::ids::ActorId,
+    /// Peers the engine has a connection to (from their `PeerUp` on).
+    connected: HashSet<troupe_protocol::sync::PeerId>,
+    /// Failed writes and the store's reopening (see [`crate::store_recovery`]).
+    recovery: StoreRecovery,
 }
 
 /// How often at most a [`NodeEvent::SyncProgress`] is published for one
@@ -159,6 +171,11 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// progress time for before it starts again: far more than one node meets
 /// in a session.
 const MAX_NAMES: usize = 1024;
+
+/// The answer to every command once the store could not be opened again.
+fn closed_error(why: &str) -> crate::ops::OpsError {
+    crate::ops::OpsError::Store(format!("{why}; the node is stopping"))
+}
 
 /// A command's answer as the local API returns it.
 pub type CommandResult = Result<crate::ops::Answer, crate::ops::OpsError>;
@@ -201,6 +218,12 @@ impl crate::storage_actor::Settle for SyncCore {
         }
         if let Err(e) = flushed {
             warn!(error = %e, "could not flush local writes to disk");
+            self.check_store(&e);
+            // What was not flushed may be gone once the store is opened
+            // again: peers hear only of what is on disk.
+            if self.recover_store() {
+                return;
+            }
         }
         self.changed(changes);
     }
@@ -264,7 +287,16 @@ impl SyncCore {
             held_events: None,
             names: HashMap::new(),
             progress_told: HashMap::new(),
+            network_id,
+            connected: HashSet::new(),
+            recovery: StoreRecovery::default(),
         })
+    }
+
+    /// Where to say that the store failed and cannot be opened again (the
+    /// daemon then stops).
+    pub fn on_store_lost(&mut self, tx: tokio::sync::watch::Sender<Option<String>>) {
+        self.recovery.on_lost(tx);
     }
 
     /// Where to publish the workspace list whenever it changes (discovery
@@ -294,14 +326,25 @@ impl SyncCore {
     ///
     /// # Errors
     /// Whatever `f` returns; its changes are only forwarded on success.
-    pub fn write<R, E>(
+    pub fn write<R>(
         &mut self,
-        f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), E>,
-    ) -> Result<R, E> {
+        f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), crate::ops::OpsError>,
+    ) -> Result<R, crate::ops::OpsError> {
+        if let Some(why) = self.recovery.closed() {
+            return Err(closed_error(why));
+        }
         crate::storage_actor::Settle::settle(self);
-        let (r, changes) = f(&mut self.local)?;
-        self.changed(changes);
-        Ok(r)
+        match f(&mut self.local) {
+            Ok((r, changes)) => {
+                self.changed(changes);
+                Ok(r)
+            }
+            Err(e) => {
+                self.check_store(&e);
+                self.recover_store();
+                Err(e)
+            }
+        }
     }
 
     /// Group commit: runs a local command whose bundles are committed without
@@ -314,6 +357,10 @@ impl SyncCore {
     /// per workspace ([`crate::ops::fields::set_run`]), before any other
     /// command touches the store and before the run's flush.
     pub fn command_deferred(&mut self, request: crate::ops::Request, reply: Deferred) {
+        if let Some(why) = self.recovery.closed() {
+            let _ = reply.send(Err(closed_error(why)));
+            return;
+        }
         if let crate::ops::Request::Set {
             workspace,
             path,
@@ -442,8 +489,12 @@ impl SyncCore {
     /// then their acknowledgements are fed, and the whole call is flushed to
     /// disk once, before it returns.
     pub fn inputs(&mut self, inputs: Vec<Input>) {
+        if self.recovery.closed().is_some() {
+            return;
+        }
         // The engine reads the store: local writes it may send are durable first.
         crate::storage_actor::Settle::settle(self);
+        let inputs = self.admit(inputs);
         self.held_events.get_or_insert_with(Vec::new);
         let started = Instant::now();
         let count = inputs.len();
@@ -461,6 +512,7 @@ impl SyncCore {
                         Ok(view) => self.engine.handle_input(now, input, &view),
                         Err(e) => {
                             warn!(error = %e, "cannot read the store; a sync step was skipped");
+                            self.check_store(&e);
                             continue;
                         }
                     }
@@ -493,6 +545,9 @@ impl SyncCore {
             "sync call"
         );
         self.deferred_events.extend(held);
+        // A failed write: the store is opened again and the call's events
+        // are dropped; the assets it lacks are asked for again below.
+        self.recover_store();
         // Nothing written waits for the disk any more: the events may go.
         if !self.blob_flush.pending() {
             for ev in std::mem::take(&mut self.deferred_events) {
@@ -529,6 +584,7 @@ impl SyncCore {
         self.blob_flush.flushed();
         if let Err(e) = self.local.store().flush() {
             warn!(error = %e, "could not flush received batches to disk; they are fetched again if lost");
+            self.check_store(&e);
         }
     }
 
@@ -719,6 +775,11 @@ impl SyncCore {
                 ),
                 Err(e) => {
                     warn!(error = %e, "could not write received asset bytes; they are fetched again");
+                    if self.check_store(&e) {
+                        // The disk failed, not the sender: nobody is blamed,
+                        // and the sync starts over once the store is open.
+                        return Vec::new();
+                    }
                     out.extend(written.iter().map(|w| answer(w, Err(e.to_string()))));
                 }
             }
@@ -791,7 +852,10 @@ impl SyncCore {
                     .into_iter()
                     .map(|r| r.map_err(|e| e.to_string()))
                     .collect(),
-                Err(e) => meta.iter().map(|_| Err(e.to_string())).collect(),
+                Err(e) => {
+                    self.check_store(&e);
+                    meta.iter().map(|_| Err(e.to_string())).collect()
+                }
             };
         meta.into_iter()
             .zip(results)
@@ -1049,6 +1113,28 @@ impl SyncCore {
     /// # Errors
     /// The store's read error.
     pub fn want_missing_assets(&mut self) -> Result<usize, troupe_storage::ReadError> {
+        let wants: Vec<Input> = self
+            .missing_assets()?
+            .into_iter()
+            .map(|(workspace, hash, size)| Input::BlobWanted {
+                workspace,
+                hash,
+                size,
+            })
+            .collect();
+        let n = wants.len();
+        if n > 0 {
+            self.inputs(wants);
+        }
+        Ok(n)
+    }
+
+    /// Every asset the workspaces reference whose bytes are not complete
+    /// here, with its workspace and size.
+    fn missing_assets(
+        &self,
+    ) -> Result<Vec<(WorkspaceId, troupe_protocol::ids::BlobHash, u64)>, troupe_storage::ReadError>
+    {
         use troupe_protocol::sync::BlobState;
         // The asset-reference table names every referenced asset without
         // reading fields; only workspaces with a missing asset are read, to
@@ -1077,17 +1163,140 @@ impl SyncCore {
                     }
                 }
             }
-            wants.extend(sizes.into_iter().map(|(hash, size)| Input::BlobWanted {
-                workspace: ws,
-                hash,
-                size,
-            }));
+            wants.extend(sizes.into_iter().map(|(hash, size)| (ws, hash, size)));
         }
-        let n = wants.len();
-        if n > 0 {
-            self.inputs(wants);
+        Ok(wants)
+    }
+
+    /// Whether the store has to be opened again after `error`; if so, that
+    /// is done at the end of the running call ([`SyncCore::recover_store`]).
+    fn check_store(&mut self, error: &dyn std::fmt::Display) -> bool {
+        if self.local.store().needs_reopen().is_none() {
+            return false;
         }
-        Ok(n)
+        self.recovery.note(error);
+        true
+    }
+
+    /// The inputs the engine may see. Its peers are tracked, for a reopen
+    /// to disconnect; while sessions are paused after one, a new connection
+    /// is closed again instead of starting a session (its dialler comes
+    /// back later).
+    fn admit(&mut self, inputs: Vec<Input>) -> Vec<Input> {
+        let paused = self.recovery.paused(Instant::now());
+        let mut admitted = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            match &input {
+                Input::PeerUp { peer } => {
+                    if let Some(left) = paused {
+                        if let Some(p) = identity::libp2p_peer(peer) {
+                            let reason = format!(
+                                "this device's store was opened again after a failed write; syncing resumes in {} s",
+                                left.as_secs().max(1)
+                            );
+                            let _ = self.net.send(NetCommand::Disconnect { peer: p, reason });
+                        }
+                        continue;
+                    }
+                    self.connected.insert(*peer);
+                }
+                Input::PeerDown { peer } => {
+                    self.connected.remove(peer);
+                }
+                _ => {}
+            }
+            admitted.push(input);
+        }
+        admitted
+    }
+
+    /// After a call in which the store failed a write: closes the store and
+    /// opens it again from its file (as of its last flush), and starts the
+    /// sync over with every peer from what is on disk, after a pause (see
+    /// [`crate::store_recovery`]). Local writes waiting for the disk are
+    /// answered with the failure. True when it did, so the caller drops the
+    /// rest of the call's work.
+    fn recover_store(&mut self) -> bool {
+        let Some(first) = self.recovery.take_fault() else {
+            return false;
+        };
+        let said = crate::store_recovery::describe(&first, self.local.path());
+        let lost = || {
+            Err(crate::ops::OpsError::Store(format!(
+                "the change may not have reached the disk: {said}"
+            )))
+        };
+        for (tx, _) in std::mem::take(&mut self.pending) {
+            let _ = tx.send(lost());
+        }
+        for (_, tx) in std::mem::take(&mut self.queued_sets) {
+            let _ = tx.send(lost());
+        }
+        self.pending_changes.clear();
+        match self.local.reopen() {
+            Ok(Some(r)) => warn!(
+                kept = r.bundles_kept,
+                lost_ranges = r.lost.len(),
+                "the store file was damaged and has been salvaged; what was lost is fetched again from peers"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                let why = format!("{said}. The store could not be opened again ({e})");
+                tracing::error!(
+                    "{why}; the node stops so that nothing is read from or written to a store it cannot trust"
+                );
+                self.recovery.lost(why);
+                return true;
+            }
+        }
+        let pause = self.recovery.reopened(Instant::now());
+        warn!(
+            "{said}. The store was closed and opened again as of its last flush; the sync with every peer starts over from what is on disk in {} s, and nobody is blamed",
+            pause.as_secs()
+        );
+        // Nothing the engine knew of sessions, batches or fetches holds for
+        // the reopened store: a new one starts from what it holds.
+        let workspaces = match self.local.store().workspaces() {
+            Ok(list) => list.into_iter().map(|w| w.secret).collect(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the workspaces of the reopened store");
+                Vec::new()
+            }
+        };
+        self.engine = Engine::new(EngineConfig {
+            local_peer: self.network_id.0,
+            workspaces,
+            rng_seed: rand::random(),
+        });
+        for peer in std::mem::take(&mut self.connected) {
+            if let Some(p) = identity::libp2p_peer(&peer) {
+                let _ = self.net.send(NetCommand::Disconnect {
+                    peer: p,
+                    reason: "this device's store failed a write; the sync starts over".into(),
+                });
+            }
+        }
+        self.to_commit.clear();
+        self.blob_writes.clear();
+        // The new engine fetches what the store still lacks once members
+        // are back, as after a start.
+        self.blob_wants = self.missing_assets().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list the assets to fetch again");
+            Vec::new()
+        });
+        self.followups.clear();
+        self.deferred_events.clear();
+        self.held_events = None;
+        self.blob_flush = Default::default();
+        self.progress_told.clear();
+        self.unflushed = false;
+        self.last_wake = None;
+        if let Ok(mut s) = self.status.lock() {
+            s.up_to_date.clear();
+            s.store_reopened += 1;
+            s.store_failure = Some(said);
+        }
+        true
     }
 
     /// Forgets up-to-date marks for a peer that left.

@@ -287,6 +287,17 @@ impl Store {
         )
     }
 
+    /// An empty store in memory, holding a file store's place while that
+    /// store is closed and opened again ([`Store::needs_reopen`]): the file
+    /// must be closed before it is opened anew. Nothing may be read from or
+    /// written to it.
+    ///
+    /// # Errors
+    /// As [`Store::open`] (an in-memory store does not fail to open).
+    pub fn stand_in() -> Result<Store, OpenError> {
+        Self::open_unchecked_with_backend(redb::backends::InMemoryBackend::new())
+    }
+
     pub(crate) fn init(db: Database) -> Result<Store, OpenError> {
         let txn = db.begin_write()?;
         {
@@ -329,6 +340,25 @@ impl Store {
             writeback: None,
             journal: None,
         })
+    }
+
+    /// Why the store has to be closed and opened again before it can be
+    /// used, or `None` while it works. After a write fails (a full disk, a
+    /// failing disk), redb refuses every later transaction, reads too, until
+    /// the file is opened again; opening it repairs what the failure left
+    /// unsure and applies the journal's records, so the store comes back as
+    /// of its last flush. A node asks this after a storage error, to tell
+    /// such a failure from one that leaves the store usable.
+    pub fn needs_reopen(&self) -> Option<StorageFailure> {
+        match self.db.try_begin_write() {
+            Ok(txn) => match txn.abort() {
+                Ok(()) => None,
+                Err(e) => Some(StorageFailure(e.into())),
+            },
+            // Another writer is busy: the store works.
+            Err(redb::TransactionError::WouldBlock) => None,
+            Err(e) => Some(StorageFailure(e.into())),
+        }
     }
 
     /// Creates the commit journal's file now rather than at the first flush

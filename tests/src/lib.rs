@@ -18,6 +18,7 @@
 pub mod ceilings;
 pub mod netns;
 pub mod store;
+pub mod tmpfs;
 pub mod wait;
 
 use std::path::{Path, PathBuf};

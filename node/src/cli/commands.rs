@@ -206,6 +206,10 @@ pub fn report_kind(command: &str, kind: &str, message: &str, writes: bool) -> Re
             EXIT_FAILED,
             "Fix the line named above (the format is in the README under \"Jobs\") and run it again.",
         ),
+        _ if message.contains("No space left on device") => (
+            EXIT_FAILED,
+            "Free some space on the disk holding the data directory, then try again; a running node opens its store again by itself.",
+        ),
         _ => (
             EXIT_FAILED,
             "Check the disk; `troupe up` salvages a damaged store and fetches lost data from other members.",

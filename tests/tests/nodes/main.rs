@@ -29,3 +29,5 @@ mod lifecycle_lan;
 mod incarnation;
 // Every write the local API answered survives `kill -9` of the node.
 mod durability;
+// A disk that fills up mid-sync: nobody blamed, reads go on, the sync ends once space is freed.
+mod disk_full;

@@ -1,0 +1,152 @@
+//! The receiving device's disk fills up in the middle of a sync: its data
+//! dir is on a 24 MiB file system of the test's own, and a 40 MiB asset is
+//! coming. The node must say that the disk is full, not blame the member
+//! whose bytes are fine, keep answering reads of what it holds, and once
+//! space is freed finish the sync by itself, without a restart.
+
+use std::time::Duration;
+
+use troupe_tests::tmpfs::Tmpfs;
+use troupe_tests::{Node, troupe_bin, wait_for};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const DISK_MIB: u64 = 24;
+const ASSET: usize = 40 << 20;
+
+fn troupe(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = std::process::Command::new(troupe_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--json")
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "troupe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
+}
+
+fn loopback(peer: Option<&str>) -> Vec<String> {
+    let mut a = vec![
+        "--no-mdns".to_owned(),
+        "--listen".to_owned(),
+        "/ip4/127.0.0.1/tcp/0".to_owned(),
+    ];
+    if let Some(p) = peer {
+        a.extend(["--peer".to_owned(), p.to_owned()]);
+    }
+    a
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_blames_nobody_keeps_reads_working_and_the_sync_ends_once_space_is_freed()
+-> anyhow::Result<()> {
+    let disk = match Tmpfs::mount(DISK_MIB)? {
+        Ok(d) => d,
+        Err(skip) => {
+            eprintln!("skipped: {}", skip.0);
+            return Ok(());
+        }
+    };
+    let tmp = tempfile::tempdir()?;
+    let (a_dir, b_dir) = (tmp.path().join("a"), disk.path().join("b"));
+    troupe(&a_dir, &["init", "--name", "Alex"])?;
+    troupe(&b_dir, &["init", "--name", "Sam"])?;
+    troupe(&a_dir, &["workspace", "create", "Hamlet"])?;
+    let invite = troupe(&a_dir, &["workspace", "invite", "Hamlet"])?["invite"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    troupe(&b_dir, &["workspace", "join", &invite])?;
+    troupe(
+        &a_dir,
+        &["set", "Hamlet", "contacts.person/jane/phone", "555-0100"],
+    )?;
+    let original = troupe_protocol::testing::noise(ASSET, 0x5eed_f00d);
+    let file = tmp.path().join("score.wav");
+    std::fs::write(&file, &original)?;
+    let hash = troupe(
+        &a_dir,
+        &["assets", "add", "Hamlet", file.to_str().unwrap_or_default()],
+    )?["asset"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let a = Node::start_in("a", None, &a_dir, &loopback(None))?;
+    let status = a.ready().await?;
+    let a_addr = format!(
+        "{}/p2p/{}",
+        status["listen_addrs"][0].as_str().unwrap_or_default(),
+        status["peer_id"].as_str().unwrap_or_default()
+    );
+    let b = Node::start_in("b", None, &b_dir, &loopback(Some(&a_addr)))?;
+    b.ready().await?;
+
+    wait_for("b to say that its disk is full", DEADLINE, || async {
+        let log = b.log();
+        if log.contains("the disk holding") && log.contains("is full") {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nlog of b:\n{}", b.log()))?;
+    let log = b.log();
+    assert!(
+        !log.contains("sent something invalid"),
+        "a full disk is not the sender's fault:\n{log}"
+    );
+    // What b holds can still be read, and its status names the failure.
+    let got = b
+        .cli_words(&["get", "Hamlet", "contacts.person/jane/phone"])
+        .await?;
+    assert!(got.contains("555-0100"), "b still reads its fields: {got}");
+    let s = b.cli_json(&["status"]).await?;
+    assert!(
+        s["sync"]["store_reopened"].as_u64().unwrap_or(0) >= 1,
+        "the status says the store was opened again: {s}"
+    );
+    assert!(
+        s["sync"]["store_failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("is full")),
+        "the status says why: {s}"
+    );
+
+    // Room again: the sync finishes by itself, the asset arrives whole.
+    disk.resize(256)?;
+    let out = tmp.path().join("out.wav");
+    wait_for("the asset to arrive on b", DEADLINE, || async {
+        b.cli_json(&[
+            "assets",
+            "get",
+            "Hamlet",
+            &hash,
+            out.to_str().unwrap_or_default(),
+        ])
+        .await
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nlog of b:\n{}", b.log()))?;
+    assert!(
+        std::fs::read(&out)? == original,
+        "the asset arrived byte for byte"
+    );
+    let log = b.log();
+    assert!(
+        !log.contains("sent something invalid"),
+        "nobody was blamed:\n{log}"
+    );
+    let a_log = a.log();
+    assert!(
+        !a_log.contains("sent something invalid"),
+        "a was not told anything bad either:\n{a_log}"
+    );
+    drop(b);
+    Ok(())
+}
