@@ -77,10 +77,6 @@ pub enum DaemonError {
     /// The store could not be opened or salvaged.
     #[error("cannot open this node's store: {0}")]
     Store(String),
-    /// The store failed a write while the node ran (a full disk) and could
-    /// not be opened again; the node stopped rather than go on without it.
-    #[error("{0}")]
-    StoreLost(String),
     /// Signal handlers could not be installed.
     #[error("cannot watch for SIGINT/SIGTERM: {0}")]
     Signals(std::io::Error),
@@ -233,9 +229,6 @@ async fn serve(
     // Invites joined on the running node carry addresses: dial them now.
     let (dial_tx, mut dial_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
     let _ = core.call(move |c| c.dial_requests(dial_tx)).await;
-    // A store that fails a write and cannot be opened again stops the node.
-    let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(None::<String>);
-    let _ = core.call(move |c| c.on_store_lost(lost_tx)).await;
     let invite_dialer = dialer.clone();
     let me = identity.peer_id();
     let stopping = net_stage.clone();
@@ -315,7 +308,6 @@ async fn serve(
     let api_addr = local_api::start(ctx, up.api_port, &cfg.data_dir, &api_stage).await?;
     info!(%api_addr, listen = ?listen, "node running");
 
-    let mut store_lost = None;
     tokio::select! {
         sig = shutdown::os_signal() => {
             let sig = sig.map_err(DaemonError::Signals)?;
@@ -323,10 +315,6 @@ async fn serve(
         }
         _ = root.triggered() => info!("stopping"),
         _ = stop_request.triggered() => info!("stopping: asked through the local API"),
-        Ok(()) = lost_rx.changed() => {
-            store_lost = lost_rx.borrow().clone();
-            info!("stopping: the store cannot be opened again");
-        }
     }
     for (name, stage) in [
         ("local API", &api_stage),
@@ -342,10 +330,7 @@ async fn serve(
     let _ = std::fs::remove_file(cfg.data_dir.join(local_api::PORT_FILE));
     let _ = std::fs::remove_file(cfg.data_dir.join(local_api::SOCKET_FILE));
     info!("stopped");
-    match store_lost {
-        Some(why) => Err(DaemonError::StoreLost(why)),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Refuses `--interface` names that do not exist (Linux: `/sys/class/net`;

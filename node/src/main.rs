@@ -536,10 +536,10 @@ fn print_human(command: &str, v: &serde_json::Value) {
                 "Sync:      {} bundle(s) received from peers since start, {} sent",
                 v["sync"]["bundles_committed"], v["sync"]["bundles_sent"]
             );
-            if let Some(n) = v["sync"]["store_reopened"].as_u64().filter(|n| *n > 0) {
+            if let Some(last) = v["sync"]["store_failure"].as_str() {
                 println!(
-                    "Store:     a write failed and the store was opened again {n} time(s) since start; last: {}",
-                    v["sync"]["store_failure"].as_str().unwrap_or("?")
+                    "Store:     a write failed: {last} (the store was opened again {} time(s) since start)",
+                    v["sync"]["store_reopened"].as_u64().unwrap_or(0)
                 );
             }
         }
@@ -560,12 +560,6 @@ fn daemon_report(e: &DaemonError, cfg: &Config) -> Report {
             format!("This device's key could not be used: {err}."),
             "The node did not start; no data was changed.",
             "Restore the key file from a backup, or fix its permissions with `chmod 600`.",
-        ),
-        DaemonError::StoreLost(why) => Report::new(
-            EXIT_FAILED,
-            format!("The node stopped: {why}."),
-            "What reached the disk before the failure is kept; what did not comes again from peers.",
-            "Fix the disk (free some space), then start the node again with `troupe up`.",
         ),
         other => Report::new(
             EXIT_FAILED,

@@ -11,7 +11,10 @@
 //! that is still full fails again as soon as bytes arrive), so peers are
 //! not asked for the same bytes in a tight loop. A failure is the disk's,
 //! never the sending peer's: nobody is blamed for it. If the file cannot be
-//! opened again, the node stops and says why.
+//! opened again (on a full disk, opening writes too), the store stays
+//! closed: commands are answered with the reason, connections are turned
+//! away, and the file is opened again after the same doubling pause, or at
+//! a command once the pause is over.
 
 use std::time::{Duration, Instant};
 
@@ -27,15 +30,15 @@ const CALM: Duration = Duration::from_secs(600);
 pub struct StoreRecovery {
     /// The first storage error of the running call, until its end.
     fault: Option<String>,
-    /// Why the store could not be opened again: nothing may use it.
+    /// The failure (in words) that closed the store, while it could not be
+    /// opened again: nothing may use it.
     closed: Option<String>,
-    /// Sessions wait until then after a reopen.
+    /// Sessions wait until then after a reopen; a closed store is tried
+    /// again then.
     paused_until: Option<Instant>,
-    /// The pause the next reopen starts.
+    /// The pause the next reopen, or failed reopen, starts.
     next_pause: Duration,
     last_reopen: Option<Instant>,
-    /// Told once when the store cannot be opened again (the daemon stops).
-    lost: Option<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl Default for StoreRecovery {
@@ -46,17 +49,11 @@ impl Default for StoreRecovery {
             paused_until: None,
             next_pause: FIRST_PAUSE,
             last_reopen: None,
-            lost: None,
         }
     }
 }
 
 impl StoreRecovery {
-    /// Where to say that the store cannot be opened again.
-    pub fn on_lost(&mut self, tx: tokio::sync::watch::Sender<Option<String>>) {
-        self.lost = Some(tx);
-    }
-
     /// Notes a failure that left the store needing a reopen; the first of a
     /// call is the one reported.
     pub fn note(&mut self, error: &dyn std::fmt::Display) {
@@ -72,6 +69,18 @@ impl StoreRecovery {
 
     /// The store was opened again at `now`: how long sessions wait.
     pub fn reopened(&mut self, now: Instant) -> Duration {
+        self.closed = None;
+        self.pause(now)
+    }
+
+    /// The store could not be opened again at `now` after `failure`: it
+    /// stays closed, and is tried again after the returned pause.
+    pub fn close(&mut self, now: Instant, failure: String) -> Duration {
+        self.closed = Some(failure);
+        self.pause(now)
+    }
+
+    fn pause(&mut self, now: Instant) -> Duration {
         if self
             .last_reopen
             .is_some_and(|t| now.saturating_duration_since(t) > CALM)
@@ -92,16 +101,7 @@ impl StoreRecovery {
             .filter(|left| !left.is_zero())
     }
 
-    /// The store could not be opened again: it is closed for good, and the
-    /// daemon is told to stop.
-    pub fn lost(&mut self, why: String) {
-        if let Some(tx) = &self.lost {
-            let _ = tx.send(Some(why.clone()));
-        }
-        self.closed = Some(why);
-    }
-
-    /// Why the store is closed, if it is.
+    /// The failure that closed the store, while it stays closed.
     pub fn closed(&self) -> Option<&str> {
         self.closed.as_deref()
     }
@@ -141,6 +141,20 @@ mod tests {
         }
         assert_eq!(last, MAX_PAUSE, "the pause is bounded");
         assert_eq!(r.reopened(t + CALM * 2), FIRST_PAUSE, "a calm resets it");
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_opened_stays_closed_and_is_tried_again_after_a_pause() {
+        let mut r = StoreRecovery::default();
+        let t = Instant::now();
+        let wait = r.close(t, "the disk is full".into());
+        assert_eq!(r.closed(), Some("the disk is full"));
+        assert!(r.paused(t).is_some(), "not tried again at once");
+        assert!(r.paused(t + wait).is_none(), "tried again after the pause");
+        let wait = r.close(t + wait, "the disk is full".into());
+        assert_eq!(wait, FIRST_PAUSE * 2, "a second failure waits longer");
+        r.reopened(t + Duration::from_secs(10));
+        assert_eq!(r.closed(), None, "open again");
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub struct SyncStatus {
     /// Times the store was closed and opened again after a failed write
     /// (a full disk) since start.
     pub store_reopened: u64,
-    /// The last such failure, in words.
+    /// The last write the store failed (a full disk), in words.
     pub store_failure: Option<String>,
 }
 
@@ -172,11 +172,6 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// in a session.
 const MAX_NAMES: usize = 1024;
 
-/// The answer to every command once the store could not be opened again.
-fn closed_error(why: &str) -> crate::ops::OpsError {
-    crate::ops::OpsError::Store(format!("{why}; the node is stopping"))
-}
-
 /// A command's answer as the local API returns it.
 pub type CommandResult = Result<crate::ops::Answer, crate::ops::OpsError>;
 /// Where a deferred command's answer goes once it is durable.
@@ -207,6 +202,11 @@ impl crate::storage_actor::Settle for SyncCore {
         if let Ok(mut s) = self.status.lock() {
             s.local_writes += pending.len() as u64;
         }
+        // A write the store failed may have left it needing a reopen.
+        let failed = pending.iter().find_map(|(_, r)| match r {
+            Err(e @ crate::ops::OpsError::Store(_)) => Some(e.to_string()),
+            _ => None,
+        });
         for (tx, result) in pending {
             let result = match (&flushed, result) {
                 (Err(e), Ok(_)) => Err(crate::ops::OpsError::Store(format!(
@@ -216,14 +216,25 @@ impl crate::storage_actor::Settle for SyncCore {
             };
             let _ = tx.send(result);
         }
-        if let Err(e) = flushed {
+        if let Err(e) = &flushed {
             warn!(error = %e, "could not flush local writes to disk");
-            self.check_store(&e);
-            // What was not flushed may be gone once the store is opened
-            // again: peers hear only of what is on disk.
-            if self.recover_store() {
-                return;
+            // Opened again, the store holds none of what was not flushed, so
+            // a write answered as failed is not applied either.
+            self.recovery.note(e);
+        } else if let Some(e) = failed
+            && !self.check_store(&e)
+        {
+            // Refused cleanly (nothing of it applied): the store works on,
+            // and the status says what the last failure was.
+            let said = crate::store_recovery::describe(&e, self.local.path());
+            if let Ok(mut s) = self.status.lock() {
+                s.store_failure = Some(said);
             }
+        }
+        // What was not flushed may be gone once the store is opened again:
+        // peers hear only of what is on disk.
+        if self.recover_store() {
+            return;
         }
         self.changed(changes);
     }
@@ -293,10 +304,16 @@ impl SyncCore {
         })
     }
 
-    /// Where to say that the store failed and cannot be opened again (the
-    /// daemon then stops).
-    pub fn on_store_lost(&mut self, tx: tokio::sync::watch::Sender<Option<String>>) {
-        self.recovery.on_lost(tx);
+    /// The answer to every command while the store cannot be opened again.
+    fn closed_error(&self) -> crate::ops::OpsError {
+        let why = self.recovery.closed().unwrap_or("the store is closed");
+        let when = self
+            .recovery
+            .paused(Instant::now())
+            .map_or(0, |d| d.as_secs() + 1);
+        crate::ops::OpsError::Store(format!(
+            "{why}. The store could not be opened again; the node tries again in {when} s"
+        ))
     }
 
     /// Where to publish the workspace list whenever it changes (discovery
@@ -330,8 +347,8 @@ impl SyncCore {
         &mut self,
         f: impl FnOnce(&mut Local) -> Result<(R, Vec<Change>), crate::ops::OpsError>,
     ) -> Result<R, crate::ops::OpsError> {
-        if let Some(why) = self.recovery.closed() {
-            return Err(closed_error(why));
+        if self.still_closed() {
+            return Err(self.closed_error());
         }
         crate::storage_actor::Settle::settle(self);
         match f(&mut self.local) {
@@ -357,8 +374,8 @@ impl SyncCore {
     /// per workspace ([`crate::ops::fields::set_run`]), before any other
     /// command touches the store and before the run's flush.
     pub fn command_deferred(&mut self, request: crate::ops::Request, reply: Deferred) {
-        if let Some(why) = self.recovery.closed() {
-            let _ = reply.send(Err(closed_error(why)));
+        if self.still_closed() {
+            let _ = reply.send(Err(self.closed_error()));
             return;
         }
         if let crate::ops::Request::Set {
@@ -489,7 +506,9 @@ impl SyncCore {
     /// then their acknowledgements are fed, and the whole call is flushed to
     /// disk once, before it returns.
     pub fn inputs(&mut self, inputs: Vec<Input>) {
-        if self.recovery.closed().is_some() {
+        if self.still_closed() {
+            // No engine work on a closed store; connections are turned away.
+            self.admit(inputs);
             return;
         }
         // The engine reads the store: local writes it may send are durable first.
@@ -584,7 +603,9 @@ impl SyncCore {
         self.blob_flush.flushed();
         if let Err(e) = self.local.store().flush() {
             warn!(error = %e, "could not flush received batches to disk; they are fetched again if lost");
-            self.check_store(&e);
+            // The store is opened again, as of its last flush, whatever
+            // redb makes of the failure: what is kept is what is on disk.
+            self.recovery.note(&e);
         }
     }
 
@@ -1066,7 +1087,12 @@ impl SyncCore {
     ///
     /// # Errors
     /// The store's error when no snapshot can be taken.
-    pub fn scrub_pass(&self) -> Result<troupe_storage::ScrubPass, troupe_storage::QuarantineError> {
+    pub fn scrub_pass(
+        &mut self,
+    ) -> Result<troupe_storage::ScrubPass, troupe_storage::QuarantineError> {
+        if self.still_closed() {
+            return Err(troupe_storage::StorageFailure::closed().into());
+        }
         self.local.store().scrub_pass()
     }
 
@@ -1082,6 +1108,9 @@ impl SyncCore {
         &mut self,
         findings: troupe_storage::ScrubFindings,
     ) -> Result<usize, troupe_storage::QuarantineError> {
+        if self.still_closed() {
+            return Err(troupe_storage::StorageFailure::closed().into());
+        }
         let report = self.local.store().scrub_apply(findings)?;
         for h in &report.blobs {
             warn!(asset = %h, "a stored asset failed verification and was dropped; it is fetched again");
@@ -1233,29 +1262,72 @@ impl SyncCore {
             let _ = tx.send(lost());
         }
         self.pending_changes.clear();
+        self.reopen_store(said);
+        true
+    }
+
+    /// Opens the store again from its file after `said` (a failure in
+    /// words). Opened, the sync starts over after a pause; not opened (a
+    /// full disk refuses the writes an open makes), the store stays closed
+    /// and is tried again after a pause, or at a command after it.
+    fn reopen_store(&mut self, said: String) {
+        let now = Instant::now();
         match self.local.reopen() {
-            Ok(Some(r)) => warn!(
-                kept = r.bundles_kept,
-                lost_ranges = r.lost.len(),
-                "the store file was damaged and has been salvaged; what was lost is fetched again from peers"
-            ),
-            Ok(None) => {}
-            Err(e) => {
-                let why = format!("{said}. The store could not be opened again ({e})");
-                tracing::error!(
-                    "{why}; the node stops so that nothing is read from or written to a store it cannot trust"
+            Ok(report) => {
+                if let Some(r) = report {
+                    warn!(
+                        kept = r.bundles_kept,
+                        lost_ranges = r.lost.len(),
+                        "the store file was damaged and has been salvaged; what was lost is fetched again from peers"
+                    );
+                }
+                let pause = self.recovery.reopened(now);
+                warn!(
+                    "{said}. The store was closed and opened again as of its last flush; the sync with every peer starts over from what is on disk in {} s, and nobody is blamed",
+                    pause.as_secs()
                 );
-                self.recovery.lost(why);
-                return true;
+                self.restart_sync();
+                if let Ok(mut s) = self.status.lock() {
+                    s.store_reopened += 1;
+                    s.store_failure = Some(said);
+                }
+            }
+            Err(e) => {
+                let retry = self.recovery.close(now, said.clone());
+                let why = format!(
+                    "{said}. The store could not be opened again ({e}); it is tried again in {} s, and until then the node answers no command and syncs with nobody",
+                    retry.as_secs()
+                );
+                tracing::error!("{why}");
+                self.restart_sync();
+                if let Ok(mut s) = self.status.lock() {
+                    s.store_failure = Some(why);
+                }
+                // Woken to try again, whether or not anything else comes.
+                let at = Some(self.now() + retry.as_millis() as Millis + 1);
+                self.last_wake = Some(at);
+                let _ = self.net.send(NetCommand::WakeAt(at));
             }
         }
-        let pause = self.recovery.reopened(Instant::now());
-        warn!(
-            "{said}. The store was closed and opened again as of its last flush; the sync with every peer starts over from what is on disk in {} s, and nobody is blamed",
-            pause.as_secs()
-        );
-        // Nothing the engine knew of sessions, batches or fetches holds for
-        // the reopened store: a new one starts from what it holds.
+    }
+
+    /// Tries a closed store again once its pause is over; true while it
+    /// stays closed.
+    fn still_closed(&mut self) -> bool {
+        let Some(said) = self.recovery.closed().map(str::to_owned) else {
+            return false;
+        };
+        if self.recovery.paused(Instant::now()).is_none() {
+            self.reopen_store(said);
+        }
+        self.recovery.closed().is_some()
+    }
+
+    /// Starts the sync over from what the store holds: a new engine (nothing
+    /// the old one knew of sessions, batches or fetches holds any more),
+    /// every peer disconnected (its dialler comes back after the pause), and
+    /// the assets the store lacks asked for again, as after a start.
+    fn restart_sync(&mut self) {
         let workspaces = match self.local.store().workspaces() {
             Ok(list) => list.into_iter().map(|w| w.secret).collect(),
             Err(e) => {
@@ -1278,8 +1350,6 @@ impl SyncCore {
         }
         self.to_commit.clear();
         self.blob_writes.clear();
-        // The new engine fetches what the store still lacks once members
-        // are back, as after a start.
         self.blob_wants = self.missing_assets().unwrap_or_else(|e| {
             warn!(error = %e, "cannot list the assets to fetch again");
             Vec::new()
@@ -1293,10 +1363,7 @@ impl SyncCore {
         self.last_wake = None;
         if let Ok(mut s) = self.status.lock() {
             s.up_to_date.clear();
-            s.store_reopened += 1;
-            s.store_failure = Some(said);
         }
-        true
     }
 
     /// Forgets up-to-date marks for a peer that left.

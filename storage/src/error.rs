@@ -7,6 +7,14 @@ use troupe_protocol::{ActorId, BlobHash, BundleHash, VerifyError, WorkspaceId};
 #[error("storage failure: {0}")]
 pub struct StorageFailure(#[from] pub redb::Error);
 
+impl StorageFailure {
+    /// The store is closed: a write failed and it could not be opened again
+    /// yet ([`crate::Store::needs_reopen`]).
+    pub fn closed() -> Self {
+        StorageFailure(redb::Error::DatabaseClosed)
+    }
+}
+
 macro_rules! from_redb {
     ($t:ty) => {
         impl From<redb::Error> for $t {

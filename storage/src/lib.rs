@@ -220,12 +220,17 @@ impl Store {
         store.journal = Some(std::sync::Mutex::new(j));
         if !pending.is_empty() {
             let jpath = journal::path_for(path);
-            for record in pending {
-                store
-                    .replay(record)
-                    .map_err(|e| replay_failure(e, &jpath))?;
+            let replayed = pending
+                .into_iter()
+                .try_for_each(|record| store.replay(record))
+                .and_then(|()| store.checkpoint());
+            if let Err(e) = replayed {
+                // The journal holds writes the store file does not (a full
+                // disk refuses the replay's writes too): it must outlive
+                // this failed open, not be removed as a clean close would.
+                store.journal = None;
+                return Err(replay_failure(e, &jpath));
             }
-            store.checkpoint().map_err(|e| replay_failure(e, &jpath))?;
         }
         store.writeback = writeback::Writeback::start(path);
         Ok(store)

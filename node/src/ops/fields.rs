@@ -304,6 +304,7 @@ pub fn set_run(local: &mut Local, sets: Vec<SetArgs>) -> Vec<SetAnswer> {
                 answers[i] = Some(Err(match &e {
                     OpsError::Archived => OpsError::Archived,
                     OpsError::BadArgument(why) => OpsError::BadArgument(why.clone()),
+                    OpsError::Store(why) => OpsError::Store(why.clone()),
                     other => OpsError::Store(other.to_string()),
                 }));
             }

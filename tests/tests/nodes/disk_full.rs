@@ -150,3 +150,73 @@ async fn a_full_disk_blames_nobody_keeps_reads_working_and_the_sync_ends_once_sp
     drop(b);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_on_a_full_disk_is_refused_in_words_and_the_node_takes_writes_again_once_space_is_freed()
+-> anyhow::Result<()> {
+    let disk = match Tmpfs::mount(3)? {
+        Ok(d) => d,
+        Err(skip) => {
+            eprintln!("skipped: {}", skip.0);
+            return Ok(());
+        }
+    };
+    let dir = disk.path().join("c");
+    troupe(&dir, &["init", "--name", "Casey"])?;
+    troupe(&dir, &["workspace", "create", "Hamlet"])?;
+    let c = Node::start_in("c", None, &dir, &loopback(None))?;
+    c.ready().await?;
+    let notes = |i: usize| format!("{i} {}", "rehearsal note ".repeat(3_000));
+    let field = |i: usize| format!("contacts.person/p{i}/notes");
+
+    // Long notes until the disk is full.
+    let mut refused = None;
+    for i in 0..200 {
+        let out = c.cli(&["set", "Hamlet", &field(i), &notes(i)]).await?;
+        if !out.status.success() {
+            refused = Some((i, String::from_utf8_lossy(&out.stderr).into_owned()));
+            break;
+        }
+    }
+    let (i, said) = refused.ok_or_else(|| anyhow::anyhow!("the disk never filled up"))?;
+    assert!(i > 0, "some notes fit first");
+    assert!(
+        said.contains("No space left on device") && said.contains("Free some space"),
+        "the refusal says the disk is full and what to do: {said}"
+    );
+    // The node is up and says why (once its storage thread has dealt with
+    // the failure, just after the answer).
+    wait_for("the status to say why", DEADLINE, || async {
+        let s = c.cli_json(&["status"]).await.map_err(|e| e.to_string())?;
+        match s["sync"]["store_failure"].as_str() {
+            Some(f) if f.contains("is full") => Ok(()),
+            _ => Err(s.to_string()),
+        }
+    })
+    .await?;
+
+    // Room again: writes are taken without a restart; the refused one was
+    // not applied, and every one answered before is there.
+    disk.resize(64)?;
+    wait_for("a write to be taken again", DEADLINE, || async {
+        c.cli_json(&["set", "Hamlet", &field(i + 1), "after"])
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nlog of c:\n{}", c.log()))?;
+    let refused_field = c.cli_words(&["get", "Hamlet", &field(i)]).await?;
+    assert!(
+        refused_field.contains("is not set"),
+        "a write answered as refused was not applied: {refused_field}"
+    );
+    for j in [0, i - 1] {
+        let kept = c.cli_json(&["get", "Hamlet", &field(j)]).await?;
+        assert!(
+            kept.to_string().contains(&notes(j)[..20]),
+            "a write answered before the disk filled up is kept: {j}"
+        );
+    }
+    drop(c);
+    Ok(())
+}
