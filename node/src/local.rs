@@ -177,8 +177,9 @@ impl Local {
     /// salvaged as at start.
     ///
     /// # Errors
-    /// [`LocalError::Open`] when the file cannot be opened again. The store
-    /// is then an empty stand-in that must not be used: the node stops.
+    /// [`LocalError::Open`] when the file cannot be opened again (on a full
+    /// disk, an open writes too). The store is then an empty stand-in that
+    /// must not be used until a later call opens the file.
     pub fn reopen(&mut self) -> Result<Option<SalvageReport>, LocalError> {
         let open_error = |path: &Path, source| LocalError::Open {
             path: path.to_owned(),
