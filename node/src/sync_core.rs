@@ -575,15 +575,7 @@ impl SyncCore {
         }
         let wants = std::mem::take(&mut self.blob_wants);
         if !wants.is_empty() {
-            let inputs = wants
-                .into_iter()
-                .map(|(workspace, hash, size)| Input::BlobWanted {
-                    workspace,
-                    hash,
-                    size,
-                })
-                .collect();
-            return self.inputs(inputs);
+            return self.inputs(blobs_wanted(wants));
         }
         self.after_drain();
     }
@@ -1142,15 +1134,7 @@ impl SyncCore {
     /// # Errors
     /// The store's read error.
     pub fn want_missing_assets(&mut self) -> Result<usize, troupe_storage::ReadError> {
-        let wants: Vec<Input> = self
-            .missing_assets()?
-            .into_iter()
-            .map(|(workspace, hash, size)| Input::BlobWanted {
-                workspace,
-                hash,
-                size,
-            })
-            .collect();
+        let wants = blobs_wanted(self.missing_assets()?);
         let n = wants.len();
         if n > 0 {
             self.inputs(wants);
@@ -1375,6 +1359,18 @@ impl SyncCore {
             }
         }
     }
+}
+
+/// Asks the engine for assets: (workspace, blob, size) each.
+fn blobs_wanted(wants: Vec<(WorkspaceId, troupe_protocol::ids::BlobHash, u64)>) -> Vec<Input> {
+    wants
+        .into_iter()
+        .map(|(workspace, hash, size)| Input::BlobWanted {
+            workspace,
+            hash,
+            size,
+        })
+        .collect()
 }
 
 /// A batch the engine asked to commit, waiting for the end of the call.

@@ -121,6 +121,40 @@ pub fn troupe_bin() -> &'static Path {
     })
 }
 
+/// `troupe up` arguments for a node on loopback with mDNS off, dialling
+/// `peer` when given: what every loopback test runs.
+pub fn loopback(peer: Option<&str>) -> Vec<String> {
+    let mut a = vec![
+        "--no-mdns".to_owned(),
+        "--listen".to_owned(),
+        "/ip4/127.0.0.1/tcp/0".to_owned(),
+    ];
+    if let Some(p) = peer {
+        a.extend(["--peer".to_owned(), p.to_owned()]);
+    }
+    a
+}
+
+/// Runs `troupe --data-dir <dir> --json <args>` with no node running (set-up
+/// before a node starts) and parses what it prints (`Null` for nothing).
+///
+/// # Errors
+/// If the command cannot run or fails; the error carries its stderr.
+pub fn troupe_json(dir: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(troupe_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--json")
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "troupe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
+}
+
 /// A `troupe up` process with its own temporary data dir. Killed on drop.
 #[derive(Debug)]
 pub struct Node {

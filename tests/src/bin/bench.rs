@@ -76,7 +76,7 @@ use troupe_protocol::path::FieldPath;
 use troupe_protocol::testing::workload::{FIELDS, contact_value};
 use troupe_protocol::value::{AssetRef, Value};
 use troupe_storage::Store;
-use troupe_tests::{ceilings, troupe_bin};
+use troupe_tests::{ceilings, troupe_bin, troupe_json as troupe};
 
 const WS: &str = "bench";
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -93,22 +93,6 @@ impl Drop for Proc {
             let _ = c.wait();
         }
     }
-}
-
-fn troupe(dir: &Path, args: &[&str]) -> anyhow::Result<Json> {
-    let out = Command::new(troupe_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--json")
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "troupe {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout).unwrap_or(Json::Null))
 }
 
 impl Proc {

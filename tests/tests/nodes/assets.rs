@@ -5,51 +5,23 @@
 
 use std::time::{Duration, Instant};
 
-use troupe_tests::{Node, troupe_bin, wait_for};
+use troupe_tests::{Node, loopback, troupe_bin, troupe_json as troupe, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const SIZE: usize = 160 * 1024 * 1024;
-
-fn troupe(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(troupe_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("run troupe");
-    assert!(
-        out.status.success(),
-        "troupe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
-fn loopback(peer: Option<&str>) -> Vec<String> {
-    let mut a = vec![
-        "--no-mdns".to_owned(),
-        "--listen".to_owned(),
-        "/ip4/127.0.0.1/tcp/0".to_owned(),
-    ];
-    if let Some(p) = peer {
-        a.extend(["--peer".to_owned(), p.to_owned()]);
-    }
-    a
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_asset_survives_a_killed_receiver_and_arrives_verified() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    troupe(&a_dir, &["init", "--name", "Alex"]);
-    troupe(&b_dir, &["init", "--name", "Sam"]);
-    troupe(&a_dir, &["workspace", "create", "Hamlet"]);
-    let invite = troupe(&a_dir, &["workspace", "invite", "Hamlet"])["invite"]
+    troupe(&a_dir, &["init", "--name", "Alex"])?;
+    troupe(&b_dir, &["init", "--name", "Sam"])?;
+    troupe(&a_dir, &["workspace", "create", "Hamlet"])?;
+    let invite = troupe(&a_dir, &["workspace", "invite", "Hamlet"])?["invite"]
         .as_str()
         .unwrap()
         .to_owned();
-    troupe(&b_dir, &["workspace", "join", &invite]);
+    troupe(&b_dir, &["workspace", "join", &invite])?;
 
     // Incompressible bytes, like a photo or a recording.
     let original = troupe_protocol::testing::noise(SIZE, 0x9e37_79b9_7f4a_7c15);

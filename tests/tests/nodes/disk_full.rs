@@ -7,38 +7,11 @@
 use std::time::Duration;
 
 use troupe_tests::tmpfs::Tmpfs;
-use troupe_tests::{Node, troupe_bin, wait_for};
+use troupe_tests::{Node, loopback, troupe_json as troupe, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const DISK_MIB: u64 = 24;
 const ASSET: usize = 40 << 20;
-
-fn troupe(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let out = std::process::Command::new(troupe_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--json")
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "troupe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
-}
-
-fn loopback(peer: Option<&str>) -> Vec<String> {
-    let mut a = vec![
-        "--no-mdns".to_owned(),
-        "--listen".to_owned(),
-        "/ip4/127.0.0.1/tcp/0".to_owned(),
-    ];
-    if let Some(p) = peer {
-        a.extend(["--peer".to_owned(), p.to_owned()]);
-    }
-    a
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_blames_nobody_keeps_reads_working_and_the_sync_ends_once_space_is_freed()

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use troupe_node::local_api::ApiClient;
-use troupe_tests::Node;
+use troupe_tests::{Node, loopback};
 
-use super::lifecycle::{ok, up_args};
+use super::lifecycle::ok;
 
 /// Concurrent writers: enough that the node groups their writes.
 const WRITERS: usize = 8;
@@ -36,7 +36,7 @@ async fn every_answered_set_survives_a_killed_node() -> anyhow::Result<()> {
     ok(&dir, &["init", "--name", "Stage"]).await;
     ok(&dir, &["workspace", "create", "show"]).await;
 
-    let node = Node::start_in("a", None, &dir, &up_args(None))?;
+    let node = Node::start_in("a", None, &dir, &loopback(None))?;
     node.ready().await?;
     let client = api(&dir).await?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -89,7 +89,7 @@ async fn every_answered_set_survives_a_killed_node() -> anyhow::Result<()> {
     let total: usize = answered.iter().sum();
     eprintln!("killed after {total} answered sets ({answered:?})");
 
-    let again = Node::start_in("a again", None, &dir, &up_args(None))?;
+    let again = Node::start_in("a again", None, &dir, &loopback(None))?;
     again.ready().await?;
     let client = api(&dir).await?;
     for (w, &n) in answered.iter().enumerate() {

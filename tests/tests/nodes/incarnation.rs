@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use troupe_tests::{Node, wait_for};
+use troupe_tests::{Node, loopback, wait_for};
 
-use super::lifecycle::{address, ok, up_args};
+use super::lifecycle::{address, ok};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -68,9 +68,9 @@ async fn a_restored_store_continues_as_a_new_incarnation_without_forks() -> anyh
     let old_actor = authors(&ok(&alex, &["history", "Hamlet"]).await)[0].clone();
 
     // Alex edits after the backup; Jordan receives it.
-    let a = Node::start_in("alex", None, &alex, &up_args(None))?;
+    let a = Node::start_in("alex", None, &alex, &loopback(None))?;
     let a_addr = address(&a).await;
-    let j = Node::start_in("jordan", None, &jordan, &up_args(Some(&a_addr)))?;
+    let j = Node::start_in("jordan", None, &jordan, &loopback(Some(&a_addr)))?;
     j.ready().await?;
     ok(&alex, &["set", "Hamlet", "cue.cue/q2/label", "House out"]).await;
     wait_value(&jordan, "cue.cue/q2/label", "House out").await;
@@ -105,9 +105,9 @@ async fn a_restored_store_continues_as_a_new_incarnation_without_forks() -> anyh
     assert_eq!(link["value"], old_actor.as_str());
 
     // Both meet again: everything converges, nothing is a fork.
-    let a = Node::start_in("alex", None, &alex, &up_args(None))?;
+    let a = Node::start_in("alex", None, &alex, &loopback(None))?;
     let a_addr = address(&a).await;
-    let j = Node::start_in("jordan", None, &jordan, &up_args(Some(&a_addr)))?;
+    let j = Node::start_in("jordan", None, &jordan, &loopback(Some(&a_addr)))?;
     j.ready().await?;
     wait_value(&jordan, "cue.cue/q3/label", "Blackout").await;
     wait_value(&alex, "cue.cue/q2/label", "House out").await;
@@ -126,7 +126,7 @@ async fn a_restored_store_continues_as_a_new_incarnation_without_forks() -> anyh
     }
     // A later start of the same, unmoved data dir keeps the new key.
     a.stop().await?;
-    let a = Node::start_in("alex", None, &alex, &up_args(None))?;
+    let a = Node::start_in("alex", None, &alex, &loopback(None))?;
     a.ready().await?;
     ok(&alex, &["set", "Hamlet", "cue.cue/q4/label", "Bows"]).await;
     assert_eq!(

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use troupe_tests::{Node, troupe_bin, wait_for};
+use troupe_tests::{Node, loopback, troupe_bin, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const JANE: &str = "contacts.person/jane/name";
@@ -90,19 +90,6 @@ async fn wait_value(dir: &Path, ws: &str, path: &str, want: serde_json::Value) {
     .unwrap();
 }
 
-/// `troupe up` arguments on loopback without mDNS, dialling `peer` if given.
-pub(crate) fn up_args(peer: Option<&str>) -> Vec<String> {
-    let mut a = vec![
-        "--no-mdns".to_owned(),
-        "--listen".to_owned(),
-        "/ip4/127.0.0.1/tcp/0".to_owned(),
-    ];
-    if let Some(p) = peer {
-        a.extend(["--peer".to_owned(), p.to_owned()]);
-    }
-    a
-}
-
 /// The node's dial address, `ADDR/p2p/PEER`.
 pub(crate) async fn address(node: &Node) -> String {
     let s = node.ready().await.unwrap();
@@ -173,11 +160,11 @@ async fn two_shows_and_a_library_stay_apart_and_archive_templates_clone_and_leav
     )
     .await;
 
-    let a = Node::start_in("alex", None, &alex, &up_args(None))?;
+    let a = Node::start_in("alex", None, &alex, &loopback(None))?;
     let a_addr = address(&a).await;
-    let j = Node::start_in("jordan", None, &jordan, &up_args(Some(&a_addr)))?;
+    let j = Node::start_in("jordan", None, &jordan, &loopback(Some(&a_addr)))?;
     let j_addr = address(&j).await;
-    let s = Node::start_in("sam", None, &sam, &up_args(Some(&j_addr)))?;
+    let s = Node::start_in("sam", None, &sam, &loopback(Some(&j_addr)))?;
     s.ready().await?;
 
     wait_value(&jordan, "Hamlet", JANE, "Jane (Hamlet)".into()).await;

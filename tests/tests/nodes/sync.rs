@@ -12,25 +12,12 @@ use troupe_protocol::workspace::WorkspaceSecret;
 use troupe_tests::store::{
     corrupt_bundle, field_values, rebuild_differences, seed_history, write_fields,
 };
-use troupe_tests::{Node, wait_for};
+use troupe_tests::{Node, loopback, wait_for};
 
 const SYNC_DEADLINE: Duration = Duration::from_secs(60);
 
 fn secret(seed: u8) -> WorkspaceSecret {
     WorkspaceSecret([seed; 32])
-}
-
-fn loopback_args(peer: Option<&str>) -> Vec<String> {
-    let mut a = vec![
-        "--no-mdns".to_owned(),
-        "--listen".to_owned(),
-        "/ip4/127.0.0.1/tcp/0".to_owned(),
-    ];
-    if let Some(p) = peer {
-        a.push("--peer".to_owned());
-        a.push(p.to_owned());
-    }
-    a
 }
 
 /// A data dir in its own temp dir (kept alive by the caller).
@@ -42,7 +29,7 @@ fn data_dir() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
 
 /// Starts a node on `dir` and returns it with its dial address `ADDR/p2p/PEER`.
 async fn start(name: &str, dir: &Path, peer: Option<&str>) -> anyhow::Result<(Node, String)> {
-    let node = Node::start_in(name, None, dir, &loopback_args(peer))?;
+    let node = Node::start_in(name, None, dir, &loopback(peer))?;
     let status = node.ready().await?;
     let addr = format!(
         "{}/p2p/{}",
