@@ -390,30 +390,32 @@ fn open_core(
     let extra = up.workspaces.clone();
     ActorHandle::spawn(STORE_THREAD, STORE_QUEUE, move || {
         let (local, report) = Local::open(&dir, &identity).map_err(|e| e.to_string())?;
-        if let Err(e) = local.store().prepare_journal() {
-            warn!(error = %e, "could not create the commit journal yet; the first write tries again");
-        }
+        local.prepare_journal();
         if let Some(r) = report {
-            warn!(
-                kept = r.bundles_kept,
-                lost_ranges = r.lost.len(),
-                damaged_copy = ?r.damaged_copy,
-                "the store file was damaged and has been salvaged; what was lost is fetched again from peers"
-            );
+            crate::local::log_salvage(&r);
         }
         for secret in extra {
             let id = secret.workspace_id();
-            if local.store().workspace(&id).map_err(|e| e.to_string())?.is_none() {
+            if local
+                .store()
+                .workspace(&id)
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
                 let info = troupe_protocol::workspace::WorkspaceInfo::new(
                     secret,
                     format!("workspace {}", id.short()),
                     troupe_protocol::workspace::WorkspaceKind::Show,
                 );
-                local.store().add_workspace(&info).map_err(|e| e.to_string())?;
+                local
+                    .store()
+                    .add_workspace(&info)
+                    .map_err(|e| e.to_string())?;
                 info!(workspace = %id, "joined a workspace from --workspace-secrets");
             }
         }
-        SyncCore::new(local, identity.actor_id(), cmd_tx, events, status, epoch).map_err(|e| e.to_string())
+        SyncCore::new(local, identity.actor_id(), cmd_tx, events, status, epoch)
+            .map_err(|e| e.to_string())
     })
     .map_err(|e| DaemonError::Store(e.to_string()))
 }

@@ -108,6 +108,17 @@ pub enum LocalError {
     NotApplied(String),
 }
 
+/// Says in the log that the store file was damaged and salvaged at an
+/// open, and where the damaged file was set aside.
+pub fn log_salvage(r: &SalvageReport) {
+    tracing::warn!(
+        kept = r.bundles_kept,
+        lost_ranges = r.lost.len(),
+        damaged_copy = ?r.damaged_copy,
+        "the store file was damaged and has been salvaged; what was lost is fetched again from peers"
+    );
+}
+
 /// The store plus what it takes to author bundles on this device.
 pub struct Local {
     store: Store,
@@ -191,10 +202,17 @@ impl Local {
         let (store, report) =
             Store::open_or_salvage(&self.path).map_err(|e| open_error(&self.path, e))?;
         self.store = store;
+        self.prepare_journal();
+        Ok(report)
+    }
+
+    /// Creates the commit journal's file ahead of the first write
+    /// ([`Store::prepare_journal`]), as a running node wants after opening
+    /// its store; a failure is logged, and the first write tries again.
+    pub fn prepare_journal(&self) {
         if let Err(e) = self.store.prepare_journal() {
             tracing::warn!(error = %e, "could not create the commit journal yet; the first write tries again");
         }
-        Ok(report)
     }
 
     /// Wraps an open store (tests and tools).

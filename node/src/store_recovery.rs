@@ -62,6 +62,11 @@ impl StoreRecovery {
         }
     }
 
+    /// Whether a failure was noted during the running call.
+    pub fn has_fault(&self) -> bool {
+        self.fault.is_some()
+    }
+
     /// The failure noted during the call, once.
     pub fn take_fault(&mut self) -> Option<String> {
         self.fault.take()

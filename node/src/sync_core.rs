@@ -270,11 +270,7 @@ impl SyncCore {
             .into_iter()
             .map(|w| w.secret)
             .collect();
-        let engine = Engine::new(EngineConfig {
-            local_peer: network_id.0,
-            workspaces,
-            rng_seed: rand::random(),
-        });
+        let engine = engine_for(network_id, workspaces);
         Ok(SyncCore {
             local,
             engine,
@@ -1184,6 +1180,10 @@ impl SyncCore {
     /// Whether the store has to be opened again after `error`; if so, that
     /// is done at the end of the running call ([`SyncCore::recover_store`]).
     fn check_store(&mut self, error: &dyn std::fmt::Display) -> bool {
+        // Noted already in this call: the store is not probed again.
+        if self.recovery.has_fault() {
+            return true;
+        }
         if self.local.store().needs_reopen().is_none() {
             return false;
         }
@@ -1259,11 +1259,7 @@ impl SyncCore {
         match self.local.reopen() {
             Ok(report) => {
                 if let Some(r) = report {
-                    warn!(
-                        kept = r.bundles_kept,
-                        lost_ranges = r.lost.len(),
-                        "the store file was damaged and has been salvaged; what was lost is fetched again from peers"
-                    );
+                    crate::local::log_salvage(&r);
                 }
                 let pause = self.recovery.reopened(now);
                 warn!(
@@ -1319,11 +1315,7 @@ impl SyncCore {
                 Vec::new()
             }
         };
-        self.engine = Engine::new(EngineConfig {
-            local_peer: self.network_id.0,
-            workspaces,
-            rng_seed: rand::random(),
-        });
+        self.engine = engine_for(self.network_id, workspaces);
         for peer in std::mem::take(&mut self.connected) {
             if let Some(p) = identity::libp2p_peer(&peer) {
                 let _ = self.net.send(NetCommand::Disconnect {
@@ -1359,6 +1351,20 @@ impl SyncCore {
             }
         }
     }
+}
+
+/// A new engine for `workspaces`, bound to the key the transport
+/// authenticates (see [`SyncCore::new`]): at start, and when a reopened
+/// store starts the sync over.
+fn engine_for(
+    network_id: troupe_protocol::ids::ActorId,
+    workspaces: Vec<WorkspaceSecret>,
+) -> Engine {
+    Engine::new(EngineConfig {
+        local_peer: network_id.0,
+        workspaces,
+        rng_seed: rand::random(),
+    })
 }
 
 /// Asks the engine for assets: (workspace, blob, size) each.
